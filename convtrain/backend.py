@@ -1,0 +1,95 @@
+"""Array backend: one place that decides whether arrays live in NumPy (CPU) or CuPy (GPU).
+
+Engine functions never import NumPy for array math; they ask for the module that owns their
+inputs with :func:`array_module` so that the same code runs on both backends.
+"""
+from __future__ import annotations
+
+import dataclasses
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+KNOWN_BACKENDS = ("numpy", "cupy")
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
+
+    Cheap enough for hot paths: it only looks at the type's module name, so CuPy is never
+    imported on a CPU-only machine.
+    """
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy  # noqa: PLC0415 - only reached when a CuPy array exists
+
+            return cupy
+    return np
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """The array library of a run.
+
+    Attributes:
+        name: ``"numpy"`` or ``"cupy"``.
+        xp: the array module itself (``numpy`` or ``cupy``).
+    """
+
+    name: str
+    xp: ModuleType
+
+    def asarray(self, x: Any, dtype: Any = None):
+        """Move ``x`` (NumPy array, list, scalar or device array) onto this backend."""
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Return ``x`` as a host NumPy array (a no-op for NumPy arrays)."""
+        if self.name == "cupy" and hasattr(x, "get"):
+            return x.get()
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        """Block until queued device work is done (needed before timing GPU code)."""
+        if self.name == "cupy":
+            self.xp.cuda.Device().synchronize()
+
+    def rng(self, seed: int | None):
+        """A seeded random generator living on this backend."""
+        return self.xp.random.default_rng(seed)
+
+
+def get_backend(name: str = "numpy") -> Backend:
+    """Return the backend called ``name``.
+
+    Raises:
+        ValueError: for an unknown name, or ``"cupy"`` when CuPy or a GPU is missing.
+    """
+    if name == "numpy":
+        return Backend("numpy", np)
+    if name == "cupy":
+        try:
+            import cupy  # noqa: PLC0415
+        except ImportError as exc:
+            raise ValueError(
+                "backend 'cupy' needs the cupy package (pip install cupy-cuda12x) and an NVIDIA "
+                f"GPU; importing it failed: {exc}"
+            ) from None
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDA driver errors have many types
+            raise ValueError(f"backend 'cupy' found no usable CUDA device: {exc}") from None
+        if count < 1:
+            raise ValueError("backend 'cupy' found no CUDA device")
+        return Backend("cupy", cupy)
+    raise ValueError(f"Unknown backend: '{name}' (known backends: {', '.join(KNOWN_BACKENDS)})")
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one GPU (used by tests to skip)."""
+    try:
+        get_backend("cupy")
+    except ValueError:
+        return False
+    return True
