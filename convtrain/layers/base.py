@@ -6,7 +6,7 @@ forward pass (the cache). It never updates its own weights: optimizers do that, 
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from convtrain.registry import Registry
 
@@ -19,34 +19,44 @@ Shape = tuple[int, ...]  # per-sample shape, e.g. (C, H, W) or (features,)
 class Layer:
     """Base class of every layer.
 
-    Subclasses are built by :func:`convtrain.layers.build_layer` as
-    ``cls.from_config(name, spec, input_shape, defaults)``.
+    Public construction mirrors PyTorch (``Conv2d(in_channels, out_channels, kernel_size, ...)``);
+    the registry builds layers from YAML with :meth:`from_config`, inferring ``in_channels`` /
+    ``in_features`` from the previous layer's output shape.
 
     Attributes:
-        name: the layer's key in the model config (``"conv1"``); used in messages and
-            in ``state_dict`` names (``"conv1.weight"``).
+        name: the layer's key in the model config (``"conv1"``); used in error messages and in
+            ``state_dict`` names (``"conv1.weight"``).
         params: parameter arrays by short name (``{"weight": W, "bias": b}``).
-        grads: gradients with the same keys and shapes, filled by :meth:`backward`.
-        trainable: False freezes the layer (the optimizer skips it; grads are still computed).
+        grads: gradients with the same keys and shapes, written by :meth:`backward`.
+        buffers: non-trainable state saved in ``state_dict`` (BatchNorm running statistics).
+        trainable: False freezes the layer (optimizers skip it; grads are still computed).
         weight_decay_mult: per-layer multiplier on the global L2 weight decay (Caffe's
-            ``decay_mult``); biases and BatchNorm parameters are never decayed.
-        input_shape / output_shape: per-sample shapes (without the batch axis).
+            ``decay_mult``). Only the params named in ``decayed_params`` are decayed.
     """
 
-    #: config keys this layer type accepts besides ``type`` (used to reject typos).
+    #: config keys this layer type accepts besides ``type`` (typos are rejected against it).
     config_keys: ClassVar[tuple[str, ...]] = ()
-    #: params that L2 weight decay applies to.
+    #: params that L2 weight decay applies to (never biases or BatchNorm scales).
     decayed_params: ClassVar[tuple[str, ...]] = ("weight",)
 
-    def __init__(self, name: str, input_shape: Shape):
-        self.name = name
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.output_shape: Shape = self.input_shape
+    def __init__(self, name: str | None = None):
+        self.name = name or type(self).__name__.lower()
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
-        self.buffers: dict[str, Any] = {}  # non-trainable state saved in state_dict (BN stats)
+        self.buffers: dict[str, Any] = {}
         self.trainable = True
         self.weight_decay_mult = 1.0
+
+    @classmethod
+    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
+                    defaults: Mapping[str, Any]) -> "Layer":
+        """Build from a YAML mapping (without ``type``) given the per-sample input shape.
+
+        ``defaults`` carries model-wide settings: ``init`` (global initializer name),
+        ``rng`` (NumPy Generator for init), ``dtype``.
+        Raises ConfigError naming ``name``, the key, the value and ``input_shape``.
+        """
+        raise NotImplementedError
 
     # --- computation -------------------------------------------------------------------
     def forward(self, x, training: bool = True):
@@ -57,21 +67,23 @@ class Layer:
         """``dy``: ``(N, *output_shape)`` -> ``dx`` ``(N, *input_shape)``; fills ``grads``."""
         raise NotImplementedError
 
-    # --- description (model.summary) -----------------------------------------------------
-    def flops(self) -> int:
-        """Forward multiply-adds x2 (i.e. FLOPs) for ONE sample."""
+    # --- shapes and description (model.summary) ---------------------------------------
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """Per-sample output shape; raises ConfigError naming the layer for impossible shapes."""
+        return tuple(input_shape)
+
+    def flops(self, input_shape: Shape) -> int:
+        """Forward FLOPs (a multiply-add counts 2) for ONE sample of ``input_shape``."""
         return 0
 
     def receptive_field_step(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         """``((kh, sh, dh), (kw, sw, dw))``: kernel, stride, dilation along H and W, for the
-        receptive-field arithmetic of ``summary()``.
-
-        Layers that do not look at neighbours (ReLU, Dropout, Flatten, Dense...) return ones.
+        receptive-field arithmetic of ``summary()``. Pointwise layers return ones.
         """
         return ((1, 1, 1), (1, 1, 1))
 
     def describe(self) -> str:
-        """A short human description of the hyperparameters (for ``summary()``)."""
+        """A short description of the hyperparameters (``"5x5, s1, p2"``) for ``summary()``."""
         return ""
 
     def num_params(self) -> int:
