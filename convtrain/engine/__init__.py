@@ -1,0 +1,59 @@
+"""The array engine: pure forward/backward functions over NumPy or CuPy arrays.
+
+No state and no config: layers (``convtrain.layers``) own parameters and call these.
+Activations are ``(N, C, H, W)``; conv weights ``(F, C//groups, kh, kw)``; dense weights
+``(out_features, in_features)``. Every ``*_forward`` returns its output plus a cache that the
+matching ``*_backward`` consumes.
+"""
+from convtrain.engine.activations import (
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from convtrain.engine.batchnorm import batchnorm2d_backward, batchnorm2d_forward
+from convtrain.engine.conv import conv2d_backward, conv2d_forward
+from convtrain.engine.dense import dense_backward, dense_forward
+from convtrain.engine.dropout import dropout_backward, dropout_forward
+from convtrain.engine.im2col import col2im, conv_output_size, im2col, pair, resolve_padding
+from convtrain.engine.losses import log_softmax, softmax_cross_entropy
+from convtrain.engine.pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)
+
+__all__ = [
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "batchnorm2d_backward",
+    "batchnorm2d_forward",
+    "col2im",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_output_size",
+    "dense_backward",
+    "dense_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "im2col",
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "log_softmax",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "pair",
+    "relu_backward",
+    "relu_forward",
+    "resolve_padding",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softmax_cross_entropy",
+    "tanh_backward",
+    "tanh_forward",
+]

@@ -1,0 +1,200 @@
+"""conv2d forward against scipy.signal.correlate, gradients against central differences."""
+import numpy as np
+import pytest
+from scipy.signal import correlate
+
+from convtrain.backend import cupy_available
+from convtrain.engine import conv2d_backward, conv2d_forward
+from convtrain.errors import ConfigError
+from tests.gradcheck import check_gradients, projected_sum
+
+
+def scipy_conv2d(x, weight, bias, stride, padding, dilation, groups):
+    """Reference: per (sample, filter) sum of 2-D 'valid' correlations over the filter's group
+    of channels, on an explicitly zero-padded input with an explicitly dilated kernel; stride
+    by slicing the stride-1 result."""
+    n, c, h, w = x.shape
+    f, c_per_group, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dilated = np.zeros((f, c_per_group, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=x.dtype)
+    dilated[:, :, ::dh, ::dw] = weight
+    filters_per_group = f // groups
+    outputs = []
+    for sample in range(n):
+        maps = []
+        for filt in range(f):
+            first_channel = (filt // filters_per_group) * c_per_group
+            acc = sum(correlate(padded[sample, first_channel + k], dilated[filt, k], mode="valid")
+                      for k in range(c_per_group))
+            acc = acc[::sh, ::sw]
+            maps.append(acc + (bias[filt] if bias is not None else 0.0))
+        outputs.append(maps)
+    return np.array(outputs)
+
+
+# (N, C, H, W, F, kh, kw, stride, padding, dilation, groups, bias)
+CASES = [
+    (1, 1, 5, 5, 1, 3, 3, (1, 1), (0, 0), (1, 1), 1, False),
+    (2, 3, 8, 8, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1, True),
+    (2, 3, 9, 7, 2, 3, 3, (2, 2), (0, 0), (1, 1), 1, True),
+    (1, 2, 10, 11, 3, 3, 3, (3, 3), (1, 1), (1, 1), 1, False),
+    (3, 2, 7, 9, 2, 2, 3, (1, 2), (0, 1), (1, 1), 1, True),
+    (2, 1, 12, 6, 5, 5, 1, (2, 1), (2, 0), (1, 1), 1, True),
+    (1, 4, 6, 6, 2, 1, 1, (1, 1), (0, 0), (1, 1), 1, True),
+    (2, 3, 11, 11, 3, 3, 3, (1, 1), (2, 2), (2, 2), 1, True),
+    (1, 2, 13, 9, 2, 3, 2, (2, 1), (1, 1), (2, 3), 1, False),
+    (2, 4, 8, 8, 6, 3, 3, (1, 1), (1, 1), (1, 1), 2, True),
+    (1, 4, 9, 10, 4, 2, 3, (2, 3), (1, 0), (1, 1), 2, False),
+    (2, 6, 7, 7, 3, 3, 3, (1, 1), (0, 0), (1, 1), 3, True),
+    (1, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1), (1, 1), 4, True),  # depthwise
+    (2, 4, 10, 10, 4, 3, 3, (2, 2), (2, 2), (2, 2), 2, True),
+    (4, 3, 6, 5, 2, 6, 5, (1, 1), (0, 0), (1, 1), 1, True),  # kernel == input
+    (1, 3, 4, 4, 2, 3, 3, (3, 3), (1, 1), (1, 1), 1, True),
+    (2, 2, 5, 8, 3, 1, 4, (1, 3), (0, 2), (1, 1), 1, False),
+    (3, 1, 7, 7, 2, 7, 7, (1, 1), (3, 3), (1, 1), 1, True),
+    (2, 5, 9, 6, 7, 3, 1, (1, 1), (1, 0), (3, 1), 1, True),
+    (1, 2, 8, 8, 2, 4, 4, (2, 2), (1, 1), (1, 1), 2, True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}x{}s{}p{}d{}g{}b{}".format(
+    *c[:7], *(f"{a}{b}" for a, b in c[7:10]), c[10], int(c[11])))
+def test_forward_matches_scipy_correlate(case):
+    n, c, h, w, f, kh, kw, stride, padding, dilation, groups, has_bias = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((f, c // groups, kh, kw))
+    bias = rng.standard_normal(f) if has_bias else None
+    y, _ = conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+    expected = scipy_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+GRAD_CASES = [  # (x_shape, weight_shape, stride, padding, dilation, groups, bias)
+    ((2, 3, 7, 6), (4, 3, 3, 3), (2, 2), (1, 1), (1, 1), 1, True),
+    ((1, 2, 8, 7), (3, 2, 3, 2), (3, 3), (1, 0), (1, 1), 1, True),
+    ((2, 2, 9, 8), (2, 2, 3, 3), (1, 2), (2, 1), (2, 2), 1, False),
+    ((2, 4, 6, 6), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2, True),
+    ((1, 4, 7, 5), (4, 1, 2, 3), (2, 1), (0, 1), (1, 2), 4, True),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_backward_matches_finite_differences(case):
+    x_shape, w_shape, stride, padding, dilation, groups, has_bias = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal(w_shape)
+    bias = rng.standard_normal(w_shape[0]) if has_bias else None
+    y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, dbias = conv2d_backward(dy, cache)
+
+    def loss():
+        return projected_sum(conv2d_forward(x, weight, bias, stride, padding, dilation, groups)[0],
+                             dy)
+
+    inputs = {"x": x, "weight": weight}
+    analytic = {"x": dx, "weight": dweight}
+    if has_bias:
+        inputs["bias"], analytic["bias"] = bias, dbias
+    else:
+        assert dbias is None
+    check_gradients(loss, inputs, analytic, eps=1e-6, tol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(dtype)
+    weight = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
+    bias = np.zeros(4, dtype=dtype)
+    y, cache = conv2d_forward(x, weight, bias, 1, 1, 1, groups=2)
+    grads = conv2d_backward(np.ones_like(y), cache)
+    assert y.dtype == dtype
+    assert all(g.dtype == dtype for g in grads)
+    assert y.flags.c_contiguous and grads[0].flags.c_contiguous
+
+
+def test_float32_agrees_with_float64():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 10, 10))
+    weight = rng.standard_normal((5, 3, 3, 3))
+    y64, _ = conv2d_forward(x, weight, None, 2, 1)
+    y32, _ = conv2d_forward(x.astype(np.float32), weight.astype(np.float32), None, 2, 1)
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, match", [
+    ((1, 3, 5, 5), (2, 2, 3, 3), {}, r"3 channels but weight \(2, 2, 3, 3\) expects 2"),
+    ((1, 4, 5, 5), (3, 2, 3, 3), {"groups": 2}, r"filters 3 are not divisible by groups 2"),
+    ((1, 3, 5, 5), (2, 1, 3, 3), {"groups": 2}, r"input channels 3 .* groups 2"),
+    ((1, 3, 5, 5), (2, 3, 3, 3), {"groups": 0}, r"groups must be a positive int, got 0"),
+    ((1, 3, 4, 4), (2, 3, 7, 7), {"padding": (1, 1)},
+     r"kernel size 7 is larger than the padded input 6"),
+    ((1, 3, 5, 5), (2, 3, 3, 3), {"stride": (0, 1)}, r"stride must be at least 1, got 0"),
+    ((1, 3, 5, 5), (2, 3, 3, 3), {"padding": (-1, 0)}, r"padding must not be negative"),
+    ((3, 5, 5), (2, 3, 3, 3), {}, r"x must be 4-D \(N, C, H, W\), got shape \(3, 5, 5\)"),
+])
+def test_bad_arguments_raise_config_error(x_shape, w_shape, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        conv2d_forward(np.zeros(x_shape), np.zeros(w_shape), **kwargs)
+
+
+def test_bias_shape_and_dtype_mismatch_are_rejected():
+    x = np.zeros((1, 3, 5, 5), dtype=np.float32)
+    weight = np.zeros((2, 3, 3, 3), dtype=np.float32)
+    with pytest.raises(ConfigError, match=r"bias must have shape \(2,\), got \(3,\)"):
+        conv2d_forward(x, weight, np.zeros(3, dtype=np.float32))
+    with pytest.raises(ConfigError, match=r"weight has dtype float64 but x has dtype float32"):
+        conv2d_forward(x, weight.astype(np.float64))
+    with pytest.raises(ConfigError, match=r"floating-point.*int64"):
+        conv2d_forward(np.zeros((1, 3, 5, 5), dtype=np.int64), weight)
+
+
+def test_backward_rejects_wrong_dy_shape():
+    y, cache = conv2d_forward(np.zeros((2, 3, 6, 6)), np.zeros((4, 3, 3, 3)))
+    with pytest.raises(ConfigError, match=r"dy must have shape \(2, 4, 4, 4\), got \(2, 4, 4, 5\)"):
+        conv2d_backward(np.zeros((2, 4, 4, 5)), cache)
+    with pytest.raises(ConfigError, match=r"dy has dtype float32 but the forward input has dtype "
+                                          r"float64"):
+        conv2d_backward(np.zeros((2, 4, 4, 4), dtype=np.float32), cache)
+
+
+def test_matches_torch_when_available():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 9, 8))
+    weight = rng.standard_normal((6, 2, 3, 2))
+    bias = rng.standard_normal(6)
+    kwargs = dict(stride=(2, 1), padding=(1, 1), dilation=(2, 1), groups=2)
+    y, cache = conv2d_forward(x, weight, bias, **kwargs)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    for ours, theirs in zip(conv2d_backward(dy, cache), (tx, tw, tb)):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cupy_available(), reason="needs CuPy and a CUDA GPU")
+def test_cupy_matches_numpy():
+    import cupy
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    weight = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    kwargs = dict(stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=2)
+    y, cache = conv2d_forward(x, weight, bias, **kwargs)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    grads = conv2d_backward(dy, cache)
+    y_gpu, cache_gpu = conv2d_forward(*(cupy.asarray(a) for a in (x, weight, bias)), **kwargs)
+    grads_gpu = conv2d_backward(cupy.asarray(dy), cache_gpu)
+    np.testing.assert_allclose(cupy.asnumpy(y_gpu), y, rtol=1e-4, atol=1e-4)
+    for ours, gpu in zip(grads, grads_gpu):
+        np.testing.assert_allclose(cupy.asnumpy(gpu), ours, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,224 @@
+"""Max / average pooling against naive window loops and central differences."""
+import itertools
+
+import numpy as np
+import pytest
+
+from convtrain.engine import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)
+from convtrain.errors import ConfigError
+from tests.gradcheck import check_gradients, projected_sum
+
+GEOMETRIES = [  # (x_shape, kernel, stride, padding)
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0)),
+    ((1, 2, 9, 9), (3, 3), (2, 2), (0, 0)),  # overlapping windows
+    ((2, 2, 7, 8), (3, 3), (2, 2), (1, 1)),  # overlapping + padding
+    ((1, 3, 7, 6), (3, 2), (1, 2), (1, 0)),
+    ((2, 1, 10, 7), (4, 3), (3, 1), (2, 1)),
+    ((1, 1, 5, 5), (5, 5), (1, 1), (0, 0)),  # global pool
+    ((2, 2, 6, 7), (2, 2), (2, 2), (1, 1)),  # non-overlapping + padding
+    ((1, 2, 8, 7), (2, 2), (3, 3), (0, 0)),  # stride > kernel: gaps between windows
+]
+
+
+def _windows(x_shape, kernel, stride, padding):
+    """Yield (n, c, oy, ox, [(row, col), ...]) with the in-image coordinates of each window,
+    in row-major window order; padded positions are left out."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    for ni, ci, oy, ox in itertools.product(range(n), range(c), range(oh), range(ow)):
+        taps = [(oy * sh + i - ph, ox * sw + j - pw) for i in range(kh) for j in range(kw)]
+        yield ni, ci, oy, ox, [(r, q) for r, q in taps if 0 <= r < h and 0 <= q < w], (oh, ow)
+
+
+def naive_maxpool(x, dy, kernel, stride, padding):
+    """Loop reference: forward max and backward routed to the FIRST maximum of each window."""
+    y, dx = None, np.zeros_like(x)
+    for ni, ci, oy, ox, taps, out_hw in _windows(x.shape, kernel, stride, padding):
+        if y is None:
+            y = np.zeros(x.shape[:2] + out_hw, dtype=x.dtype)
+        values = [x[ni, ci, r, q] for r, q in taps]
+        best = max(values)
+        y[ni, ci, oy, ox] = best
+        r, q = taps[values.index(best)]  # list.index returns the first occurrence
+        dx[ni, ci, r, q] += dy[ni, ci, oy, ox]
+    return y, dx
+
+
+def naive_avgpool(x, dy, kernel, stride, padding, count_include_pad):
+    y, dx = None, np.zeros_like(x)
+    for ni, ci, oy, ox, taps, out_hw in _windows(x.shape, kernel, stride, padding):
+        if y is None:
+            y = np.zeros(x.shape[:2] + out_hw, dtype=x.dtype)
+        divisor = kernel[0] * kernel[1] if count_include_pad else len(taps)
+        y[ni, ci, oy, ox] = sum(x[ni, ci, r, q] for r, q in taps) / divisor
+        for r, q in taps:
+            dx[ni, ci, r, q] += dy[ni, ci, oy, ox] / divisor
+    return y, dx
+
+
+def _distinct_values(shape, rng):
+    """Values at least 0.01 apart: no ties, and no max switches under a 1e-6 perturbation."""
+    size = int(np.prod(shape))
+    return (rng.permutation(size) * 0.01 + rng.uniform(0, 0.001, size)).reshape(shape) - 1.0
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_maxpool_matches_naive_loop(geometry):
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape)
+    y, cache = maxpool2d_forward(x, kernel, stride, padding)
+    dy = rng.standard_normal(y.shape)
+    expected_y, expected_dx = naive_maxpool(x, dy, kernel, stride, padding)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_allclose(maxpool2d_backward(dy, cache), expected_dx, rtol=1e-12)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_maxpool_ties_go_to_the_first_maximum_only(geometry):
+    """Inputs drawn from {0, 1, 2} are full of ties; each window's gradient must reach exactly
+    one input (the first max in row-major order), overlapping windows accumulating."""
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, x_shape).astype(np.float64)
+    y, cache = maxpool2d_forward(x, kernel, stride, padding)
+    dy = rng.standard_normal(y.shape)
+    expected_y, expected_dx = naive_maxpool(x, dy, kernel, stride, padding)
+    np.testing.assert_array_equal(y, expected_y)
+    dx = maxpool2d_backward(dy, cache)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    assert dx.sum() == pytest.approx(dy.sum())  # nothing lost or duplicated
+
+
+def test_maxpool_all_equal_window_routes_to_top_left():
+    x = np.ones((1, 1, 4, 4))
+    y, cache = maxpool2d_forward(x, 2, 2)
+    dx = maxpool2d_backward(np.ones_like(y), cache)
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 1
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_maxpool_padding_is_never_the_maximum():
+    x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3) - 100  # all strongly negative
+    y, _ = maxpool2d_forward(x, 3, 1, 1)
+    assert np.all(y <= -100)  # a zero pad would have won every window
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:5])
+def test_maxpool_gradient_matches_finite_differences(geometry):
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(2)
+    x = _distinct_values(x_shape, rng)
+    y, cache = maxpool2d_forward(x, kernel, stride, padding)
+    dy = rng.standard_normal(y.shape)
+    dx = maxpool2d_backward(dy, cache)
+    check_gradients(lambda: projected_sum(maxpool2d_forward(x, kernel, stride, padding)[0], dy),
+                    {"x": x}, {"x": dx}, tol=1e-7)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_avgpool_matches_naive_loop(geometry, count_include_pad):
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape)
+    y, cache = avgpool2d_forward(x, kernel, stride, padding, count_include_pad)
+    dy = rng.standard_normal(y.shape)
+    expected_y, expected_dx = naive_avgpool(x, dy, kernel, stride, padding, count_include_pad)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(avgpool2d_backward(dy, cache), expected_dx, rtol=1e-12, atol=1e-14)
+
+
+def test_count_include_pad_changes_the_border_only():
+    x = np.ones((1, 1, 4, 4))
+    with_pad, _ = avgpool2d_forward(x, 3, 1, 1, count_include_pad=True)
+    without_pad, _ = avgpool2d_forward(x, 3, 1, 1, count_include_pad=False)
+    np.testing.assert_allclose(without_pad, 1.0)
+    assert with_pad[0, 0, 0, 0] == pytest.approx(4 / 9)  # corner window sees 4 real pixels
+    assert with_pad[0, 0, 0, 1] == pytest.approx(6 / 9)
+    assert with_pad[0, 0, 1, 1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("geometry", [GEOMETRIES[2], GEOMETRIES[4]])
+def test_avgpool_gradient_matches_finite_differences(geometry, count_include_pad):
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    y, cache = avgpool2d_forward(x, kernel, stride, padding, count_include_pad)
+    dy = rng.standard_normal(y.shape)
+    dx = avgpool2d_backward(dy, cache)
+
+    def loss():
+        return projected_sum(avgpool2d_forward(x, kernel, stride, padding, count_include_pad)[0],
+                             dy)
+
+    check_gradients(loss, {"x": x}, {"x": dx}, tol=1e-7)
+
+
+@pytest.mark.parametrize("forward", [maxpool2d_forward, avgpool2d_forward])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooling_keeps_the_dtype(forward, dtype):
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(dtype)
+    y, cache = forward(x, 3, 2, 1)
+    backward = maxpool2d_backward if forward is maxpool2d_forward else avgpool2d_backward
+    assert y.dtype == dtype
+    assert backward(np.ones_like(y), cache).dtype == dtype
+
+
+@pytest.mark.parametrize("forward", [maxpool2d_forward, avgpool2d_forward])
+@pytest.mark.parametrize("args, match", [
+    (((1, 1, 4, 4), 5, 1, 0), r"kernel size 5 is larger than the padded input 4"),
+    (((1, 1, 4, 4), 2, 0, 0), r"stride must be at least 1, got 0"),
+    (((1, 1, 6, 6), 3, 1, 2), r"padding 2 along the height must be at most half the kernel size 3"),
+    (((1, 1, 6, 6), 3, 1, -1), r"padding must not be negative"),
+    (((6, 6), 2, 2, 0), r"x must be 4-D"),
+])
+def test_pooling_rejects_bad_arguments(forward, args, match):
+    shape, kernel, stride, padding = args
+    with pytest.raises(ConfigError, match=match):
+        forward(np.zeros(shape), kernel, stride, padding)
+
+
+def test_pooling_rejects_integer_input():
+    with pytest.raises(ConfigError, match=r"floating-point.*int64"):
+        maxpool2d_forward(np.zeros((1, 1, 4, 4), dtype=np.int64), 2, 2)
+
+
+def test_pool_backward_rejects_wrong_dy_shape():
+    y, cache = maxpool2d_forward(np.zeros((1, 2, 4, 4)), 2, 2)
+    with pytest.raises(ConfigError, match=r"dy must have shape \(1, 2, 2, 2\)"):
+        maxpool2d_backward(np.zeros((1, 2, 2, 3)), cache)
+    y, cache = avgpool2d_forward(np.zeros((1, 2, 4, 4)), 2, 2)
+    with pytest.raises(ConfigError, match=r"dy must have shape \(1, 2, 2, 2\)"):
+        avgpool2d_backward(np.zeros((1, 2, 2, 3)), cache)
+
+
+def test_matches_torch_when_available():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 4, (2, 3, 9, 8)).astype(np.float64)  # many ties
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, (3, 3), (2, 2), (1, 1))
+    y, cache = maxpool2d_forward(x, 3, 2, 1)
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_allclose(maxpool2d_backward(dy, cache), tx.grad.numpy(), rtol=1e-12)
+    for include in (True, False):
+        tx = torch.tensor(x, requires_grad=True)
+        ty = torch.nn.functional.avg_pool2d(tx, (3, 2), (2, 1), (1, 1),
+                                            count_include_pad=include)
+        y, cache = avgpool2d_forward(x, (3, 2), (2, 1), 1, include)
+        dy = rng.standard_normal(y.shape)
+        ty.backward(torch.tensor(dy))
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(avgpool2d_backward(dy, cache), tx.grad.numpy(), rtol=1e-12)
