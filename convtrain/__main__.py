@@ -1,0 +1,4 @@
+"""``python -m convtrain`` == ``convtrain``."""
+from convtrain.cli import main
+
+main()
