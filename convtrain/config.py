@@ -65,6 +65,19 @@ class TrainerConfig:
 
 
 @dataclasses.dataclass
+class LoggerConfig:
+    """What the run logs to TensorBoard (``run_dir/tensorboard``) and as PNGs (``run_dir/images``)."""
+
+    tensorboard: bool = True
+    kernels_every_n_epochs: int = 1  # filter grids of every conv layer; 0 = never
+    kernel_scaling: str = "per_filter"  # per_filter | symmetric
+    feature_maps_every_n_epochs: int = 1  # one fixed validation image through each conv layer
+    histograms_every_n_epochs: int = 1  # weights and gradients per layer
+    png: bool = True  # also write kernel / feature-map grids as PNG files
+    hparams: bool = True  # flattened config + final metrics for the HParams dashboard
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: Any = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -72,6 +85,7 @@ class TrainConfig:
     scheduler: Any = dataclasses.field(default_factory=lambda: {"name": "constant"})
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     backend: BackendConfig = dataclasses.field(default_factory=BackendConfig)
+    logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
     task: Task = Task.train
     seed: int = 0
 

@@ -66,6 +66,7 @@ def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
         progress=_progress_setting(t.progress), log_every_n_steps=int(t.log_every_n_steps),
         checkpoint=bool(t.checkpoint), monitor=str(t.monitor), resume=t.resume,
         config_text=OmegaConf.to_yaml(cfg), augment=augment,
+        logger=OmegaConf.to_container(cfg.logger, resolve=True),
     )
     metrics = trainer.fit()
     test_acc = metrics.get("test_accuracy")

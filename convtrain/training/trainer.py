@@ -147,7 +147,7 @@ class Trainer:
                  progress: bool | str = "auto", log_every_n_steps: int = 50,
                  checkpoint: bool = True, monitor: str = "val_accuracy",
                  resume: str | None = None, config_text: str | None = None,
-                 augment: Any = None):
+                 augment: Any = None, logger: Any = None):
         self.model = model
         self.optimizer = optimizer
         self.schedule = schedule
