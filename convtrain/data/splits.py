@@ -1,0 +1,166 @@
+"""Containers for dataset splits and the normalisation applied to them.
+
+Everything here lives on the host as NumPy arrays; the loader moves batches to the run's
+backend. Images are always ``(N, C, H, W)`` and labels ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from convtrain.errors import DataError
+
+# Samples per chunk when accumulating variance (bounded temporary memory).
+_STATS_CHUNK = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySplit:
+    """One split of a dataset.
+
+    Attributes:
+        x: images ``(N, C, H, W)``: float32 in a :class:`DataSplits`, uint8 in a
+            :class:`RawDataset`.
+        y: integer class labels ``(N,)``, int64 in a :class:`DataSplits`.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Catch reader bugs here rather than as a shape error deep inside training.
+        if self.x.ndim != 4:
+            raise ValueError(f"ArraySplit.x must be (N, C, H, W), got shape {self.x.shape}")
+        if self.y.ndim != 1 or self.y.shape[0] != self.x.shape[0]:
+            raise ValueError(
+                f"ArraySplit.y must be ({self.x.shape[0]},) to match x, got shape {self.y.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, indices: np.ndarray) -> ArraySplit:
+        """The samples at ``indices`` (a copy, in the order given)."""
+        return ArraySplit(self.x[indices], self.y[indices])
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Per-channel affine normalisation ``(x - mean) / std`` applied to every split.
+
+    The statistics are computed on the training split only (after the validation split was
+    taken out), so nothing about validation or test images leaks into training. With
+    ``data.normalize=false`` this is the identity (mean 0, std 1).
+
+    Attributes:
+        mean: one value per channel, in the [0, 1] pixel scale.
+        std: one value per channel; a constant channel gets std 1 instead of 0.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def identity(cls, channels: int) -> Normalization:
+        return cls(mean=(0.0,) * channels, std=(1.0,) * channels)
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Normalization:
+        """Per-channel mean and population std of ``x`` ``(N, C, H, W)``."""
+        if x.shape[0] == 0:
+            raise ValueError("cannot compute normalisation statistics of an empty split")
+        # Accumulate in float64 (a float32 running sum over ~50M pixels drifts visibly), but
+        # square deviations in float32 chunks: x.std(dtype=float64) would allocate a float64
+        # copy of the whole split and is ~15x slower on 60k MNIST images.
+        mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+        work_dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        shift = mean.astype(work_dtype).reshape(1, -1, 1, 1)
+        squares = np.zeros_like(mean)
+        for start in range(0, x.shape[0], _STATS_CHUNK):
+            deviation = x[start : start + _STATS_CHUNK] - shift
+            deviation *= deviation
+            squares += deviation.sum(axis=(0, 2, 3), dtype=np.float64)
+        pixels_per_channel = x.shape[0] * x.shape[2] * x.shape[3]
+        # The shift is the float32-rounded mean; correct for its tiny offset exactly.
+        offset = mean - shift.reshape(-1).astype(np.float64)
+        std = np.sqrt(np.maximum(squares / pixels_per_channel - offset**2, 0.0))
+        std = np.where(std > 1e-12, std, 1.0)
+        return cls(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+    def apply_(self, x: np.ndarray) -> np.ndarray:
+        """Normalise float ``x`` ``(N, C, H, W)`` in place and return it."""
+        mean = np.asarray(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)
+        inv_std = (
+            (1.0 / np.asarray(self.std, dtype=np.float64)).astype(x.dtype).reshape(1, -1, 1, 1)
+        )
+        x -= mean
+        x *= inv_std
+        return x
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """Plain lists, for metrics files and checkpoint metadata."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RawDataset:
+    """What a dataset reader returns: undecorated uint8 pixels and the official split.
+
+    Attributes:
+        train, test: uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``.
+        class_names: one name per class, index = label.
+        pixel_max: the value that maps to 1.0 (16 for digits, 255 for 8-bit images).
+    """
+
+    train: ArraySplit
+    test: ArraySplit
+    class_names: tuple[str, ...]
+    pixel_max: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSplits:
+    """A dataset ready for training: float32 images scaled to [0, 1] then normalised.
+
+    Attributes:
+        train, val, test: the splits; ``val`` may be empty (``data.val_fraction=0``).
+        num_classes: number of classes; labels are ``0 .. num_classes - 1``.
+        input_shape: per-sample shape ``(C, H, W)``.
+        class_names: one name per class.
+        name: the registry name of the dataset (``data.name``).
+        normalization: the per-channel mean/std that was applied to all three splits.
+    """
+
+    train: ArraySplit
+    val: ArraySplit
+    test: ArraySplit
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    name: str
+    normalization: Normalization
+
+    def summary(self) -> str:
+        """One line for the run log, e.g. ``digits: train 1293, val 144, test 360, (1, 8, 8)``."""
+        return (
+            f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}, "
+            f"input {self.input_shape}, {self.num_classes} classes"
+        )
+
+
+def empty_like(split: ArraySplit, dtype: np.dtype | type | None = None) -> ArraySplit:
+    """A zero-length split with the same per-sample shape as ``split``."""
+    x_dtype = split.x.dtype if dtype is None else dtype
+    return ArraySplit(np.empty((0, *split.x.shape[1:]), dtype=x_dtype), np.empty((0,), np.int64))
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: str) -> None:
+    """Raise :class:`DataError` naming ``source`` for a label outside ``0 .. num_classes-1``."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise DataError(
+            f"{source}: found label {int(bad[0])} but this dataset has {num_classes} classes "
+            f"(labels 0..{num_classes - 1}); the file is corrupt or belongs to another dataset"
+        )
