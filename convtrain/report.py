@@ -1,0 +1,145 @@
+"""``convtrain-report DIR``: one table of every run under a (multi)run directory.
+
+Each job directory holds ``metrics.json`` and ``.hydra/overrides.yaml``; the report has one row
+per job with its overrides as columns, sorted by a metric, written as Markdown (stdout or a file)
+and CSV.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+DEFAULT_COLUMNS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "epochs_completed",
+                   "wall_time_s", "train_images_per_s")
+
+
+class ReportError(ValueError):
+    """A missing directory, an unreadable metrics file or an unknown sort key."""
+
+
+def _read_overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError as exc:
+        raise ReportError(f"{path}: not valid YAML ({exc})") from None
+    overrides = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        overrides[key.lstrip("+~")] = value
+    return overrides
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
+    """One dict per job under ``root``: ``{"run": relative dir, <overrides>, <metrics>}``."""
+    if not root.is_dir():
+        raise ReportError(f"{root}: no such directory")
+    rows = []
+    for metrics_path in sorted(root.rglob("metrics.json")):
+        job_dir = metrics_path.parent
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReportError(f"{metrics_path}: unreadable metrics file ({exc})") from None
+        row: dict[str, Any] = {"run": str(job_dir.relative_to(root)) or "."}
+        row.update(_read_overrides(job_dir))
+        row.update(metrics)
+        rows.append(row)
+    if not rows:
+        raise ReportError(f"{root}: no metrics.json found (is this a convtrain run or multirun directory?)")
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def sort_rows(rows: list[dict[str, Any]], key: str, descending: bool = True) -> list[dict[str, Any]]:
+    if not any(key in r for r in rows):
+        known = sorted({k for r in rows for k in r})
+        raise ReportError(f"--sort: unknown column '{key}' (columns: {', '.join(known)})")
+    present = [r for r in rows if _number(r.get(key)) is not None]
+    missing = [r for r in rows if _number(r.get(key)) is None]  # failed jobs sink to the bottom
+    return sorted(present, key=lambda r: _number(r[key]), reverse=descending) + missing
+
+
+def columns_for(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[str]:
+    """``run``, then every override key seen (in first-seen order), then the chosen metrics."""
+    override_keys: list[str] = []
+    metric_set = set(metrics)
+    for r in rows:
+        for k in r:
+            if k != "run" and k not in metric_set and k not in override_keys and not _is_metric(k, rows):
+                override_keys.append(k)
+    return ["run", *override_keys, *[m for m in metrics if any(m in r for r in rows)]]
+
+
+def _is_metric(key: str, rows: list[dict[str, Any]]) -> bool:
+    # metrics.json values are numbers/null; overrides are strings
+    return any(key in r and not isinstance(r[key], str) for r in rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
+    return buf.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="convtrain-report", description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path, help="a multirun (or run) directory")
+    parser.add_argument("--sort", default="val_accuracy", help="column to sort by (default val_accuracy)")
+    parser.add_argument("--ascending", action="store_true", help="smallest first (e.g. for losses)")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_COLUMNS),
+                        help="comma-separated metric columns to show")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help="CSV output path (default DIRECTORY/report.csv)")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the Markdown table here (default DIRECTORY/report.md)")
+    args = parser.parse_args(argv)
+    try:
+        rows = sort_rows(collect(args.directory), args.sort, descending=not args.ascending)
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        columns = columns_for(rows, metrics)
+        markdown = to_markdown(rows, columns)
+        (args.csv or args.directory / "report.csv").write_text(to_csv(rows, columns))
+        (args.markdown or args.directory / "report.md").write_text(markdown)
+    except (ReportError, OSError) as exc:
+        print(f"convtrain-report: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""convtrain-report: collects metrics.json + overrides of a sweep into one sorted table."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from convtrain.report import main
+
+
+def make_job(root: Path, num: int, overrides: list[str], metrics: dict) -> None:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture()
+def sweep(tmp_path):
+    make_job(tmp_path, 0, ["model.layers.conv1.filters=4", "seed=1"], {"val_accuracy": 0.91, "test_accuracy": 0.90, "val_loss": 0.3})
+    make_job(tmp_path, 1, ["model.layers.conv1.filters=8", "seed=1"], {"val_accuracy": 0.97, "test_accuracy": 0.95, "val_loss": 0.1})
+    make_job(tmp_path, 2, ["model.layers.conv1.filters=8", "seed=2"], {"val_accuracy": None, "test_accuracy": None, "val_loss": None})
+    return tmp_path
+
+
+def test_markdown_sorted_by_val_accuracy_with_override_columns(sweep, capsys):
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| run | model.layers.conv1.filters | seed | val_accuracy")
+    body = out[2:]
+    assert [line.split("|")[1].strip() for line in body] == ["1", "0", "2"]  # 0.97, 0.91, missing last
+    assert "0.9700" in body[0]
+    assert (sweep / "report.md").read_text().splitlines() == out
+
+
+def test_csv_has_every_job_and_override(sweep):
+    assert main([str(sweep), "--sort", "val_loss", "--ascending"]) == 0
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert [r["run"] for r in rows] == ["1", "0", "2"]
+    assert rows[0]["model.layers.conv1.filters"] == "8" and rows[0]["seed"] == "1"
+    assert float(rows[1]["val_loss"]) == 0.3
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "no metrics.json found" in capsys.readouterr().err
+
+
+def test_unknown_sort_column(sweep, capsys):
+    assert main([str(sweep), "--sort", "val_acc"]) == 2
+    assert "unknown column 'val_acc'" in capsys.readouterr().err
