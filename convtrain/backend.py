@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from convtrain.errors import ConfigError
+
 KNOWN_BACKENDS = ("numpy", "cupy")
 
 
@@ -64,7 +66,7 @@ def get_backend(name: str = "numpy") -> Backend:
     """Return the backend called ``name``.
 
     Raises:
-        ValueError: for an unknown name, or ``"cupy"`` when CuPy or a GPU is missing.
+        ConfigError: for an unknown name, or ``"cupy"`` when CuPy or a GPU is missing.
     """
     if name == "numpy":
         return Backend("numpy", np)
@@ -72,24 +74,24 @@ def get_backend(name: str = "numpy") -> Backend:
         try:
             import cupy  # noqa: PLC0415
         except ImportError as exc:
-            raise ValueError(
-                "backend 'cupy' needs the cupy package (pip install cupy-cuda12x) and an NVIDIA "
+            raise ConfigError(
+                "backend.name=cupy needs the cupy package (pip install cupy-cuda12x) and an NVIDIA "
                 f"GPU; importing it failed: {exc}"
             ) from None
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # CUDA driver errors have many types
-            raise ValueError(f"backend 'cupy' found no usable CUDA device: {exc}") from None
+            raise ConfigError(f"backend 'cupy' found no usable CUDA device: {exc}") from None
         if count < 1:
-            raise ValueError("backend 'cupy' found no CUDA device")
+            raise ConfigError("backend 'cupy' found no CUDA device")
         return Backend("cupy", cupy)
-    raise ValueError(f"Unknown backend: '{name}' (known backends: {', '.join(KNOWN_BACKENDS)})")
+    raise ConfigError(f"backend.name: unknown backend '{name}' (known backends: {', '.join(KNOWN_BACKENDS)})")
 
 
 def cupy_available() -> bool:
     """True when CuPy imports and sees at least one GPU (used by tests to skip)."""
     try:
         get_backend("cupy")
-    except ValueError:
+    except ConfigError:
         return False
     return True
