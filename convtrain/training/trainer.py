@@ -4,9 +4,13 @@ One :class:`Trainer` runs one training job into one run directory::
 
     run_dir/
       metrics.json                 rewritten (atomically) after every epoch
-      tensorboard/events.out...    per-epoch scalars, train/loss_step, the config text
+      tensorboard/events.out...    per-epoch scalars, train/loss_step, the config text, filter
+                                   grids, feature maps, histograms, the HParams session
+      images/kernels/, images/feature_maps/    PNG copies of the grids
       checkpoints/last.safetensors + last.json    after every epoch
       checkpoints/best.safetensors + best.json    when the monitored metric improves
+
+Pictures, histograms and hparams: :mod:`convtrain.training.tb_logging` (tags, files, schedule).
 
 Reproducibility: batches are shuffled by a NumPy Generator seeded from ``seed``; its state and
 the state of every layer's ``rng`` (dropout) are saved in each checkpoint, so ``resume=`` a
@@ -19,7 +23,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -32,6 +36,8 @@ from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from convtrain.training.metrics import RunningAverage, count_correct, evaluate, json_safe, \
     write_metrics
 from convtrain.training.progress import EpochProgress, resolve_progress
+from convtrain.training.tb_logging import VisualLogger, first_image, flatten_config, \
+    parse_logger_settings
 
 log = logging.getLogger("convtrain")
 
@@ -135,10 +141,17 @@ class Trainer:
             model, optimizer, epoch counter and rng states are restored before training.
         config_text: the composed config (YAML), stored in checkpoints and TensorBoard.
         augment: passed to the loader for training batches only.
+        logger: the ``logger`` config group (see :class:`convtrain.config.LoggerConfig`);
+            None = its defaults.
+        hparams: the run's hyperparameters for TensorBoard's HParams dashboard, nested or
+            flat (flattened with :func:`~convtrain.training.tb_logging.flatten_config`); None
+            logs ``seed``, ``trainer.max_epochs``, ``trainer.batch_size`` and
+            ``optimizer.lr``.
 
     Raises:
-        ConfigError: naming ``trainer.<key>`` for bad settings, or the layer whose ``units``
-            must change when the model's output does not match the number of classes.
+        ConfigError: naming ``trainer.<key>`` / ``logger.<key>`` for bad settings, or the
+            layer whose ``units`` must change when the model's output does not match the
+            number of classes.
     """
 
     def __init__(self, model: Any, optimizer: Any, schedule: Any, data: Any, *,
@@ -147,7 +160,8 @@ class Trainer:
                  progress: bool | str = "auto", log_every_n_steps: int = 50,
                  checkpoint: bool = True, monitor: str = "val_accuracy",
                  resume: str | None = None, config_text: str | None = None,
-                 augment: Any = None, logger: Any = None):
+                 augment: Any = None, logger: Any = None,
+                 hparams: Mapping[str, Any] | None = None):
         self.model = model
         self.optimizer = optimizer
         self.schedule = schedule
@@ -175,6 +189,10 @@ class Trainer:
         self.resume = resume
         self.config_text = config_text
         self.augment = augment
+        self.logger = parse_logger_settings(logger)
+        self.hparams = flatten_config(hparams if hparams is not None else {
+            "seed": self.seed, "trainer.max_epochs": self.max_epochs,
+            "trainer.batch_size": self.batch_size, "optimizer.lr": self._base_lr()})
         self._check_data_and_model()
         if monitor.startswith("val_") and len(data.val) == 0:
             # nothing to validate on: "best" is judged on the training metrics instead
@@ -224,19 +242,24 @@ class Trainer:
         session_start = time.perf_counter()
         wall_before = self._totals.wall_time_s
         metrics: dict[str, Any] = {}
-        with TensorBoardWriter(self.run_dir / "tensorboard") as tb:
+        tb_dir = self.run_dir / "tensorboard"
+        with TensorBoardWriter(tb_dir, enabled=self.logger.tensorboard) as tb:
             if self.config_text:
                 # indented = a Markdown code block, so TensorBoard keeps the YAML layout
                 tb.add_text("config", "\n".join("    " + line
                                                 for line in self.config_text.splitlines()), 0)
-                tb.flush()
-            for epoch in range(start_epoch, self.max_epochs):
-                metrics = self._run_epoch(epoch, tb, session_start, wall_before)
+            visuals = VisualLogger(self.logger, tb, model=self.model, backend=self.backend,
+                                   sample=first_image(self.data),
+                                   images_dir=self.run_dir / "images", hparams=self.hparams,
+                                   max_epochs=self.max_epochs, start_epoch=start_epoch)
+            with visuals:  # ends the HParams session even when training fails
+                for epoch in range(start_epoch, self.max_epochs):
+                    metrics = self._run_epoch(epoch, tb, visuals, session_start, wall_before)
         return metrics
 
     # --- one epoch ---------------------------------------------------------------------
-    def _run_epoch(self, epoch: int, tb: TensorBoardWriter, session_start: float,
-                   wall_before: float) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int, tb: TensorBoardWriter, visuals: VisualLogger,
+                   session_start: float, wall_before: float) -> dict[str, Any]:
         epoch_start = time.perf_counter()
         lr = float(self.schedule.lr_at(epoch))
         self.optimizer.lr = lr
@@ -287,7 +310,8 @@ class Trainer:
         tb.add_scalar("epoch_time_s", epoch_time, step)
         tb.add_scalar("images_per_s", n_train / train_seconds if train_seconds > 0 else 0.0,
                       step)
-        tb.flush()
+        visuals.log_epoch(epoch)
+        tb.flush()  # the epoch's records are readable while training goes on
         log.info("%s", self._epoch_line(epoch, metrics, epoch_time, n_train, train_seconds,
                                         improved))
         return metrics
