@@ -2,18 +2,23 @@
 
 ``configs/train.yaml`` starts its defaults list with ``schema``, so every composed config is
 merged into :class:`TrainConfig`: a wrong type (``trainer.max_epochs=abc``) or an unknown key
-(``trainer.max_epoch=3``) fails during composition, before any data is loaded, with Hydra's
-message naming the full key.
+(``trainer.max_epoch=3``) fails during composition, before any data is loaded, with the full key
+named (the CLI adds a "did you mean" for typos, see :mod:`convtrain.hydra_errors`).
 
-Groups whose keys depend on a registry entry (``model.layers.*``, ``optimizer``,
-``scheduler``) are free-form here and validated by their registries when built (layer
-classes, optimizers and schedules each declare the keys they accept).
+Optimizers and schedules take different keys, so each one has its own dataclass, stored in the
+``optimizer`` / ``scheduler`` group as ``schema_<name>`` and pulled in by the defaults list of
+``configs/optimizer/<name>.yaml`` (Hydra's "config group schema" pattern). Their fields mirror
+the registries' ``options`` (a test keeps them in sync).
+
+The schema checks types and key names only. Ranges (``optimizer.lr > 0``), ``+key=`` additions
+(which Hydra lets past the schema on purpose) and per-layer keys are checked by the registries,
+all before data loading (:mod:`convtrain.preflight`).
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -34,10 +39,29 @@ class Task(enum.Enum):
     summary = "summary"
 
 
+class Monitor(enum.Enum):
+    """The metric that picks the ``best`` checkpoint and that the app returns to sweepers."""
+
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+    train_accuracy = "train_accuracy"
+    train_loss = "train_loss"
+
+
 @dataclasses.dataclass
 class BackendConfig:
     name: BackendName = BackendName.numpy
     dtype: DType = DType.float32
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """``layers`` maps layer names to ``{type: <registered layer>, ...}`` (checked per type by
+    the layer registry); ``init`` is the default initializer of conv/dense layers."""
+
+    name: Optional[str] = None
+    init: str = "he_normal"
+    layers: Dict[str, Any] = MISSING
 
 
 @dataclasses.dataclass
@@ -60,7 +84,7 @@ class TrainerConfig:
     progress: str = "auto"
     log_every_n_steps: int = 50
     checkpoint: bool = True
-    monitor: str = "val_accuracy"
+    monitor: Monitor = Monitor.val_accuracy
     resume: Optional[str] = None
 
 
@@ -77,12 +101,96 @@ class LoggerConfig:
     hparams: bool = True  # flattened config + final metrics for the HParams dashboard
 
 
+# --- optimizers (defaults are PyTorch's, as in convtrain.optim) ------------------------------
+@dataclasses.dataclass
+class SGDConfig:
+    name: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclasses.dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: List[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclasses.dataclass
+class AdamWConfig(AdamConfig):
+    name: str = "adamw"
+    weight_decay: float = 0.01
+
+
+@dataclasses.dataclass
+class RMSpropConfig:
+    name: str = "rmsprop"
+    lr: float = 1e-2
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+# --- learning-rate schedules ------------------------------------------------------------------
+@dataclasses.dataclass
+class ConstantConfig:
+    name: str = "constant"
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass
+class StepConfig:
+    name: str = "step"
+    step_size: int = 10
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass
+class MultiStepConfig:
+    name: str = "multistep"
+    milestones: List[int] = dataclasses.field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass
+class ExponentialConfig:
+    name: str = "exponential"
+    gamma: float = 0.95
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass
+class CosineConfig:
+    name: str = "cosine"
+    t_max: Optional[int] = None  # default: trainer.max_epochs
+    eta_min: float = 0.0
+    warmup_epochs: int = 0
+
+
+#: ``optimizer`` / ``scheduler`` group schemas by registry name (stored as ``schema_<name>``).
+OPTIMIZER_SCHEMAS: Dict[str, type] = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig,
+                                      "rmsprop": RMSpropConfig}
+SCHEDULER_SCHEMAS: Dict[str, type] = {"constant": ConstantConfig, "step": StepConfig,
+                                      "multistep": MultiStepConfig,
+                                      "exponential": ExponentialConfig, "cosine": CosineConfig}
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    model: Any = MISSING
+    model: ModelConfig = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    # Any: the concrete dataclass comes with the chosen group option (schema_sgd, ...); a typed
+    # default here would make every other option's dataclass a merge error.
     optimizer: Any = MISSING
-    scheduler: Any = dataclasses.field(default_factory=lambda: {"name": "constant"})
+    scheduler: Any = MISSING
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     backend: BackendConfig = dataclasses.field(default_factory=BackendConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
@@ -91,5 +199,10 @@ class TrainConfig:
 
 
 def register_configs() -> None:
-    """Store the schema under the name ``schema`` (idempotent)."""
-    ConfigStore.instance().store(name="schema", node=TrainConfig)
+    """Store the schemas in Hydra's ConfigStore (idempotent: re-storing replaces)."""
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=TrainConfig)
+    for name, node in OPTIMIZER_SCHEMAS.items():
+        cs.store(group="optimizer", name=f"schema_{name}", node=node)
+    for name, node in SCHEDULER_SCHEMAS.items():
+        cs.store(group="scheduler", name=f"schema_{name}", node=node)

@@ -30,6 +30,16 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
+def _accepts_input_grad(layer: Layer) -> bool:
+    """True if ``layer.backward`` takes ``input_grad=`` (convtrain's Conv2d and Dense)."""
+    import inspect  # noqa: PLC0415 - only needed here
+
+    try:
+        return "input_grad" in inspect.signature(layer.backward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def layer_type_name(layer: Layer) -> str:
     """The registry name of ``layer``'s class (``"conv2d"``), or its class name if unregistered."""
     for name in LAYERS:
@@ -97,13 +107,22 @@ class Model:
             out = layer.forward(out, training=training)
         return out
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad: bool = True):
         """``dlogits`` ``(N, *output_shape)`` -> ``dx`` ``(N, *input_shape)``; fills every
-        layer's ``grads`` (frozen layers too: their input gradient is still needed)."""
+        layer's ``grads`` (frozen layers too: their input gradient is still needed).
+
+        ``input_grad=False`` lets the first layer skip the gradient w.r.t. the model input
+        (training never uses it; for a first convolution that saves a GEMM and a col2im) and
+        returns None when the first layer supports skipping it.
+        """
         grad = self.backend.asarray(dlogits, dtype=self.dtype)
-        for layer in reversed(list(self.layers.values())):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             grad = layer.backward(grad)
-        return grad
+        first = layers[0]
+        if not input_grad and _accepts_input_grad(first):
+            return first.backward(grad, input_grad=False)
+        return first.backward(grad)
 
     # --- parameters --------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:
@@ -188,10 +207,7 @@ class Model:
         """Move every parameter, gradient and buffer to ``backend`` (a Backend or its name);
         dropout generators follow. Returns ``self``."""
         if isinstance(backend, str):
-            try:
-                backend = get_backend(backend)
-            except ValueError as exc:
-                raise ConfigError(f"backend: {exc}") from None
+            backend = get_backend(backend)  # ConfigError naming backend.name for unknown names
         for layer in self.layers.values():
             layer.to_backend(backend)
         self.backend = backend
@@ -361,6 +377,11 @@ def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
     if layer_specs is None or not isinstance(layer_specs, Mapping):
         raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
                           f"{layer_specs!r}")
+    # --- convtrain.layer_order: `after:` / `before:` place layers added with +model.layers.X ---
+    from convtrain.layer_order import order_layers  # noqa: PLC0415
+
+    layer_specs = order_layers(layer_specs)
+    # --- end layer_order ---
     active = {key: spec for key, spec in layer_specs.items() if spec is not None}
     if not active:
         raise ConfigError("model.layers: no layers given (every entry is empty or null)")

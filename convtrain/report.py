@@ -1,8 +1,9 @@
 """``convtrain-report DIR``: one table of every run under a (multi)run directory.
 
 Each job directory holds ``metrics.json`` and ``.hydra/overrides.yaml``; the report has one row
-per job with its overrides as columns, sorted by a metric, written as Markdown (stdout or a file)
-and CSV.
+per job with its status (ok / failed / incomplete) and overrides as columns, sorted by a metric
+(jobs without it last), written as Markdown (stdout or a file) and CSV. A failed job (its
+``error.txt``, see :mod:`convtrain.sweep`) shows the first line of its error.
 """
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ from typing import Any, Sequence
 
 import yaml
 
+from convtrain.sweep import ERROR_FILE
+
 DEFAULT_COLUMNS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "epochs_completed",
                    "wall_time_s", "train_images_per_s")
+
+
+# row entry listing which keys came from the job's overrides (not shown as a column)
+_OVERRIDE_KEYS = "__override_keys__"
 
 
 class ReportError(ValueError):
@@ -40,23 +47,52 @@ def _read_overrides(job_dir: Path) -> dict[str, str]:
     return overrides
 
 
+def _job_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root``: it has metrics.json, a ``.hydra/`` or an error.txt
+    (a job that failed before its first epoch has no metrics.json)."""
+    found = {p.parent for p in root.rglob("metrics.json")}
+    found |= {p.parent.parent for p in root.rglob("overrides.yaml") if p.parent.name == ".hydra"}
+    found |= {p.parent for p in root.rglob(ERROR_FILE)}
+    return sorted(found, key=lambda d: [(0, int(s), "") if s.isdigit() else (1, 0, s)
+                                        for s in d.relative_to(root).parts])
+
+
+def _status(job_dir: Path, has_metrics: bool) -> tuple[str, str | None]:
+    """``("ok" | "failed" | "incomplete", first line of the error or None)``."""
+    error_path = job_dir / ERROR_FILE
+    if error_path.is_file():
+        lines = error_path.read_text(errors="replace").strip().splitlines()
+        return "failed", (lines[0][:200] if lines else "")
+    return ("ok", None) if has_metrics else ("incomplete", None)
+
+
 def collect(root: Path) -> list[dict[str, Any]]:
-    """One dict per job under ``root``: ``{"run": relative dir, <overrides>, <metrics>}``."""
+    """One dict per job under ``root``: ``{"run": relative dir, "status": ..., <overrides>,
+    <metrics>}``; failed jobs (``error.txt``) and jobs without metrics.json are included."""
     if not root.is_dir():
         raise ReportError(f"{root}: no such directory")
     rows = []
-    for metrics_path in sorted(root.rglob("metrics.json")):
-        job_dir = metrics_path.parent
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ReportError(f"{metrics_path}: unreadable metrics file ({exc})") from None
-        row: dict[str, Any] = {"run": str(job_dir.relative_to(root)) or "."}
-        row.update(_read_overrides(job_dir))
+    for job_dir in _job_dirs(root):
+        metrics_path = job_dir / "metrics.json"
+        metrics = {}
+        if metrics_path.is_file():
+            try:
+                metrics = json.loads(metrics_path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ReportError(f"{metrics_path}: unreadable metrics file ({exc})") from None
+        status, error = _status(job_dir, bool(metrics))
+        row: dict[str, Any] = {"run": str(job_dir.relative_to(root).as_posix()) or ".",
+                               "status": status}
+        overrides = _read_overrides(job_dir)
+        row.update(overrides)
         row.update(metrics)
+        row[_OVERRIDE_KEYS] = list(overrides)
+        if error is not None:
+            row["error"] = error
         rows.append(row)
     if not rows:
-        raise ReportError(f"{root}: no metrics.json found (is this a convtrain run or multirun directory?)")
+        raise ReportError(f"{root}: no runs found (no metrics.json or .hydra/ below it; is this a "
+                          "convtrain run or multirun directory?)")
     return rows
 
 
@@ -67,8 +103,9 @@ def _number(value: Any) -> float | None:
 
 
 def sort_rows(rows: list[dict[str, Any]], key: str, descending: bool = True) -> list[dict[str, Any]]:
-    if not any(key in r for r in rows):
-        known = sorted({k for r in rows for k in r})
+    # a default metric is a known column even when no job got far enough to write it
+    if key not in DEFAULT_COLUMNS and not any(key in r for r in rows):
+        known = sorted({k for r in rows for k in r if k != _OVERRIDE_KEYS})
         raise ReportError(f"--sort: unknown column '{key}' (columns: {', '.join(known)})")
     present = [r for r in rows if _number(r.get(key)) is not None]
     missing = [r for r in rows if _number(r.get(key)) is None]  # failed jobs sink to the bottom
@@ -76,19 +113,16 @@ def sort_rows(rows: list[dict[str, Any]], key: str, descending: bool = True) -> 
 
 
 def columns_for(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[str]:
-    """``run``, then every override key seen (in first-seen order), then the chosen metrics."""
+    """``run``, ``status``, every override key seen (in first-seen order), the chosen metrics,
+    and ``error`` when a job failed."""
     override_keys: list[str] = []
-    metric_set = set(metrics)
     for r in rows:
-        for k in r:
-            if k != "run" and k not in metric_set and k not in override_keys and not _is_metric(k, rows):
+        for k in r.get(_OVERRIDE_KEYS, ()):
+            if k not in override_keys and k not in metrics:
                 override_keys.append(k)
-    return ["run", *override_keys, *[m for m in metrics if any(m in r for r in rows)]]
-
-
-def _is_metric(key: str, rows: list[dict[str, Any]]) -> bool:
-    # metrics.json values are numbers/null; overrides are strings
-    return any(key in r and not isinstance(r[key], str) for r in rows)
+    error = ["error"] if any("error" in r for r in rows) else []
+    return ["run", "status", *override_keys, *[m for m in metrics if any(m in r for r in rows)],
+            *error]
 
 
 def _fmt(value: Any) -> str:

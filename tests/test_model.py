@@ -241,7 +241,7 @@ def test_model_from_directly_constructed_layers():
 def test_backend_switch_rejects_unknown_names():
     model = build_model(SMALL, (2, 6, 6))
     assert model.to_backend("numpy") is model
-    with pytest.raises(ConfigError, match="backend: Unknown backend: 'tpu'"):
+    with pytest.raises(ConfigError, match="backend.name: unknown backend 'tpu' .known backends: numpy, cupy."):
         model.to_backend("tpu")
 
 

@@ -28,7 +28,7 @@ def sweep(tmp_path):
 def test_markdown_sorted_by_val_accuracy_with_override_columns(sweep, capsys):
     assert main([str(sweep)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("| run | model.layers.conv1.filters | seed | val_accuracy")
+    assert out[0].startswith("| run | status | model.layers.conv1.filters | seed | val_accuracy")
     body = out[2:]
     assert [line.split("|")[1].strip() for line in body] == ["1", "0", "2"]  # 0.97, 0.91, missing last
     assert "0.9700" in body[0]
@@ -47,9 +47,44 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert "no such directory" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
-    assert "no metrics.json found" in capsys.readouterr().err
+    assert "no runs found" in capsys.readouterr().err
 
 
 def test_unknown_sort_column(sweep, capsys):
     assert main([str(sweep), "--sort", "val_acc"]) == 2
     assert "unknown column 'val_acc'" in capsys.readouterr().err
+
+
+def test_failed_and_unfinished_jobs_are_listed(sweep, capsys):
+    # a job that failed before its first epoch: .hydra/ and error.txt, no metrics.json
+    failed = sweep / "3"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "overrides.yaml").write_text("- model.layers.conv1.filters=0\n")
+    (failed / "error.txt").write_text("model.layers.conv1.filters: must be >= 1, got 0\n")
+    # a job that crashed after epoch 1: metrics.json AND error.txt
+    make_job(sweep, 4, ["optimizer.lr=10"], {"val_accuracy": 0.5})
+    (sweep / "4" / "error.txt").write_text("training diverged: loss is nan\n")
+    # a job still running (or killed): .hydra only
+    (sweep / "5" / ".hydra").mkdir(parents=True)
+    (sweep / "5" / ".hydra" / "overrides.yaml").write_text("- seed=5\n")
+
+    assert main([str(sweep)]) == 0
+    rows = {r["run"]: r for r in csv.DictReader((sweep / "report.csv").open())}
+    assert set(rows) == {"0", "1", "2", "3", "4", "5"}
+    assert rows["3"]["status"] == "failed"
+    assert rows["3"]["error"] == "model.layers.conv1.filters: must be >= 1, got 0"
+    assert rows["3"]["model.layers.conv1.filters"] == "0" and rows["3"]["val_accuracy"] == ""
+    assert rows["4"]["status"] == "failed" and rows["4"]["val_accuracy"] == "0.5"
+    assert rows["5"]["status"] == "incomplete"
+    assert rows["1"]["status"] == "ok" and rows["1"]["error"] == ""
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].endswith("| error |")
+
+
+def test_only_failed_jobs(tmp_path, capsys):
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (tmp_path / "0" / "error.txt").write_text("data.name: Unknown dataset 'x'\n")
+    assert main([str(tmp_path)]) == 0  # sorting by val_accuracy still works
+    out = capsys.readouterr().out
+    assert "| 0 | failed | 1 |" in out and "Unknown dataset 'x'" in out

@@ -1,0 +1,179 @@
+"""Check a composed config completely before any data is read.
+
+Hydra's schema catches wrong types and unknown keys at composition time, but ``+key=value``
+deliberately gets past it, and ranges (``optimizer.lr > 0``, ``model.layers.drop1.p < 1``) and
+per-layer keys are the registries' business. :func:`check` runs all of those checks (and builds
+the model, the optimizer and the schedule, which is what checks every layer against its
+registered class) in well under a second, so a mistake in a long run or a sweep fails at once
+with one message naming the full key, instead of after the dataset has been loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from convtrain.backend import Backend, get_backend
+from convtrain.errors import ConfigError
+from convtrain.hydra_errors import did_you_mean
+
+#: per-sample input shapes of the built-in datasets: with them the model is built (and every
+#: layer checked) before the data is read, and ``task=summary`` needs no data files. A dataset
+#: not listed here is loaded first; a listed shape that ever disagrees with the loaded data is
+#: corrected by rebuilding (see :func:`convtrain.run.run`).
+DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
+_PROGRESS = {"auto": "auto", "true": True, "false": False}
+
+
+@dataclasses.dataclass
+class Plan:
+    """The checked settings of one run (everything :func:`convtrain.run.run` needs)."""
+
+    task: str
+    seed: int
+    backend: Backend
+    dtype: np.dtype
+    data: dict[str, Any]  # the data: mapping without `augment` (the loader applies that)
+    augment: Any
+    trainer: dict[str, Any]
+    input_shape: tuple[int, ...] | None  # None: only known once the data is loaded
+
+
+@dataclasses.dataclass
+class Components:
+    model: Any
+    optimizer: Any
+    schedule: Any
+
+
+def _value(v: Any) -> Any:
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+def check_schema_keys(node: Any, path: str = "") -> None:
+    """Reject keys that ``+key=value`` added to a node typed by a dataclass schema.
+
+    Walks typed nodes only: ``model.layers.*``, ``optimizer`` and ``scheduler`` are re-checked
+    by their registries, which know the keys of each layer type / optimizer / schedule.
+    """
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    fields = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        full = f"{path}{key}"
+        if key == "hydra" and not path:
+            continue  # present when composed with return_hydra_config=True
+        if key not in fields:
+            raise ConfigError(f"{full}: unknown key{did_you_mean(str(key), fields, path)} "
+                              f"(valid keys: {', '.join(fields)})")
+        if not OmegaConf.is_missing(node, key):
+            check_schema_keys(node[key], f"{full}.")
+
+
+def check_layers(model_cfg: Any) -> None:
+    """Every layer against its registered class: known ``type``, known keys, valid anchors.
+
+    This part needs no input shape, so it also runs first for datasets whose shape is only known
+    once loaded; values and shapes are checked when the model is built (:func:`build`).
+    """
+    from convtrain.layer_order import POSITION_KEYS, order_layers  # noqa: PLC0415
+    from convtrain.layers import LAYERS  # noqa: PLC0415
+
+    layers = OmegaConf.to_container(model_cfg.layers, resolve=True) \
+        if isinstance(model_cfg.layers, DictConfig) else model_cfg.layers
+    if not isinstance(layers, Mapping):
+        raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
+                          f"{layers!r}")
+    for name, spec in layers.items():
+        where = f"model.layers.{name}"
+        if spec is None:
+            continue  # disabled with model.layers.<name>=null
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: expected a mapping like {{type: conv2d, ...}}, got "
+                              f"{spec!r}")
+        if spec.get("type") is None:
+            raise ConfigError(f"{where}.type: missing (known types: {', '.join(LAYERS.names())})")
+        layer_cls = LAYERS.get(spec["type"], where=f"{where}.type")
+        accepted = ("type", *POSITION_KEYS, *layer_cls.config_keys)
+        for key in spec:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{where}.{key}: unknown key for layer type '{spec['type']}'"
+                    f"{did_you_mean(str(key), accepted, where + '.')} "
+                    f"(valid keys: {', '.join(accepted)})")
+    order_layers(layers)  # unknown `after:` / `before:` anchors
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``trainer:`` settings as Trainer keyword arguments (same checks as the Trainer)."""
+    progress = str(_value(t["progress"])).strip().lower()
+    if progress not in _PROGRESS:
+        raise ConfigError(f"trainer.progress: expected auto, true or false, got {t['progress']!r}")
+    log_every = t["log_every_n_steps"]
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
+        raise ConfigError(f"trainer.log_every_n_steps: expected an integer >= 0 (0 = off), "
+                          f"got {log_every!r}")
+    eval_batch = t.get("eval_batch_size")
+    return {
+        "max_epochs": _positive_int("trainer.max_epochs", t["max_epochs"]),
+        "batch_size": _positive_int("trainer.batch_size", t["batch_size"]),
+        "eval_batch_size": None if eval_batch is None
+        else _positive_int("trainer.eval_batch_size", eval_batch),
+        "progress": _PROGRESS[progress],
+        "log_every_n_steps": log_every,
+        "checkpoint": bool(t["checkpoint"]),
+        "monitor": str(_value(t["monitor"])),
+        "resume": t.get("resume"),
+    }
+
+
+def check(cfg: DictConfig) -> Plan:
+    """Check everything that does not need the data; raise ConfigError naming the key."""
+    from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
+
+    check_schema_keys(cfg)
+    check_layers(cfg.model)
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    trainer = check_trainer(cfg.trainer)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
+    DATASETS.get(data["name"], where="data.name")
+    augment = data.pop("augment", None)
+    backend = get_backend(str(_value(cfg.backend.name)))
+    return Plan(task=str(_value(cfg.task)), seed=int(seed), backend=backend,
+                dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
+                trainer=trainer, input_shape=DATASET_INPUT_SHAPES.get(data["name"]))
+
+
+def build(cfg: DictConfig, plan: Plan, input_shape: tuple[int, ...]) -> Components:
+    """Model, optimizer and schedule for ``input_shape``: the registries check every layer,
+    optimizer and schedule key here (``+model.layers.x.foo=1`` and ``+optimizer.foo=1``
+    included)."""
+    from convtrain.model import build_model  # noqa: PLC0415
+    from convtrain.optim import build_optimizer, build_schedule  # noqa: PLC0415
+
+    model = build_model(cfg.model, input_shape, seed=plan.seed, dtype=plan.dtype,
+                        backend=plan.backend)
+    optimizer = build_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), model)
+    schedule = build_schedule(OmegaConf.to_container(cfg.scheduler, resolve=True),
+                              base_lr=optimizer.lr, max_epochs=plan.trainer["max_epochs"])
+    return Components(model, optimizer, schedule)

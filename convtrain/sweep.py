@@ -1,0 +1,121 @@
+"""Failed jobs in a ``-m`` sweep: recorded by the job, summarised by the main process.
+
+A job that fails inside a sweep must not stop the others (a sweeper would abort the sweep as
+soon as it sees a raised exception), so :func:`record_failure` writes the error to the job's own
+log and to ``<job dir>/error.txt``, and the job returns None (Optuna marks the trial failed).
+Launchers may run jobs in other processes or on other machines (joblib, submitit), so the
+main process learns about failures from those files: :class:`SweepMonitor`, a Hydra callback
+configured in ``configs/hydra/default.yaml``, notes where and when the sweep started, and
+:func:`failed_jobs` lists the ``error.txt`` files written since then.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("convtrain")
+
+ERROR_FILE = "error.txt"
+
+# The current sweep of this process: (sweep dir, start time), set by SweepMonitor.
+_sweep: tuple[Path, float] | None = None
+
+
+class SweepMonitor(Callback):
+    """Remembers the sweep directory so that the CLI can list failed jobs at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _sweep
+        # one second of slack: file mtimes may be coarser than time.time()
+        _sweep = (Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0)
+
+
+def clear_failure(job_dir: Path) -> None:
+    """Remove a stale ``error.txt`` (a re-used job directory must not look failed)."""
+    (job_dir / ERROR_FILE).unlink(missing_ok=True)
+
+
+def record_failure(job_dir: Path, exc: BaseException, message: str | None) -> None:
+    """Log the failure (to the job's log file and the console) and write ``error.txt``.
+
+    ``message`` is the one-line description of a config mistake, which needs no traceback;
+    None means an unexpected error, logged with its traceback.
+    """
+    if message is None:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("job failed: %s\n%s", message,
+                  "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    else:
+        log.error("job failed: %s", message)
+    write_error(job_dir, message)
+
+
+def write_error(run_dir: Path, message: str) -> None:
+    """``<run dir>/error.txt``: how convtrain-report and the sweep summary tell a failed run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ERROR_FILE).write_text(message.rstrip() + "\n")
+
+
+def read_overrides(job_dir: Path) -> list[str]:
+    """The job's command-line overrides (``.hydra/overrides.yaml``), [] when absent."""
+    import yaml  # noqa: PLC0415
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(item) for item in items]
+
+
+def failed_jobs() -> list[tuple[Path, str]]:
+    """``(job dir, first line of its error)`` for every job of this process's sweep that failed."""
+    if _sweep is None:
+        return []
+    root, started = _sweep
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob(ERROR_FILE)):
+        try:
+            if path.stat().st_mtime < started:
+                continue
+            lines = path.read_text().strip().splitlines()
+        except OSError:
+            continue
+        found.append((path.parent, lines[0] if lines else ""))
+    return sorted(found, key=lambda item: _job_sort_key(root, item[0]))
+
+
+def jobs_started() -> int:
+    """How many jobs of this process's sweep have started (each writes ``.hydra/``)."""
+    if _sweep is None or not _sweep[0].is_dir():
+        return 0
+    root, started = _sweep
+    return sum(1 for path in root.rglob("overrides.yaml")
+               if path.parent.name == ".hydra" and path.stat().st_mtime >= started)
+
+
+def _job_sort_key(root: Path, job_dir: Path) -> tuple:
+    rel = job_dir.relative_to(root).parts
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in rel)
+
+
+def summary_line(failures: list[tuple[Path, str]]) -> str:
+    """``convtrain: 1 of 4 jobs failed in DIR (...): job 1 (model.layers.conv1.filters=0): ...``."""
+    assert _sweep is not None
+    root = _sweep[0]
+    parts = []
+    for job_dir, message in failures:
+        overrides = " ".join(read_overrides(job_dir))
+        rel = job_dir.relative_to(root).as_posix()
+        parts.append(f"job {rel} ({overrides}): {message}" if overrides else f"job {rel}: {message}")
+    total = max(jobs_started(), len(failures))
+    return (f"convtrain: {len(failures)} of {total} jobs failed in {root} (details in each "
+            f"job's log): " + "; ".join(parts))
