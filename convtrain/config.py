@@ -65,6 +65,14 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class AugmentConfig:
+    """Per-batch training augmentation (``data.augment.random_crop=4``); all off by default."""
+
+    random_crop: int = 0  # pad by this many pixels, crop back to the original size; 0 = off
+    horizontal_flip: bool = False
+
+
+@dataclasses.dataclass
 class DataConfig:
     name: str = MISSING
     val_fraction: float = 0.1
@@ -73,7 +81,7 @@ class DataConfig:
     download: bool = False
     mirror: Optional[str] = None
     subset: Optional[int] = None
-    augment: Optional[Dict[str, Any]] = None
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
 @dataclasses.dataclass

@@ -121,6 +121,9 @@ def test_different_seeds_differ(tmp_path):
         ("model.layers.fc2.units=7", "model.layers.fc2.units=10"),
         ("+model.layers.drop2={type:dropout,p:0.5,after:fc9}", "convtrain: error: model.layers.drop2.after: unknown layer 'fc9'"),
         ("model.layers.drop2={type:dropout", "convtrain: error: cannot parse override"),
+        # augmentation keys are typed too (they used to crash inside Hydra when augment was null)
+        ("data.augment.flip=1", "convtrain: error: data.augment.flip: unknown key"),
+        ("data.augment.random_crop=abc", "convtrain: error: data.augment.random_crop: Value 'abc'"),
     ],
 )
 def test_bad_overrides_fail_before_training_with_the_key_named(tmp_path, override, expected):
@@ -199,3 +202,13 @@ def test_default_run_reaches_accuracy_bar(tmp_path):
     [run] = run_dirs(tmp_path / "outputs")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.97, metrics
+
+
+def test_augmentation_can_be_switched_on_from_the_command_line(tmp_path):
+    convtrain(tmp_path, "trainer.max_epochs=1", "data.augment.random_crop=1",
+              "data.augment.horizontal_flip=true")
+    [run] = run_dirs(tmp_path / "outputs")
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert cfg.data.augment.random_crop == 1 and cfg.data.augment.horizontal_flip is True
