@@ -94,6 +94,7 @@ class TrainerConfig:
     checkpoint: bool = True
     monitor: Monitor = Monitor.val_accuracy
     resume: Optional[str] = None
+    drop_last: Optional[bool] = None  # None = auto (only a 1-sample last batch that BatchNorm cannot use)
 
 
 @dataclasses.dataclass

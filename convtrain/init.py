@@ -71,29 +71,53 @@ def initialize(name: str, shape: Sequence[int], *, fan_in: int | None = None,
         where: config key for error messages, e.g. ``"model.layers.conv1.init"``.
 
     Raises:
-        ConfigError: unknown ``name`` (with a "did you mean"), or a filter bank used on a
-            weight that is not a 3x3 conv kernel.
+        ConfigError: unknown ``name`` (with a "did you mean"), a filter bank used on a
+            weight that is not a 3x3 conv kernel, or a weight too large to allocate (naming
+            the layer and the size in GiB).
     """
     initializer = INITIALIZERS.get(name, where=where)
     default_in, default_out = compute_fans(shape) if len(shape) >= 2 else (1, 1)
     fan_in = default_in if fan_in is None else fan_in
     fan_out = default_out if fan_out is None else fan_out
-    values = initializer(tuple(shape), fan_in=fan_in, fan_out=fan_out, rng=rng, where=where)
-    return np.asarray(values, dtype=dtype)
+    dtype = np.dtype(dtype)
+    try:
+        values = initializer(tuple(shape), fan_in=fan_in, fan_out=fan_out, rng=rng, dtype=dtype,
+                             where=where)
+        return np.asarray(values, dtype=dtype)
+    except MemoryError:
+        # e.g. model.layers.fc1.units=1000000000: a config mistake, not a crash to debug
+        gib = math.prod(int(d) for d in shape) * dtype.itemsize / 2**30
+        layer = where[:-len(".init")] if where and where.endswith(".init") else where
+        raise ConfigError(
+            f"{layer or 'weight'}: cannot allocate its {dtype.name} weight of shape "
+            f"{tuple(int(d) for d in shape)} ({gib:,.1f} GiB); make the layer smaller "
+            "(units / filters / kernel_size) or its input smaller"
+        ) from None
 
 
 # --- random initializers ------------------------------------------------------------------
+# Drawn directly in the target dtype where NumPy's Generator supports it (float32/float64):
+# drawing float64 and casting would double the peak memory of a large layer.
+def _draw_dtype(dtype: np.dtype) -> np.dtype:
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
 def _normal(std_of: Callable[[int, int], float]):
-    def draw(shape, *, fan_in, fan_out, rng, where):
-        return rng.normal(0.0, std_of(fan_in, fan_out), size=shape)
+    def draw(shape, *, fan_in, fan_out, rng, dtype, where):
+        values = rng.standard_normal(shape, dtype=_draw_dtype(dtype))
+        values *= std_of(fan_in, fan_out)
+        return values
 
     return draw
 
 
 def _uniform(bound_of: Callable[[int, int], float]):
-    def draw(shape, *, fan_in, fan_out, rng, where):
+    def draw(shape, *, fan_in, fan_out, rng, dtype, where):
         bound = bound_of(fan_in, fan_out)
-        return rng.uniform(-bound, bound, size=shape)
+        values = rng.random(shape, dtype=_draw_dtype(dtype))  # [0, 1)
+        values *= 2 * bound
+        values -= bound  # [-bound, bound)
+        return values
 
     return draw
 
@@ -109,13 +133,13 @@ INITIALIZERS.register("lecun_uniform")(_uniform(lambda fi, fo: math.sqrt(3.0 / f
 
 
 @INITIALIZERS.register("zeros")
-def _zeros(shape, *, fan_in, fan_out, rng, where):
-    return np.zeros(shape)
+def _zeros(shape, *, fan_in, fan_out, rng, dtype, where):
+    return np.zeros(shape, dtype=dtype)
 
 
 @INITIALIZERS.register("ones")
-def _ones(shape, *, fan_in, fan_out, rng, where):
-    return np.ones(shape)
+def _ones(shape, *, fan_in, fan_out, rng, dtype, where):
+    return np.ones(shape, dtype=dtype)
 
 
 # --- classic filter banks (the seed's hand-crafted 3x3 kernels) -----------------------------
@@ -157,7 +181,7 @@ def filter_bank_weight(bank_name: str, shape: Sequence[int], where: str | None =
 
 
 def _register_bank(bank_name: str) -> None:
-    def draw(shape, *, fan_in, fan_out, rng, where):
+    def draw(shape, *, fan_in, fan_out, rng, dtype, where):
         return filter_bank_weight(bank_name, shape, where)
 
     INITIALIZERS.register(bank_name)(draw)

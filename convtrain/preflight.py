@@ -141,6 +141,7 @@ def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
         "checkpoint": bool(t["checkpoint"]),
         "monitor": str(_value(t["monitor"])),
         "resume": t.get("resume"),
+        "drop_last": t.get("drop_last"),
     }
 
 

@@ -160,6 +160,16 @@ def test_subset_is_stratified_and_precedes_validation_split():
     assert len(data.test) == 360  # the test split is never subsetted
 
 
+def test_identity_records_what_decides_the_splits():
+    """Checkpoints store it, so a resume can refuse other splits (see the trainer tests)."""
+    data = load_dataset({"name": "digits", "subset": 200, "val_fraction": 0.1}, seed=2)
+    assert data.identity() == {
+        "name": "digits", "subset": 200, "val_fraction": 0.1, "normalize": True,
+        "normalization": {"mean": list(data.normalization.mean),
+                          "std": list(data.normalization.std)},
+    }
+
+
 def test_zero_val_fraction_gives_empty_val_split():
     data = load_dataset({"name": "digits", "val_fraction": 0}, seed=0)
     assert len(data.train) == 1437
@@ -617,3 +627,9 @@ def test_loader_augmentation_is_deterministic_and_validated():
     assert parse_augment({"random_crop": 0, "horizontal_flip": False}) is None
     with pytest.raises(ConfigError, match=r"augment\.random_crp.*did you mean 'random_crop'"):
         next(iterate_batches(split, 4, shuffle=False, augment={"random_crp": 1}))
+    # a padding as large as the image lets crops hold no image pixel at all
+    h, w = split.x.shape[2:]
+    with pytest.raises(ConfigError, match=rf"augment\.random_crop: {min(h, w)} pixels of "
+                                          rf"padding on {h}x{w} images"):
+        next(iterate_batches(split, 4, shuffle=True, rng=np.random.default_rng(0),
+                             augment={"random_crop": min(h, w)}))

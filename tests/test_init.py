@@ -1,6 +1,7 @@
 """Initializers: sample statistics against the published formulas, PyTorch's fan definitions,
 and the classic filter banks against kernels written out independently here."""
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from convtrain.errors import ConfigError
 from convtrain.init import INITIALIZERS, compute_fans, initialize
 from convtrain.layers import Conv2d, Dense
+from convtrain.model import build_model
 
 N_SAMPLES = (400, 500)  # 200,000 draws: relative standard error of a sample std ~ 0.16 %
 
@@ -151,3 +153,27 @@ def test_registry_lists_every_documented_name():
                 "glorot_uniform", "lecun_normal", "lecun_uniform", "zeros", "ones", "sobel",
                 "edges", "box_blur", "gaussian_blur", "sharpen", "identity", "classic"}
     assert expected <= set(INITIALIZERS.names())
+
+
+@pytest.mark.parametrize("name", ["he_normal", "xavier_uniform", "zeros"])
+def test_weights_are_drawn_in_the_target_dtype(name):
+    """No float64 intermediate: the peak is one float32 array, not 8 + 4 bytes per weight."""
+    shape = (1000, 1000)
+    tracemalloc.start()
+    try:
+        w = initialize(name, shape, rng=np.random.default_rng(0), dtype=np.float32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert w.dtype == np.float32
+    assert peak < 1.25 * w.nbytes
+
+
+def test_too_large_layer_is_a_config_error_with_its_size():
+    # 4e14 float32 weights (about 1.4 PiB): beyond any machine's address space
+    gib = 10**14 * 4 * 4 / 2**30
+    with pytest.raises(ConfigError, match=rf"^model\.layers\.fc1: cannot allocate its float32 "
+                                          rf"weight of shape \(100000000000000, 4\) "
+                                          rf"\({gib:,.1f} GiB\)"):
+        build_model({"layers": {"flat": {"type": "flatten"},
+                                "fc1": {"type": "dense", "units": 10**14}}}, (1, 2, 2), seed=0)

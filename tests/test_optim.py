@@ -364,6 +364,17 @@ def test_cosine_matches_closed_form():
     assert s.lr_at(5) == pytest.approx(0.5)
 
 
+def test_resolved_schedule_records_defaulted_t_max():
+    """What checkpoints store, and which option came from trainer.max_epochs."""
+    s = build_schedule({"name": "cosine", "warmup_epochs": 9}, 0.1, max_epochs=10)
+    assert s.resolved() == {"name": "cosine", "base_lr": 0.1, "t_max": 10, "eta_min": 0.0,
+                            "warmup_epochs": 9}
+    assert s.derived == {"t_max": "trainer.max_epochs"}
+    assert build_schedule({"name": "cosine", "t_max": 10}, 0.1, 10).derived == {}
+    s = build_schedule({"name": "multistep", "milestones": [2, 5]}, 0.1, 10)
+    assert s.resolved()["milestones"] == [2, 5]  # JSON-ready (a list, as read back)
+
+
 def test_warmup_is_linear_then_schedule():
     s = build_schedule({"name": "step", "step_size": 4, "gamma": 0.1, "warmup_epochs": 3}, 0.8, 10)
     assert [s.lr_at(e) for e in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.08, 0.08])
@@ -383,6 +394,9 @@ def test_warmup_is_linear_then_schedule():
     ({"name": "multistep", "milestones": [2, "x"]}, r"scheduler\.milestones\[1\]"),
     ({"name": "cosine", "eta_min": 0.5}, r"scheduler\.eta_min: must not exceed optimizer\.lr"),
     ({"name": "cosine", "t_max": 2, "warmup_epochs": 2}, r"scheduler\.t_max: must exceed"),
+    # with t_max unset it is trainer.max_epochs (10 here) that the warm-up must stay below
+    ({"name": "cosine", "warmup_epochs": 10},
+     r"scheduler\.warmup_epochs: must be less than trainer\.max_epochs=10"),
     ({"name": "cosine", "warmup_epochs": -1}, r"scheduler\.warmup_epochs: must be >= 0"),
     ({"name": "cosine", "warmup_epochs": 1.5}, r"scheduler\.warmup_epochs: expected an integer"),
     ({"name": "constant", "gamma": 0.5}, r"scheduler\.gamma: does not apply to schedule 'constant'"),

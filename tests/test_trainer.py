@@ -1,6 +1,7 @@
 """The Trainer on tiny separable data: learning, files, reproducibility, resume, errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -12,13 +13,14 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from convtrain.backend import get_backend
-from convtrain.data.splits import ArraySplit
+from convtrain.data import load_dataset
+from convtrain.data.splits import ArraySplit, Normalization
 from convtrain.errors import ConfigError
 from convtrain.layers.base import Layer
 from convtrain.model import build_model
 from convtrain.optim import build_optimizer, build_schedule
 from convtrain.training import trainer as trainer_module
-from convtrain.training.checkpoint import load_checkpoint
+from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from convtrain.training.trainer import Trainer, TrainingDiverged
 
 # the public contract of metrics.json (DESIGN.md + the trainer brief), spelled out independently
@@ -190,7 +192,7 @@ def test_same_seed_is_bitwise_reproducible(tmp_path):
 
 # --- resume ----------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["fake", "real"])
-def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, kind):
+def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, kind, caplog):
     data = blobs()
     opt = {"name": "adam", "lr": 0.02, "weight_decay": 1e-3}
     sched_cfg = {"name": "cosine", "warmup_epochs": 1}
@@ -206,8 +208,11 @@ def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, kind):
     full, full_metrics = run(tmp_path / "full", 4, model_seed=1)
     run(tmp_path / "part", 2, model_seed=1)
     # a different init seed proves weights and dropout rngs come from the checkpoint
-    resumed, resumed_metrics = run(tmp_path / "resumed", 4, model_seed=2,
-                                   resume=str(tmp_path / "part" / "checkpoints" / "last.safetensors"))
+    with caplog.at_level(logging.WARNING, logger="convtrain"):
+        resumed, resumed_metrics = run(tmp_path / "resumed", 4, model_seed=2,
+                                       resume=str(tmp_path / "part" / "checkpoints" /
+                                                  "last.safetensors"))
+    assert not caplog.records  # same schedule, seed and data: nothing to warn about
     for key in ("train_loss", "train_accuracy", "val_loss", "test_loss", "epochs_completed",
                 "best_epoch", "best_val_accuracy", "lr"):
         assert resumed_metrics[key] == full_metrics[key], key
@@ -216,6 +221,73 @@ def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, kind):
         np.testing.assert_array_equal(resumed.model.state_dict()[k], v, err_msg=k)
     for k, v in full.optimizer.state_dict().items():
         np.testing.assert_array_equal(resumed.optimizer.state_dict()[k], v, err_msg=k)
+
+
+def test_resume_refuses_other_seed_or_data(tmp_path, caplog):
+    """Another seed or data.* setting would draw another validation split: images the
+    checkpoint was trained on could end up in it, so resuming is refused, naming the key."""
+    base = {"name": "digits", "subset": 300, "val_fraction": 0.2}
+
+    def trainer(run_dir, seed=7, max_epochs=2, resume=None, data=None, **data_cfg):
+        data = data or load_dataset({**base, **data_cfg}, seed=seed)
+        return make_trainer(run_dir, data, SoftmaxRegression(data.input_shape, 10),
+                            seed=seed, max_epochs=max_epochs, resume=resume)
+
+    trainer(tmp_path / "a", max_epochs=1).fit()
+    last = str(tmp_path / "a" / "checkpoints" / "last.safetensors")
+    # the reviewer's case: the seed-8 validation split holds images trained on with seed 7
+    raw = {**base, "normalize": False}
+    trained = load_dataset(raw, seed=7).train.x.reshape(-1, 64)
+    new_val = load_dataset({**raw, "val_fraction": 0.3}, seed=8).val.x.reshape(-1, 64)
+    assert (new_val[:, None] == trained[None]).all(-1).any()
+    with pytest.raises(ConfigError, match=r"^seed: the checkpoint was trained with seed=7, "
+                                          r"this run has seed=8; resuming with a different seed"):
+        trainer(tmp_path / "b", seed=8, resume=last, val_fraction=0.3).fit()
+    for key, value in (("val_fraction", 0.3), ("subset", 250), ("subset", None),
+                       ("normalize", False)):
+        with pytest.raises(ConfigError, match=rf"^data\.{key}: the checkpoint was trained with "
+                                              rf"data\.{key}="):
+            trainer(tmp_path / "b", resume=last, **{key: value}).fit()
+    # same settings, other statistics: the files behind data.name changed
+    data = load_dataset(base, seed=7)
+    shifted = dataclasses.replace(data, normalization=Normalization((0.5,), (0.25,)))
+    with pytest.raises(ConfigError, match=r"^data: the training split's normalisation "
+                                          r"statistics .* differ .*data\.root"):
+        trainer(tmp_path / "b", resume=last, data=shifted).fit()
+    assert trainer(tmp_path / "b", resume=last).fit()["epochs_completed"] == 2
+
+    # a checkpoint from before these records: accepted, with a warning
+    old = load_checkpoint(last)
+    meta = {k: v for k, v in old.meta.items() if k not in ("data", "format")}
+    save_checkpoint(tmp_path / "old", "last", old.model_state, old.optimizer_state, meta)
+    with caplog.at_level(logging.WARNING, logger="convtrain"):
+        resumed = trainer(tmp_path / "c", resume=str(tmp_path / "old"), val_fraction=0.3).fit()
+    assert resumed["epochs_completed"] == 2
+    assert any("predates data records" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_with_default_t_max_follows_this_run_and_warns(tmp_path, caplog):
+    """Cosine's unset t_max follows trainer.max_epochs of the resumed run (documented in
+    convtrain.optim.schedules); the change is a warning naming scheduler.t_max."""
+    data = blobs()
+    opt = {"name": "sgd", "lr": 0.1}
+    make_trainer(tmp_path / "part", data, opt=opt, sched={"name": "cosine"}, max_epochs=2).fit()
+    part = str(tmp_path / "part")
+    with caplog.at_level(logging.WARNING, logger="convtrain"):
+        longer = make_trainer(tmp_path / "longer", data, opt=opt, sched={"name": "cosine"},
+                              max_epochs=4, resume=part).fit()
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "scheduler.t_max=2 -> 4 (unset, so it follows trainer.max_epochs)" in warning
+    assert "set scheduler.t_max=2 to continue the checkpoint's curve" in warning
+    # epoch 4 (index 3) of a 4-epoch cosine from 0.1 to 0: 0.1 * (1 + cos(3 pi / 4)) / 2
+    assert longer["lr"] == pytest.approx(0.1 * (1 + math.cos(3 * math.pi / 4)) / 2)
+    # keeping the checkpoint's curve explicitly: lr stays at eta_min, and nothing to warn about
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="convtrain"):
+        kept = make_trainer(tmp_path / "kept", data, opt=opt, sched={"name": "cosine", "t_max": 2},
+                            max_epochs=3, resume=part).fit()
+    assert kept["lr"] == 0.0
+    assert not [r for r in caplog.records if "schedule" in r.getMessage()]
 
 
 def test_resume_errors(tmp_path):
@@ -363,6 +435,7 @@ def test_wrong_output_size_names_the_layer(tmp_path):
     ({"progress": "sometimes"}, r"trainer\.progress"),
     ({"log_every_n_steps": -1}, r"trainer\.log_every_n_steps"),
     ({"seed": -1}, r"seed"),
+    ({"drop_last": "yes"}, r"trainer\.drop_last: expected true, false or null"),
 ])
 def test_bad_settings_name_the_key(tmp_path, setting, match):
     with pytest.raises(ConfigError, match=match):
@@ -406,3 +479,95 @@ def test_without_checkpoints(tmp_path):
     metrics = make_trainer(tmp_path, blobs(), max_epochs=1, checkpoint=False).fit()
     assert not (tmp_path / "checkpoints").exists()
     assert metrics["epochs_completed"] == 1
+
+
+# --- batchnorm and the last batch ---------------------------------------------------------
+def bn_model(data, pool=4):
+    """conv -> maxpool(pool) -> batchnorm: with pool=4 on 4x4 images the norm sees 1x1 maps."""
+    cfg = {"layers": {"conv1": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": 1},
+                      "pool": {"type": "maxpool2d", "kernel_size": pool, "stride": pool},
+                      "bn": {"type": "batchnorm2d"}, "flat": {"type": "flatten"},
+                      "fc": {"type": "dense", "units": data.num_classes}}}
+    return build_model(cfg, data.input_shape, seed=0)
+
+
+def test_single_sample_last_batch_is_dropped_for_batchnorm(tmp_path, caplog):
+    data = blobs(n_train=97)  # 6 batches of 16, then 1 sample
+    with caplog.at_level(logging.INFO, logger="convtrain"):
+        t = make_trainer(tmp_path / "auto", data, bn_model(data), max_epochs=2)
+        metrics = t.fit()
+    assert t.drop_last is True and t.global_step == 12
+    assert metrics["epochs_completed"] == 2 and math.isfinite(metrics["train_loss"])
+    dropping = [r for r in caplog.records if "dropping the last training batch" in r.getMessage()]
+    assert len(dropping) == 1 and "model.layers.bn" in dropping[0].getMessage()
+    with pytest.raises(ConfigError, match=r"trainer\.drop_last: false .*1 sample.*"
+                                          r"model\.layers\.bn"):
+        make_trainer(tmp_path / "no", data, bn_model(data), drop_last=False)
+    with pytest.raises(ConfigError, match=r"trainer\.batch_size: training batches of 1 sample"
+                                          r".*model\.layers\.bn"):
+        make_trainer(tmp_path / "one", data, bn_model(data), batch_size=1)
+    # auto keeps the batch where it is harmless: no batchnorm, or batchnorm on 2x2 maps
+    for model in (None, bn_model(data, pool=2)):
+        t = make_trainer(tmp_path / "keep", data, model, max_epochs=1)
+        t.fit()
+        assert t.drop_last is False and t.global_step == 7
+    t = make_trainer(tmp_path / "explicit", data, max_epochs=1, drop_last=True)
+    t.fit()
+    assert t.global_step == 6
+    with pytest.raises(ConfigError, match=r"trainer\.drop_last: true .*no training batch"):
+        make_trainer(tmp_path / "none", blobs(n_train=10), drop_last=True)
+
+
+def test_metrics_are_per_sample_means_with_an_uneven_last_batch(tmp_path):
+    """lr=0 keeps the weights fixed, so the epoch's running train metrics must equal one
+    full-batch evaluation; 96 = 9x10 + 6 and 24 = 3x7 + 3 make batch means differ."""
+    data = blobs()
+    frozen = SimpleNamespace(base_lr=0.1, lr_at=lambda epoch: 0.0)
+    t = make_trainer(tmp_path, data, opt={"name": "sgd", "lr": 0.1}, sched=frozen, max_epochs=1,
+                     batch_size=10, eval_batch_size=7)
+    metrics = t.fit()
+    for split in ("train", "val", "test"):
+        s = getattr(data, split)
+        loss, acc = softmax_ce_reference(t.model.forward(s.x, training=False), s.y)
+        assert metrics[f"{split}_accuracy"] == acc, split
+        assert metrics[f"{split}_loss"] == pytest.approx(loss, rel=1e-6), split
+
+
+def test_random_crop_must_be_smaller_than_the_image(tmp_path):
+    data = blobs()  # 4x4 images
+    with pytest.raises(ConfigError, match=r"data\.augment\.random_crop: 4 pixels of padding on "
+                                          r"4x4 images"):
+        make_trainer(tmp_path, data, augment={"random_crop": 4})
+    with pytest.raises(ConfigError, match=r"data\.augment\.horizontal_flip"):
+        make_trainer(tmp_path, data, augment={"horizontal_flip": "yes"})
+    make_trainer(tmp_path, data, max_epochs=1, augment={"random_crop": 3,
+                                                        "horizontal_flip": True}).fit()
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_best_is_written_before_last(tmp_path, monkeypatch, crash_at):
+    """A crash between the two checkpoint writes of an improving epoch must not leave `last`
+    (what a resume reads) claiming a best epoch newer than the best file."""
+    data = blobs()
+    accuracies = iter([0.5, 0.5, 0.7, 0.7])  # val then test, per epoch: epoch 2 improves
+
+    def evaluate(model, split, *args):
+        return 1.0, next(accuracies)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    real_save = trainer_module.save_checkpoint
+    calls = []
+
+    def save(directory, name, *args):
+        calls.append(name)
+        if len(calls) == 2 + crash_at:  # epoch 1 wrote two files
+            raise OSError("simulated crash")
+        return real_save(directory, name, *args)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    with pytest.raises(OSError, match="simulated"):
+        make_trainer(tmp_path, data, max_epochs=3).fit()
+    best = load_checkpoint(tmp_path / "checkpoints" / "best")
+    last = load_checkpoint(tmp_path / "checkpoints" / "last")
+    assert best.meta["epoch"] >= last.meta["best"]["epoch"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_completed"] == 1

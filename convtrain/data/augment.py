@@ -80,6 +80,26 @@ def parse_augment(value: Any, where: str = "data.augment") -> AugmentSpec | None
     return spec if spec.active else None
 
 
+def check_augment_fits(spec: AugmentSpec | None, image_shape: tuple[int, ...],
+                       where: str = "data.augment") -> None:
+    """Reject a ``random_crop`` padding of at least the image's height or width.
+
+    Such a padding lets a crop hold no image pixel at all (and most crops mostly padding).
+
+    Raises:
+        ConfigError: naming ``where.random_crop`` and the image size.
+    """
+    if spec is None or spec.random_crop == 0:
+        return
+    height, width = (int(d) for d in image_shape[-2:])
+    if spec.random_crop >= min(height, width):
+        raise ConfigError(
+            f"{where}.random_crop: {spec.random_crop} pixels of padding on {height}x{width} "
+            f"images makes crops that are mostly or only padding; use less than "
+            f"{min(height, width)} (a few pixels, e.g. 4 for 32x32 images)"
+        )
+
+
 def augment_batch(x: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
     """Apply ``spec`` to a host batch.
 

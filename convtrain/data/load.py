@@ -103,6 +103,9 @@ def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSp
         class_names=tuple(raw.class_names),
         name=config.name,
         normalization=normalization,
+        subset=config.subset,
+        val_fraction=config.val_fraction,
+        normalize=config.normalize,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from convtrain.data.augment import AugmentSpec, augment_batch, parse_augment
+from convtrain.data.augment import AugmentSpec, augment_batch, check_augment_fits, parse_augment
 from convtrain.data.splits import ArraySplit
 from convtrain.errors import ConfigError
 
@@ -54,6 +54,7 @@ def iterate_batches(
     """
     _check_batch_size(batch_size)
     spec = parse_augment(augment, "augment")
+    check_augment_fits(spec, split.x.shape, "augment")
     if (shuffle or spec is not None) and rng is None:
         raise ConfigError(
             "iterate_batches: shuffling or augmentation needs a seeded rng (np.random.Generator)"

@@ -7,6 +7,7 @@ backend. Images are always ``(N, C, H, W)`` and labels ``(N,)``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +132,8 @@ class DataSplits:
         class_names: one name per class.
         name: the registry name of the dataset (``data.name``).
         normalization: the per-channel mean/std that was applied to all three splits.
+        subset, val_fraction, normalize: the ``data.*`` settings that, with the run seed,
+            decide which images are in each split (see :meth:`identity`).
     """
 
     train: ArraySplit
@@ -141,6 +144,18 @@ class DataSplits:
     class_names: tuple[str, ...]
     name: str
     normalization: Normalization
+    subset: int | None
+    val_fraction: float
+    normalize: bool
+
+    def identity(self) -> dict[str, Any]:
+        """The ``data.*`` keys that decide the splits' contents, plus the fitted statistics.
+
+        Checkpoints store it: resuming on other splits would let validation images into
+        training (or feed the model inputs on another scale).
+        """
+        return {"name": self.name, "subset": self.subset, "val_fraction": self.val_fraction,
+                "normalize": self.normalize, "normalization": self.normalization.as_dict()}
 
     def summary(self) -> str:
         """One line for the run log, e.g. ``digits: train 1293, val 144, test 360, (1, 8, 8)``."""

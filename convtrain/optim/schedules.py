@@ -4,6 +4,13 @@ A schedule is a pure function of the 0-based epoch index: ``lr_at(epoch) -> floa
 Trainer sets ``optimizer.lr = schedule.lr_at(epoch)`` at the start of every epoch, so resuming
 from a checkpoint needs no schedule state.
 
+Resuming follows the schedule of the *resumed run's* config. Checkpoints store
+:meth:`Schedule.resolved` (``t_max`` included when it was defaulted), and the Trainer warns,
+naming the key, when the resumed run's curve differs: typically ``scheduler.t_max`` left unset
+while ``trainer.max_epochs`` was raised. The new curve is kept on purpose: continuing the
+checkpoint's would hold the lr at ``eta_min`` (often 0) for every extra epoch. Set
+``scheduler.t_max`` explicitly to keep one curve across resumes.
+
 Linear warm-up (``warmup_epochs = W``, any schedule): for ``epoch < W`` the schedule's lr is
 multiplied by ``(epoch + 1) / (W + 1)``, so the first epoch never runs at lr 0 and the factor
 reaches 1 at epoch ``W``. Epoch counts in ``step``/``multistep`` are absolute (milestones
@@ -40,6 +47,17 @@ class Schedule:
     def __init__(self, base_lr: float, *, warmup_epochs: int = 0):
         self.base_lr = check.real("optimizer.lr", base_lr, low=0.0)
         self.warmup_epochs = check.integer("scheduler.warmup_epochs", warmup_epochs, low=0)
+        #: option -> the config key it was derived from when the user left it unset
+        #: (``{"t_max": "trainer.max_epochs"}`` for cosine's default; set by build_schedule)
+        self.derived: dict[str, str] = {}
+
+    def resolved(self) -> dict[str, Any]:
+        """Everything that decides the lr curve, JSON-ready (stored in checkpoints)."""
+        out: dict[str, Any] = {"name": self.name, "base_lr": self.base_lr}
+        for key in self.options:
+            value = getattr(self, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for the 0-based ``epoch``."""
@@ -143,8 +161,10 @@ class Cosine(Schedule):
         lr = eta_min                                                   epoch >= t_max
 
     With ``W = 0`` this is ``CosineAnnealingLR(T_max=t_max)``; ``t_max`` defaults to
-    ``trainer.max_epochs``. Unlike PyTorch the lr stays at ``eta_min`` after ``t_max`` rather
-    than rising again.
+    ``trainer.max_epochs`` of the run being built, also when it resumes a checkpoint trained
+    with another ``max_epochs`` (the Trainer then warns, naming ``scheduler.t_max``; see the
+    module docstring). Unlike PyTorch the lr stays at ``eta_min`` after ``t_max`` rather than
+    rising again.
     """
 
     name = "cosine"
@@ -180,7 +200,8 @@ class Cosine(Schedule):
 def build_schedule(cfg: Mapping[str, Any] | None, base_lr: float, max_epochs: int) -> Schedule:
     """Build the schedule named by ``cfg["name"]`` (``None`` or ``{}`` means ``constant``).
 
-    ``base_lr`` is the optimizer's lr; ``max_epochs`` is the default ``t_max`` of ``cosine``.
+    ``base_lr`` is the optimizer's lr; ``max_epochs`` is the default ``t_max`` of ``cosine``
+    (recorded in ``schedule.derived``).
 
     Raises:
         ConfigError: naming ``scheduler.<key>`` for an unknown schedule or key, or a bad value.
@@ -192,14 +213,25 @@ def build_schedule(cfg: Mapping[str, Any] | None, base_lr: float, max_epochs: in
         "scheduler", "schedule", name, options, list(cls.options),
         {n: list(SCHEDULES.get(n).options) for n in SCHEDULES.names()},
     )
+    derived = {}
     if cls is Cosine:
+        warmup = check.integer("scheduler.warmup_epochs", options.get("warmup_epochs", 0), low=0)
         if options.get("t_max") is None:
             options["t_max"] = check.integer("trainer.max_epochs", max_epochs, low=1)
-        elif check.integer("scheduler.t_max", options["t_max"], low=1) \
-                <= check.integer("scheduler.warmup_epochs", options.get("warmup_epochs", 0), low=0):
+            derived["t_max"] = "trainer.max_epochs"
+            # the same rule as an explicit t_max below: the decay starts after the warm-up
+            if warmup >= options["t_max"]:
+                raise ConfigError(
+                    f"scheduler.warmup_epochs: must be less than trainer.max_epochs="
+                    f"{options['t_max']} (cosine decays over the epochs after the warm-up, "
+                    f"until scheduler.t_max, which defaults to trainer.max_epochs), got {warmup}"
+                )
+        elif check.integer("scheduler.t_max", options["t_max"], low=1) <= warmup:
             raise ConfigError(
                 f"scheduler.t_max: must exceed scheduler.warmup_epochs="
                 f"{options.get('warmup_epochs')} (the decay starts after the warm-up), "
                 f"got {options['t_max']}"
             )
-    return cls(base_lr, **options)
+    schedule = cls(base_lr, **options)
+    schedule.derived = derived
+    return schedule

@@ -15,6 +15,13 @@ Pictures, histograms and hparams: :mod:`convtrain.training.tb_logging` (tags, fi
 Reproducibility: batches are shuffled by a NumPy Generator seeded from ``seed``; its state and
 the state of every layer's ``rng`` (dropout) are saved in each checkpoint, so ``resume=`` a
 checkpoint of epoch k reproduces an uninterrupted run bit for bit on the NumPy backend.
+
+Resuming checks that the run trains on the same data: a different ``seed``, ``data.name``,
+``data.subset``, ``data.val_fraction`` or ``data.normalize`` (or different normalisation
+statistics) is a ConfigError, since another validation split could contain images the
+checkpoint was trained on. A schedule that differs from the checkpoint's (e.g. cosine's default
+``t_max`` following a raised ``trainer.max_epochs``) is followed, with a warning naming the key
+(see :mod:`convtrain.optim.schedules`).
 """
 from __future__ import annotations
 
@@ -28,7 +35,8 @@ from typing import Any, Mapping
 import numpy as np
 
 import convtrain
-from convtrain.data.loader import iterate_batches
+from convtrain.data.augment import check_augment_fits, parse_augment
+from convtrain.data.loader import iterate_batches, num_batches
 from convtrain.engine.losses import softmax_cross_entropy
 from convtrain.errors import ConfigError
 from convtrain.tb import TensorBoardWriter
@@ -109,6 +117,44 @@ def _output_layer_hint(model: Any, num_classes: int) -> str:
     return f"end the model with a dense layer of units={num_classes}"
 
 
+def _data_identity(data: Any) -> dict[str, Any]:
+    """What decides the splits' contents (``DataSplits.identity()``; just the name otherwise)."""
+    identity = getattr(data, "identity", None)
+    return identity() if callable(identity) else {"name": getattr(data, "name", None)}
+
+
+#: keys a resumed run must share with its checkpoint (first difference reported) -> why
+_RESUME_KEYS = {
+    "data.name": "continue training on another dataset",
+    "seed": "draw another validation split (and data.subset), which could contain images the "
+            "checkpoint was trained on",
+    "data.subset": "draw other training and validation samples, so the validation split could "
+                   "contain images the checkpoint was trained on",
+    "data.val_fraction": "draw another validation split, which could contain images the "
+                         "checkpoint was trained on",
+    "data.normalize": "feed the model inputs on another scale than it was trained on",
+}
+
+
+def _cli(value: Any) -> str:
+    """``value`` as written in a command-line override."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _batchnorms_needing_two_samples(model: Any) -> list[str]:
+    """Batch-norm layers whose input maps are 1x1: a 1-sample training batch gives them a
+    single value per channel, whose variance is undefined (the engine refuses it)."""
+    names = []
+    for name, layer in (getattr(model, "layers", {}) or {}).items():
+        if "batchnorm" in type(layer).__name__.lower():
+            shape = getattr(layer, "input_shape", None)
+            if shape is None or math.prod(int(d) for d in shape[1:]) < 2:
+                names.append(name)
+    return names
+
+
 def _layer_rngs(model: Any) -> dict[str, Any]:
     """Layers' NumPy Generators (dropout masks) whose state a checkpoint must carry."""
     out = {}
@@ -133,6 +179,9 @@ class Trainer:
         backend: the run's Backend; batches are moved onto it by the loader.
         seed: seeds the shuffle order (and is recorded in metrics.json).
         max_epochs, batch_size: positive ints. ``eval_batch_size`` defaults to 4x batch_size.
+        drop_last: skip the final, smaller training batch. None (auto) drops it only when it
+            holds a single sample and a batchnorm layer sees 1x1 maps (one value per channel:
+            no variance to normalise with); False in that case is a ConfigError.
         progress: ``"auto"`` (tqdm bars only when stderr is a terminal), True or False.
         log_every_n_steps: period of the ``train/loss_step`` scalar (0 disables it).
         checkpoint: write ``checkpoints/last`` and ``best`` every epoch.
@@ -140,7 +189,8 @@ class Trainer:
         resume: a checkpoint path (or run / checkpoints directory, meaning ``last``) whose
             model, optimizer, epoch counter and rng states are restored before training.
         config_text: the composed config (YAML), stored in checkpoints and TensorBoard.
-        augment: passed to the loader for training batches only.
+        augment: ``data.augment``, checked against the image size and passed to the loader
+            for training batches only.
         logger: the ``logger`` config group (see :class:`convtrain.config.LoggerConfig`);
             None = its defaults.
         hparams: the run's hyperparameters for TensorBoard's HParams dashboard, nested or
@@ -157,6 +207,7 @@ class Trainer:
     def __init__(self, model: Any, optimizer: Any, schedule: Any, data: Any, *,
                  run_dir: str | Path, backend: Any, seed: int, max_epochs: int,
                  batch_size: int, eval_batch_size: int | None = None,
+                 drop_last: bool | None = None,
                  progress: bool | str = "auto", log_every_n_steps: int = 50,
                  checkpoint: bool = True, monitor: str = "val_accuracy",
                  resume: str | None = None, config_text: str | None = None,
@@ -188,12 +239,14 @@ class Trainer:
         self.requested_monitor = monitor
         self.resume = resume
         self.config_text = config_text
-        self.augment = augment
+        self.augment = parse_augment(augment, "data.augment")
+        check_augment_fits(self.augment, tuple(data.train.x.shape), "data.augment")
         self.logger = parse_logger_settings(logger)
         self.hparams = flatten_config(hparams if hparams is not None else {
             "seed": self.seed, "trainer.max_epochs": self.max_epochs,
             "trainer.batch_size": self.batch_size, "optimizer.lr": self._base_lr()})
         self._check_data_and_model()
+        self.drop_last = self._resolve_drop_last(drop_last)
         if monitor.startswith("val_") and len(data.val) == 0:
             # nothing to validate on: "best" is judged on the training metrics instead
             monitor = "train_" + monitor[len("val_"):]
@@ -219,6 +272,35 @@ class Trainer:
                 f"model output shape {out} does not match the {k} classes of dataset "
                 f"'{getattr(data, 'name', '?')}': {_output_layer_hint(self.model, k)}"
             )
+
+    def _resolve_drop_last(self, drop_last: bool | None) -> bool:
+        if drop_last is not None and not isinstance(drop_last, bool):
+            raise ConfigError(f"trainer.drop_last: expected true, false or null (auto), got "
+                              f"{drop_last!r}")
+        n, size = len(self.data.train), self.batch_size
+        batchnorms = _batchnorms_needing_two_samples(self.model)
+        if batchnorms and min(n, size) == 1:
+            raise ConfigError(
+                f"trainer.batch_size: training batches of 1 sample (trainer.batch_size={size}, "
+                f"{n} training samples) give batchnorm layer model.layers.{batchnorms[0]} one "
+                f"value per channel (its input maps are 1x1); use batches of 2 or more")
+        single_last = bool(batchnorms) and n % size == 1
+        if single_last and drop_last is False:
+            raise ConfigError(
+                f"trainer.drop_last: false leaves a last training batch of 1 sample ({n} "
+                f"samples, trainer.batch_size={size}), which batchnorm layer "
+                f"model.layers.{batchnorms[0]} cannot train on (one value per channel); set "
+                f"trainer.drop_last=null (auto) or true, or change trainer.batch_size")
+        if drop_last is None:
+            drop_last = single_last
+            if drop_last:
+                log.info("dropping the last training batch of every epoch: it would hold 1 "
+                         "sample, too few for batchnorm layer model.layers.%s "
+                         "(trainer.drop_last=null)", batchnorms[0])
+        if num_batches(n, size, drop_last) == 0:
+            raise ConfigError(f"trainer.drop_last: true with trainer.batch_size={size} leaves "
+                              f"no training batch for the {n} training samples")
+        return drop_last
 
     # --- public ------------------------------------------------------------------------
     @property
@@ -295,9 +377,11 @@ class Trainer:
             "lr": lr,
         }
         if self.checkpoint:
-            self._save("last", epoch, metrics)
+            # best before last: a crash in between must not leave `last` (what a resume reads)
+            # pointing at a best epoch whose file was never written
             if improved:
                 self._save("best", epoch, metrics)
+            self._save("last", epoch, metrics)
         write_metrics(self.run_dir / "metrics.json", metrics)
 
         step = epoch + 1
@@ -325,14 +409,14 @@ class Trainer:
         """
         train = self.data.train
         avg = RunningAverage()
-        total_batches = -(-len(train) // self.batch_size)
+        total_batches = num_batches(len(train), self.batch_size, self.drop_last)
         self.backend.synchronize()
         start = time.perf_counter()
         with EpochProgress(enabled=self.show_progress, epoch=epoch + 1,
                            max_epochs=self.max_epochs, total_batches=total_batches) as bar:
             for xb, yb in iterate_batches(train, self.batch_size, shuffle=True,
                                           rng=self._shuffle_rng, backend=self.backend,
-                                          augment=self.augment):
+                                          drop_last=self.drop_last, augment=self.augment):
                 logits = self.model.forward(xb, training=True)
                 loss, dlogits = softmax_cross_entropy(logits, yb)
                 self.global_step += 1
@@ -399,6 +483,8 @@ class Trainer:
             "rng": {"shuffle": self._shuffle_rng.bit_generator.state, "layers": rng_states},
             "optimizer": getattr(self.optimizer, "name", type(self.optimizer).__name__),
             "seed": self.seed,
+            "data": json_safe(_data_identity(self.data)),
+            "schedule": self._resolved_schedule(),
             "config": self.config_text,
             "convtrain_version": convtrain.__version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -427,6 +513,8 @@ class Trainer:
         if epoch >= self.max_epochs:
             raise ConfigError(f"{where}: the checkpoint already completed {epoch} epochs; "
                               f"set trainer.max_epochs above {epoch} to train further")
+        self._check_same_data(meta, where)
+        self._compare_schedule(meta.get("schedule"), epoch, where)
         try:
             self.model.load_state_dict(ckpt.model_state, strict=True)
             self.optimizer.load_state_dict(ckpt.optimizer_state)
@@ -449,3 +537,53 @@ class Trainer:
         log.info("resumed from %s after epoch %d (global step %d)", ckpt.path, epoch,
                  global_step)
         return epoch
+
+    def _check_same_data(self, meta: Mapping[str, Any], where: str) -> None:
+        """Refuse to resume on other splits than the checkpoint was trained on."""
+        own = _data_identity(self.data)
+        saved = meta.get("data")
+        if not isinstance(saved, dict):
+            log.warning("%s: the checkpoint predates data records; cannot check that this run "
+                        "(data %s) trains on the same training/validation split", where,
+                        {k: v for k, v in own.items() if k != "normalization"})
+            saved = {}
+        flat_own = {"seed": self.seed, **{f"data.{k}": v for k, v in own.items()}}
+        flat_saved = {"seed": meta.get("seed"), **{f"data.{k}": v for k, v in saved.items()}}
+        for key, reason in _RESUME_KEYS.items():
+            if key in flat_saved and key in flat_own and flat_saved[key] != flat_own[key]:
+                raise ConfigError(
+                    f"{key}: the checkpoint was trained with {key}={_cli(flat_saved[key])}, "
+                    f"this run has {key}={_cli(flat_own[key])}; resuming with a different "
+                    f"{key} would {reason} ({where}; set {key}={_cli(flat_saved[key])}, or "
+                    f"train from scratch without trainer.resume)")
+        stats, own_stats = saved.get("normalization"), own.get("normalization")
+        if isinstance(stats, dict) and own_stats is not None and not all(
+                np.allclose(stats[k], own_stats[k], rtol=1e-6, atol=0) for k in ("mean", "std")):
+            raise ConfigError(
+                f"data: the training split's normalisation statistics (mean {own_stats['mean']}, "
+                f"std {own_stats['std']}) differ from the checkpoint's (mean {stats['mean']}, "
+                f"std {stats['std']}) although seed and data settings match, so the dataset "
+                f"files differ (check data.root) ({where})")
+
+    def _resolved_schedule(self) -> dict[str, Any] | None:
+        resolved = getattr(self.schedule, "resolved", None)
+        return json_safe(resolved()) if callable(resolved) else None
+
+    def _compare_schedule(self, saved: Any, epoch: int, where: str) -> None:
+        """Warn when this run's lr curve differs from the checkpoint's (it is followed)."""
+        own = self._resolved_schedule()
+        if not isinstance(saved, dict) or own is None or saved == own:
+            return
+        derived = getattr(self.schedule, "derived", {})
+        changes = []
+        for key in sorted(set(saved) | set(own)):
+            if saved.get(key) != own.get(key):
+                name = "optimizer.lr" if key == "base_lr" else f"scheduler.{key}"
+                note = f" (unset, so it follows {derived[key]})" if key in derived else ""
+                changes.append(f"{name}={saved.get(key)!r} -> {own.get(key)!r}{note}")
+        keep = [f"scheduler.{k}={saved[k]!r}" for k in derived
+                if k in saved and saved[k] != own.get(k)]
+        log.warning("%s: this run's learning-rate schedule differs from the checkpoint's: %s; "
+                    "epochs from %d on follow this run's schedule (lr %.4g)%s", where,
+                    ", ".join(changes), epoch + 1, self.schedule.lr_at(epoch),
+                    f"; set {' '.join(keep)} to continue the checkpoint's curve" if keep else "")
