@@ -14,29 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import os
 import re
 import sys
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from convtrain import sweep
+from convtrain.validate import did_you_mean
 
 #: group options that exist only to carry a schema (``optimizer/schema_sgd``): never suggested.
 _SCHEMA_PREFIX = "schema_"
 #: groups whose options come from pip-installed Hydra plugins.
 _PLUGIN_GROUPS = {"hydra/sweeper": "hydra-optuna-sweeper",
                   "hydra/launcher": "hydra-joblib-launcher / hydra-submitit-launcher"}
-
-
-def did_you_mean(word: str, choices: Sequence[str], prefix: str = "") -> str:
-    """``"; did you mean 'optimizer.lr'?"`` for the closest of ``choices``, else ``""``."""
-    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
 
 
 def _first_line(text: str) -> str:

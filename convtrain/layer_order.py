@@ -8,10 +8,10 @@ disabled with ``null`` still count as anchors (they keep their place, they just 
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping
 
 from convtrain.errors import ConfigError
+from convtrain.validate import did_you_mean
 
 POSITION_KEYS = ("after", "before")
 
@@ -33,12 +33,8 @@ def _anchor(name: str, spec: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def _unknown_anchor(name: str, key: str, target: str, known: list[str]) -> ConfigError:
-    msg = (f"model.layers.{name}.{key}: unknown layer '{target}' "
-           f"(layers: {', '.join(known)})")
-    close = difflib.get_close_matches(target, known, n=1)
-    if close:
-        msg += f"; did you mean '{close[0]}'?"
-    return ConfigError(msg)
+    return ConfigError(f"model.layers.{name}.{key}: unknown layer '{target}' "
+                       f"(layers: {', '.join(known)}){did_you_mean(target, known)}")
 
 
 def order_layers(layers: Mapping[str, Any]) -> dict[str, Any]:

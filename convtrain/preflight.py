@@ -16,9 +16,10 @@ from typing import Any, Mapping
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from convtrain import validate
 from convtrain.backend import Backend, get_backend
 from convtrain.errors import ConfigError
-from convtrain.hydra_errors import did_you_mean
+from convtrain.validate import did_you_mean
 
 #: per-sample input shapes of the built-in datasets: with them the model is built (and every
 #: layer checked) before the data is read, and ``task=summary`` needs no data files. A dataset
@@ -30,7 +31,6 @@ DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "fashion_mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
 }
-_PROGRESS = {"auto": "auto", "true": True, "false": False}
 
 
 @dataclasses.dataclass
@@ -115,28 +115,18 @@ def check_layers(model_cfg: Any) -> None:
     order_layers(layers)  # unknown `after:` / `before:` anchors
 
 
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
-    return value
-
-
 def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
     """The ``trainer:`` settings as Trainer keyword arguments (same checks as the Trainer)."""
-    progress = str(_value(t["progress"])).strip().lower()
-    if progress not in _PROGRESS:
-        raise ConfigError(f"trainer.progress: expected auto, true or false, got {t['progress']!r}")
-    log_every = t["log_every_n_steps"]
-    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
-        raise ConfigError(f"trainer.log_every_n_steps: expected an integer >= 0 (0 = off), "
-                          f"got {log_every!r}")
+    progress = validate.progress("trainer.progress", t["progress"])
+    log_every = validate.non_negative_int("trainer.log_every_n_steps", t["log_every_n_steps"],
+                                          zero_means="off")
     eval_batch = t.get("eval_batch_size")
     return {
-        "max_epochs": _positive_int("trainer.max_epochs", t["max_epochs"]),
-        "batch_size": _positive_int("trainer.batch_size", t["batch_size"]),
+        "max_epochs": validate.positive_int("trainer.max_epochs", t["max_epochs"]),
+        "batch_size": validate.positive_int("trainer.batch_size", t["batch_size"]),
         "eval_batch_size": None if eval_batch is None
-        else _positive_int("trainer.eval_batch_size", eval_batch),
-        "progress": _PROGRESS[progress],
+        else validate.positive_int("trainer.eval_batch_size", eval_batch),
+        "progress": progress,
         "log_every_n_steps": log_every,
         "checkpoint": bool(t["checkpoint"]),
         "monitor": str(_value(t["monitor"])),
@@ -151,16 +141,14 @@ def check(cfg: DictConfig) -> Plan:
 
     check_schema_keys(cfg)
     check_layers(cfg.model)
-    seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = validate.seed(cfg.seed)
     trainer = check_trainer(cfg.trainer)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
     DATASETS.get(data["name"], where="data.name")
     augment = data.pop("augment", None)
     backend = get_backend(str(_value(cfg.backend.name)))
-    return Plan(task=str(_value(cfg.task)), seed=int(seed), backend=backend,
+    return Plan(task=str(_value(cfg.task)), seed=seed, backend=backend,
                 dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
                 trainer=trainer, input_shape=DATASET_INPUT_SHAPES.get(data["name"]))
 

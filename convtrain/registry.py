@@ -4,10 +4,10 @@ Layers, initializers, optimizers, schedules, losses and datasets each keep one.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
 from convtrain.errors import ConfigError
+from convtrain.validate import did_you_mean
 
 T = TypeVar("T")
 
@@ -52,10 +52,8 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: object, where: str | None = None) -> str:
         known = ", ".join(sorted(self._entries))
-        msg = f"Unknown {self.kind} '{name}' (known {self.kind.split()[-1]}s: {known})"
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        if close:
-            msg += f"; did you mean '{close[0]}'?"
+        msg = (f"Unknown {self.kind} '{name}' (known {self.kind.split()[-1]}s: {known})"
+               f"{did_you_mean(name, self._entries)}")
         return f"{where}: {msg}" if where else msg
 
     def names(self) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from convtrain.sweep import ERROR_FILE
+from convtrain.validate import is_real
 
 DEFAULT_COLUMNS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "epochs_completed",
                    "wall_time_s", "train_images_per_s")
@@ -97,7 +98,7 @@ def collect(root: Path) -> list[dict[str, Any]]:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+    if is_real(value) and not math.isnan(value):
         return float(value)
     return None
 

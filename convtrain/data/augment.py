@@ -7,12 +7,12 @@ Augmentation runs on NumPy batches that were already normalised, so the zero pad
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from convtrain import validate
 from convtrain.errors import ConfigError
 
 
@@ -61,21 +61,19 @@ def parse_augment(value: Any, where: str = "data.augment") -> AugmentSpec | None
         )
     for key in value:
         if key not in _KNOWN_KEYS:
-            close = difflib.get_close_matches(str(key), _KNOWN_KEYS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"{where}.{key}: unknown augmentation (known: {', '.join(_KNOWN_KEYS)}){hint}"
+                f"{where}.{key}: unknown augmentation (known: {', '.join(_KNOWN_KEYS)})"
+                f"{validate.did_you_mean(key, _KNOWN_KEYS)}"
             )
     crop = value.get("random_crop", 0)
     if crop is None:
         crop = 0
-    if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-        raise ConfigError(f"{where}.random_crop: expected a padding in pixels >= 0, got {crop!r}")
+    crop = validate.integer(f"{where}.random_crop", crop, low=0,
+                            expected="a padding in pixels >= 0")
     flip = value.get("horizontal_flip", False)
     if flip is None:
         flip = False
-    if not isinstance(flip, bool):
-        raise ConfigError(f"{where}.horizontal_flip: expected true or false, got {flip!r}")
+    flip = validate.boolean(f"{where}.horizontal_flip", flip)
     spec = AugmentSpec(random_crop=crop, horizontal_flip=flip)
     return spec if spec.active else None
 

@@ -15,11 +15,10 @@ The mapping mirrors ``configs/data/*.yaml``::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-from collections.abc import Mapping
 from typing import Any
 
+from convtrain import validate
 from convtrain.data.augment import AugmentSpec, parse_augment
 from convtrain.errors import ConfigError
 
@@ -51,9 +50,7 @@ def to_plain_mapping(cfg: Any, where: str = "data") -> dict[str, Any]:
         from omegaconf import OmegaConf  # noqa: PLC0415 - only needed for DictConfig input
 
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of data options, got {cfg!r}")
-    return dict(cfg)
+    return validate.mapping(where, cfg, expected="a mapping of data options")
 
 
 def parse_data_config(cfg: Any) -> DataOptions:
@@ -65,10 +62,9 @@ def parse_data_config(cfg: Any) -> DataOptions:
     raw = to_plain_mapping(cfg)
     for key in raw:
         if key not in _KNOWN_KEYS:
-            close = difflib.get_close_matches(str(key), _KNOWN_KEYS, n=1)
-            hint = f"; did you mean 'data.{close[0]}'?" if close else ""
             raise ConfigError(
-                f"data.{key}: unknown key (known keys: {', '.join(_KNOWN_KEYS)}){hint}"
+                f"data.{key}: unknown key (known keys: {', '.join(_KNOWN_KEYS)})"
+                f"{validate.did_you_mean(key, _KNOWN_KEYS, 'data.')}"
             )
     # Missing keys take the dataclass defaults, so `{name: mnist}` alone is a valid config.
     merged = {**dataclasses.asdict(DataOptions()), **raw}
@@ -77,24 +73,14 @@ def parse_data_config(cfg: Any) -> DataOptions:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"data.name: expected a dataset name, got {name!r}")
 
-    val_fraction = merged["val_fraction"]
-    if (
-        isinstance(val_fraction, bool)
-        or not isinstance(val_fraction, (int, float))
-        or not (0.0 <= float(val_fraction) < 1.0)
-    ):
-        raise ConfigError(
-            f"data.val_fraction: expected a number in [0, 1) (0 disables validation), "
-            f"got {val_fraction!r}"
-        )
-
+    val_fraction = validate.real(
+        "data.val_fraction", merged["val_fraction"], low=0.0, high=1.0, high_open=True,
+        expected="a number in [0, 1) (0 disables validation)",
+    )
     subset = merged["subset"]
-    if subset is not None and (
-        isinstance(subset, bool) or not isinstance(subset, int) or subset < 1
-    ):
-        raise ConfigError(
-            f"data.subset: expected a positive number of samples or null, got {subset!r}"
-        )
+    if subset is not None:
+        subset = validate.integer("data.subset", subset, low=1,
+                                  expected="a positive number of samples or null")
 
     root = merged["root"]
     if root is not None and (not isinstance(root, (str, os.PathLike)) or not str(root)):
@@ -111,18 +97,12 @@ def parse_data_config(cfg: Any) -> DataOptions:
 
     return DataOptions(
         name=name,
-        val_fraction=float(val_fraction),
-        normalize=_boolean(merged["normalize"], "data.normalize"),
+        val_fraction=val_fraction,
+        normalize=validate.boolean("data.normalize", merged["normalize"]),
         root=None if root is None else os.path.expanduser(str(root)),
-        download=_boolean(merged["download"], "data.download"),
+        download=validate.boolean("data.download", merged["download"]),
         subset=subset,
         mirror=mirror,
         augment=parse_augment(merged["augment"], "data.augment"),
     )
 
-
-def _boolean(value: Any, where: str) -> bool:
-    # A YAML typo like `normalize: yes please` must not silently count as true.
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from convtrain import validate
 from convtrain.data.config import DataOptions, parse_data_config
 from convtrain.data.paths import StorageOptions
 from convtrain.data.registry import DATASETS
@@ -50,11 +51,10 @@ def load_dataset(cfg: Mapping[str, Any] | Any, *, seed: int) -> DataSplits:
         DataError: missing, corrupt or unverifiable dataset files.
     """
     config = parse_data_config(cfg)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = validate.seed(seed)
     reader = DATASETS.get(config.name, where="data.name")
     raw = reader(StorageOptions(config.name, config.root, config.download, config.mirror))
-    return prepare_splits(raw, config, seed=int(seed))
+    return prepare_splits(raw, config, seed=seed)
 
 
 def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSplits:

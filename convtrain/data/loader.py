@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from convtrain import validate
 from convtrain.data.augment import AugmentSpec, augment_batch, check_augment_fits, parse_augment
 from convtrain.data.splits import ArraySplit
 from convtrain.errors import ConfigError
@@ -19,7 +20,7 @@ from convtrain.errors import ConfigError
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     """How many batches :func:`iterate_batches` yields for ``n`` samples."""
-    _check_batch_size(batch_size)
+    validate.positive_int("batch_size", batch_size)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -52,7 +53,7 @@ def iterate_batches(
     Yields:
         ``xb`` float32 ``(B, C, H, W)`` and ``yb`` int64 ``(B,)``, on the backend.
     """
-    _check_batch_size(batch_size)
+    validate.positive_int("batch_size", batch_size)
     spec = parse_augment(augment, "augment")
     check_augment_fits(spec, split.x.shape, "augment")
     if (shuffle or spec is not None) and rng is None:
@@ -70,11 +71,3 @@ def iterate_batches(
             xb = augment_batch(xb, spec, rng)
         yield to_backend(xb), to_backend(split.y[indices].astype(np.int64, copy=False))
 
-
-def _check_batch_size(batch_size: Any) -> None:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}")

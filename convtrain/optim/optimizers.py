@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from convtrain import validate as check
 from convtrain.backend import array_module
 from convtrain.errors import ConfigError
-from convtrain.optim import validation as check
 from convtrain.registry import Registry
 
 #: ``@OPTIMIZERS.register("sgd")`` registers an Optimizer subclass under its config ``name``.
@@ -351,7 +351,7 @@ def build_optimizer(cfg: Mapping[str, Any], model: Any) -> Optimizer:
         ConfigError: naming ``optimizer.<key>`` for a missing name, an unknown optimizer, a key
             that does not apply to the chosen optimizer, or a bad value.
     """
-    options = check.as_plain_dict(cfg, "optimizer")
+    options = check.mapping("optimizer", cfg, expected="a mapping like {name: ..., ...}")
     if "name" not in options:
         raise ConfigError(
             f"optimizer.name: missing (choose one of: {', '.join(OPTIMIZERS.names())})"

@@ -24,8 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from convtrain import validate as check
 from convtrain.errors import ConfigError
-from convtrain.optim import validation as check
 from convtrain.registry import Registry
 
 #: ``@SCHEDULES.register("cosine")`` registers a Schedule subclass under its config ``name``.
@@ -206,7 +206,8 @@ def build_schedule(cfg: Mapping[str, Any] | None, base_lr: float, max_epochs: in
     Raises:
         ConfigError: naming ``scheduler.<key>`` for an unknown schedule or key, or a bad value.
     """
-    options = check.as_plain_dict(cfg if cfg is not None else {}, "scheduler")
+    options = check.mapping("scheduler", cfg if cfg is not None else {},
+                            expected="a mapping like {name: ..., ...}")
     name = options.pop("name", "constant")
     cls = SCHEDULES.get(name, where="scheduler.name")
     check.reject_unknown_keys(

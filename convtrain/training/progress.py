@@ -10,21 +10,21 @@ from typing import Any
 
 from tqdm import tqdm
 
-from convtrain.errors import ConfigError
+from convtrain import validate
 
 
 def resolve_progress(setting: Any) -> bool:
-    """``"auto"`` -> whether stderr is a TTY; ``True``/``False`` force bars on/off.
+    """``"auto"`` -> whether stderr is a TTY; ``True``/``False`` (or ``"true"``/``"false"``)
+    force bars on/off (parsed by :func:`convtrain.validate.progress`).
 
     Raises:
         ConfigError: naming ``trainer.progress`` for any other value.
     """
-    if isinstance(setting, bool):
-        return setting
-    if setting == "auto":
+    mode = validate.progress("trainer.progress", setting)
+    if mode == "auto":
         isatty = getattr(sys.stderr, "isatty", None)
         return bool(isatty and isatty())
-    raise ConfigError(f"trainer.progress: expected auto, true or false, got {setting!r}")
+    return mode
 
 
 class EpochProgress:

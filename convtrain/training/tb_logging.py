@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from convtrain import validate
 from convtrain.config import LoggerConfig
 from convtrain.errors import ConfigError
 from convtrain.layers import Conv2d
@@ -55,8 +56,7 @@ def parse_logger_settings(logger: Mapping[str, Any] | LoggerConfig | None) -> Lo
         return LoggerConfig()
     if isinstance(logger, LoggerConfig):
         logger = dataclasses.asdict(logger)
-    if not isinstance(logger, Mapping):
-        raise ConfigError(f"logger: expected a mapping of logger settings, got {logger!r}")
+    logger = validate.mapping("logger", logger, expected="a mapping of logger settings")
     # the schema may hold enum members (e.g. for kernel_scaling): compare their values
     logger = {key: v.value if isinstance(v, enum.Enum) else v for key, v in logger.items()}
     known = [f.name for f in dataclasses.fields(LoggerConfig)]
@@ -64,19 +64,17 @@ def parse_logger_settings(logger: Mapping[str, Any] | LoggerConfig | None) -> Lo
         if key not in known:
             raise ConfigError(f"logger.{key}: unknown key (known keys: {', '.join(known)})")
     for key in _PERIODS:
-        value = logger.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ConfigError(f"logger.{key}: expected an integer >= 0 (0 = never), "
-                              f"got {value!r}")
+        if key in logger:
+            logger[key] = validate.non_negative_int(f"logger.{key}", logger[key],
+                                                    zero_means="never")
     for key in _FLAGS:
-        if not isinstance(logger.get(key, True), (bool, np.bool_)):
-            raise ConfigError(f"logger.{key}: expected true or false, got {logger[key]!r}")
+        if key in logger:
+            logger[key] = validate.boolean(f"logger.{key}", logger[key])
     scaling = logger.get("kernel_scaling", LoggerConfig.kernel_scaling)
     if scaling not in SCALINGS:
         raise ConfigError(f"logger.kernel_scaling: expected one of {', '.join(SCALINGS)}, "
                           f"got {scaling!r}")
-    return LoggerConfig(**{key: (int(v) if key in _PERIODS else bool(v) if key in _FLAGS else v)
-                           for key, v in logger.items()})
+    return LoggerConfig(**logger)
 
 
 def flatten_config(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, HParamValue]:

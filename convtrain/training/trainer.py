@@ -35,6 +35,7 @@ from typing import Any, Mapping
 import numpy as np
 
 import convtrain
+from convtrain import validate
 from convtrain.data.augment import check_augment_fits, parse_augment
 from convtrain.data.loader import iterate_batches, num_batches
 from convtrain.engine.losses import softmax_cross_entropy
@@ -99,12 +100,6 @@ class _Totals:
     @property
     def train_images_per_s(self) -> float | None:
         return self.train_images / self.train_time_s if self.train_time_s > 0 else None
-
-
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
-    return int(value)
 
 
 def _output_layer_hint(model: Any, num_classes: int) -> str:
@@ -219,19 +214,15 @@ class Trainer:
         self.data = data
         self.run_dir = Path(run_dir)
         self.backend = backend
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
-        self.max_epochs = _positive_int("trainer.max_epochs", max_epochs)
-        self.batch_size = _positive_int("trainer.batch_size", batch_size)
-        self.eval_batch_size = (4 * self.batch_size if eval_batch_size is None
-                                else _positive_int("trainer.eval_batch_size", eval_batch_size))
+        self.seed = validate.seed(seed)
+        self.max_epochs = validate.positive_int("trainer.max_epochs", max_epochs)
+        self.batch_size = validate.positive_int("trainer.batch_size", batch_size)
+        self.eval_batch_size = (
+            4 * self.batch_size if eval_batch_size is None
+            else validate.positive_int("trainer.eval_batch_size", eval_batch_size))
         self.show_progress = resolve_progress(progress)
-        if isinstance(log_every_n_steps, bool) or not isinstance(log_every_n_steps, int) \
-                or log_every_n_steps < 0:
-            raise ConfigError(f"trainer.log_every_n_steps: expected an integer >= 0 (0 = off), "
-                              f"got {log_every_n_steps!r}")
-        self.log_every_n_steps = log_every_n_steps
+        self.log_every_n_steps = validate.non_negative_int(
+            "trainer.log_every_n_steps", log_every_n_steps, zero_means="off")
         self.checkpoint = bool(checkpoint)
         if monitor not in MONITORS:
             raise ConfigError(f"trainer.monitor: expected one of {', '.join(MONITORS)}, "
@@ -274,9 +265,9 @@ class Trainer:
             )
 
     def _resolve_drop_last(self, drop_last: bool | None) -> bool:
-        if drop_last is not None and not isinstance(drop_last, bool):
-            raise ConfigError(f"trainer.drop_last: expected true, false or null (auto), got "
-                              f"{drop_last!r}")
+        if drop_last is not None:
+            drop_last = validate.boolean("trainer.drop_last", drop_last,
+                                         expected="true, false or null (auto)")
         n, size = len(self.data.train), self.batch_size
         batchnorms = _batchnorms_needing_two_samples(self.model)
         if batchnorms and min(n, size) == 1:
