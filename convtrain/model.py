@@ -30,14 +30,21 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
-def _accepts_input_grad(layer: Layer) -> bool:
-    """True if ``layer.backward`` takes ``input_grad=`` (convtrain's Conv2d and Dense)."""
-    import inspect  # noqa: PLC0415 - only needed here
+_INPUT_GRAD_SUPPORT: dict[type, bool] = {}
 
-    try:
-        return "input_grad" in inspect.signature(layer.backward).parameters
-    except (TypeError, ValueError):
-        return False
+
+def _accepts_input_grad(layer: Layer) -> bool:
+    """True if ``layer.backward`` takes ``input_grad=`` (convtrain's Conv2d); cached per class."""
+    cls = type(layer)
+    if cls not in _INPUT_GRAD_SUPPORT:
+        import inspect  # noqa: PLC0415 - only needed once per layer class
+
+        try:
+            params = inspect.signature(layer.backward).parameters
+            _INPUT_GRAD_SUPPORT[cls] = "input_grad" in params
+        except (TypeError, ValueError):
+            _INPUT_GRAD_SUPPORT[cls] = False
+    return _INPUT_GRAD_SUPPORT[cls]
 
 
 def layer_type_name(layer: Layer) -> str:

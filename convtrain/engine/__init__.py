@@ -21,14 +21,18 @@ from convtrain.engine.dense import dense_backward, dense_forward
 from convtrain.engine.dropout import dropout_backward, dropout_forward
 from convtrain.engine.im2col import col2im, conv_output_size, im2col, pair, resolve_padding
 from convtrain.engine.losses import log_softmax, softmax_cross_entropy
+from convtrain.engine.parallel import get_num_threads, set_num_threads
 from convtrain.engine.pool import (
     avgpool2d_backward,
     avgpool2d_forward,
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from convtrain.engine.workspace import (Workspace, get_max_workspace_mb, keep_freed_memory,
+                                        set_max_workspace_mb)
 
 __all__ = [
+    "Workspace",
     "avgpool2d_backward",
     "avgpool2d_forward",
     "batchnorm2d_backward",
@@ -41,7 +45,10 @@ __all__ = [
     "dense_forward",
     "dropout_backward",
     "dropout_forward",
+    "get_max_workspace_mb",
+    "get_num_threads",
     "im2col",
+    "keep_freed_memory",
     "leaky_relu_backward",
     "leaky_relu_forward",
     "log_softmax",
@@ -51,6 +58,8 @@ __all__ = [
     "relu_backward",
     "relu_forward",
     "resolve_padding",
+    "set_max_workspace_mb",
+    "set_num_threads",
     "sigmoid_backward",
     "sigmoid_forward",
     "softmax_cross_entropy",

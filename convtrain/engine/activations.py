@@ -11,19 +11,52 @@ from typing import Any
 
 from convtrain.backend import array_module
 from convtrain.engine._checks import require_float
+from convtrain.engine.parallel import run_split
 from convtrain.errors import ConfigError
+
+
+def _flat_pieces(*arrays: Any) -> tuple[Any, ...] | None:
+    """1-D views of C-contiguous arrays of one shape (for splitting between threads), or None."""
+    if not all(a.flags.c_contiguous for a in arrays):
+        return None
+    return tuple(a.reshape(-1) for a in arrays)
 
 
 def relu_forward(x: Any) -> tuple[Any, Any]:
     """``max(x, 0)``; the cache is the boolean mask ``x > 0``."""
     require_float(x, "relu", "x")
     xp = array_module(x)
-    return xp.maximum(x, x.dtype.type(0)), x > 0
+    y = xp.empty(x.shape, dtype=x.dtype)
+    mask = xp.empty(x.shape, dtype=bool)
+    flat = _flat_pieces(x, y, mask)
+    if flat is None:
+        xp.maximum(x, x.dtype.type(0), out=y)
+        xp.greater(x, 0, out=mask)
+        return y, mask
+    fx, fy, fm = flat
+    zero = x.dtype.type(0)
+
+    def work(a: int, b: int) -> None:  # halves of the batch on the engine's threads
+        xp.maximum(fx[a:b], zero, out=fy[a:b])
+        xp.greater(fx[a:b], zero, out=fm[a:b])
+
+    run_split(work, fx.size, 2 * x.nbytes, xp)
+    return y, mask
 
 
 def relu_backward(dy: Any, cache: Any) -> Any:
     """Pass ``dy`` where the input was positive (the gradient at exactly 0 is taken as 0)."""
-    return dy * cache
+    xp = array_module(dy)
+    if dy.shape != cache.shape:
+        return dy * cache  # let broadcasting report (or allow) what it always did
+    dx = xp.empty(dy.shape, dtype=dy.dtype)
+    flat = _flat_pieces(dy, cache, dx)
+    if flat is None:
+        return xp.multiply(dy, cache, out=dx)
+    fdy, fm, fdx = flat
+    run_split(lambda a, b: xp.multiply(fdy[a:b], fm[a:b], out=fdx[a:b]), fdy.size,
+              2 * dy.nbytes, xp)
+    return dx
 
 
 def leaky_relu_forward(x: Any, negative_slope: float = 0.01) -> tuple[Any, Any]:

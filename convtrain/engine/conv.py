@@ -1,8 +1,29 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) via im2col + GEMM.
 
-Forward:  ``Y_mat (F, N*oh*ow) = W_mat (F, C*kh*kw) @ cols (C*kh*kw, N*oh*ow)``.
-Backward: ``dW_mat = dY_mat @ cols.T`` and ``dcols = W_mat.T @ dY_mat`` folded by col2im.
-Grouped convolutions run one GEMM per group on the group's contiguous block of column rows.
+Forward:  ``Y_mat (F, n*L) = W_mat (F, C*kh*kw) @ cols (C*kh*kw, n*L)`` per chunk of ``n``
+samples. Backward: ``dW_mat += dY_mat @ cols.T`` and ``dcols = W_mat.T @ dY_mat`` folded back by
+a col2im. Grouped convolutions run one GEMM per group on the group's contiguous block of rows.
+
+Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
+
+* **Wide columns for stride 1.** With stride 1, the window at output ``(y, x)`` and kernel
+  offset ``(i, j)`` starts at flat position ``(y + i*dh)*Wp + x + j*dw`` of the padded
+  ``Hp x Wp`` image, i.e. a *shift* of a flat output position ``p = y*Wp + x``. Taking one
+  column per ``p`` in ``[0, (oh-1)*Wp + ow)`` (``ow..Wp-1`` of every row but the last are
+  "garbage" columns that are dropped from ``Y`` and zeroed in ``dY``) makes every im2col row a
+  single contiguous run of the input and every col2im step a shifted add of long runs: 2-2.5x
+  faster than ``(oh, ow)`` columns whose inner runs are only ``ow`` long, for ``Wp/ow`` extra
+  GEMM columns (1.06x-1.4x on the benchmark layers); :func:`_use_wide_columns` decides.
+  Strided convolutions use ``(oh, ow)`` columns.
+* **Chunks under a workspace limit.** The batch is processed in chunks of samples whose
+  scratch memory fits :func:`convtrain.engine.set_max_workspace_mb` (default 256 MiB). When the
+  whole batch is one chunk the columns are kept for the backward pass; otherwise they are
+  recomputed chunk by chunk there, so memory stays bounded by the limit. (Cache-sized chunks
+  were tried for speed and lost, see ``_TARGET_CHUNK_BYTES``.)
+* **Reused buffers.** Scratch arrays come from a :class:`~convtrain.engine.workspace.Workspace`
+  that layers keep between calls (page faults on fresh buffers cost as much as the copy).
+* **Two threads** (:mod:`convtrain.engine.parallel`) split the copies, the bias-add + layout
+  transposes and col2im; OpenBLAS already runs the GEMMs on both cores.
 """
 from __future__ import annotations
 
@@ -11,24 +32,90 @@ from typing import Any, NamedTuple
 
 from convtrain.backend import array_module
 from convtrain.engine._checks import require_float, require_ndim, require_same_dtype, require_shape
-from convtrain.engine.im2col import col2im, im2col, output_hw, pair
+from convtrain.engine.im2col import output_hw, pair
+from convtrain.engine.parallel import run_split
+from convtrain.engine.workspace import (Workspace, check_workspace_mb, get_max_workspace_mb,
+                                        scratch_or)
 from convtrain.errors import ConfigError
 
 _OP = "conv2d"
+
+#: Preferred scratch bytes per chunk, for cache blocking. None: one chunk whenever the
+#: workspace limit allows. Measured on this machine (L2 1 MiB/core, L3 32 MiB), cache-sized
+#: chunks (2-16 MiB) with recomputed columns were 3-40% SLOWER than one chunk with kept columns
+#: on every benchmark layer (the GEMMs dominate and lose efficiency on narrow chunks), so
+#: chunking is left to the workspace limit.
+_TARGET_CHUNK_BYTES: int | None = None
+
+
+class ConvGeometry(NamedTuple):
+    """Sizes of one convolution call (all ints)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    filters: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+    wide: bool  # stride 1: columns are flat shifts of rows of width wp (see module notes)
+    length: int  # columns per sample: (oh-1)*wp + ow when wide, else oh*ow
+
+    @property
+    def hp(self) -> int:
+        return self.h + 2 * self.ph
+
+    @property
+    def wp(self) -> int:
+        return self.w + 2 * self.pw
+
+    @property
+    def rows(self) -> int:
+        """Column rows of ALL channels (``C*kh*kw``)."""
+        return self.c * self.kh * self.kw
 
 
 class ConvCache(NamedTuple):
     """What :func:`conv2d_backward` needs from the forward pass."""
 
-    cols: Any  # (C*kh*kw, N*oh*ow)
+    x: Any  # the input (N, C, H, W) when columns are recomputed per chunk, else None
+    cols: Any  # (C*kh*kw, N*L) columns of the whole batch when kept, else None
     weight: Any  # (F, C//groups, kh, kw)
-    x_shape: tuple[int, int, int, int]
+    geometry: ConvGeometry
     has_bias: bool
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
     groups: int
-    out_hw: tuple[int, int]
+    chunk: int  # samples per chunk
+    workspace: Workspace  # scratch buffers (the layer's, or throw-away ones)
+
+    # Backwards-compatible names of the old cache fields.
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        g = self.geometry
+        return (g.n, g.c, g.h, g.w)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return (self.geometry.oh, self.geometry.ow)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return (self.geometry.sh, self.geometry.sw)
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        return (self.geometry.ph, self.geometry.pw)
+
+    @property
+    def dilation(self) -> tuple[int, int]:
+        return (self.geometry.dh, self.geometry.dw)
 
 
 def _check_groups(groups: Any, in_channels: int, weight_shape: tuple[int, ...]) -> int:
@@ -49,9 +136,110 @@ def _check_groups(groups: Any, in_channels: int, weight_shape: tuple[int, ...]) 
     return int(groups)
 
 
+def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any) -> int:
+    """Samples per chunk: as many as fit both the cache target and the workspace limit
+    (at least one: a single sample larger than the limit still runs, one at a time)."""
+    # Scratch per sample: columns, Y and dY in GEMM layout, the padded input and the padded dx
+    # accumulator; keeping the columns for the backward pass (one chunk) adds their gradient
+    # buffer, while recomputing them lets the gradient reuse the column buffer.
+    common = 2 * g.filters * g.length + 2 * g.c * g.hp * g.wp
+    per_sample_kept = itemsize * (2 * g.rows * g.length + common)
+    per_sample_chunked = itemsize * (g.rows * g.length + common)
+    budgets = [b for b in (_TARGET_CHUNK_BYTES,) if b is not None]
+    limit_mb = get_max_workspace_mb() if max_workspace_mb is None else max_workspace_mb
+    if limit_mb is not None:
+        budgets.append(limit_mb * 2**20)
+    if not budgets or g.n * per_sample_kept <= min(budgets):
+        return g.n
+    return max(1, min(g.n - 1, int(min(budgets) // per_sample_chunked)))
+
+
+def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int) -> bool:
+    """Wide columns (stride 1 only) make the copies 2-2.5x faster but every GEMM
+    ``(wp*(oh-1) + ow) / (oh*ow)`` times longer. Single-thread CPU time on this machine:
+    32->64 at 32x32 (6% extra columns) 168 -> 129 ms fwd+bwd, but 64->128 at 16x16 (12% extra,
+    twice the filters) 110 -> 115 ms. The GEMM cost grows with ``filters``, the copy saving does
+    not, hence this rule (extra fraction x filters below 8)."""
+    if sh != 1 or sw != 1:
+        return False
+    extra = ((oh - 1) * wp + ow) / (oh * ow) - 1
+    return extra * filters < 8
+
+
+def _flat_view(xp: Any, a: Any, shape: tuple[int, ...], strides_items: tuple[int, ...]) -> Any:
+    """A strided view of ``a``'s memory with strides given in ITEMS (NumPy and CuPy)."""
+    item = a.itemsize
+    return xp.lib.stride_tricks.as_strided(a, shape=shape,
+                                           strides=tuple(s * item for s in strides_items))
+
+
+def _padded_chunk(x: Any, n0: int, n1: int, g: ConvGeometry, ws: Workspace) -> Any:
+    """``x[n0:n1]`` zero-padded to ``(n, C, Hp, Wp)``, C-contiguous (a scratch buffer, or
+    ``x[n0:n1]`` itself when nothing needs padding)."""
+    xp = array_module(x)
+    part = x[n0:n1]
+    if g.ph == 0 and g.pw == 0 and part.flags.c_contiguous:
+        return part
+    buf = ws.get("x_padded", (n1 - n0, g.c, g.hp, g.wp), x.dtype, xp)
+    ph, pw, h, w = g.ph, g.pw, g.h, g.w
+
+    def fill(a: int, b: int) -> None:
+        # Only the border is zeroed: the interior is overwritten right after.
+        dst = buf[a:b]
+        if ph:
+            dst[:, :, :ph] = 0
+            dst[:, :, ph + h:] = 0
+        if pw:
+            dst[:, :, ph:ph + h, :pw] = 0
+            dst[:, :, ph:ph + h, pw + w:] = 0
+        dst[:, :, ph:ph + h, pw:pw + w] = part[a:b]
+
+    run_split(fill, n1 - n0, 2 * buf.nbytes, xp)
+    return buf
+
+
+def _im2col_chunk(xpad: Any, out: Any, g: ConvGeometry) -> None:
+    """Write the columns of the padded chunk ``xpad (n, C, Hp, Wp)`` into ``out (rows, n*L)``."""
+    xp = array_module(xpad)
+    n = xpad.shape[0]
+    s_n, s_c, s_h, s_w = (s // xpad.itemsize for s in xpad.strides)
+    if g.wide:
+        # s_h == wp * s_w here (xpad is C-contiguous), so a row shift is a flat shift.
+        src = _flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.length),
+                         (s_c, g.dh * s_h, g.dw * s_w, s_n, s_w))
+        dst = out.reshape(g.c, g.kh, g.kw, n, g.length)
+    else:
+        src = _flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.oh, g.ow),
+                         (s_c, g.dh * s_h, g.dw * s_w, s_n, g.sh * s_h, g.sw * s_w))
+        dst = out.reshape(g.c, g.kh, g.kw, n, g.oh, g.ow)
+
+    def copy(a: int, b: int) -> None:
+        xp.copyto(dst[:, :, :, a:b], src[:, :, :, a:b])
+
+    run_split(copy, n, out.nbytes, xp)
+
+
+def _valid_view(xp: Any, mat: Any, g: ConvGeometry, n: int) -> Any:
+    """``(F', n, oh, ow)`` view of the real outputs inside a ``(F', n*L)`` GEMM result."""
+    if not g.wide:
+        return mat.reshape(mat.shape[0], n, g.oh, g.ow)
+    return _flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (n * g.length, g.length, g.wp, 1))
+
+
+def _gemm(xp: Any, a: Any, b: Any, out: Any, groups: int) -> None:
+    """``out = a @ b`` per group: ``a`` and ``out`` split by rows, ``b`` by rows too."""
+    if groups == 1:
+        xp.matmul(a, b, out=out)
+        return
+    ra, rb = a.shape[0] // groups, b.shape[0] // groups
+    for k in range(groups):
+        xp.matmul(a[k * ra:(k + 1) * ra], b[k * rb:(k + 1) * rb], out=out[k * ra:(k + 1) * ra])
+
+
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
-                   padding: Any = (0, 0), dilation: Any = (1, 1),
-                   groups: int = 1) -> tuple[Any, ConvCache]:
+                   padding: Any = (0, 0), dilation: Any = (1, 1), groups: int = 1, *,
+                   workspace: Workspace | None = None,
+                   max_workspace_mb: float | None = None) -> tuple[Any, ConvCache]:
     """Convolve a batch.
 
     Args:
@@ -60,6 +248,13 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
         bias: ``(F,)`` or None.
         stride, padding, dilation: ints or ``(h, w)`` pairs; padding is already resolved ints.
         groups: input and output channels are split into this many independent groups.
+        workspace: scratch buffers to reuse across calls (a layer's); None allocates fresh
+            ones. The returned cache refers to them, so it is valid until the next forward pass
+            through the same workspace.
+        max_workspace_mb: cap on the scratch memory for this call (MiB); None uses the
+            process-wide :func:`~convtrain.engine.set_max_workspace_mb` setting. Over it, the
+            batch is processed in chunks of samples (results are identical up to float rounding
+            of the weight-gradient sum).
 
     Returns:
         ``(y, cache)`` with ``y`` of shape ``(N, F, oh, ow)`` and dtype of ``x``.
@@ -73,64 +268,168 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
     groups = _check_groups(groups, c, tuple(weight.shape))
     if bias is not None:
         require_shape(bias, (filters,), _OP, "bias")
-    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(
-        dilation, "dilation")
-    oh, ow = output_hw(x.shape, (kh, kw), stride, padding, dilation)
+    (sh, sw), (ph, pw), (dh, dw) = (pair(stride, "stride"), pair(padding, "padding"),
+                                    pair(dilation, "dilation"))
+    oh, ow = output_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    max_workspace_mb = check_workspace_mb(max_workspace_mb)
+    wp = int(x.shape[3]) + 2 * pw
+    wide = _use_wide_columns(sh, sw, oh, ow, wp, filters)
+    g = ConvGeometry(n, c, int(x.shape[2]), int(x.shape[3]), filters, kh, kw, sh, sw, ph, pw,
+                     dh, dw, oh, ow, wide, (oh - 1) * wp + ow if wide else oh * ow)
 
     xp = array_module(x)
-    cols = im2col(x, (kh, kw), stride, padding, dilation)
+    ws = scratch_or(workspace)
+    chunk = _chunk_size(g, x.dtype.itemsize, max_workspace_mb)
+    keep_cols = chunk >= n
     w_mat = weight.reshape(filters, per_group * kh * kw)
-    if groups == 1:
-        y_mat = w_mat @ cols
-    else:
-        y_mat = xp.empty((filters, n * oh * ow), dtype=x.dtype)
-        rows, outs = per_group * kh * kw, filters // groups
-        for g in range(groups):
-            out_block, row_block = slice(g * outs, (g + 1) * outs), slice(g * rows, (g + 1) * rows)
-            # Row blocks of C-contiguous matrices are contiguous: the GEMM writes in place.
-            xp.matmul(w_mat[out_block], cols[row_block], out=y_mat[out_block])
-    if bias is not None:
-        y_mat += bias[:, None]
-    # Columns are ordered (n, oh, ow); one transpose-copy gives the public (N, F, oh, ow).
-    y = xp.ascontiguousarray(y_mat.reshape(filters, n, oh, ow).transpose(1, 0, 2, 3))
-    cache = ConvCache(cols, weight, (n, c, int(x.shape[2]), int(x.shape[3])), bias is not None,
-                      stride, padding, dilation, groups, (oh, ow))
+    y = xp.empty((n, filters, oh, ow), dtype=x.dtype)
+    bias4 = None if bias is None else bias.reshape(filters, 1, 1, 1)
+    cols = None
+    for n0 in range(0, n, chunk):
+        n1 = min(n, n0 + chunk)
+        m = n1 - n0
+        cols = ws.get("cols", (g.rows, m * g.length), x.dtype, xp)
+        _im2col_chunk(_padded_chunk(x, n0, n1, g, ws), cols, g)
+        y_mat = ws.get("y_mat", (filters, m * g.length), x.dtype, xp)
+        _gemm(xp, w_mat, cols, y_mat, groups)
+        # One pass drops the garbage columns, adds the bias and transposes (F, n) -> (n, F).
+        src = _valid_view(xp, y_mat, g, m)
+        dst = y[n0:n1].transpose(1, 0, 2, 3)
+
+        def finish(a: int, b: int, src=src, dst=dst) -> None:
+            if bias4 is None:
+                xp.copyto(dst[a:b], src[a:b])
+            else:
+                xp.add(src[a:b], bias4[a:b], out=dst[a:b])
+
+        run_split(finish, filters, 2 * dst.size * x.dtype.itemsize, xp)
+    cache = ConvCache(None if keep_cols else x, cols if keep_cols else None, weight, g,
+                      bias is not None, groups, chunk, ws)
     return y, cache
 
 
-def conv2d_backward(dy: Any, cache: ConvCache) -> tuple[Any, Any, Any]:
+def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Workspace) -> None:
+    """Fold ``dcols (rows, n*L)`` back (summing overlaps) into ``dx[n0:n0+n]`` (N, C, H, W)."""
+    xp = array_module(dcols)
+    n = dcols.shape[1] // g.length
+    # Accumulate in (C, n, Hp, Wp) order, matching the column blocks, so that every shifted
+    # add reads its source contiguously; one transposing copy per chunk gives (N, C, H, W).
+    acc = ws.get("dx_padded", (g.c, n, g.hp, g.wp), dcols.dtype, xp)
+    if g.wide:
+        src = dcols.reshape(g.c, g.kh, g.kw, n, g.length)
+    else:
+        src = dcols.reshape(g.c, g.kh, g.kw, n, g.oh, g.ow)
+    rows_last = g.sh * (g.oh - 1) + 1
+    cols_last = g.sw * (g.ow - 1) + 1
+
+    def fold(a: int, b: int) -> None:
+        # Channels are independent: each thread owns a block of them.
+        part = acc[a:b]
+        part[...] = 0
+        if g.wide:
+            flat = part.reshape(b - a, n, g.hp * g.wp)
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    start = i * g.dh * g.wp + j * g.dw
+                    flat[:, :, start:start + g.length] += src[a:b, i, j]
+        else:
+            for i in range(g.kh):
+                r0 = i * g.dh
+                for j in range(g.kw):
+                    c0 = j * g.dw
+                    part[:, :, r0:r0 + rows_last:g.sh, c0:c0 + cols_last:g.sw] += src[a:b, i, j]
+        dx[n0:n0 + n, a:b] = part[:, :, g.ph:g.ph + g.h, g.pw:g.pw + g.w].transpose(1, 0, 2, 3)
+
+    if g.c >= 2:
+        run_split(fold, g.c, 2 * acc.nbytes + dcols.nbytes, xp)
+    else:
+        fold(0, g.c)
+
+
+def conv2d_backward(dy: Any, cache: ConvCache,
+                    input_grad: bool = True) -> tuple[Any, Any, Any]:
     """Gradients of a convolution.
 
     Args:
         dy: ``(N, F, oh, ow)``, gradient of the loss w.r.t. the forward output.
         cache: from :func:`conv2d_forward`.
+        input_grad: False skips ``dx`` (returned as None), e.g. for a model's first layer,
+            saving the ``W.T @ dY`` GEMM and the col2im.
 
     Returns:
         ``(dx, dweight, dbias)`` shaped like ``x``, ``weight`` and ``bias``; ``dbias`` is None
         when the forward pass had no bias.
     """
-    cols, weight = cache.cols, cache.weight
-    n = cache.x_shape[0]
+    g, weight, groups, ws = cache.geometry, cache.weight, cache.groups, cache.workspace
     filters, per_group, kh, kw = (int(s) for s in weight.shape)
     require_ndim(dy, 4, f"{_OP} backward", "dy", "(N, F, oh, ow)")
-    require_shape(dy, (n, filters, *cache.out_hw), f"{_OP} backward", "dy")
-    require_same_dtype(f"{_OP} backward", "the forward input", cols, dy=dy)
+    require_shape(dy, (g.n, filters, g.oh, g.ow), f"{_OP} backward", "dy")
+    require_same_dtype(f"{_OP} backward", "the forward input", weight, dy=dy)
     xp = array_module(dy)
-    dy_mat = dy.transpose(1, 0, 2, 3).reshape(filters, -1)
-    dbias = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    dtype = dy.dtype
     w_mat = weight.reshape(filters, per_group * kh * kw)
-    groups = cache.groups
-    if groups == 1:
-        dweight = (dy_mat @ cols.T).reshape(weight.shape)
-        dcols = w_mat.T @ dy_mat
-    else:
-        rows, outs = per_group * kh * kw, filters // groups
-        dweight = xp.empty(weight.shape, dtype=weight.dtype)
-        dw_mat = dweight.reshape(filters, rows)
-        dcols = xp.empty(cols.shape, dtype=cols.dtype)
-        for g in range(groups):
-            out_block, row_block = slice(g * outs, (g + 1) * outs), slice(g * rows, (g + 1) * rows)
-            xp.matmul(dy_mat[out_block], cols[row_block].T, out=dw_mat[out_block])
-            xp.matmul(w_mat[out_block].T, dy_mat[out_block], out=dcols[row_block])
-    dx = col2im(dcols, cache.x_shape, (kh, kw), cache.stride, cache.padding, cache.dilation)
+    w_t = w_mat.T
+    dweight = xp.empty(weight.shape, dtype=dtype)
+    dw_mat = dweight.reshape(filters, per_group * kh * kw)
+    dbias = xp.zeros(filters, dtype=dtype) if cache.has_bias else None
+    dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dtype) if input_grad else None
+    for n0 in range(0, g.n, cache.chunk):
+        n1 = min(g.n, n0 + cache.chunk)
+        m = n1 - n0
+        # dY of the chunk in GEMM layout (F, n*L); wide garbage columns must be zero so that
+        # they add nothing to dW and produce zero column gradients.
+        dy_mat = ws.get("dy_mat", (filters, m * g.length), dtype, xp)
+        dst = _valid_view(xp, dy_mat, g, m)
+        src = dy[n0:n1].transpose(1, 0, 2, 3)
+        if g.wide and g.oh > 1 and g.wp > g.ow:
+            garbage = _flat_view(xp, dy_mat.reshape(filters, m, g.length)[:, :, g.ow:],
+                                 (filters, m, g.oh - 1, g.wp - g.ow),
+                                 (m * g.length, g.length, g.wp, 1))
+        else:
+            garbage = None
+
+        def gather(a: int, b: int, dst=dst, src=src, garbage=garbage) -> None:
+            if garbage is not None:
+                garbage[a:b] = 0
+            xp.copyto(dst[a:b], src[a:b])
+
+        run_split(gather, filters, 2 * dy_mat.nbytes, xp)
+        if dbias is not None:
+            dbias += dy_mat.sum(axis=1)
+        if cache.cols is not None:
+            cols = cache.cols
+        else:
+            cols = ws.get("cols", (g.rows, m * g.length), dtype, xp)
+            _im2col_chunk(_padded_chunk(cache.x, n0, n1, g, ws), cols, g)
+        if n0 == 0:
+            _grouped_dw(xp, dy_mat, cols, dw_mat, groups)
+        else:  # later chunks add their share (a GEMM cannot accumulate through NumPy)
+            part = ws.get("dw_part", dw_mat.shape, dtype, xp)
+            _grouped_dw(xp, dy_mat, cols, part, groups)
+            dw_mat += part
+        if dx is None:
+            continue
+        # The recomputed columns are dead after dW: their buffer takes the column gradients.
+        dcols = cols if cache.cols is None else ws.get("dcols", cols.shape, dtype, xp)
+        _grouped_dcols(xp, w_t, dy_mat, dcols, groups)
+        _col2im_chunk(dcols, dx, n0, g, ws)
     return dx, dweight, dbias
+
+
+def _grouped_dw(xp: Any, dy_mat: Any, cols: Any, out: Any, groups: int) -> None:
+    """``out[group] = dY[group] @ cols[group].T`` per group (out rows: filters)."""
+    fo, rows = dy_mat.shape[0] // groups, cols.shape[0] // groups
+    for k in range(groups):
+        xp.matmul(dy_mat[k * fo:(k + 1) * fo], cols[k * rows:(k + 1) * rows].T,
+                  out=out[k * fo:(k + 1) * fo])
+
+
+def _grouped_dcols(xp: Any, w_t: Any, dy_mat: Any, out: Any, groups: int) -> None:
+    """``out[group rows] = W[group].T @ dY[group]``; ``w_t`` is ``W_mat.T (rows/g, F)``."""
+    if groups == 1:
+        xp.matmul(w_t, dy_mat, out=out)
+        return
+    fo, rows = dy_mat.shape[0] // groups, out.shape[0] // groups
+    for k in range(groups):
+        xp.matmul(w_t[:, k * fo:(k + 1) * fo], dy_mat[k * fo:(k + 1) * fo],
+                  out=out[k * rows:(k + 1) * rows])

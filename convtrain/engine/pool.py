@@ -3,6 +3,10 @@
 Both directions loop over the ``kh*kw`` kernel offsets and work on whole strided slices
 ``x_padded[:, :, i::sh, j::sw]`` (each of shape ``(N, C, oh, ow)``): a running ``maximum`` over
 those slices was ~9x faster than an argmax over materialised windows.
+
+Max pooling splits the batch between the engine's threads (:mod:`convtrain.engine.parallel`;
+samples are independent), and its backward pass skips zero-filling ``dx`` when the windows tile
+the input exactly (every element is then written once).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any, NamedTuple
 from convtrain.backend import array_module
 from convtrain.engine._checks import require_float, require_ndim, require_shape
 from convtrain.engine.im2col import output_hw, pad_hw, pair, window_slice
+from convtrain.engine.parallel import run_split
 from convtrain.errors import ConfigError
 
 
@@ -69,11 +74,17 @@ def maxpool2d_forward(x: Any, kernel_size: Any, stride: Any,
     geometry = _geometry("maxpool2d", x, kernel_size, stride, padding)
     xp = array_module(x)
     x_padded = pad_hw(x, geometry.padding, value=-float("inf"))
-    offsets = geometry.offsets()
-    rows, cols = next(offsets)
-    y = x_padded[:, :, rows, cols].copy()
-    for rows, cols in offsets:
-        xp.maximum(y, x_padded[:, :, rows, cols], out=y)
+    y = xp.empty((x.shape[0], x.shape[1], *geometry.out_hw), dtype=x.dtype)
+
+    def pool(a: int, b: int) -> None:
+        offsets = geometry.offsets()
+        rows, cols = next(offsets)
+        part = y[a:b]
+        xp.copyto(part, x_padded[a:b, :, rows, cols])
+        for rows, cols in offsets:
+            xp.maximum(part, x_padded[a:b, :, rows, cols], out=part)
+
+    run_split(pool, int(x.shape[0]), x_padded.nbytes + y.nbytes, xp)
     return y, MaxPoolCache(x_padded, y, geometry)
 
 
@@ -91,26 +102,34 @@ def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
     require_shape(dy, cache.y.shape, "maxpool2d backward", "dy")
     xp = array_module(dy)
     x_padded, y = cache.x_padded, cache.y
-    dx_padded = xp.zeros(x_padded.shape, dtype=dy.dtype)
-    (kh, kw), (sh, sw) = geometry.kernel_size, geometry.stride
+    (kh, kw), (sh, sw), (oh, ow) = geometry.kernel_size, geometry.stride, geometry.out_hw
     # Without overlap every padded pixel lies in at most one window, so each offset can write
     # its share straight into dx instead of accumulating through a temporary.
     overlapping = sh < kh or sw < kw
-    # Windows whose gradient has not been routed yet; a later offset equal to the max (a tie)
-    # must not receive it a second time.
-    unassigned = xp.ones(y.shape, dtype=bool)
-    hit = xp.empty(y.shape, dtype=bool)
-    share = xp.empty(dy.shape, dtype=dy.dtype) if overlapping else None
-    # Multiplying by the boolean mask is ~10x faster than xp.where on random masks.
-    for rows, cols in geometry.offsets():
-        xp.equal(x_padded[:, :, rows, cols], y, out=hit)
-        hit &= unassigned
-        if overlapping:
-            xp.multiply(dy, hit, out=share)
-            dx_padded[:, :, rows, cols] += share
-        else:
-            xp.multiply(dy, hit, out=dx_padded[:, :, rows, cols])
-        unassigned ^= hit  # hit is a subset of unassigned, so xor clears exactly those
+    # Windows that tile the padded input exactly write every element of dx once: no zero-fill.
+    tiling = ((kh, kw) == (sh, sw) and x_padded.shape[2] == oh * sh
+              and x_padded.shape[3] == ow * sw)
+    dx_padded = (xp.empty if tiling else xp.zeros)(x_padded.shape, dtype=dy.dtype)
+
+    def route(a: int, b: int) -> None:
+        xs, ys, dys, dxs = x_padded[a:b], y[a:b], dy[a:b], dx_padded[a:b]
+        # Windows whose gradient has not been routed yet; a later offset equal to the max (a
+        # tie) must not receive it a second time.
+        unassigned = xp.ones(ys.shape, dtype=bool)
+        hit = xp.empty(ys.shape, dtype=bool)
+        share = xp.empty(dys.shape, dtype=dys.dtype) if overlapping else None
+        # Multiplying by the boolean mask is ~10x faster than xp.where on random masks.
+        for rows, cols in geometry.offsets():
+            xp.equal(xs[:, :, rows, cols], ys, out=hit)
+            hit &= unassigned
+            if overlapping:
+                xp.multiply(dys, hit, out=share)
+                dxs[:, :, rows, cols] += share
+            else:
+                xp.multiply(dys, hit, out=dxs[:, :, rows, cols])
+            unassigned ^= hit  # hit is a subset of unassigned, so xor clears exactly those
+
+    run_split(route, int(dy.shape[0]), 2 * x_padded.nbytes, xp)
     return _unpad(dx_padded, geometry)
 
 

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from convtrain.engine.conv import conv2d_backward, conv2d_forward
+from convtrain.engine.workspace import Workspace, check_workspace_mb
 from convtrain.errors import ConfigError
 from convtrain.init import initialize
 from convtrain.layers.base import LAYERS, Shape
@@ -45,6 +46,12 @@ class Conv2d(ConcreteLayer):
         rng: NumPy Generator for the initial weights (a fresh unseeded one if None).
         dtype: float32 (default) or float64.
         where: config path for error messages (set by :meth:`from_config`).
+        max_workspace_mb: cap on this layer's im2col scratch memory in MiB (None: the
+            process-wide :func:`convtrain.engine.set_max_workspace_mb` setting). Over it the
+            batch is processed in chunks of samples; results are unchanged.
+
+    Scratch buffers are kept between calls (reusing them avoids page faults); they are bounded
+    by the largest batch seen and by the workspace limit.
 
     FLOPs per sample: ``2·F·oh·ow·(C/groups)·kh·kw`` (+ ``F·oh·ow`` for the bias).
     """
@@ -56,8 +63,11 @@ class Conv2d(ConcreteLayer):
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  init: str = "he_normal", name: str | None = None,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32, *,
-                 where: str | None = None):
+                 where: str | None = None, max_workspace_mb: float | None = None):
         super().__init__(name, where)
+        self.max_workspace_mb = check_workspace_mb(max_workspace_mb,
+                                                   f"{self.where}.max_workspace_mb")
+        self.workspace = Workspace()
         args = LayerSpec(self.where, "conv2d", {
             "in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size,
             "stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
@@ -123,14 +133,20 @@ class Conv2d(ConcreteLayer):
         """``x`` ``(N, C, H, W)`` -> ``(N, F, oh, ow)``."""
         self.check_batch(x, 3, (1, self.in_channels), f"(C={self.in_channels}, H, W)")
         y, self.cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                       self.stride, self.padding, self.dilation, self.groups)
+                                       self.stride, self.padding, self.dilation, self.groups,
+                                       workspace=self.workspace,
+                                       max_workspace_mb=self.max_workspace_mb)
         return y
 
-    def backward(self, dy):
-        """``dy`` ``(N, F, oh, ow)`` -> ``dx`` ``(N, C, H, W)``; fills ``grads``."""
+    def backward(self, dy, input_grad: bool = True):
+        """``dy`` ``(N, F, oh, ow)`` -> ``dx`` ``(N, C, H, W)``; fills ``grads``.
+
+        ``input_grad=False`` skips ``dx`` (returns None): a model's first layer needs only
+        its weight gradients, like a PyTorch input without ``requires_grad``.
+        """
         if self.cache is None:
             raise ConfigError(f"{self.where}: backward() called before forward()")
-        dx, dweight, dbias = conv2d_backward(dy, self.cache)
+        dx, dweight, dbias = conv2d_backward(dy, self.cache, input_grad=input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias

@@ -1,0 +1,193 @@
+"""Workspace limit and buffer reuse of the convolution engine.
+
+Under a workspace limit the convolution processes the batch in chunks of samples (recomputing
+the im2col columns in the backward pass); results must not depend on the chunking, reused
+buffers must not leak between calls, and the scratch memory must respect the limit.
+"""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import convtrain.engine as engine
+from convtrain.engine import conv2d_backward, conv2d_forward
+from convtrain.engine.parallel import get_num_threads, set_num_threads, split_ranges
+from convtrain.engine.workspace import Workspace, get_max_workspace_mb, set_max_workspace_mb
+from convtrain.errors import ConfigError
+from convtrain.layers import Conv2d
+from tests.gradcheck import check_gradients, projected_sum
+
+# (N, C, H, W, F, k, stride, padding, dilation, groups): wide (stride 1) and strided paths.
+CASES = [
+    (5, 3, 9, 8, 4, 3, 1, 1, 1, 1),
+    (4, 1, 12, 12, 6, 5, 1, 2, 1, 1),
+    (3, 6, 10, 10, 8, 5, 1, 0, 1, 1),
+    (5, 3, 15, 13, 4, 7, 2, 3, 1, 1),
+    (4, 4, 11, 11, 6, 3, 1, 2, 2, 2),
+    (3, 4, 9, 9, 4, 3, 2, 1, 1, 4),
+    (6, 2, 1, 7, 3, (1, 3), 1, (0, 1), 1, 1),  # one output row: no garbage columns
+]
+
+
+def _run(case, max_workspace_mb, workspace=None, dtype=np.float64, seed=0):
+    n, c, h, w, f, k, s, p, d, g = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((f, c // g, kh, kw)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype)
+    y, cache = conv2d_forward(x, weight, bias, s, p, d, g, workspace=workspace,
+                              max_workspace_mb=max_workspace_mb)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    return (y, *conv2d_backward(dy, cache)), cache
+
+
+def _few_samples_limit(case):
+    """The smallest limit (MiB) that puts 2 or more (but not all) samples in a chunk."""
+    limit = 1e-4
+    while _run(case, limit)[1].chunk < 2:
+        limit *= 1.25
+    return limit
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("chunking", ["one sample", "a few"])
+def test_chunked_equals_unchunked(case, chunking):
+    limit_mb = 1e-6 if chunking == "one sample" else _few_samples_limit(case)
+    whole, cache_whole = _run(case, None)
+    chunked, cache_chunked = _run(case, limit_mb)
+    assert cache_whole.chunk == case[0] and cache_whole.cols is not None
+    assert cache_chunked.chunk < case[0] and cache_chunked.cols is None
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4]])
+def test_chunked_gradients_match_finite_differences(case):
+    n, c, h, w, f, k, s, p, d, g = case
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, c, h, w))
+    weight = rng.standard_normal((f, c // g, k, k))
+    bias = rng.standard_normal(f)
+    y, cache = conv2d_forward(x, weight, bias, s, p, d, g, max_workspace_mb=1e-6)
+    assert cache.chunk == 1
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, dbias = conv2d_backward(dy, cache)
+
+    def loss():
+        return projected_sum(conv2d_forward(x, weight, bias, s, p, d, g,
+                                            max_workspace_mb=1e-6)[0], dy)
+
+    check_gradients(loss, {"x": x, "weight": weight, "bias": bias},
+                    {"x": dx, "weight": dweight, "bias": dbias}, eps=1e-6, tol=1e-7)
+
+
+@pytest.mark.parametrize("limit_mb", [None, 1e-6])
+def test_reused_workspace_gives_fresh_results(limit_mb):
+    """Buffers are reused between calls and across batch sizes without stale data."""
+    ws = Workspace()
+    case = CASES[0]
+    first, _ = _run(case, limit_mb, ws, seed=0)
+    held = ws.nbytes
+    other, _ = _run((2,) + case[1:], limit_mb, ws, seed=5)  # smaller batch, other values
+    again, _ = _run(case, limit_mb, ws, seed=0)
+    assert ws.nbytes == held  # no growth: a smaller batch reuses the prefix of the buffers
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    reference, _ = _run((2,) + case[1:], limit_mb, None, seed=5)
+    for a, b in zip(reference, other):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float32_chunked_matches_unchunked():
+    whole, _ = _run(CASES[1], None, dtype=np.float32)
+    chunked, _ = _run(CASES[1], 1e-6, dtype=np.float32)
+    for a, b in zip(whole, chunked):
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_input_grad_false_skips_dx_only():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 8, 8))
+    weight = rng.standard_normal((4, 2, 3, 3))
+    y, cache = conv2d_forward(x, weight, None, 1, 1)
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, _ = conv2d_backward(dy, cache)
+    none, dweight2, _ = conv2d_backward(dy, cache, input_grad=False)
+    assert none is None
+    np.testing.assert_array_equal(dweight, dweight2)
+
+
+def test_layer_workspace_limit_bounds_scratch_memory():
+    """A 7x7 stride-2 layer: unchunked columns would be ~59 MB (+ as much for their
+    gradient); under a 16 MiB limit the scratch memory stays within the limit."""
+    n, c, hw = 8, 3, 224
+    layer = Conv2d(c, 16, 7, stride=2, padding=3, rng=np.random.default_rng(0),
+                   max_workspace_mb=16)
+    x = np.random.default_rng(1).standard_normal((n, c, hw, hw), dtype=np.float32)
+    dy = np.ones((n, 16, 112, 112), dtype=np.float32)
+    inherent = x.nbytes + 2 * dy.nbytes + x.nbytes  # input, output, dy, dx
+    tracemalloc.start()
+    try:
+        layer.forward(x)
+        layer.backward(dy)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert layer.cache is None
+    assert layer.workspace.nbytes <= 16 * 2**20
+    assert peak - inherent < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_global_setting_and_validation():
+    previous = get_max_workspace_mb()
+    try:
+        engine.set_max_workspace_mb(1e-6)
+        _, cache = _run(CASES[0], None)
+        assert cache.chunk == 1
+        engine.set_max_workspace_mb(None)
+        _, cache = _run(CASES[0], None)
+        assert cache.chunk == CASES[0][0]
+    finally:
+        set_max_workspace_mb(previous)
+    for bad in (0, -1, "big", True, float("nan")):
+        with pytest.raises(ConfigError, match="max_workspace_mb"):
+            set_max_workspace_mb(bad)
+    with pytest.raises(ConfigError, match=r"model.layers.conv1.max_workspace_mb"):
+        Conv2d(1, 2, 3, max_workspace_mb=0, where="model.layers.conv1")
+
+
+def test_thread_setting_and_ranges():
+    assert split_ranges(5, 2) == [(0, 2), (2, 5)]
+    assert split_ranges(1, 4) == [(0, 1)]
+    previous = get_num_threads()
+    try:
+        single, _ = _run(CASES[2], None)
+        set_num_threads(1)
+        again, _ = _run(CASES[2], None)
+    finally:
+        set_num_threads(previous)
+    for a, b in zip(single, again):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="num_threads"):
+        set_num_threads(0)
+
+
+def test_model_backward_can_skip_the_input_gradient():
+    import convtrain
+
+    cfg = {"layers": {"conv1": {"type": "conv2d", "filters": 3, "kernel_size": 3, "padding": 1},
+                      "relu1": {"type": "relu"}, "flat": {"type": "flatten"},
+                      "fc": {"type": "dense", "units": 4}}}
+    model = convtrain.build_model(cfg, (2, 6, 6), seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((5, 2, 6, 6))
+    dlogits = np.random.default_rng(1).standard_normal((5, 4))
+    model.forward(x)
+    dx = model.backward(dlogits)
+    grads = {k: v.copy() for k, v in model.layers["conv1"].grads.items()}
+    model.forward(x)
+    assert model.backward(dlogits, input_grad=False) is None
+    assert dx.shape == x.shape
+    for k, v in model.layers["conv1"].grads.items():
+        np.testing.assert_array_equal(v, grads[k])
