@@ -193,6 +193,15 @@ SCHEDULER_SCHEMAS: Dict[str, type] = {"constant": ConstantConfig, "step": StepCo
 
 
 @dataclasses.dataclass
+class EngineConfig:
+    """Process-wide settings of the NumPy engine (see benchmarks/RESULTS.md for their effect)."""
+
+    max_workspace_mb: Optional[float] = 256.0  # conv scratch cap; larger batches run in chunks; null = no cap
+    num_threads: int = 2  # threads for copies/elementwise work (1 = off); BLAS keeps its own
+    keep_freed_memory: bool = True  # glibc keeps freed memory: no page faults per step, RSS stays at peak
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -203,6 +212,7 @@ class TrainConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     backend: BackendConfig = dataclasses.field(default_factory=BackendConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     task: Task = Task.train
     seed: int = 0
 

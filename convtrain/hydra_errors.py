@@ -150,8 +150,8 @@ def friendly_errors() -> Iterator[None]:
                 print_error(f"the sweep stopped: {type(exc).__name__}: {exc}")
                 sys.exit(1)
 
-            def reraise() -> None:
-                raise exc
+            def reraise(error: BaseException = exc) -> None:
+                raise error  # bound now: `exc` itself is unbound when the except block ends
             return original(reraise)
 
     hydra_utils.run_and_report = run_and_report

@@ -7,14 +7,15 @@ compatible ``state_dict`` s, and describes itself (:meth:`Model.summary`).
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from convtrain.backend import Backend, get_backend
+from convtrain import validate
 from convtrain.errors import ConfigError
+from convtrain.validate import did_you_mean
 from convtrain.init import INITIALIZERS
 from convtrain.layers import LAYERS, ConcreteLayer, Dropout, Layer, Shape, build_layer
 
@@ -33,18 +34,17 @@ class LoadResult(NamedTuple):
 _INPUT_GRAD_SUPPORT: dict[type, bool] = {}
 
 
-def _accepts_input_grad(layer: Layer) -> bool:
-    """True if ``layer.backward`` takes ``input_grad=`` (convtrain's Conv2d); cached per class."""
-    cls = type(layer)
-    if cls not in _INPUT_GRAD_SUPPORT:
-        import inspect  # noqa: PLC0415 - only needed once per layer class
-
-        try:
-            params = inspect.signature(layer.backward).parameters
-            _INPUT_GRAD_SUPPORT[cls] = "input_grad" in params
-        except (TypeError, ValueError):
-            _INPUT_GRAD_SUPPORT[cls] = False
-    return _INPUT_GRAD_SUPPORT[cls]
+def _naming(layer: Layer, exc: ConfigError) -> ConfigError:
+    """``exc`` with the layer's config key in front (engine errors only know the operation:
+    ``batchnorm2d: training needs more than 1 value per channel`` -> ``model.layers.bn1: ...``)."""
+    where = getattr(layer, "where", None) or layer.name
+    message = str(exc)
+    if message.startswith(where):
+        return exc
+    try:
+        return type(exc)(f"{where}: {message}")
+    except TypeError:  # a subclass with extra constructor arguments
+        return ConfigError(f"{where}: {message}")
 
 
 def layer_type_name(layer: Layer) -> str:
@@ -111,7 +111,10 @@ class Model:
                               f"(N, {', '.join(map(str, self.input_shape))}), got {shape}")
         out = self.backend.asarray(x, dtype=self.dtype)
         for layer in self.layers.values():
-            out = layer.forward(out, training=training)
+            try:
+                out = layer.forward(out, training=training)
+            except ConfigError as exc:
+                raise _naming(layer, exc) from None
         return out
 
     def backward(self, dlogits, input_grad: bool = True):
@@ -124,12 +127,15 @@ class Model:
         """
         grad = self.backend.asarray(dlogits, dtype=self.dtype)
         layers = list(self.layers.values())
-        for layer in reversed(layers[1:]):
-            grad = layer.backward(grad)
-        first = layers[0]
-        if not input_grad and _accepts_input_grad(first):
-            return first.backward(grad, input_grad=False)
-        return first.backward(grad)
+        try:
+            for layer in reversed(layers[1:]):
+                grad = layer.backward(grad)
+            layer = layers[0]
+            if not input_grad and layer.can_skip_input_grad:
+                return layer.backward(grad, input_grad=False)
+            return layer.backward(grad)
+        except ConfigError as exc:
+            raise _naming(layer, exc) from None
 
     # --- parameters --------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:
@@ -327,12 +333,8 @@ def _check_input_shape(input_shape: Any) -> Shape:
 def _check_top_level_keys(config: Mapping[str, Any]) -> None:
     for key in config:
         if key not in MODEL_KEYS:
-            msg = (f"model.{key}: unknown key '{key}' in the model config (valid keys: "
-                   f"{', '.join(MODEL_KEYS)})")
-            close = difflib.get_close_matches(str(key), MODEL_KEYS, n=1)
-            if close:
-                msg += f"; did you mean '{close[0]}'?"
-            raise ConfigError(msg)
+            raise ConfigError(f"model.{key}: unknown key{did_you_mean(key, MODEL_KEYS, 'model.')} "
+                              f"(valid keys: {', '.join(MODEL_KEYS)})")
 
 
 def _layer_seeds(root_seed: int) -> tuple[np.random.Generator, np.random.SeedSequence]:
@@ -365,8 +367,7 @@ def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
         raise ConfigError(f"model: expected a mapping with a 'layers' key, got {config!r}")
     _check_top_level_keys(config)
     shape = _check_input_shape(input_shape)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = validate.seed(seed)
     try:
         resolved_dtype = np.dtype(dtype) if dtype is not None else None
     except TypeError:

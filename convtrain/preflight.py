@@ -44,6 +44,7 @@ class Plan:
     data: dict[str, Any]  # the data: mapping without `augment` (the loader applies that)
     augment: Any
     trainer: dict[str, Any]
+    engine: dict[str, Any]  # checked engine settings, applied by :func:`apply_engine_settings`
     input_shape: tuple[int, ...] | None  # None: only known once the data is loaded
 
 
@@ -135,6 +136,27 @@ def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_engine(e: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``engine:`` settings, checked (``engine.num_threads`` >= 1, workspace > 0 or null)."""
+    from convtrain.engine.workspace import check_workspace_mb  # noqa: PLC0415
+
+    return {
+        "max_workspace_mb": check_workspace_mb(e.get("max_workspace_mb"), "engine.max_workspace_mb"),
+        "num_threads": validate.positive_int("engine.num_threads", e.get("num_threads")),
+        "keep_freed_memory": validate.boolean("engine.keep_freed_memory", e.get("keep_freed_memory")),
+    }
+
+
+def apply_engine_settings(settings: Mapping[str, Any]) -> None:
+    """Make the checked ``engine:`` settings current for this process (once per run)."""
+    from convtrain import engine  # noqa: PLC0415
+
+    engine.set_max_workspace_mb(settings["max_workspace_mb"])
+    engine.set_num_threads(settings["num_threads"])
+    if settings["keep_freed_memory"]:
+        engine.keep_freed_memory()
+
+
 def check(cfg: DictConfig) -> Plan:
     """Check everything that does not need the data; raise ConfigError naming the key."""
     from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
@@ -150,7 +172,8 @@ def check(cfg: DictConfig) -> Plan:
     backend = get_backend(str(_value(cfg.backend.name)))
     return Plan(task=str(_value(cfg.task)), seed=seed, backend=backend,
                 dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
-                trainer=trainer, input_shape=DATASET_INPUT_SHAPES.get(data["name"]))
+                trainer=trainer, engine=check_engine(cfg.engine),
+                input_shape=DATASET_INPUT_SHAPES.get(data["name"]))
 
 
 def build(cfg: DictConfig, plan: Plan, input_shape: tuple[int, ...]) -> Components:

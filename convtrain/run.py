@@ -29,6 +29,7 @@ def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
         ConfigError: naming the offending key.
     """
     plan = preflight.check(cfg)
+    preflight.apply_engine_settings(plan.engine)
     parts = None
     if plan.input_shape is not None:
         parts = preflight.build(cfg, plan, plan.input_shape)

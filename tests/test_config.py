@@ -211,3 +211,29 @@ def test_the_hydra_error_hook_exists():
     from hydra._internal import utils
 
     assert callable(utils.run_and_report)
+
+
+# --- engine settings ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("override", "message"), [
+    ("engine.num_threads=0", "engine.num_threads: expected a positive integer, got 0"),
+    ("engine.max_workspace_mb=-5", "engine.max_workspace_mb: expected a positive number of MiB or null"),
+])
+def test_bad_engine_settings_name_the_key(override, message):
+    assert message in check_error(override)
+
+
+def test_engine_settings_are_applied_for_the_run():
+    from convtrain import engine
+
+    before = (engine.get_max_workspace_mb(), engine.get_num_threads())
+    try:
+        plan = preflight.check(make_cfg("engine.max_workspace_mb=32", "engine.num_threads=1",
+                                        "engine.keep_freed_memory=false"))
+        preflight.apply_engine_settings(plan.engine)
+        assert engine.get_max_workspace_mb() == 32.0 and engine.get_num_threads() == 1
+        plan = preflight.check(make_cfg("engine.max_workspace_mb=null"))
+        preflight.apply_engine_settings(plan.engine)
+        assert engine.get_max_workspace_mb() is None and engine.get_num_threads() == 2
+    finally:
+        engine.set_max_workspace_mb(before[0])
+        engine.set_num_threads(before[1])

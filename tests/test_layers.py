@@ -242,10 +242,11 @@ def test_unknown_key_lists_valid_keys_and_suggests():
     with pytest.raises(ConfigError) as info:
         build({"type": "conv2d", "filtrs": 4, "kernel_size": 3})
     message = str(info.value)
-    assert message.startswith("model.layers.conv1: unknown key 'filtrs' for layer type 'conv2d' "
-                              "(valid keys: bias, dilation, filters, ")
-    assert message.endswith("did you mean 'filters'?")
-    with pytest.raises(ConfigError, match=r"model.layers.r: unknown key 'p' for layer type 'relu'"):
+    # same wording as the CLI's pre-data check: the full key, then the closest valid full key
+    assert message.startswith("model.layers.conv1.filtrs: unknown key for layer type 'conv2d'; "
+                              "did you mean 'model.layers.conv1.filters'? (valid keys: bias, "
+                              "dilation, filters, ")
+    with pytest.raises(ConfigError, match=r"model\.layers\.r\.p: unknown key for layer type 'relu'"):
         build({"type": "relu", "p": 0.5}, name="r")
 
 

@@ -163,8 +163,8 @@ def test_two_stacked_3x3_see_as_much_as_one_5x5():
 
 # --- build_model validation ----------------------------------------------------------------
 def test_unknown_top_level_key_names_model_key():
-    with pytest.raises(ConfigError, match=r"^model.layrs: unknown key 'layrs'.*did you mean "
-                                          r"'layers'\?"):
+    with pytest.raises(ConfigError, match=r"^model\.layrs: unknown key; did you mean "
+                                          r"'model\.layers'\?"):
         build_model({"layrs": {}}, (1, 8, 8))
 
 
@@ -179,7 +179,7 @@ def test_empty_or_missing_layers_are_rejected():
 
 def test_errors_from_layers_carry_their_config_path():
     config = lenet_config(fc1={"type": "dense", "unit": 120})
-    with pytest.raises(ConfigError, match=r"model.layers.fc1: unknown key 'unit'.*'units'"):
+    with pytest.raises(ConfigError, match=r"model\.layers\.fc1\.unit: unknown key .*'model\.layers\.fc1\.units'"):
         build_model(config, (1, 32, 32))
     with pytest.raises(ConfigError, match=r"model.layers.conv2.kernel_size: kernel 5x5 .* 2x2 "
                                           r"\(input shape \(6, 2, 2\), padding 0\)"):
@@ -328,3 +328,15 @@ def test_dropout_layers_get_independent_seeded_streams():
     assert isinstance(d1, Dropout) and d1.seed != d2.seed
     again = build_model(config, (1000,), seed=0)
     assert again.layers["d1"].seed == d1.seed
+
+
+def test_engine_errors_during_training_name_the_layer():
+    # BatchNorm on 1x1 maps cannot estimate a variance from a single sample: the engine knows
+    # only "batchnorm2d", the message must say which layer of the config it was.
+    model = build_model({"layers": {
+        "conv1": {"type": "conv2d", "filters": 2, "kernel_size": 1},
+        "bn1": {"type": "batchnorm2d"}, "flat": {"type": "flatten"},
+        "fc": {"type": "dense", "units": 3}}}, (1, 1, 1))
+    with pytest.raises(ConfigError, match=r"^model\.layers\.bn1: batchnorm2d: training needs more than 1"):
+        model.forward(np.ones((1, 1, 1, 1), np.float32), training=True)
+    model.forward(np.ones((1, 1, 1, 1), np.float32), training=False)  # eval uses running stats

@@ -198,7 +198,7 @@ def test_float32_params_stay_float32():
     {"name": "rmsprop", "lr": 0.01, "momentum": 0.5},
 ])
 def test_state_dict_roundtrip_continues_bitwise(cfg):
-    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    rng_a = np.random.default_rng(5)
     a = make_model()
     opt_a = build_optimizer(cfg, a)
     for _ in range(3):

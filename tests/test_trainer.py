@@ -57,7 +57,7 @@ class SoftmaxRegression:
         p = self.layers["fc"].params
         return x @ p["weight"].T + p["bias"]
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
         layer = self.layers["fc"]
         layer.grads["weight"] = dlogits.T @ self._x
         layer.grads["bias"] = dlogits.sum(axis=0)

@@ -191,3 +191,31 @@ def test_model_backward_can_skip_the_input_gradient():
     assert dx.shape == x.shape
     for k, v in model.layers["conv1"].grads.items():
         np.testing.assert_array_equal(v, grads[k])
+
+
+def test_empty_batch_gives_empty_output_and_gradients():
+    layer = Conv2d(3, 4, 3, padding=1)
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    y = layer.forward(x)
+    assert y.shape == (0, 4, 5, 5)
+    dx = layer.backward(np.zeros_like(y))
+    assert dx.shape == x.shape
+    np.testing.assert_array_equal(layer.grads["weight"], 0)
+
+
+def test_backward_with_a_stale_cache_is_an_error_not_garbage():
+    rng = np.random.default_rng(0)
+    ws = Workspace()
+    w = rng.standard_normal((4, 3, 3, 3))
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 6))
+    _, cache1 = conv2d_forward(x1, w, workspace=ws)
+    conv2d_forward(x2, w, workspace=ws)  # overwrites the buffers cache1 points into
+    with pytest.raises(ConfigError, match="stale cache"):
+        conv2d_backward(rng.standard_normal((2, 4, 4, 4)), cache1)
+    # without a shared workspace every call owns its buffers: both caches stay valid
+    _, c1 = conv2d_forward(x1, w)
+    conv2d_forward(x2, w)
+    dx, dw, _ = conv2d_backward(np.ones((2, 4, 4, 4)), c1)
+    _, fresh = conv2d_forward(x1, w)
+    dx_ref, dw_ref, _ = conv2d_backward(np.ones((2, 4, 4, 4)), fresh)
+    np.testing.assert_array_equal(dw, dw_ref)

@@ -94,28 +94,7 @@ class ConvCache(NamedTuple):
     groups: int
     chunk: int  # samples per chunk
     workspace: Workspace  # scratch buffers (the layer's, or throw-away ones)
-
-    # Backwards-compatible names of the old cache fields.
-    @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        g = self.geometry
-        return (g.n, g.c, g.h, g.w)
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return (self.geometry.oh, self.geometry.ow)
-
-    @property
-    def stride(self) -> tuple[int, int]:
-        return (self.geometry.sh, self.geometry.sw)
-
-    @property
-    def padding(self) -> tuple[int, int]:
-        return (self.geometry.ph, self.geometry.pw)
-
-    @property
-    def dilation(self) -> tuple[int, int]:
-        return (self.geometry.dh, self.geometry.dw)
+    generation: int  # the workspace generation this cache's buffers belong to
 
 
 def _check_groups(groups: Any, in_channels: int, weight_shape: tuple[int, ...]) -> int:
@@ -150,7 +129,7 @@ def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any) -> int:
     if limit_mb is not None:
         budgets.append(limit_mb * 2**20)
     if not budgets or g.n * per_sample_kept <= min(budgets):
-        return g.n
+        return max(1, g.n)  # an empty batch still needs a non-zero loop step
     return max(1, min(g.n - 1, int(min(budgets) // per_sample_chunked)))
 
 
@@ -304,7 +283,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
 
         run_split(finish, filters, 2 * dst.size * x.dtype.itemsize, xp)
     cache = ConvCache(None if keep_cols else x, cols if keep_cols else None, weight, g,
-                      bias is not None, groups, chunk, ws)
+                      bias is not None, groups, chunk, ws, ws.next_generation())
     return y, cache
 
 
@@ -361,6 +340,11 @@ def conv2d_backward(dy: Any, cache: ConvCache,
         when the forward pass had no bias.
     """
     g, weight, groups, ws = cache.geometry, cache.weight, cache.groups, cache.workspace
+    if not ws.is_current(cache.generation):
+        # The kept columns live in a reused buffer that a later forward pass overwrote.
+        raise ConfigError(f"{_OP} backward: stale cache: another forward pass through the same "
+                          "workspace ran after the one this cache came from; call backward "
+                          "before the next forward (or give each call its own workspace)")
     filters, per_group, kh, kw = (int(s) for s in weight.shape)
     require_ndim(dy, 4, f"{_OP} backward", "dy", "(N, F, oh, ow)")
     require_shape(dy, (g.n, filters, g.oh, g.ow), f"{_OP} backward", "dy")
@@ -369,7 +353,8 @@ def conv2d_backward(dy: Any, cache: ConvCache,
     dtype = dy.dtype
     w_mat = weight.reshape(filters, per_group * kh * kw)
     w_t = w_mat.T
-    dweight = xp.empty(weight.shape, dtype=dtype)
+    # every chunk writes dW in full; an empty batch has no chunk, and its gradient is zero
+    dweight = (xp.zeros if g.n == 0 else xp.empty)(weight.shape, dtype=dtype)
     dw_mat = dweight.reshape(filters, per_group * kh * kw)
     dbias = xp.zeros(filters, dtype=dtype) if cache.has_bias else None
     dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dtype) if input_grad else None

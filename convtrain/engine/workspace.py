@@ -62,6 +62,16 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, Any] = {}
+        self._generation = 0
+
+    def next_generation(self) -> int:
+        """Start a new forward pass: views handed out before are now stale. Returns its id."""
+        self._generation += 1
+        return self._generation
+
+    def is_current(self, generation: int) -> bool:
+        """True while no later forward pass has started (so earlier views are still intact)."""
+        return generation == self._generation
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any = np) -> Any:
         """An uninitialised C-contiguous array of ``shape`` backed by buffer ``name``."""
@@ -89,6 +99,9 @@ class _Scratch(Workspace):
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any = np) -> Any:
         return xp.empty(shape, dtype=dtype)
+
+    def is_current(self, generation: int) -> bool:
+        return True  # nothing is ever reused, so no cache can go stale
 
 
 def scratch_or(workspace: Workspace | None) -> Workspace:

@@ -38,6 +38,9 @@ class Layer:
     config_keys: ClassVar[tuple[str, ...]] = ()
     #: params that L2 weight decay applies to (never biases or BatchNorm scales).
     decayed_params: ClassVar[tuple[str, ...]] = ("weight",)
+    #: True when ``backward(dy, input_grad=False)`` can skip computing ``dx`` (a model's first
+    #: layer never needs it; for a convolution that saves a GEMM and a col2im).
+    can_skip_input_grad: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None):
         self.name = name or type(self).__name__.lower()

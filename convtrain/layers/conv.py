@@ -56,6 +56,7 @@ class Conv2d(ConcreteLayer):
     FLOPs per sample: ``2·F·oh·ow·(C/groups)·kh·kw`` (+ ``F·oh·ow`` for the bias).
     """
 
+    can_skip_input_grad = True
     config_keys = ("filters", "kernel_size", "stride", "padding", "dilation", "groups", "init",
                    "bias") + PARAM_LAYER_KEYS
 

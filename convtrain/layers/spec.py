@@ -6,26 +6,20 @@ traceback deep inside the first forward pass.
 """
 from __future__ import annotations
 
-import difflib
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any, Mapping
 
+from convtrain import validate
 from convtrain.errors import ConfigError
+from convtrain.validate import did_you_mean
 
 #: keys every parametrised layer accepts (Caffe-style per-layer decay multiplier; freezing).
 PARAM_LAYER_KEYS = ("weight_decay_mult", "trainable")
 
 
-def is_int(value: Any) -> bool:
-    """True for Python/NumPy integers, False for bools (YAML ``true`` is not a size)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def is_real(value: Any) -> bool:
-    """True for ints and floats, False for bools and strings."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+# the project-wide rules: integers exclude bools and floats, reals exclude bools
+is_int, is_real = validate.is_int, validate.is_real
 
 
 def key_path(where: str, key: str) -> str:
@@ -70,12 +64,9 @@ class LayerSpec:
         for key in self.spec:
             if key not in valid_keys:
                 valid = ", ".join(sorted(valid_keys)) or "none"
-                msg = (f"{where}: unknown key '{key}' for layer type '{layer_type}' "
-                       f"(valid keys: {valid})")
-                close = difflib.get_close_matches(str(key), list(valid_keys), n=1)
-                if close:
-                    msg += f"; did you mean '{close[0]}'?"
-                raise ConfigError(msg)
+                raise ConfigError(f"{key_path(where, str(key))}: unknown key for layer type "
+                                  f"'{layer_type}'{did_you_mean(key, valid_keys, where + '.')} "
+                                  f"(valid keys: {valid})")
 
     def key(self, key: str) -> str:
         """Full config path of ``key`` (``model.layers.conv1.filters``)."""

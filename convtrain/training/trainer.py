@@ -414,7 +414,8 @@ class Trainer:
                 if not math.isfinite(loss):
                     raise self._diverged(epoch, lr, loss)
                 correct = count_correct(logits, yb)
-                self.model.backward(dlogits)
+                # the gradient w.r.t. the images is never used: the first layer skips it
+                self.model.backward(dlogits, input_grad=False)
                 self.optimizer.step()
                 avg.add(loss, correct, int(yb.shape[0]))
                 bar.update(avg.loss, avg.accuracy)
