@@ -64,6 +64,9 @@ def _app(cfg: DictConfig) -> float | None:
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     sweep.clear_failure(run_dir)
     try:
+        from convtrain.preflight import check_overrides  # noqa: PLC0415
+
+        check_overrides(list(HydraConfig.get().overrides.task))
         return run(cfg, run_dir=run_dir)
     except Exception as exc:
         message = _describe(exc)

@@ -157,6 +157,35 @@ def apply_engine_settings(settings: Mapping[str, Any]) -> None:
         engine.keep_freed_memory()
 
 
+def check_overrides(overrides: list[str]) -> None:
+    """Reject overrides that Hydra accepts but that would do nothing.
+
+    ``model.layers={}`` merges an empty mapping into the model's layers, i.e. changes nothing;
+    a user who wrote it meant to clear or replace them.
+    """
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") in ("model.layers", "model") and value.strip() in ("{}", ""):
+            raise ConfigError(
+                f"{key.lstrip('+')}: '{override}' merges an empty mapping and changes nothing; "
+                "remove a layer with '~model.layers.NAME' (or model.layers.NAME=null), or choose "
+                "another model with model=NAME / a model config of your own")
+
+
+def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
+    """``logger.*`` values and that ``trainer.resume`` points at a checkpoint, before the data
+    is loaded (the Trainer checks them again; here they fail in a second, not after loading)."""
+    from convtrain.training.checkpoint import resolve_checkpoint_path  # noqa: PLC0415
+    from convtrain.training.tb_logging import parse_logger_settings  # noqa: PLC0415
+
+    parse_logger_settings(OmegaConf.to_container(cfg.logger, resolve=True))
+    if resume is not None:
+        try:
+            resolve_checkpoint_path(str(resume))
+        except ConfigError as exc:
+            raise ConfigError(f"trainer.resume: {exc}") from None
+
+
 def check(cfg: DictConfig) -> Plan:
     """Check everything that does not need the data; raise ConfigError naming the key."""
     from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
@@ -165,6 +194,7 @@ def check(cfg: DictConfig) -> Plan:
     check_layers(cfg.model)
     seed = validate.seed(cfg.seed)
     trainer = check_trainer(cfg.trainer)
+    check_logger_and_resume(cfg, trainer["resume"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
     parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
     DATASETS.get(data["name"], where="data.name")
