@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 from typing import Any, Mapping
 
 import numpy as np
@@ -31,6 +32,8 @@ DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "fashion_mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
 }
+
+log = logging.getLogger("convtrain")
 
 
 @dataclasses.dataclass
@@ -206,6 +209,21 @@ def check(cfg: DictConfig) -> Plan:
                 input_shape=DATASET_INPUT_SHAPES.get(data["name"]))
 
 
+def warn_about_layers_after_the_logits(model: Any) -> None:
+    """Log a warning for layers after the last dense layer (the logits): a ReLU there clips
+    them, dropout drops classes. Usually a layer added with ``+model.layers.X=...`` and no
+    ``after:`` (new layers go last). Legal, so only a warning."""
+    from convtrain.layers import Dense  # noqa: PLC0415
+
+    names = list(model.layers)
+    dense = [i for i, name in enumerate(names) if isinstance(model.layers[name], Dense)]
+    if dense and dense[-1] < len(names) - 1:
+        tail = names[dense[-1] + 1:]
+        log.warning("model.layers: %s come(s) after the output layer '%s' and act on the logits; "
+                    "place added layers with after:/before: (e.g. after: fc1)",
+                    ", ".join(tail), names[dense[-1]])
+
+
 def build(cfg: DictConfig, plan: Plan, input_shape: tuple[int, ...]) -> Components:
     """Model, optimizer and schedule for ``input_shape``: the registries check every layer,
     optimizer and schedule key here (``+model.layers.x.foo=1`` and ``+optimizer.foo=1``
@@ -215,6 +233,7 @@ def build(cfg: DictConfig, plan: Plan, input_shape: tuple[int, ...]) -> Componen
 
     model = build_model(cfg.model, input_shape, seed=plan.seed, dtype=plan.dtype,
                         backend=plan.backend)
+    warn_about_layers_after_the_logits(model)
     optimizer = build_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), model)
     schedule = build_schedule(OmegaConf.to_container(cfg.scheduler, resolve=True),
                               base_lr=optimizer.lr, max_epochs=plan.trainer["max_epochs"])

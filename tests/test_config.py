@@ -237,3 +237,16 @@ def test_engine_settings_are_applied_for_the_run():
     finally:
         engine.set_max_workspace_mb(before[0])
         engine.set_num_threads(before[1])
+
+
+def test_layer_appended_after_the_logits_is_warned_about(caplog):
+    cfg = make_cfg("+model.layers.x={type: relu}")
+    plan = preflight.check(cfg)
+    with caplog.at_level("WARNING", logger="convtrain"):
+        preflight.build(cfg, plan, plan.input_shape)
+    assert "x come(s) after the output layer 'fc2'" in caplog.text
+    caplog.clear()
+    cfg = make_cfg("+model.layers.x={type: relu, after: fc1}")
+    with caplog.at_level("WARNING", logger="convtrain"):
+        preflight.build(cfg, preflight.check(cfg), plan.input_shape)
+    assert "output layer" not in caplog.text
