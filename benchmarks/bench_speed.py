@@ -134,6 +134,24 @@ def cpu_busy_percent(seconds: float = 1.0) -> float:
     return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
 
 
+WAIT_IDLE_S = 0.0  # --wait-idle: longest wait for idle CPUs before each case
+
+
+def wait_idle(max_wait: float | None = None, busy_below: float = 15.0) -> None:
+    """Wait (at most ``max_wait`` s) until the CPUs are idle, so that another process's burst
+    (the machine is shared) does not land inside a case; warn when they never became idle."""
+    max_wait = WAIT_IDLE_S if max_wait is None else max_wait
+    if max_wait <= 0:
+        return
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy_percent(0.5)
+    while busy >= busy_below and time.monotonic() < deadline:
+        busy = cpu_busy_percent(0.5)
+    if busy >= busy_below:
+        print(f"WARNING: CPUs still {busy:.0f}% busy after waiting {max_wait:.0f} s",
+              flush=True)
+
+
 def sgemm_peak(repeats: int) -> float:
     """Median GFLOP/s of a 2048^3 float32 NumPy matmul: the machine's practical BLAS peak."""
     a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
@@ -203,7 +221,9 @@ def bench_conv(repeats: int, peak: float | None) -> list[dict]:
                 tconv(tx).backward(tdy)
 
             fns_f["torch"], fns_fb["torch"] = t_fwd, t_fb
+        wait_idle()
         rows.append(report(f"conv {name} fwd", alternate(fns_f, repeats), fwd_flops, peak))
+        wait_idle()
         rows.append(report(f"conv {name} fwd+bwd", alternate(fns_fb, repeats), 3 * fwd_flops, peak))
     return rows
 
@@ -223,6 +243,7 @@ def bench_pool(repeats: int) -> list[dict]:
             torch.nn.functional.max_pool2d(tx, 2, 2).backward(tdy)
 
         fns["torch"] = t_fb
+    wait_idle()
     return [report("maxpool 2x2 (64,64,32,32) fwd+bwd", alternate(fns, repeats))]
 
 
@@ -287,6 +308,7 @@ def bench_step(repeats: int) -> list[dict]:
     if torch is not None:
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         fns["torch"] = lambda: torch_step(tmodel, topt, tx, ty)
+    wait_idle()
     return [report("LeNet-5 train step b128", alternate(fns, repeats))]
 
 
@@ -302,6 +324,7 @@ def bench_epoch(epochs: int) -> list[dict]:
     for _ in range(epochs):
         for side in sides:
             order = rng.permutation(len(x))
+            wait_idle()
             time.sleep(SETTLE_S)
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
@@ -439,8 +462,13 @@ def main() -> None:
     parser.add_argument("--markdown", help="also write the results table to this file")
     parser.add_argument("--no-keep-freed-memory", action="store_true",
                         help="leave glibc malloc's defaults (freed memory goes back to the OS)")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                        help="before each case, wait up to S seconds for idle CPUs (for a "
+                             "machine shared with other jobs)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global WAIT_IDLE_S
+    WAIT_IDLE_S = args.wait_idle
     if args.memory_child:
         memory_child(args.memory_child)
         return

@@ -17,7 +17,8 @@ from convtrain import validate
 from convtrain.errors import ConfigError
 from convtrain.validate import did_you_mean
 from convtrain.init import INITIALIZERS
-from convtrain.layers import LAYERS, ConcreteLayer, Dropout, Layer, Shape, build_layer
+from convtrain.layers import (LAYERS, ConcreteLayer, Dropout, Layer, MaxPool2d, ReLU, Shape,
+                              build_layer)
 
 #: top-level keys of the ``model`` config group.
 MODEL_KEYS = ("name", "init", "layers")
@@ -110,7 +111,7 @@ class Model:
             raise ConfigError(f"model input: expected a batch of shape "
                               f"(N, {', '.join(map(str, self.input_shape))}), got {shape}")
         out = self.backend.asarray(x, dtype=self.dtype)
-        for layer in self.layers.values():
+        for layer in self._run_order():
             try:
                 out = layer.forward(out, training=training)
             except ConfigError as exc:
@@ -126,7 +127,7 @@ class Model:
         returns None when the first layer supports skipping it.
         """
         grad = self.backend.asarray(dlogits, dtype=self.dtype)
-        layers = list(self.layers.values())
+        layers = self._run_order()
         try:
             for layer in reversed(layers[1:]):
                 grad = layer.backward(grad)
@@ -136,6 +137,23 @@ class Model:
             return layer.backward(grad)
         except ConfigError as exc:
             raise _naming(layer, exc) from None
+
+    def _run_order(self) -> list[Layer]:
+        """The layers in the order forward runs them: config order, except that a ReLU
+        directly followed by a MaxPool2d runs after it. Max-pooling and ReLU commute exactly
+        (``relu(max(window)) == max(relu(window))``; the gradient reaches the same element,
+        and windows with no positive value get zero either way), and the ReLU then works on
+        the pooled map, a quarter of the elements for 2x2 pooling (LeNet-5: ~0.6 ms of a
+        15 ms step)."""
+        order = list(self.layers.values())
+        i = 0
+        while i + 1 < len(order):
+            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2d:
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 2
+            else:
+                i += 1
+        return order
 
     # --- parameters --------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:

@@ -340,3 +340,43 @@ def test_engine_errors_during_training_name_the_layer():
     with pytest.raises(ConfigError, match=r"^model\.layers\.bn1: batchnorm2d: training needs more than 1"):
         model.forward(np.ones((1, 1, 1, 1), np.float32), training=True)
     model.forward(np.ones((1, 1, 1, 1), np.float32), training=False)  # eval uses running stats
+
+
+def test_relu_before_maxpool_runs_after_it_with_identical_results():
+    """Model runs a ReLU followed by a MaxPool2d as pool-then-ReLU (they commute): the logits
+    and every gradient equal those of the layers applied one by one in config order."""
+    import convtrain
+
+    cfg = {"layers": {
+        "conv1": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": 1},
+        "relu1": {"type": "relu"},
+        "pool1": {"type": "maxpool2d", "kernel_size": 2, "stride": 2},
+        "conv2": {"type": "conv2d", "filters": 5, "kernel_size": 3},
+        "relu2": {"type": "relu"},
+        "pool2": {"type": "maxpool2d", "kernel_size": 3, "stride": 1, "padding": 1},
+        "flat": {"type": "flatten"},
+        "fc": {"type": "dense", "units": 3},
+    }}
+    model = convtrain.build_model(cfg, (2, 10, 10), seed=3, dtype=np.float64)
+    names = list(model.layers)
+    assert [type(l).__name__ for l in model._run_order()][:6] == [
+        "Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 10, 10))
+    x[0] = 0.0  # windows with no positive value (ties at zero)
+    logits = model.forward(x)
+    dlogits = rng.standard_normal(logits.shape)
+    dx = model.backward(dlogits)
+    grads = {n: {k: v.copy() for k, v in model.layers[n].grads.items()} for n in names}
+
+    out = x
+    for n in names:
+        out = model.layers[n].forward(out)
+    np.testing.assert_array_equal(out, logits)
+    g = dlogits
+    for n in reversed(names):
+        g = model.layers[n].backward(g)
+    np.testing.assert_array_equal(g, dx)
+    for n in names:
+        for k, v in model.layers[n].grads.items():
+            np.testing.assert_array_equal(v, grads[n][k])

@@ -9,6 +9,8 @@ from __future__ import annotations
 from numbers import Real
 from typing import Any
 
+import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
+
 from convtrain.backend import array_module
 from convtrain.engine._checks import require_float
 from convtrain.engine.parallel import run_split
@@ -20,6 +22,29 @@ def _flat_pieces(*arrays: Any) -> tuple[Any, ...] | None:
     if not all(a.flags.c_contiguous for a in arrays):
         return None
     return tuple(a.reshape(-1) for a in arrays)
+
+
+#: ReLUs on fewer input bytes run on the calling thread: handing half to a pool thread costs
+#: ~0.15 ms here, more than it saves (float32 ReLU forward on (128, 6, 14, 14): 0.19 ms split
+#: vs 0.05 ms inline; on (128, 6, 28, 28): 0.23 vs 0.21 ms).
+RELU_MIN_PARALLEL_BYTES = 8 * 2**20
+
+_ZEROS: dict[Any, Any] = {}  # read-only NumPy zeros per dtype, grown on demand
+
+
+def _zeros(xp: Any, size: int, dtype: Any) -> Any:
+    """``size`` zeros of ``dtype`` to take a maximum against. NumPy 2.4 runs
+    ``maximum(x, array_of_zeros)`` ~3.5x faster than ``maximum(x, 0)`` (the scalar operand
+    misses the vectorised loop: 0.03 vs 0.11 ms on 150k float32), so NumPy gets a cached
+    read-only array (as large as the largest ReLU input seen), CuPy the scalar."""
+    if xp is not np:
+        return dtype.type(0)
+    buf = _ZEROS.get(dtype)
+    if buf is None or buf.size < size:
+        buf = np.zeros(max(size, 1), dtype=dtype)
+        buf.flags.writeable = False
+        _ZEROS[dtype] = buf
+    return buf[:size]
 
 
 def relu_forward(x: Any) -> tuple[Any, Any]:
@@ -35,12 +60,16 @@ def relu_forward(x: Any) -> tuple[Any, Any]:
         return y, mask
     fx, fy, fm = flat
     zero = x.dtype.type(0)
+    zeros = _zeros(xp, fx.size, x.dtype)
 
     def work(a: int, b: int) -> None:  # halves of the batch on the engine's threads
-        xp.maximum(fx[a:b], zero, out=fy[a:b])
+        xp.maximum(fx[a:b], zeros if zeros.ndim == 0 else zeros[a:b], out=fy[a:b])
         xp.greater(fx[a:b], zero, out=fm[a:b])
 
-    run_split(work, fx.size, 2 * x.nbytes, xp)
+    if x.nbytes < RELU_MIN_PARALLEL_BYTES:
+        work(0, fx.size)
+    else:
+        run_split(work, fx.size, 2 * x.nbytes, xp)
     return y, mask
 
 
@@ -54,6 +83,9 @@ def relu_backward(dy: Any, cache: Any) -> Any:
     if flat is None:
         return xp.multiply(dy, cache, out=dx)
     fdy, fm, fdx = flat
+    if dy.nbytes < RELU_MIN_PARALLEL_BYTES:
+        xp.multiply(fdy, fm, out=fdx)
+        return dx
     run_split(lambda a, b: xp.multiply(fdy[a:b], fm[a:b], out=fdx[a:b]), fdy.size,
               2 * dy.nbytes, xp)
     return dx

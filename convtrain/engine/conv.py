@@ -22,18 +22,36 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
   were tried for speed and lost, see ``_TARGET_CHUNK_BYTES``.)
 * **Reused buffers.** Scratch arrays come from a :class:`~convtrain.engine.workspace.Workspace`
   that layers keep between calls (page faults on fresh buffers cost as much as the copy).
-* **Two threads** (:mod:`convtrain.engine.parallel`) split the copies, the bias-add + layout
-  transposes and col2im; OpenBLAS already runs the GEMMs on both cores.
+* **Batch parts on the engine's threads.** When the whole batch is one chunk (the usual
+  case) and threadpoolctl can set the BLAS to one thread, the batch is cut into one part per
+  engine thread and each thread runs its part start to end (pad, im2col, its own
+  single-threaded GEMMs, bias + layout, col2im), the parts' ``dW``/``db`` shares summed at the
+  end (:func:`_forward_parts`, :func:`_backward_parts`). Measured against one 2-thread
+  OpenBLAS GEMM between thread-split copies (2 cores): fwd+bwd (c) 98 -> 90 ms, (d) 72 ->
+  60 ms, (e) 84 -> 65 ms, and the LeNet-5 step ~18 -> ~14.5 ms, because no OpenBLAS worker is
+  woken (it would busy-wait ~0.1 s on the second core after every GEMM, starving the engine's
+  own thread). Small standalone layers lose a little ((a), (b): ~+10-20%), since some small
+  GEMM shapes (e.g. 6x25 outputs over 57k-long sums) do not run faster on two concurrent
+  threads. Without threadpoolctl the old path runs (the copies split between threads).
+* **Persistent zeros.** The zero border of the padded input and the zero "garbage" columns of
+  ``dY`` in wide layout live in per-layer buffers that are only rewritten when the layout
+  changes (:meth:`~convtrain.engine.workspace.Workspace.get_marked`).
+* Cache-sized sub-chunks inside a part (``_SUB_CHUNK_BYTES``) were measured and lost
+  (256 KiB-2 MiB: up to 3x slower on (a)/(b), per-call overhead of the kh*kw loops), so a part
+  is one piece.
 """
 from __future__ import annotations
 
 from numbers import Integral
 from typing import Any, NamedTuple
 
+import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
+
 from convtrain.backend import array_module
 from convtrain.engine._checks import require_float, require_ndim, require_same_dtype, require_shape
 from convtrain.engine.im2col import output_hw, pair
-from convtrain.engine.parallel import run_split
+from convtrain.engine.parallel import (can_run_parts, get_num_threads, run_parts, run_split,
+                                       split_ranges)
 from convtrain.engine.workspace import (Workspace, check_workspace_mb, get_max_workspace_mb,
                                         scratch_or)
 from convtrain.errors import ConfigError
@@ -133,13 +151,23 @@ def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any) -> int:
     return max(1, min(g.n - 1, int(min(budgets) // per_sample_chunked)))
 
 
-def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int) -> bool:
+_NARROW_SINGLE_CHANNEL = True  # see _use_wide_columns
+
+
+def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int,
+                      channels: int = 2) -> bool:
     """Wide columns (stride 1 only) make the copies 2-2.5x faster but every GEMM
     ``(wp*(oh-1) + ow) / (oh*ow)`` times longer. Single-thread CPU time on this machine:
     32->64 at 32x32 (6% extra columns) 168 -> 129 ms fwd+bwd, but 64->128 at 16x16 (12% extra,
     twice the filters) 110 -> 115 ms. The GEMM cost grows with ``filters``, the copy saving does
-    not, hence this rule (extra fraction x filters below 8)."""
-    if sh != 1 or sw != 1:
+    not, hence this rule (extra fraction x filters below 8).
+
+    A single input channel gets narrow columns: such a layer is nearly always a model's first,
+    whose input gradient training skips, and there the copies saved are small (one channel)
+    while the narrow GEMMs are shorter and the output / ``dY`` layout copies run over whole
+    ``oh*ow`` rows. LeNet-5's conv1 in the training step (batch 128, no ``dx``): 6.0 -> 5.0 ms
+    fwd+bwd, the whole step ~5% faster; with ``dx`` (benchmark case (a)) it is ~15% slower."""
+    if sh != 1 or sw != 1 or (channels == 1 and _NARROW_SINGLE_CHANNEL):
         return False
     extra = ((oh - 1) * wp + ow) / (oh * ow) - 1
     return extra * filters < 8
@@ -152,23 +180,27 @@ def _flat_view(xp: Any, a: Any, shape: tuple[int, ...], strides_items: tuple[int
                                            strides=tuple(s * item for s in strides_items))
 
 
-def _padded_chunk(x: Any, n0: int, n1: int, g: ConvGeometry, ws: Workspace) -> Any:
+def _padded_chunk(x: Any, n0: int, n1: int, g: ConvGeometry, ws: Workspace,
+                  name: str = "x_padded") -> Any:
     """``x[n0:n1]`` zero-padded to ``(n, C, Hp, Wp)``, C-contiguous (a scratch buffer, or
     ``x[n0:n1]`` itself when nothing needs padding)."""
     xp = array_module(x)
     part = x[n0:n1]
     if g.ph == 0 and g.pw == 0 and part.flags.c_contiguous:
         return part
-    buf = ws.get("x_padded", (n1 - n0, g.c, g.hp, g.wp), x.dtype, xp)
+    # The zero border survives between calls (only the interior is written): it is zeroed
+    # again only when the buffer or its layout changed.
+    buf, fresh = ws.get_marked(name, (n1 - n0, g.c, g.hp, g.wp), x.dtype, xp,
+                               ("x_padded", n1 - n0, g.c, g.hp, g.wp, g.ph, g.pw))
     ph, pw, h, w = g.ph, g.pw, g.h, g.w
 
     def fill(a: int, b: int) -> None:
-        # Only the border is zeroed: the interior is overwritten right after.
+        # Only the border is zeroed (when fresh): the interior is overwritten right after.
         dst = buf[a:b]
-        if ph:
+        if fresh and ph:
             dst[:, :, :ph] = 0
             dst[:, :, ph + h:] = 0
-        if pw:
+        if fresh and pw:
             dst[:, :, ph:ph + h, :pw] = 0
             dst[:, :, ph:ph + h, pw + w:] = 0
         dst[:, :, ph:ph + h, pw:pw + w] = part[a:b]
@@ -182,15 +214,19 @@ def _im2col_chunk(xpad: Any, out: Any, g: ConvGeometry) -> None:
     xp = array_module(xpad)
     n = xpad.shape[0]
     s_n, s_c, s_h, s_w = (s // xpad.itemsize for s in xpad.strides)
+    r = out.strides[0] // out.itemsize  # row stride: n*L, or more for a column slice
+    kk = g.kh * g.kw
     if g.wide:
         # s_h == wp * s_w here (xpad is C-contiguous), so a row shift is a flat shift.
         src = _flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.length),
                          (s_c, g.dh * s_h, g.dw * s_w, s_n, s_w))
-        dst = out.reshape(g.c, g.kh, g.kw, n, g.length)
+        dst = _flat_view(xp, out, (g.c, g.kh, g.kw, n, g.length),
+                         (kk * r, g.kw * r, r, g.length, 1))
     else:
         src = _flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.oh, g.ow),
                          (s_c, g.dh * s_h, g.dw * s_w, s_n, g.sh * s_h, g.sw * s_w))
-        dst = out.reshape(g.c, g.kh, g.kw, n, g.oh, g.ow)
+        dst = _flat_view(xp, out, (g.c, g.kh, g.kw, n, g.oh, g.ow),
+                         (kk * r, g.kw * r, r, g.oh * g.ow, g.ow, 1))
 
     def copy(a: int, b: int) -> None:
         xp.copyto(dst[:, :, :, a:b], src[:, :, :, a:b])
@@ -200,9 +236,10 @@ def _im2col_chunk(xpad: Any, out: Any, g: ConvGeometry) -> None:
 
 def _valid_view(xp: Any, mat: Any, g: ConvGeometry, n: int) -> Any:
     """``(F', n, oh, ow)`` view of the real outputs inside a ``(F', n*L)`` GEMM result."""
+    r = mat.strides[0] // mat.itemsize  # n*L, or more for a column slice
     if not g.wide:
-        return mat.reshape(mat.shape[0], n, g.oh, g.ow)
-    return _flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (n * g.length, g.length, g.wp, 1))
+        return _flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (r, g.oh * g.ow, g.ow, 1))
+    return _flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (r, g.length, g.wp, 1))
 
 
 def _gemm(xp: Any, a: Any, b: Any, out: Any, groups: int) -> None:
@@ -252,7 +289,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
     oh, ow = output_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
     max_workspace_mb = check_workspace_mb(max_workspace_mb)
     wp = int(x.shape[3]) + 2 * pw
-    wide = _use_wide_columns(sh, sw, oh, ow, wp, filters)
+    wide = _use_wide_columns(sh, sw, oh, ow, wp, filters, c)
     g = ConvGeometry(n, c, int(x.shape[2]), int(x.shape[3]), filters, kh, kw, sh, sw, ph, pw,
                      dh, dw, oh, ow, wide, (oh - 1) * wp + ow if wide else oh * ow)
 
@@ -263,6 +300,11 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
     w_mat = weight.reshape(filters, per_group * kh * kw)
     y = xp.empty((n, filters, oh, ow), dtype=x.dtype)
     bias4 = None if bias is None else bias.reshape(filters, 1, 1, 1)
+    if keep_cols and n > 0:
+        cols = _forward_parts(x, w_mat, bias4, y, g, ws, groups, _num_parts(g, xp))
+        cache = ConvCache(None, cols, weight, g, bias is not None, groups, chunk, ws,
+                          ws.next_generation())
+        return y, cache
     cols = None
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
@@ -287,17 +329,88 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
     return y, cache
 
 
-def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Workspace) -> None:
-    """Fold ``dcols (rows, n*L)`` back (summing overlaps) into ``dx[n0:n0+n]`` (N, C, H, W)."""
+def _num_parts(g: ConvGeometry, xp: Any) -> int:
+    """How many batch parts run side by side on the engine's threads (1: one piece, with the
+    copies split between threads and a multi-threaded BLAS GEMM)."""
+    if xp is not np or g.n < 2 or not _USE_PARTS or not can_run_parts():
+        return 1
+    return min(get_num_threads(), g.n)
+
+
+#: Run whole-batch convolutions as batch parts on the engine's threads (each part: padding,
+#: im2col, a single-threaded GEMM, bias + layout) instead of one multi-threaded GEMM between
+#: thread-split copies. See :func:`_forward_parts`.
+_USE_PARTS = True
+
+
+def _cols_view(xp: Any, mat: Any, a: int, b: int, length: int) -> Any:
+    """Columns ``a*length:b*length`` (samples ``a:b``) of a ``(rows, n*length)`` matrix."""
+    return mat[:, a * length:b * length]
+
+
+def _sub_ranges(a: int, b: int, g: ConvGeometry, itemsize: int) -> list[tuple[int, int]]:
+    """``[a, b)`` cut into sub-chunks whose columns + GEMM output fit ``_SUB_CHUNK_BYTES``."""
+    if _SUB_CHUNK_BYTES is None:
+        return [(a, b)]
+    per_sample = itemsize * (g.rows + g.filters) * g.length
+    step = max(1, int(_SUB_CHUNK_BYTES // per_sample))
+    return [(lo, min(b, lo + step)) for lo in range(a, b, step)]
+
+
+#: Cache blocking inside a batch part: columns and GEMM outputs of this many bytes are
+#: produced and consumed while they are still in the core's cache (None: the whole part).
+_SUB_CHUNK_BYTES: int | None = None
+
+
+def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: Workspace,
+                   groups: int, parts: int) -> Any:
+    """Whole-batch forward: samples split into ``parts`` ranges, each run start to end on its
+    own thread with a single-threaded BLAS, in cache-sized sub-chunks (pad, im2col into the
+    kept columns, GEMM into a small per-thread buffer, bias + transpose into ``y``).
+    Returns the ``(rows, n*L)`` columns (kept for the backward pass)."""
+    xp = array_module(x)
+    n, L, item = g.n, g.length, x.dtype.itemsize
+    cols = ws.get("cols", (g.rows, n * L), x.dtype, xp)
+
+    def part(k: int, a: int, b: int) -> None:
+        for a0, a1 in _sub_ranges(a, b, g, item):
+            m = a1 - a0
+            xpad = _padded_chunk(x, a0, a1, g, ws, f"x_padded{k}")
+            c_part = _cols_view(xp, cols, a0, a1, L)
+            _im2col_chunk(xpad, c_part, g)
+            y_part = ws.get(f"y_mat{k}", (g.filters, m * L), x.dtype, xp)
+            _gemm(xp, w_mat, c_part, y_part, groups)
+            src = _valid_view(xp, y_part, g, m)
+            dst = y[a0:a1].transpose(1, 0, 2, 3)
+
+            def finish(f0: int, f1: int, src=src, dst=dst) -> None:
+                if bias4 is None:
+                    xp.copyto(dst[f0:f1], src[f0:f1])
+                else:
+                    xp.add(src[f0:f1], bias4[f0:f1], out=dst[f0:f1])
+
+            run_split(finish, g.filters, 2 * dst.size * item, xp)
+
+    run_parts(part, split_ranges(n, parts))
+    return cols
+
+def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Workspace,
+                  name: str = "dx_padded") -> None:
+    """Fold ``dcols (rows, n*L)`` (possibly a column slice of a wider matrix) back (summing
+    overlaps) into ``dx[n0:n0+n]`` (N, C, H, W)."""
     xp = array_module(dcols)
     n = dcols.shape[1] // g.length
     # Accumulate in (C, n, Hp, Wp) order, matching the column blocks, so that every shifted
     # add reads its source contiguously; one transposing copy per chunk gives (N, C, H, W).
-    acc = ws.get("dx_padded", (g.c, n, g.hp, g.wp), dcols.dtype, xp)
+    acc = ws.get(name, (g.c, n, g.hp, g.wp), dcols.dtype, xp)
+    r = dcols.strides[0] // dcols.itemsize
+    kk = g.kh * g.kw
     if g.wide:
-        src = dcols.reshape(g.c, g.kh, g.kw, n, g.length)
+        src = _flat_view(xp, dcols, (g.c, g.kh, g.kw, n, g.length),
+                         (kk * r, g.kw * r, r, g.length, 1))
     else:
-        src = dcols.reshape(g.c, g.kh, g.kw, n, g.oh, g.ow)
+        src = _flat_view(xp, dcols, (g.c, g.kh, g.kw, n, g.oh, g.ow),
+                         (kk * r, g.kw * r, r, g.oh * g.ow, g.ow, 1))
     rows_last = g.sh * (g.oh - 1) + 1
     cols_last = g.sw * (g.ow - 1) + 1
 
@@ -358,6 +471,9 @@ def conv2d_backward(dy: Any, cache: ConvCache,
     dw_mat = dweight.reshape(filters, per_group * kh * kw)
     dbias = xp.zeros(filters, dtype=dtype) if cache.has_bias else None
     dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dtype) if input_grad else None
+    if cache.cols is not None and g.n > 0:
+        _backward_parts(dy, cache, w_t, dw_mat, dbias, dx, _num_parts(g, xp))
+        return dx, dweight, dbias
     for n0 in range(0, g.n, cache.chunk):
         n1 = min(g.n, n0 + cache.chunk)
         m = n1 - n0
@@ -400,6 +516,66 @@ def conv2d_backward(dy: Any, cache: ConvCache,
         _col2im_chunk(dcols, dx, n0, g, ws)
     return dx, dweight, dbias
 
+
+def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, dw_mat: Any, dbias: Any, dx: Any,
+                    parts: int) -> None:
+    """Whole-batch backward with kept columns, split into batch parts like the forward pass
+    (one per thread, cache-sized sub-chunks): each sub-chunk gathers its ``dY`` columns, adds
+    its share of ``dW`` / ``db`` to its part's and folds its column gradients into ``dx``;
+    the parts' shares are summed at the end."""
+    g, ws, groups = cache.geometry, cache.workspace, cache.groups
+    xp = array_module(dy)
+    dtype, filters, L = dy.dtype, g.filters, g.length
+    ranges = split_ranges(g.n, parts)
+    cols = cache.cols
+    p = len(ranges)
+    dw_parts = ws.get("dw_parts", (p - 1,) + dw_mat.shape, dtype, xp) if p > 1 else None
+    db_parts = (ws.get("db_parts", (p, filters), dtype, xp) if dbias is not None else None)
+
+    def part(k: int, a: int, b: int) -> None:
+        dw_k = dw_mat if k == 0 else dw_parts[k - 1]
+        for a0, a1 in _sub_ranges(a, b, g, dtype.itemsize):
+            m = a1 - a0
+            # The garbage columns stay zero between calls (only valid ones are written).
+            dy_part, fresh = ws.get_marked(f"dy_mat{k}", (filters, m * L), dtype, xp,
+                                           ("dy_mat", g, m))
+            dst = _valid_view(xp, dy_part, g, m)
+            src = dy[a0:a1].transpose(1, 0, 2, 3)
+            if fresh and g.wide and g.oh > 1 and g.wp > g.ow:
+                garbage = _flat_view(xp, dy_part[:, g.ow:], (filters, m, g.oh - 1, g.wp - g.ow),
+                                     (m * L, L, g.wp, 1))
+            else:
+                garbage = None
+
+            def gather(f0: int, f1: int, dst=dst, src=src, garbage=garbage) -> None:
+                if garbage is not None:
+                    garbage[f0:f1] = 0
+                xp.copyto(dst[f0:f1], src[f0:f1])
+
+            run_split(gather, filters, 2 * dy_part.nbytes, xp)
+            c_part = _cols_view(xp, cols, a0, a1, L)
+            if a0 == a:
+                if db_parts is not None:
+                    xp.sum(dy_part, axis=1, out=db_parts[k])
+                _grouped_dw(xp, dy_part, c_part, dw_k, groups)
+            else:
+                if db_parts is not None:
+                    db_parts[k] += dy_part.sum(axis=1)
+                share = ws.get(f"dw_share{k}", dw_mat.shape, dtype, xp)
+                _grouped_dw(xp, dy_part, c_part, share, groups)
+                dw_k += share
+            if dx is None:
+                continue
+            dc_part = ws.get(f"dcols{k}", (g.rows, m * L), dtype, xp)
+            _grouped_dcols(xp, w_t, dy_part, dc_part, groups)
+            _col2im_chunk(dc_part, dx, a0, g, ws, f"dx_padded{k}")
+
+    run_parts(part, ranges)
+    if dw_parts is not None:
+        for k in range(p - 1):
+            dw_mat += dw_parts[k]
+    if db_parts is not None:
+        xp.sum(db_parts, axis=0, out=dbias)
 
 def _grouped_dw(xp: Any, dy_mat: Any, cols: Any, out: Any, groups: int) -> None:
     """``out[group] = dY[group] @ cols[group].T`` per group (out rows: filters)."""

@@ -7,6 +7,10 @@ and running the halves on two threads uses the second core (measured here: ~1.8x
 cache-resident im2col/col2im; nothing on DRAM-bound copies, which is why the convolution also
 works in cache-sized chunks).
 
+:func:`run_parts` runs whole pipelines (a convolution's batch parts, GEMMs included) one per
+thread, with the BLAS set to one thread through threadpoolctl (:func:`blas_single_thread`);
+inside a part, :func:`run_split` runs inline.
+
 Only NumPy arrays are ever split: CuPy work is already parallel on the device, so callers run it
 as one piece (see :func:`run_split`'s ``xp`` argument).
 """
@@ -15,7 +19,8 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +33,10 @@ MIN_PARALLEL_BYTES = 256 * 1024
 _lock = threading.Lock()
 _num_threads = max(1, min(2, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+#: ``nested`` is True on a thread running one part of :func:`run_parts`: work it splits with
+#: :func:`run_split` then runs inline (the pool's workers are busy with the other parts).
+_local = threading.local()
+_blas_libs: list[Any] | None = None  # threadpoolctl controllers of the loaded BLAS libraries
 
 
 def get_num_threads() -> int:
@@ -74,7 +83,8 @@ def run_split(fn: Callable[[int, int], Any], n: int, nbytes: int, xp: Any = np) 
     operation touches; small work (or non-NumPy arrays, or one thread) runs as ``fn(0, n)``.
     """
     threads = _num_threads
-    if threads == 1 or n < 2 or nbytes < MIN_PARALLEL_BYTES or xp is not np:
+    if (threads == 1 or n < 2 or nbytes < MIN_PARALLEL_BYTES or xp is not np
+            or getattr(_local, "nested", False)):
         fn(0, n)
         return
     ranges = split_ranges(n, threads)
@@ -85,3 +95,72 @@ def run_split(fn: Callable[[int, int], Any], n: int, nbytes: int, xp: Any = np) 
     finally:
         for future in futures:
             future.result()  # re-raises a worker's exception here
+
+
+def _blas_controllers() -> list[Any]:
+    """threadpoolctl's controllers of the BLAS libraries NumPy uses ([] without threadpoolctl)."""
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+            _blas_libs = [lib for lib in ThreadpoolController().lib_controllers
+                          if lib.user_api == "blas"]
+        except Exception:  # noqa: BLE001 - not installed, or an unknown BLAS: no control
+            _blas_libs = []
+    return _blas_libs
+
+
+def can_run_parts() -> bool:
+    """True when :func:`run_parts` can run GEMMs on several threads at once: more than one
+    engine thread and a BLAS whose thread count we can set to 1 (threadpoolctl)."""
+    return _num_threads > 1 and bool(_blas_controllers())
+
+
+@contextmanager
+def blas_single_thread() -> Iterator[None]:
+    """Run the BLAS on the calling thread only (no OpenBLAS worker is woken) inside the block.
+
+    Why: after every multi-threaded GEMM OpenBLAS's worker busy-waits ~0.1 s on the second
+    core; GEMMs of a small network (LeNet-5) are too small to gain from it, and concurrent
+    GEMMs from the engine's own threads (:func:`run_parts`) must not share the BLAS pool.
+    Costs ~2 us (two ctypes calls). Nested blocks are fine (each restores what it found).
+    """
+    libs = _blas_controllers()
+    saved = [lib.get_num_threads() for lib in libs]
+    try:
+        for lib, count in zip(libs, saved):
+            if count != 1:
+                lib.set_num_threads(1)
+        yield
+    finally:
+        for lib, count in zip(libs, saved):
+            if count != 1:
+                lib.set_num_threads(count)
+
+
+def _run_nested(fn: Callable[..., Any], *args: Any) -> None:
+    previous = getattr(_local, "nested", False)
+    _local.nested = True
+    try:
+        fn(*args)
+    finally:
+        _local.nested = previous
+
+
+def run_parts(fn: Callable[[int, int, int], Any], ranges: Sequence[tuple[int, int]]) -> None:
+    """Call ``fn(k, start, stop)`` for each ``ranges[k]``, one part per engine thread, with
+    the BLAS single-threaded (each part runs its own GEMMs) and :func:`run_split` inline
+    inside the parts. Parts must write disjoint outputs. One part runs as a plain call."""
+    if len(ranges) <= 1 or _num_threads == 1 or getattr(_local, "nested", False):
+        for k, (lo, hi) in enumerate(ranges):
+            fn(k, lo, hi)
+        return
+    with blas_single_thread():
+        pool = _executor()
+        futures = [pool.submit(_run_nested, fn, k, lo, hi)
+                   for k, (lo, hi) in enumerate(ranges) if k > 0]
+        try:
+            _run_nested(fn, 0, *ranges[0])
+        finally:
+            for future in futures:
+                future.result()

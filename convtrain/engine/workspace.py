@@ -62,6 +62,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, Any] = {}
+        self._marks: dict[str, tuple[Any, Any]] = {}
         self._generation = 0
 
     def next_generation(self) -> int:
@@ -82,7 +83,22 @@ class Workspace:
                 or type(buf).__module__.split(".")[0] != xp.__name__.split(".")[0]):
             buf = xp.empty(max(size, 1), dtype=dtype)
             self._buffers[name] = buf
+        self._marks.pop(name, None)  # get_marked re-marks it; a plain get may overwrite it
         return buf[:size].reshape(shape)
+
+    def get_marked(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any,
+                   mark: Any) -> tuple[Any, bool]:
+        """:meth:`get`, plus whether the caller must (re)write the parts of the view that it
+        keeps constant between calls (zero borders, zero padding columns): False only when
+        the previous ``get_marked`` of ``name`` had an equal ``mark`` (which must describe
+        the layout, shape included) and the same underlying buffer, and nothing took the
+        buffer with :meth:`get` since."""
+        previous = self._marks.get(name)
+        view = self.get(name, shape, dtype, xp)
+        buf = self._buffers.get(name)
+        fresh = previous is None or previous[0] is not buf or previous[1] != mark
+        self._marks[name] = (buf, mark)
+        return view, fresh
 
     @property
     def nbytes(self) -> int:
@@ -92,6 +108,7 @@ class Workspace:
     def clear(self) -> None:
         """Release every buffer (e.g. before moving a model to another device)."""
         self._buffers.clear()
+        self._marks.clear()
 
 
 class _Scratch(Workspace):
@@ -99,6 +116,10 @@ class _Scratch(Workspace):
 
     def get(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any = np) -> Any:
         return xp.empty(shape, dtype=dtype)
+
+    def get_marked(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any,
+                   mark: Any) -> tuple[Any, bool]:
+        return xp.empty(shape, dtype=dtype), True
 
     def is_current(self, generation: int) -> bool:
         return True  # nothing is ever reused, so no cache can go stale
