@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
+
 from convtrain.errors import ConfigError
+from convtrain.init import initialize
 from convtrain.layers.base import Layer, Shape
+from convtrain.layers.spec import key_path
 
 
 class ConcreteLayer(Layer):
@@ -33,6 +37,19 @@ class ConcreteLayer(Layer):
         super().__init__(name)
         self.where = where or f"layer '{self.name}'"
         self.input_shape: Shape | None = None
+
+    def init_weight_and_bias(self, weight_shape: tuple[int, ...], init: str, use_bias: bool,
+                             rng: np.random.Generator, dtype: Any) -> None:
+        """``weight`` drawn by initializer ``init``, ``bias`` zeros (when used), zero grads.
+
+        Host NumPy arrays; :meth:`to_backend` moves them to the GPU when needed.
+        """
+        self.params["weight"] = initialize(init, weight_shape, rng=rng, dtype=dtype,
+                                           where=key_path(self.where, "init"))
+        self.grads["weight"] = np.zeros(weight_shape, dtype=dtype)
+        if use_bias:
+            self.params["bias"] = np.zeros(weight_shape[0], dtype=dtype)
+            self.grads["bias"] = np.zeros(weight_shape[0], dtype=dtype)
 
     def build(self, input_shape: Shape, where: str | None = None) -> "ConcreteLayer":
         """Validate ``input_shape`` (per sample) and remember it; returns ``self``.

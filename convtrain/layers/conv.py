@@ -8,7 +8,6 @@ import numpy as np
 from convtrain.engine.conv import conv2d_backward, conv2d_forward
 from convtrain.engine.workspace import Workspace, check_workspace_mb
 from convtrain.errors import ConfigError
-from convtrain.init import initialize
 from convtrain.layers.base import LAYERS, Shape
 from convtrain.layers.common import ConcreteLayer
 from convtrain.layers.spec import (PARAM_LAYER_KEYS, LayerSpec, format_pair, format_padding,
@@ -93,12 +92,7 @@ class Conv2d(ConcreteLayer):
 
     def _init_params(self, rng: np.random.Generator, dtype: Any) -> None:
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.params["weight"] = initialize(self.init, shape, rng=rng, dtype=dtype,
-                                           where=key_path(self.where, "init"))
-        self.grads["weight"] = np.zeros(shape, dtype=dtype)
-        if self.use_bias:
-            self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
-            self.grads["bias"] = np.zeros(self.out_channels, dtype=dtype)
+        self.init_weight_and_bias(shape, self.init, self.use_bias, rng, dtype)
 
     @classmethod
     def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,

@@ -7,10 +7,9 @@ import numpy as np
 
 from convtrain.engine.dense import dense_backward, dense_forward
 from convtrain.errors import ConfigError
-from convtrain.init import initialize
 from convtrain.layers.base import LAYERS, Shape
 from convtrain.layers.common import ConcreteLayer
-from convtrain.layers.spec import PARAM_LAYER_KEYS, LayerSpec, key_path
+from convtrain.layers.spec import PARAM_LAYER_KEYS, LayerSpec
 
 
 @LAYERS.register("dense")
@@ -49,13 +48,8 @@ class Dense(ConcreteLayer):
         self.init = args.text("init", "he_normal")
         self.cache = None
         rng = rng if rng is not None else np.random.default_rng()
-        shape = (self.out_features, self.in_features)
-        self.params["weight"] = initialize(self.init, shape, rng=rng, dtype=dtype,
-                                           where=key_path(self.where, "init"))
-        self.grads["weight"] = np.zeros(shape, dtype=dtype)
-        if self.use_bias:
-            self.params["bias"] = np.zeros(self.out_features, dtype=dtype)
-            self.grads["bias"] = np.zeros(self.out_features, dtype=dtype)
+        self.init_weight_and_bias((self.out_features, self.in_features), self.init,
+                                   self.use_bias, rng, dtype)
 
     @classmethod
     def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
