@@ -234,6 +234,23 @@ def _im2col_chunk(xpad: Any, out: Any, g: ConvGeometry) -> None:
     run_split(copy, n, out.nbytes, xp)
 
 
+def _write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry,
+                  bias4: Any) -> None:
+    """Samples ``n0:n1`` of ``y`` ``(N, F, oh, ow)`` from their GEMM result ``y_mat``
+    ``(F, n*L)``: one pass drops wide columns' garbage, adds the bias ``(F, 1, 1, 1)`` (or None)
+    and transposes (F, n) -> (n, F), split over the engine threads along F."""
+    src = _valid_view(xp, y_mat, g, n1 - n0)
+    dst = y[n0:n1].transpose(1, 0, 2, 3)
+
+    def finish(f0: int, f1: int) -> None:
+        if bias4 is None:
+            xp.copyto(dst[f0:f1], src[f0:f1])
+        else:
+            xp.add(src[f0:f1], bias4[f0:f1], out=dst[f0:f1])
+
+    run_split(finish, g.filters, 2 * dst.size * y.dtype.itemsize, xp)
+
+
 def _valid_view(xp: Any, mat: Any, g: ConvGeometry, n: int) -> Any:
     """``(F', n, oh, ow)`` view of the real outputs inside a ``(F', n*L)`` GEMM result."""
     r = mat.strides[0] // mat.itemsize  # n*L, or more for a column slice
@@ -313,17 +330,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
         _im2col_chunk(_padded_chunk(x, n0, n1, g, ws), cols, g)
         y_mat = ws.get("y_mat", (filters, m * g.length), x.dtype, xp)
         _gemm(xp, w_mat, cols, y_mat, groups)
-        # One pass drops the garbage columns, adds the bias and transposes (F, n) -> (n, F).
-        src = _valid_view(xp, y_mat, g, m)
-        dst = y[n0:n1].transpose(1, 0, 2, 3)
-
-        def finish(a: int, b: int, src=src, dst=dst) -> None:
-            if bias4 is None:
-                xp.copyto(dst[a:b], src[a:b])
-            else:
-                xp.add(src[a:b], bias4[a:b], out=dst[a:b])
-
-        run_split(finish, filters, 2 * dst.size * x.dtype.itemsize, xp)
+        _write_output(xp, y_mat, y, n0, n1, g, bias4)
     cache = ConvCache(None if keep_cols else x, cols if keep_cols else None, weight, g,
                       bias is not None, groups, chunk, ws, ws.next_generation())
     return y, cache
@@ -380,16 +387,7 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
             _im2col_chunk(xpad, c_part, g)
             y_part = ws.get(f"y_mat{k}", (g.filters, m * L), x.dtype, xp)
             _gemm(xp, w_mat, c_part, y_part, groups)
-            src = _valid_view(xp, y_part, g, m)
-            dst = y[a0:a1].transpose(1, 0, 2, 3)
-
-            def finish(f0: int, f1: int, src=src, dst=dst) -> None:
-                if bias4 is None:
-                    xp.copyto(dst[f0:f1], src[f0:f1])
-                else:
-                    xp.add(src[f0:f1], bias4[f0:f1], out=dst[f0:f1])
-
-            run_split(finish, g.filters, 2 * dst.size * item, xp)
+            _write_output(xp, y_part, y, a0, a1, g, bias4)
 
     run_parts(part, split_ranges(n, parts))
     return cols
