@@ -69,9 +69,7 @@ class BatchNorm2d(ConcreteLayer):
                               f"shape {tuple(input_shape)}")
         layer = cls(int(input_shape[0]), momentum, eps, name=name,
                     dtype=defaults.get("dtype", np.float32), where=where)
-        layer.trainable = options["trainable"]
-        layer.weight_decay_mult = options["weight_decay_mult"]
-        return layer.build(input_shape)
+        return layer.build(input_shape, param_options=options)
 
     def forward(self, x, training: bool = True):
         """``x`` ``(N, C, H, W)`` -> same shape; updates the running statistics in training."""

@@ -11,7 +11,7 @@ It adds three things every concrete layer needs:
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -51,8 +51,12 @@ class ConcreteLayer(Layer):
             self.params["bias"] = np.zeros(weight_shape[0], dtype=dtype)
             self.grads["bias"] = np.zeros(weight_shape[0], dtype=dtype)
 
-    def build(self, input_shape: Shape, where: str | None = None) -> "ConcreteLayer":
+    def build(self, input_shape: Shape, where: str | None = None,
+              param_options: Mapping[str, Any] | None = None) -> "ConcreteLayer":
         """Validate ``input_shape`` (per sample) and remember it; returns ``self``.
+
+        ``param_options`` (from ``LayerSpec.param_layer_options()``) sets ``trainable`` and
+        ``weight_decay_mult`` of a layer with parameters.
 
         Raises:
             ConfigError: the layer cannot take this shape (message names ``where``).
@@ -62,6 +66,9 @@ class ConcreteLayer(Layer):
         shape = tuple(int(s) for s in input_shape)
         self.compute_output_shape(shape)  # raises for impossible shapes
         self.input_shape = shape
+        if param_options is not None:
+            self.trainable = param_options["trainable"]
+            self.weight_decay_mult = param_options["weight_decay_mult"]
         return self
 
     def output_shape(self, input_shape: Shape | None = None) -> Shape:

@@ -119,9 +119,7 @@ class Conv2d(ConcreteLayer):
                     dilation=dilation, groups=groups, bias=use_bias, init=init, name=name,
                     rng=defaults.get("rng"), dtype=defaults.get("dtype", np.float32),
                     where=where)
-        layer.trainable = options["trainable"]
-        layer.weight_decay_mult = options["weight_decay_mult"]
-        return layer.build(input_shape)
+        return layer.build(input_shape, param_options=options)
 
     # --- computation -------------------------------------------------------------------
     def forward(self, x, training: bool = True):

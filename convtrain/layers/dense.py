@@ -70,9 +70,7 @@ class Dense(ConcreteLayer):
         layer = cls(int(input_shape[0]), units, bias=use_bias, init=init, name=name,
                     rng=defaults.get("rng"), dtype=defaults.get("dtype", np.float32),
                     where=where)
-        layer.trainable = options["trainable"]
-        layer.weight_decay_mult = options["weight_decay_mult"]
-        return layer.build(input_shape)
+        return layer.build(input_shape, param_options=options)
 
     def forward(self, x, training: bool = True):
         """``x`` ``(N, in_features)`` -> ``(N, out_features)``."""
