@@ -32,9 +32,6 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
-_INPUT_GRAD_SUPPORT: dict[type, bool] = {}
-
-
 def _naming(layer: Layer, exc: ConfigError) -> ConfigError:
     """``exc`` with the layer's config key in front (engine errors only know the operation:
     ``batchnorm2d: training needs more than 1 value per channel`` -> ``model.layers.bn1: ...``)."""
@@ -84,6 +81,7 @@ class Model:
         if not layers:
             raise ConfigError("model.layers: a model needs at least one layer")
         self.layers: dict[str, Layer] = dict(layers)
+        self._order: list[Layer] | None = None
         self.input_shape: Shape = tuple(int(s) for s in input_shape)
         self.name = name
         self.dtype = np.dtype(dtype)
@@ -139,6 +137,12 @@ class Model:
             raise _naming(layer, exc) from None
 
     def _run_order(self) -> list[Layer]:
+        """The forward execution order (computed once: the layers never change after build)."""
+        if self._order is None:
+            self._order = self._compute_run_order()
+        return self._order
+
+    def _compute_run_order(self) -> list[Layer]:
         """The layers in the order forward runs them: config order, except that a ReLU
         directly followed by a MaxPool2d runs after it. Max-pooling and ReLU commute exactly
         (``relu(max(window)) == max(relu(window))``; the gradient reaches the same element,

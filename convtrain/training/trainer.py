@@ -106,8 +106,7 @@ def _output_layer_hint(model: Any, num_classes: int) -> str:
     """Which config key makes the model output ``num_classes`` logits."""
     layers = getattr(model, "layers", {}) or {}
     for name, layer in reversed(list(layers.items())):
-        if type(layer).__name__.lower() == "dense" or hasattr(layer, "units") \
-                or hasattr(layer, "out_features"):
+        if hasattr(layer, "out_features"):  # a Dense layer (or one shaped like it)
             return f"set model.layers.{name}.units={num_classes}"
     return f"end the model with a dense layer of units={num_classes}"
 
