@@ -36,7 +36,7 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
 * **Persistent zeros.** The zero border of the padded input and the zero "garbage" columns of
   ``dY`` in wide layout live in per-layer buffers that are only rewritten when the layout
   changes (:meth:`~convtrain.engine.workspace.Workspace.get_marked`).
-* Cache-sized sub-chunks inside a part (``_SUB_CHUNK_BYTES``) were measured and lost
+* Cache-sized sub-chunks inside a part were measured and lost
   (256 KiB-2 MiB: up to 3x slower on (a)/(b), per-call overhead of the kh*kw loops), so a part
   is one piece.
 """
@@ -322,7 +322,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
         cache = ConvCache(None, cols, weight, g, bias is not None, groups, chunk, ws,
                           ws.next_generation())
         return y, cache
-    cols = None
+    # Chunked (over the workspace cap): the backward pass recomputes each chunk's columns.
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
         m = n1 - n0
@@ -331,8 +331,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
         y_mat = ws.get("y_mat", (filters, m * g.length), x.dtype, xp)
         _gemm(xp, w_mat, cols, y_mat, groups)
         _write_output(xp, y_mat, y, n0, n1, g, bias4)
-    cache = ConvCache(None if keep_cols else x, cols if keep_cols else None, weight, g,
-                      bias is not None, groups, chunk, ws, ws.next_generation())
+    cache = ConvCache(x, None, weight, g, bias is not None, groups, chunk, ws,
+                      ws.next_generation())
     return y, cache
 
 
@@ -350,44 +350,27 @@ def _num_parts(g: ConvGeometry, xp: Any) -> int:
 _USE_PARTS = True
 
 
-def _cols_view(xp: Any, mat: Any, a: int, b: int, length: int) -> Any:
+def _cols_view(mat: Any, a: int, b: int, length: int) -> Any:
     """Columns ``a*length:b*length`` (samples ``a:b``) of a ``(rows, n*length)`` matrix."""
     return mat[:, a * length:b * length]
-
-
-def _sub_ranges(a: int, b: int, g: ConvGeometry, itemsize: int) -> list[tuple[int, int]]:
-    """``[a, b)`` cut into sub-chunks whose columns + GEMM output fit ``_SUB_CHUNK_BYTES``."""
-    if _SUB_CHUNK_BYTES is None:
-        return [(a, b)]
-    per_sample = itemsize * (g.rows + g.filters) * g.length
-    step = max(1, int(_SUB_CHUNK_BYTES // per_sample))
-    return [(lo, min(b, lo + step)) for lo in range(a, b, step)]
-
-
-#: Cache blocking inside a batch part: columns and GEMM outputs of this many bytes are
-#: produced and consumed while they are still in the core's cache (None: the whole part).
-_SUB_CHUNK_BYTES: int | None = None
 
 
 def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: Workspace,
                    groups: int, parts: int) -> Any:
     """Whole-batch forward: samples split into ``parts`` ranges, each run start to end on its
-    own thread with a single-threaded BLAS, in cache-sized sub-chunks (pad, im2col into the
-    kept columns, GEMM into a small per-thread buffer, bias + transpose into ``y``).
+    own thread with a single-threaded BLAS (pad, im2col into the kept columns, GEMM into a
+    per-thread buffer, bias + transpose into ``y``).
     Returns the ``(rows, n*L)`` columns (kept for the backward pass)."""
     xp = array_module(x)
-    n, L, item = g.n, g.length, x.dtype.itemsize
+    n, L = g.n, g.length
     cols = ws.get("cols", (g.rows, n * L), x.dtype, xp)
 
     def part(k: int, a: int, b: int) -> None:
-        for a0, a1 in _sub_ranges(a, b, g, item):
-            m = a1 - a0
-            xpad = _padded_chunk(x, a0, a1, g, ws, f"x_padded{k}")
-            c_part = _cols_view(xp, cols, a0, a1, L)
-            _im2col_chunk(xpad, c_part, g)
-            y_part = ws.get(f"y_mat{k}", (g.filters, m * L), x.dtype, xp)
-            _gemm(xp, w_mat, c_part, y_part, groups)
-            _write_output(xp, y_part, y, a0, a1, g, bias4)
+        c_part = _cols_view(cols, a, b, L)
+        _im2col_chunk(_padded_chunk(x, a, b, g, ws, f"x_padded{k}"), c_part, g)
+        y_part = ws.get(f"y_mat{k}", (g.filters, (b - a) * L), x.dtype, xp)
+        _gemm(xp, w_mat, c_part, y_part, groups)
+        _write_output(xp, y_part, y, a, b, g, bias4)
 
     run_parts(part, split_ranges(n, parts))
     return cols
@@ -478,28 +461,11 @@ def conv2d_backward(dy: Any, cache: ConvCache,
         # dY of the chunk in GEMM layout (F, n*L); wide garbage columns must be zero so that
         # they add nothing to dW and produce zero column gradients.
         dy_mat = ws.get("dy_mat", (filters, m * g.length), dtype, xp)
-        dst = _valid_view(xp, dy_mat, g, m)
-        src = dy[n0:n1].transpose(1, 0, 2, 3)
-        if g.wide and g.oh > 1 and g.wp > g.ow:
-            garbage = _flat_view(xp, dy_mat.reshape(filters, m, g.length)[:, :, g.ow:],
-                                 (filters, m, g.oh - 1, g.wp - g.ow),
-                                 (m * g.length, g.length, g.wp, 1))
-        else:
-            garbage = None
-
-        def gather(a: int, b: int, dst=dst, src=src, garbage=garbage) -> None:
-            if garbage is not None:
-                garbage[a:b] = 0
-            xp.copyto(dst[a:b], src[a:b])
-
-        run_split(gather, filters, 2 * dy_mat.nbytes, xp)
+        _gather_dy(xp, dy, n0, n1, dy_mat, g, zero_garbage=True)
         if dbias is not None:
             dbias += dy_mat.sum(axis=1)
-        if cache.cols is not None:
-            cols = cache.cols
-        else:
-            cols = ws.get("cols", (g.rows, m * g.length), dtype, xp)
-            _im2col_chunk(_padded_chunk(cache.x, n0, n1, g, ws), cols, g)
+        cols = ws.get("cols", (g.rows, m * g.length), dtype, xp)
+        _im2col_chunk(_padded_chunk(cache.x, n0, n1, g, ws), cols, g)
         if n0 == 0:
             _grouped_dw(xp, dy_mat, cols, dw_mat, groups)
         else:  # later chunks add their share (a GEMM cannot accumulate through NumPy)
@@ -509,18 +475,39 @@ def conv2d_backward(dy: Any, cache: ConvCache,
         if dx is None:
             continue
         # The recomputed columns are dead after dW: their buffer takes the column gradients.
-        dcols = cols if cache.cols is None else ws.get("dcols", cols.shape, dtype, xp)
-        _grouped_dcols(xp, w_t, dy_mat, dcols, groups)
-        _col2im_chunk(dcols, dx, n0, g, ws)
+        _grouped_dcols(xp, w_t, dy_mat, cols, groups)
+        _col2im_chunk(cols, dx, n0, g, ws)
     return dx, dweight, dbias
+
+
+def _gather_dy(xp: Any, dy: Any, n0: int, n1: int, dy_mat: Any, g: ConvGeometry,
+               zero_garbage: bool) -> None:
+    """Samples ``n0:n1`` of ``dy`` ``(N, F, oh, ow)`` into GEMM layout ``dy_mat`` ``(F, n*L)``.
+
+    With wide columns the extra (garbage) columns must be zero, so that they add nothing to dW
+    and give zero column gradients; ``zero_garbage=False`` when the buffer still holds zeros
+    there from an earlier call (only valid columns are ever written)."""
+    filters, m = g.filters, n1 - n0
+    dst = _valid_view(xp, dy_mat, g, m)
+    src = dy[n0:n1].transpose(1, 0, 2, 3)
+    garbage = None
+    if zero_garbage and g.wide and g.oh > 1 and g.wp > g.ow:
+        garbage = _flat_view(xp, dy_mat[:, g.ow:], (filters, m, g.oh - 1, g.wp - g.ow),
+                             (m * g.length, g.length, g.wp, 1))
+
+    def gather(f0: int, f1: int) -> None:
+        if garbage is not None:
+            garbage[f0:f1] = 0
+        xp.copyto(dst[f0:f1], src[f0:f1])
+
+    run_split(gather, filters, 2 * dy_mat.nbytes, xp)
 
 
 def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, dw_mat: Any, dbias: Any, dx: Any,
                     parts: int) -> None:
     """Whole-batch backward with kept columns, split into batch parts like the forward pass
-    (one per thread, cache-sized sub-chunks): each sub-chunk gathers its ``dY`` columns, adds
-    its share of ``dW`` / ``db`` to its part's and folds its column gradients into ``dx``;
-    the parts' shares are summed at the end."""
+    (one per thread): each part gathers its ``dY`` columns, computes its share of ``dW`` /
+    ``db`` and folds its column gradients into ``dx``; the shares are summed at the end."""
     g, ws, groups = cache.geometry, cache.workspace, cache.groups
     xp = array_module(dy)
     dtype, filters, L = dy.dtype, g.filters, g.length
@@ -531,42 +518,20 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, dw_mat: Any, dbias: Any
     db_parts = (ws.get("db_parts", (p, filters), dtype, xp) if dbias is not None else None)
 
     def part(k: int, a: int, b: int) -> None:
-        dw_k = dw_mat if k == 0 else dw_parts[k - 1]
-        for a0, a1 in _sub_ranges(a, b, g, dtype.itemsize):
-            m = a1 - a0
-            # The garbage columns stay zero between calls (only valid ones are written).
-            dy_part, fresh = ws.get_marked(f"dy_mat{k}", (filters, m * L), dtype, xp,
-                                           ("dy_mat", g, m))
-            dst = _valid_view(xp, dy_part, g, m)
-            src = dy[a0:a1].transpose(1, 0, 2, 3)
-            if fresh and g.wide and g.oh > 1 and g.wp > g.ow:
-                garbage = _flat_view(xp, dy_part[:, g.ow:], (filters, m, g.oh - 1, g.wp - g.ow),
-                                     (m * L, L, g.wp, 1))
-            else:
-                garbage = None
-
-            def gather(f0: int, f1: int, dst=dst, src=src, garbage=garbage) -> None:
-                if garbage is not None:
-                    garbage[f0:f1] = 0
-                xp.copyto(dst[f0:f1], src[f0:f1])
-
-            run_split(gather, filters, 2 * dy_part.nbytes, xp)
-            c_part = _cols_view(xp, cols, a0, a1, L)
-            if a0 == a:
-                if db_parts is not None:
-                    xp.sum(dy_part, axis=1, out=db_parts[k])
-                _grouped_dw(xp, dy_part, c_part, dw_k, groups)
-            else:
-                if db_parts is not None:
-                    db_parts[k] += dy_part.sum(axis=1)
-                share = ws.get(f"dw_share{k}", dw_mat.shape, dtype, xp)
-                _grouped_dw(xp, dy_part, c_part, share, groups)
-                dw_k += share
-            if dx is None:
-                continue
-            dc_part = ws.get(f"dcols{k}", (g.rows, m * L), dtype, xp)
-            _grouped_dcols(xp, w_t, dy_part, dc_part, groups)
-            _col2im_chunk(dc_part, dx, a0, g, ws, f"dx_padded{k}")
+        m = b - a
+        # The garbage columns stay zero between calls (only valid ones are written).
+        dy_part, fresh = ws.get_marked(f"dy_mat{k}", (filters, m * L), dtype, xp,
+                                       ("dy_mat", g, m))
+        _gather_dy(xp, dy, a, b, dy_part, g, zero_garbage=fresh)
+        c_part = _cols_view(cols, a, b, L)
+        if db_parts is not None:
+            xp.sum(dy_part, axis=1, out=db_parts[k])
+        _grouped_dw(xp, dy_part, c_part, dw_mat if k == 0 else dw_parts[k - 1], groups)
+        if dx is None:
+            return
+        dc_part = ws.get(f"dcols{k}", (g.rows, m * L), dtype, xp)
+        _grouped_dcols(xp, w_t, dy_part, dc_part, groups)
+        _col2im_chunk(dc_part, dx, a, g, ws, f"dx_padded{k}")
 
     run_parts(part, ranges)
     if dw_parts is not None:
