@@ -369,9 +369,7 @@ class Trainer:
         if self.checkpoint:
             # best before last: a crash in between must not leave `last` (what a resume reads)
             # pointing at a best epoch whose file was never written
-            if improved:
-                self._save("best", epoch, metrics)
-            self._save("last", epoch, metrics)
+            self._save(("best", "last") if improved else ("last",), epoch, metrics)
         write_metrics(self.run_dir / "metrics.json", metrics)
 
         step = epoch + 1
@@ -455,7 +453,10 @@ class Trainer:
                 f"{epoch_time:.1f}s {speed:.0f} img/s" + ("  *best" if improved else ""))
 
     # --- checkpoints -------------------------------------------------------------------
-    def _save(self, name: str, epoch: int, metrics: dict[str, Any]) -> None:
+    def _save(self, names: tuple[str, ...], epoch: int, metrics: dict[str, Any]) -> None:
+        """Write the same checkpoint under each of ``names``, in order (``("best", "last")``:
+        best first, so ``last`` never points at a best epoch whose file is older); the
+        state is copied to the host once."""
         rng_states = {}
         for layer_name, rng in _layer_rngs(self.model).items():
             if isinstance(rng, np.random.Generator):
@@ -480,8 +481,9 @@ class Trainer:
             "convtrain_version": convtrain.__version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        save_checkpoint(self.run_dir / "checkpoints", name, self.model.state_dict(),
-                        self.optimizer.state_dict(), meta)
+        model_state, optimizer_state = self.model.state_dict(), self.optimizer.state_dict()
+        for name in names:
+            save_checkpoint(self.run_dir / "checkpoints", name, model_state, optimizer_state, meta)
 
     def _restore(self, path: str | Path) -> int:
         """Load model, optimizer, counters and rng states; return the epoch to start at."""
