@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from convtrain.sweep import ERROR_FILE
+from convtrain.sweep import ERROR_FILE, first_error_line, job_sort_key
 from convtrain.validate import is_real
 
 DEFAULT_COLUMNS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "epochs_completed",
@@ -54,16 +54,14 @@ def _job_dirs(root: Path) -> list[Path]:
     found = {p.parent for p in root.rglob("metrics.json")}
     found |= {p.parent.parent for p in root.rglob("overrides.yaml") if p.parent.name == ".hydra"}
     found |= {p.parent for p in root.rglob(ERROR_FILE)}
-    return sorted(found, key=lambda d: [(0, int(s), "") if s.isdigit() else (1, 0, s)
-                                        for s in d.relative_to(root).parts])
+    return sorted(found, key=lambda d: job_sort_key(root, d))
 
 
 def _status(job_dir: Path, has_metrics: bool) -> tuple[str, str | None]:
     """``("ok" | "failed" | "incomplete", first line of the error or None)``."""
-    error_path = job_dir / ERROR_FILE
-    if error_path.is_file():
-        lines = error_path.read_text(errors="replace").strip().splitlines()
-        return "failed", (lines[0][:200] if lines else "")
+    error = first_error_line(job_dir)
+    if error is not None:
+        return "failed", error[:200]
     return ("ok", None) if has_metrics else ("incomplete", None)
 
 

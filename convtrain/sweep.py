@@ -82,15 +82,25 @@ def failed_jobs() -> list[tuple[Path, str]]:
     if not root.is_dir():
         return []
     found = []
-    for path in sorted(root.rglob(ERROR_FILE)):
+    for path in root.rglob(ERROR_FILE):
         try:
             if path.stat().st_mtime < started:
                 continue
-            lines = path.read_text().strip().splitlines()
         except OSError:
             continue
-        found.append((path.parent, lines[0] if lines else ""))
-    return sorted(found, key=lambda item: _job_sort_key(root, item[0]))
+        error = first_error_line(path.parent)
+        if error is not None:
+            found.append((path.parent, error))
+    return sorted(found, key=lambda item: job_sort_key(root, item[0]))
+
+
+def first_error_line(job_dir: Path) -> str | None:
+    """The first line of the job's ``error.txt`` ("" if empty), None when it has none."""
+    try:
+        lines = (job_dir / ERROR_FILE).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[0] if lines else ""
 
 
 def jobs_started() -> int:
@@ -102,7 +112,8 @@ def jobs_started() -> int:
                if path.parent.name == ".hydra" and path.stat().st_mtime >= started)
 
 
-def _job_sort_key(root: Path, job_dir: Path) -> tuple:
+def job_sort_key(root: Path, job_dir: Path) -> tuple:
+    """Natural order of job directories under ``root`` (``2`` before ``10``)."""
     rel = job_dir.relative_to(root).parts
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in rel)
 
