@@ -32,6 +32,14 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
+def _forward_named(layer: Layer, x, training: bool):
+    """``layer.forward``, with the layer's config key in front of any ConfigError."""
+    try:
+        return layer.forward(x, training=training)
+    except ConfigError as exc:
+        raise _naming(layer, exc) from None
+
+
 def _naming(layer: Layer, exc: ConfigError) -> ConfigError:
     """``exc`` with the layer's config key in front (engine errors only know the operation:
     ``batchnorm2d: training needs more than 1 value per channel`` -> ``model.layers.bn1: ...``)."""
@@ -104,17 +112,34 @@ class Model:
         ``x`` is moved to the model's backend and dtype first (so uint8 or float64 host
         batches are accepted). ``training`` switches dropout and BatchNorm batch statistics.
         """
+        out = self._as_input(x)
+        for layer in self._run_order():
+            out = _forward_named(layer, out, training)
+        return out
+
+    def layer_outputs(self, x, names, training: bool = False) -> dict[str, Any]:
+        """The outputs of the layers called ``names`` (e.g. conv layers, for feature-map
+        pictures) for the batch ``x``, on the model's backend; runs only as far as the last of
+        them. A layer's buffers may be reused by its next call: copy what you keep."""
+        wanted = set(names)
+        name_of = {id(layer): name for name, layer in self.layers.items()}
+        found: dict[str, Any] = {}
+        out = self._as_input(x)
+        for layer in self._run_order():
+            if len(found) == len(wanted):
+                break
+            out = _forward_named(layer, out, training)
+            if name_of[id(layer)] in wanted:
+                found[name_of[id(layer)]] = out
+        return found
+
+    def _as_input(self, x):
+        """``x`` checked against ``(N, *input_shape)`` and moved to the model's backend/dtype."""
         shape = tuple(getattr(x, "shape", ()))
         if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
             raise ConfigError(f"model input: expected a batch of shape "
                               f"(N, {', '.join(map(str, self.input_shape))}), got {shape}")
-        out = self.backend.asarray(x, dtype=self.dtype)
-        for layer in self._run_order():
-            try:
-                out = layer.forward(out, training=training)
-            except ConfigError as exc:
-                raise _naming(layer, exc) from None
-        return out
+        return self.backend.asarray(x, dtype=self.dtype)
 
     def backward(self, dlogits, input_grad: bool = True):
         """``dlogits`` ``(N, *output_shape)`` -> ``dx`` ``(N, *input_shape)``; fills every

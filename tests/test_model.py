@@ -380,3 +380,13 @@ def test_relu_before_maxpool_runs_after_it_with_identical_results():
     for n in names:
         for k, v in model.layers[n].grads.items():
             np.testing.assert_array_equal(v, grads[n][k])
+
+
+def test_layer_outputs_are_the_named_layers_outputs():
+    model = build_model(SMALL, (2, 6, 6), seed=3, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+    first = next(iter(model.layers))
+    outputs = model.layer_outputs(x, [first])
+    expected = model.layers[first].forward(x, training=False)
+    assert list(outputs) == [first]
+    np.testing.assert_array_equal(outputs[first], expected)

@@ -222,16 +222,9 @@ class VisualLogger:
         (layers may reuse their output buffers on the next call)."""
         if not self.convs:
             return {}
-        dtype = getattr(self.model, "dtype", np.float32)
-        x = self.backend.asarray(self.sample[None], dtype=dtype)
-        outputs: dict[str, np.ndarray] = {}
-        for name, layer in self.model.layers.items():
-            x = layer.forward(x, training=False)
-            if name in self.convs:
-                outputs[name] = np.array(self.backend.to_numpy(x[0]), copy=True)
-                if len(outputs) == len(self.convs):
-                    break  # nothing after the last conv is pictured
-        return outputs
+        outputs = self.model.layer_outputs(self.sample[None], self.convs, training=False)
+        return {name: np.array(self.backend.to_numpy(y[0]), copy=True)
+                for name, y in outputs.items()}
 
     def _image(self, kind: str, name: str, image: np.ndarray, step: int | None) -> None:
         """TensorBoard tag ``<kind>/<name>``; PNG ``images/<kind>/<name>_epoch<NNN>.png``
