@@ -36,6 +36,12 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
 * **Persistent zeros.** The zero border of the padded input and the zero "garbage" columns of
   ``dY`` in wide layout live in per-layer buffers that are only rewritten when the layout
   changes (:meth:`~convtrain.engine.workspace.Workspace.get_marked`).
+* **Row fold for the input gradient** (stride 1, when it moves less memory; see
+  :func:`_use_row_fold`): the kernel's column offsets go into the GEMM's inner dimension
+  (``kw`` shifted copies of ``dY``), so only ``C*kh`` rows come out of it and ``kh`` shifted
+  adds fold them, instead of ``C*kh*kw`` column-gradient rows and ``kh*kw`` adds. Layer (b)
+  fwd+bwd 4.4 -> 3.3 ms. This machine's copies are bound by memory bandwidth (a second thread
+  adds nothing to a 2.6 MB im2col), so moving fewer bytes is what pays.
 * Cache-sized sub-chunks inside a part were measured and lost
   (256 KiB-2 MiB: up to 3x slower on (a)/(b), per-call overhead of the kh*kw loops), so a part
   is one piece.
@@ -140,8 +146,13 @@ def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any) -> int:
     # accumulator; keeping the columns for the backward pass (one chunk) adds their gradient
     # buffer, while recomputing them lets the gradient reuse the column buffer.
     common = 2 * g.filters * g.length + 2 * g.c * g.hp * g.wp
-    per_sample_kept = itemsize * (2 * g.rows * g.length + common)
-    per_sample_chunked = itemsize * (g.rows * g.length + common)
+    if _use_row_fold(g):  # shifted dY rows and folded rows instead of the column gradient
+        dx_rows = (g.filters * g.kw + g.c * g.kh) * _row_fold_length(g)
+        per_sample_kept = itemsize * (g.rows * g.length + dx_rows + common)
+        per_sample_chunked = per_sample_kept
+    else:
+        per_sample_kept = itemsize * (2 * g.rows * g.length + common)
+        per_sample_chunked = itemsize * (g.rows * g.length + common)
     budgets = [b for b in (_TARGET_CHUNK_BYTES,) if b is not None]
     limit_mb = get_max_workspace_mb() if max_workspace_mb is None else max_workspace_mb
     if limit_mb is not None:
@@ -419,6 +430,86 @@ def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Workspace,
         fold(0, g.c)
 
 
+#: How the input gradient of a stride-1 (wide-column) convolution is folded back: "auto"
+#: (by :func:`_use_row_fold`'s memory-traffic rule), "row_fold" or "col2im" (tests force each).
+_INPUT_GRAD_METHOD = "auto"
+
+
+def _use_row_fold(g: ConvGeometry) -> bool:
+    """Whether ``dx`` is computed by the row fold (:func:`_row_fold_dx`) instead of the full
+    column gradient + col2im.
+
+    The col2im route writes ``C*kh*kw`` column-gradient rows and folds them back with
+    ``kh*kw`` shifted adds (each a read-modify-write); the row fold copies ``F*kw`` shifted
+    rows of ``dY`` and folds ``C*kh`` rows with ``kh`` adds. Same GEMM FLOPs either way, so
+    the rule compares the rows of memory traffic (copy: read + write; fold: write, read, RMW)
+    and takes the fold when it moves under 3/4 of col2im's. Measured fwd+bwd, row fold /
+    col2im (2 cores, float32, interleaved medians): (b) 6->16 5x5 b64 0.76, the same at b128
+    0.83, 16->16 3x3 28x28 0.83 (traffic 0.56 of col2im's: chosen); (c) 0.99 and (d) 1.04
+    (traffic 0.78: not chosen); 3->16 3x3 1.09 (traffic 1.5: not chosen)."""
+    if not g.wide or _INPUT_GRAD_METHOD == "col2im":
+        return False
+    if _INPUT_GRAD_METHOD == "row_fold":
+        return True
+    return 4 * (2 * g.filters * g.kw + 3 * g.c * g.kh) < 3 * (3 * g.c * g.kh * g.kw)
+
+
+def _row_fold_length(g: ConvGeometry) -> int:
+    """Columns per sample of the shifted ``dY`` rows: ``L`` plus the largest column shift."""
+    return g.length + (g.kw - 1) * g.dw
+
+
+def _row_fold_weight(xp: Any, weight: Any, groups: int) -> Any:
+    """``W`` ``(F, C/g, kh, kw)`` rearranged for :func:`_row_fold_dx`: per group, rows
+    ``(c, i)`` and columns ``(f, j)`` of the group, the groups' blocks stacked by rows:
+    ``(C*kh, F/g*kw)``."""
+    filters, per_group, kh, kw = (int(s) for s in weight.shape)
+    fg = filters // groups
+    blocks = weight.reshape(groups, fg, per_group, kh, kw).transpose(0, 2, 3, 1, 4)
+    return xp.ascontiguousarray(blocks).reshape(groups * per_group * kh, fg * kw)
+
+
+def _row_fold_dx(xp: Any, dy_mat: Any, w_fold: Any, dx: Any, n0: int, g: ConvGeometry,
+                 ws: Workspace, groups: int, suffix: str = "") -> None:
+    """``dx[n0:n0+n]`` from ``dY`` in wide GEMM layout ``dy_mat`` ``(F, n*L)`` (garbage
+    columns zero), stride 1 only, without the ``(C*kh*kw, n*L)`` column gradient.
+
+    With ``p`` a flat position in the padded ``Hp x Wp`` image, the input gradient is
+    ``dx[c, p] = sum_{f,i,j} W[f,c,i,j] * dY[f, p - i*dh*Wp - j*dw]``. The column offsets
+    ``j`` go into the GEMM's inner dimension: rows ``(f, j)`` of ``shifted`` hold ``dY`` row
+    ``f`` shifted right by ``j*dw`` within each sample (``Lq = L + (kw-1)*dw`` columns, zero
+    where nothing lands), so ``rows (C*kh, n*Lq) = W_fold (C*kh, F*kw) @ shifted`` sums over
+    ``f`` and ``j``, and only the ``kh`` row offsets are left to fold with shifted adds. A
+    shift never carries a value into the next image row: it stays within the ``Wp - ow``
+    columns after each row's outputs, which are zero garbage columns of ``dY``."""
+    n = dy_mat.shape[1] // g.length
+    lq = _row_fold_length(g)
+    item = dy_mat.itemsize
+    shifted, fresh = ws.get_marked(f"dy_shifted{suffix}", (g.filters * g.kw, n * lq),
+                                   dy_mat.dtype, xp, ("dy_shifted", g, n))
+    if fresh:
+        shifted[...] = 0  # the columns no shift reaches stay zero across calls
+    r_src, r_dst = dy_mat.strides[0] // item, n * lq
+    # row (f, j), sample s, column t + j*dw  <-  dY row f, sample s, column t
+    dst = _flat_view(xp, shifted, (g.filters, g.kw, n, g.length),
+                     (g.kw * r_dst, r_dst + g.dw, lq, 1))
+    src = _flat_view(xp, dy_mat, (g.filters, g.kw, n, g.length), (r_src, 0, g.length, 1))
+    xp.copyto(dst, src)
+    rows = ws.get(f"dx_rows{suffix}", (g.c * g.kh, n * lq), dy_mat.dtype, xp)
+    _gemm(xp, w_fold, shifted, rows, groups)
+    # Fold the kh row offsets in (C, n, Hp*Wp) order (each add reads its rows contiguously),
+    # then one transposing copy gives (N, C, H, W).
+    acc = ws.get(f"dx_padded{suffix}", (g.c, n, g.hp * g.wp), dy_mat.dtype, xp)
+    src_rows = _flat_view(xp, rows, (g.c, g.kh, n, lq), (g.kh * n * lq, n * lq, lq, 1))
+    acc[:, :, :lq] = src_rows[:, 0]
+    acc[:, :, lq:] = 0
+    for i in range(1, g.kh):
+        start = i * g.dh * g.wp
+        acc[:, :, start:start + lq] += src_rows[:, i]
+    padded = acc.reshape(g.c, n, g.hp, g.wp)
+    dx[n0:n0 + n] = padded[:, :, g.ph:g.ph + g.h, g.pw:g.pw + g.w].transpose(1, 0, 2, 3)
+
+
 def conv2d_backward(dy: Any, cache: ConvCache,
                     input_grad: bool = True) -> tuple[Any, Any, Any]:
     """Gradients of a convolution.
@@ -452,8 +543,9 @@ def conv2d_backward(dy: Any, cache: ConvCache,
     dw_mat = dweight.reshape(filters, per_group * kh * kw)
     dbias = xp.zeros(filters, dtype=dtype) if cache.has_bias else None
     dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dtype) if input_grad else None
+    w_fold = _row_fold_weight(xp, weight, groups) if input_grad and _use_row_fold(g) else None
     if cache.cols is not None and g.n > 0:
-        _backward_parts(dy, cache, w_t, dw_mat, dbias, dx, _num_parts(g, xp))
+        _backward_parts(dy, cache, w_t, w_fold, dw_mat, dbias, dx, _num_parts(g, xp))
         return dx, dweight, dbias
     for n0 in range(0, g.n, cache.chunk):
         n1 = min(g.n, n0 + cache.chunk)
@@ -473,6 +565,9 @@ def conv2d_backward(dy: Any, cache: ConvCache,
             _grouped_dw(xp, dy_mat, cols, part, groups)
             dw_mat += part
         if dx is None:
+            continue
+        if w_fold is not None:
+            _row_fold_dx(xp, dy_mat, w_fold, dx, n0, g, ws, groups)
             continue
         # The recomputed columns are dead after dW: their buffer takes the column gradients.
         _grouped_dcols(xp, w_t, dy_mat, cols, groups)
@@ -503,11 +598,12 @@ def _gather_dy(xp: Any, dy: Any, n0: int, n1: int, dy_mat: Any, g: ConvGeometry,
     run_split(gather, filters, 2 * dy_mat.nbytes, xp)
 
 
-def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, dw_mat: Any, dbias: Any, dx: Any,
-                    parts: int) -> None:
+def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: Any, dbias: Any,
+                    dx: Any, parts: int) -> None:
     """Whole-batch backward with kept columns, split into batch parts like the forward pass
     (one per thread): each part gathers its ``dY`` columns, computes its share of ``dW`` /
-    ``db`` and folds its column gradients into ``dx``; the shares are summed at the end."""
+    ``db`` and its samples of ``dx`` (by the row fold when ``w_fold`` is given, else column
+    gradients + col2im); the shares are summed at the end."""
     g, ws, groups = cache.geometry, cache.workspace, cache.groups
     xp = array_module(dy)
     dtype, filters, L = dy.dtype, g.filters, g.length
@@ -528,6 +624,9 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, dw_mat: Any, dbias: Any
             xp.sum(dy_part, axis=1, out=db_parts[k])
         _grouped_dw(xp, dy_part, c_part, dw_mat if k == 0 else dw_parts[k - 1], groups)
         if dx is None:
+            return
+        if w_fold is not None:
+            _row_fold_dx(xp, dy_part, w_fold, dx, a, g, ws, groups, str(k))
             return
         dc_part = ws.get(f"dcols{k}", (g.rows, m * L), dtype, xp)
         _grouped_dcols(xp, w_t, dy_part, dc_part, groups)

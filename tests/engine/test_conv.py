@@ -105,6 +105,75 @@ def test_backward_matches_finite_differences(case):
     check_gradients(loss, inputs, analytic, eps=1e-6, tol=1e-7)
 
 
+STRIDE_ONE_CASES = [  # (x_shape, weight_shape, stride, padding, dilation, groups, bias)
+    ((2, 6, 10, 9), (5, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1, False),  # layer (b), small
+    ((2, 3, 7, 8), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, False),
+    ((1, 2, 9, 8), (3, 2, 3, 2), (1, 1), (2, 1), (2, 3), 1, False),  # dilation, non-square
+    ((2, 4, 6, 7), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2, False),  # groups
+    ((1, 3, 5, 5), (3, 1, 3, 3), (1, 1), (1, 1), (1, 1), 3, False),  # depthwise
+    ((2, 1, 6, 6), (2, 1, 3, 3), (1, 1), (0, 0), (1, 1), 1, False),  # one channel
+    ((2, 2, 4, 5), (3, 2, 4, 5), (1, 1), (0, 0), (1, 1), 1, False),  # kernel == input
+    ((1, 2, 3, 9), (2, 2, 3, 2), (1, 1), (0, 1), (1, 1), 1, False),  # one output row
+]
+
+
+@pytest.fixture(params=["row_fold", "col2im"])
+def input_grad_method(request, monkeypatch):
+    """Force one of the two stride-1 input-gradient methods, on wide columns (the only layout
+    the row fold runs on), whatever the cost rules would pick for the shape."""
+    import convtrain.engine.conv as conv_module
+
+    monkeypatch.setattr(conv_module, "_INPUT_GRAD_METHOD", request.param)
+    monkeypatch.setattr(conv_module, "_use_wide_columns",
+                        lambda sh, sw, *args, **kwargs: sh == 1 and sw == 1)
+    return request.param
+
+
+@pytest.mark.parametrize("case", STRIDE_ONE_CASES, ids=lambda c: "x{}w{}p{}d{}g{}".format(
+    "x".join(map(str, c[0])), "x".join(map(str, c[1])), *(f"{a}{b}" for a, b in c[3:5]), c[5]))
+@pytest.mark.parametrize("max_workspace_mb", [None, 1e-6], ids=["whole", "chunked"])
+def test_each_input_grad_method_matches_finite_differences(case, max_workspace_mb,
+                                                           input_grad_method):
+    x_shape, w_shape, stride, padding, dilation, groups, has_bias = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal(w_shape)
+    y, cache = conv2d_forward(x, weight, None, stride, padding, dilation, groups,
+                              max_workspace_mb=max_workspace_mb)
+    assert cache.geometry.wide
+    dy = rng.standard_normal(y.shape)
+    dx, _, _ = conv2d_backward(dy, cache)
+
+    def loss():
+        return projected_sum(conv2d_forward(x, weight, None, stride, padding, dilation,
+                                            groups)[0], dy)
+
+    check_gradients(loss, {"x": x}, {"x": dx}, eps=1e-6, tol=1e-7)
+
+
+def test_input_grad_methods_agree_on_a_lenet_sized_layer(monkeypatch):
+    """The row fold and col2im give the same dx (float64, to rounding) on benchmark layer (b)
+    at a small batch, including a repeated call through the same workspace (the row fold
+    keeps zero columns between calls)."""
+    import convtrain.engine.conv as conv_module
+    from convtrain.engine.workspace import Workspace
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 6, 14, 14))
+    weight = rng.standard_normal((16, 6, 5, 5))
+    results = {}
+    for method in ("col2im", "row_fold"):
+        monkeypatch.setattr(conv_module, "_INPUT_GRAD_METHOD", method)
+        ws = Workspace()
+        for dy_seed in (0, 1):
+            y, cache = conv2d_forward(x, weight, None, workspace=ws)
+            dy = np.random.default_rng(dy_seed).standard_normal(y.shape)
+            results[method, dy_seed] = conv2d_backward(dy, cache)[0]
+    for dy_seed in (0, 1):
+        np.testing.assert_allclose(results["row_fold", dy_seed], results["col2im", dy_seed],
+                                   rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_is_preserved(dtype):
     rng = np.random.default_rng(0)
