@@ -67,21 +67,35 @@ CONV_CASES = {
 SETTLE_S = 0.15  # > OpenBLAS's ~0.1 s busy-wait after a GEMM (see the module docstring)
 
 
+BLOCK_S = 0.1  # a block of calls lasts at least this long (steady state, see alternate)
+
+
 def alternate(fns: dict[str, Callable[[], None]], repeats: int, block: int = 3,
               warmup: int = 2) -> dict[str, list[float]]:
-    """Time each callable ``repeats`` rounds; a round runs ``block`` calls of each side in
+    """Time each callable ``repeats`` rounds; a round runs a block of calls of each side in
     turn, recording all but the first call of the block, after a pause that lets the other
-    side's spinning threads go to sleep."""
-    for _ in range(warmup):
-        for fn in fns.values():
+    side's spinning threads go to sleep.
+
+    A block has at least ``block`` calls and lasts at least ``BLOCK_S``: with only 3 calls of
+    a 2-5 ms case, most recorded calls ran right after the 0.15 s pause, with the second CPU
+    just woken from idle (on this VM a thread wake-up costs ~50 us and the idle vCPU's caches
+    are cold), which measures a cold start rather than the steady state a training loop runs
+    in; that penalised whichever side uses more threads, and made the small cases' medians
+    swing by 2x between runs."""
+    calls: dict[str, int] = {}
+    for k, fn in fns.items():
+        t0 = time.perf_counter()
+        for _ in range(warmup):
             fn()
+        per_call = (time.perf_counter() - t0) / max(1, warmup)
+        calls[k] = max(block, min(200, int(BLOCK_S / max(per_call, 1e-6)) + 1))
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             if len(fns) > 1:
                 time.sleep(SETTLE_S)
             fn()  # warm-up call after switching sides
-            for _ in range(block - 1):
+            for _ in range(calls[k] - 1):
                 t0 = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)
@@ -192,9 +206,11 @@ class PeakRSS:
 
 
 # ----------------------------------------------------------------------------- cases
-def bench_conv(repeats: int, peak: float | None) -> list[dict]:
+def bench_conv(repeats: int, peak: float | None, cases: str = "abcde") -> list[dict]:
     rows = []
     for name, (cin, cout, hw, k, s, p, n) in CONV_CASES.items():
+        if name[0] not in cases:
+            continue
         rng = np.random.default_rng(0)
         x = rng.standard_normal((n, cin, hw, hw), dtype=np.float32)
         layer = Conv2d(cin, cout, k, stride=s, padding=p, rng=rng)
@@ -455,6 +471,7 @@ def main() -> None:
     parser.add_argument("--only", default="gemm,conv,pool,step,epoch,memory",
                         help="comma list of: gemm, conv, pool, step, epoch, memory")
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--conv-cases", default="abcde", help="which conv cases, e.g. 'bd'")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per side for 'epoch'")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--memory-limits", default="none,256,64",
@@ -501,7 +518,7 @@ def main() -> None:
         peak = sgemm_peak(args.repeats)
         print(f"sgemm peak (NumPy 2048^3 float32): {peak:.1f} GFLOP/s", flush=True)
     if "conv" in parts:
-        bench_conv(args.repeats, peak)
+        bench_conv(args.repeats, peak, args.conv_cases)
     if "pool" in parts:
         bench_pool(args.repeats)
     if "step" in parts:
