@@ -4,6 +4,11 @@ Both directions loop over the ``kh*kw`` kernel offsets and work on whole strided
 ``x_padded[:, :, i::sh, j::sw]`` (each of shape ``(N, C, oh, ow)``): a running ``maximum`` over
 those slices was ~9x faster than an argmax over materialised windows.
 
+Windows that tile the input (kernel == stride) take the max over rows first, on contiguous
+image rows (:func:`_tiled_max`); 2x2 float32 pools also route the gradient on whole rows when
+no window has a tied maximum (:func:`_tiled_2x2_backward`): (64, 64, 32, 32) fwd+bwd
+14.7 -> 11.5 ms on 2 threads.
+
 Max pooling splits the batch between the engine's threads (:mod:`convtrain.engine.parallel`;
 samples are independent), and its backward pass skips zero-filling ``dx`` when the windows tile
 the input exactly (every element is then written once).
@@ -75,6 +80,9 @@ def maxpool2d_forward(x: Any, kernel_size: Any, stride: Any,
     xp = array_module(x)
     x_padded = pad_hw(x, geometry.padding, value=-float("inf"))
     y = xp.empty((x.shape[0], x.shape[1], *geometry.out_hw), dtype=x.dtype)
+    if _tiles(geometry, x_padded.shape):
+        _tiled_max(x_padded, y, geometry)
+        return y, MaxPoolCache(x_padded, y, geometry)
 
     def pool(a: int, b: int) -> None:
         offsets = geometry.offsets()
@@ -86,6 +94,79 @@ def maxpool2d_forward(x: Any, kernel_size: Any, stride: Any,
 
     run_split(pool, int(x.shape[0]), x_padded.nbytes + y.nbytes, xp)
     return y, MaxPoolCache(x_padded, y, geometry)
+
+
+def _tiles(geometry: PoolGeometry, padded_shape: tuple[int, ...]) -> bool:
+    """Windows that tile the padded input exactly (kernel == stride, no remainder)."""
+    (kh, kw), (sh, sw), (oh, ow) = geometry.kernel_size, geometry.stride, geometry.out_hw
+    return ((kh, kw) == (sh, sw) and padded_shape[2] == oh * kh
+            and padded_shape[3] == ow * kw)
+
+
+def _tiled_max(x_padded: Any, y: Any, geometry: PoolGeometry) -> None:
+    """Forward max for tiling windows, rows first: the max over each window's ``kh`` rows
+    reads whole image rows (contiguous), leaving ``kw``-strided slices only for the second,
+    ``kh`` times smaller step (2x2 on (128, 6, 28, 28): 0.42 -> 0.37 ms). The max is exact,
+    so the order of the reduction does not change ``y``."""
+    xp = array_module(x_padded)
+    (kh, kw), (oh, ow) = geometry.kernel_size, geometry.out_hw
+    wp = x_padded.shape[3]
+
+    def pool(a: int, b: int) -> None:
+        xs = x_padded[a:b]
+        rows = xp.empty((b - a, xs.shape[1], oh, wp), dtype=xs.dtype)
+        xp.copyto(rows, xs[:, :, 0::kh])
+        for i in range(1, kh):
+            xp.maximum(rows, xs[:, :, i::kh], out=rows)
+        part = y[a:b]
+        xp.copyto(part, rows[..., 0::kw])
+        for j in range(1, kw):
+            xp.maximum(part, rows[..., j::kw], out=part)
+
+    run_split(pool, int(x_padded.shape[0]), x_padded.nbytes + y.nbytes, xp)
+
+
+def _pair_repeat_float32(a: Any, xp: Any) -> Any:
+    """``a`` (float32, ``(..., w)``) with every element repeated twice along the last axis:
+    ``(..., 2w)``, as ``np.repeat(a, 2, axis=-1)`` but 3x faster. Each float32's 32 bits are
+    written into both halves of a 64-bit integer (``v * (2**32 + 1)``), which, viewed as two
+    float32s, is the pair ``(v, v)`` on either byte order. Bit-exact (NaN payloads included)."""
+    wide = xp.empty(a.shape, dtype=xp.uint64)
+    xp.copyto(wide, a.view(xp.uint32), casting="unsafe")
+    xp.multiply(wide, xp.uint64(0x100000001), out=wide)
+    return wide.view(xp.float32)
+
+
+def _tiled_2x2_backward(dy: Any, cache: MaxPoolCache, dx_padded: Any) -> bool:
+    """Backward of a 2x2, stride-2 float32 pool that tiles its input, when no window has a
+    tied maximum: then the gradient goes to every input equal to its window's max, and that
+    test runs on whole image rows (contiguous) against ``y`` and ``dy`` repeated pairwise
+    (``_pair_repeat_float32``) instead of on four stride-2 slices with the tie bookkeeping
+    of the general path (LeNet-5's pools, backward: (128, 6, 28, 28) 0.95 -> ~0.75 ms,
+    (128, 16, 10, 10) 0.78 -> ~0.45 ms).
+
+    Returns False (``dx_padded`` then holds garbage) when some window has two or more
+    inputs equal to its max, or a NaN max: the caller reruns the general path, which routes
+    such a window's gradient to its first maximum only (PyTorch's rule)."""
+    x_padded, y = cache.x_padded, cache.y
+    xp = array_module(dy)
+    n = int(dy.shape[0])
+    matched = [0] * n  # per part start: how many inputs equal their window's max
+
+    def route(a: int, b: int) -> None:
+        y2, dy2 = _pair_repeat_float32(y[a:b], xp), _pair_repeat_float32(dy[a:b], xp)
+        hit = xp.empty(y2.shape, dtype=bool)
+        count = 0
+        for r in (0, 1):
+            xp.equal(x_padded[a:b, :, r::2], y2, out=hit)
+            count += int(xp.count_nonzero(hit))
+            xp.multiply(hit, dy2, out=dx_padded[a:b, :, r::2])
+        matched[a] = count
+
+    run_split(route, n, 2 * x_padded.nbytes, xp)
+    # Every window's max equals at least one of its inputs (NaN aside): exactly one match per
+    # window means no ties (and no NaN max, which matches nothing).
+    return sum(matched) == y.size
 
 
 def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
@@ -110,6 +191,9 @@ def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
     tiling = ((kh, kw) == (sh, sw) and x_padded.shape[2] == oh * sh
               and x_padded.shape[3] == ow * sw)
     dx_padded = (xp.empty if tiling else xp.zeros)(x_padded.shape, dtype=dy.dtype)
+    if (tiling and (kh, kw) == (2, 2) and dy.dtype == xp.float32
+            and _tiled_2x2_backward(dy, cache, dx_padded)):
+        return _unpad(dx_padded, geometry)
 
     def route(a: int, b: int) -> None:
         xs, ys, dys, dxs = x_padded[a:b], y[a:b], dy[a:b], dx_padded[a:b]
