@@ -199,6 +199,7 @@ class EngineConfig:
     max_workspace_mb: Optional[float] = 256.0  # conv scratch cap; larger batches run in chunks; null = no cap
     num_threads: int = 2  # threads for copies/elementwise work (1 = off); BLAS keeps its own
     keep_freed_memory: bool = True  # glibc keeps freed memory: no page faults per step, RSS stays at peak
+    pin_threads: bool = True  # pin engine threads to CPUs when the process has exactly num_threads CPUs
 
 
 @dataclasses.dataclass

@@ -147,6 +147,7 @@ def check_engine(e: Mapping[str, Any]) -> dict[str, Any]:
         "max_workspace_mb": check_workspace_mb(e.get("max_workspace_mb"), "engine.max_workspace_mb"),
         "num_threads": validate.positive_int("engine.num_threads", e.get("num_threads")),
         "keep_freed_memory": validate.boolean("engine.keep_freed_memory", e.get("keep_freed_memory")),
+        "pin_threads": validate.boolean("engine.pin_threads", e.get("pin_threads", True)),
     }
 
 
@@ -156,6 +157,7 @@ def apply_engine_settings(settings: Mapping[str, Any]) -> None:
 
     engine.set_max_workspace_mb(settings["max_workspace_mb"])
     engine.set_num_threads(settings["num_threads"])
+    engine.set_pin_threads(settings["pin_threads"])
     if settings["keep_freed_memory"]:
         engine.keep_freed_memory()
 

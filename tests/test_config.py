@@ -222,21 +222,30 @@ def test_bad_engine_settings_name_the_key(override, message):
     assert message in check_error(override)
 
 
+def test_engine_switches_must_be_booleans():
+    assert "engine.pin_threads: Value 'sometimes' is not a valid bool" in composition_error(
+        "engine.pin_threads=sometimes")
+
+
 def test_engine_settings_are_applied_for_the_run():
     from convtrain import engine
 
     before = (engine.get_max_workspace_mb(), engine.get_num_threads())
     try:
         plan = preflight.check(make_cfg("engine.max_workspace_mb=32", "engine.num_threads=1",
-                                        "engine.keep_freed_memory=false"))
+                                        "engine.keep_freed_memory=false",
+                                        "engine.pin_threads=false"))
         preflight.apply_engine_settings(plan.engine)
         assert engine.get_max_workspace_mb() == 32.0 and engine.get_num_threads() == 1
+        assert engine.get_pin_threads() is False
         plan = preflight.check(make_cfg("engine.max_workspace_mb=null"))
         preflight.apply_engine_settings(plan.engine)
         assert engine.get_max_workspace_mb() is None and engine.get_num_threads() == 2
+        assert engine.get_pin_threads() is True
     finally:
         engine.set_max_workspace_mb(before[0])
         engine.set_num_threads(before[1])
+        engine.set_pin_threads(True)
 
 
 def test_layer_appended_after_the_logits_is_warned_about(caplog):

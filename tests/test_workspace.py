@@ -4,6 +4,7 @@ Under a workspace limit the convolution processes the batch in chunks of samples
 the im2col columns in the backward pass); results must not depend on the chunking, reused
 buffers must not leak between calls, and the scratch memory must respect the limit.
 """
+import os
 import tracemalloc
 
 import numpy as np
@@ -251,3 +252,48 @@ def test_marked_buffers_keep_their_zeros_and_reset_on_layout_change():
             want = (y2, *conv2d_backward(dy, cache2)[:2])
             for a, b in zip(got, want):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and 2 CPUs")
+def test_threads_are_pinned_only_when_the_process_has_exactly_num_threads_cpus():
+    """With exactly 2 allowed CPUs and 2 engine threads, the worker runs on its own CPU and
+    the caller stays off it during a parallel section (an unpinned worker woken by the caller
+    was measured sharing the caller's CPU for ~45 ms after idle); the caller's own affinity is
+    restored afterwards. With more CPUs than threads, or pin_threads off, nothing is pinned."""
+    from convtrain.engine.parallel import run_parts, set_pin_threads
+
+    original = os.sched_getaffinity(0)
+    two = set(sorted(original)[:2])
+    seen = {}
+
+    def record(k, a, b):
+        seen[k] = os.sched_getaffinity(0)
+
+    previous_threads = get_num_threads()
+    try:
+        os.sched_setaffinity(0, two)
+        set_num_threads(2)  # a fresh pool, planned for the 2 allowed CPUs
+        run_parts(record, [(0, 1), (1, 2)])
+        worker_cpu = max(two)
+        assert seen[1] == {worker_cpu}
+        assert seen[0] == two - {worker_cpu}
+        assert os.sched_getaffinity(0) == two  # restored after the section
+
+        set_pin_threads(False)
+        seen.clear()
+        run_parts(record, [(0, 1), (1, 2)])
+        assert seen[0] == two and seen[1] == two
+
+        if len(original) > 2:  # more CPUs than engine threads: never pinned
+            os.sched_setaffinity(0, original)
+            set_pin_threads(True)
+            seen.clear()
+            run_parts(record, [(0, 1), (1, 2)])
+            assert seen[0] == original and seen[1] == original
+        with pytest.raises(ConfigError, match="pin_threads"):
+            set_pin_threads("yes")
+    finally:
+        os.sched_setaffinity(0, original)
+        set_pin_threads(True)
+        set_num_threads(previous_threads)

@@ -21,7 +21,8 @@ from convtrain.engine.dense import dense_backward, dense_forward
 from convtrain.engine.dropout import dropout_backward, dropout_forward
 from convtrain.engine.im2col import col2im, conv_output_size, im2col, pair, resolve_padding
 from convtrain.engine.losses import log_softmax, softmax_cross_entropy
-from convtrain.engine.parallel import get_num_threads, set_num_threads
+from convtrain.engine.parallel import (get_num_threads, get_pin_threads, set_num_threads,
+                                       set_pin_threads)
 from convtrain.engine.pool import (
     avgpool2d_backward,
     avgpool2d_forward,
@@ -47,6 +48,7 @@ __all__ = [
     "dropout_forward",
     "get_max_workspace_mb",
     "get_num_threads",
+    "get_pin_threads",
     "im2col",
     "keep_freed_memory",
     "leaky_relu_backward",
@@ -60,6 +62,7 @@ __all__ = [
     "resolve_padding",
     "set_max_workspace_mb",
     "set_num_threads",
+    "set_pin_threads",
     "sigmoid_backward",
     "sigmoid_forward",
     "softmax_cross_entropy",
