@@ -109,8 +109,27 @@ def test_maxpool_ties_go_to_the_first_maximum_only(geometry, dtype):
     assert lost <= tol * np.abs(dy).sum(dtype=np.float64)
 
 
-def test_maxpool_single_tie_in_a_large_float32_batch_falls_back_exactly():
-    """One tied window among thousands (the fast 2x2 path would route its gradient twice)."""
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_2x2_every_tie_pattern_routes_to_the_first_maximum(dtype):
+    """All 15 ways the maxima of a 2x2 window can fall on its four inputs (a, b / c, d), one
+    window each, side by side in one image row pair: the gradient reaches only the first
+    maximum in row-major order."""
+    patterns = [p for p in itertools.product((0, 1), repeat=4) if any(p)]
+    x = np.zeros((1, 1, 2, 2 * len(patterns)), dtype=dtype)
+    for w, pattern in enumerate(patterns):
+        x[0, 0, :, 2 * w:2 * w + 2] = np.reshape(pattern, (2, 2)) * 2.0 - 1.0
+    y, cache = maxpool2d_forward(x, 2, 2)
+    dy = np.arange(1, len(patterns) + 1, dtype=dtype).reshape(y.shape)
+    dx = maxpool2d_backward(dy, cache)
+    np.testing.assert_array_equal(dx, naive_maxpool(x, dy, (2, 2), (2, 2), (0, 0))[1])
+    for w, pattern in enumerate(patterns):
+        first = pattern.index(1)
+        window = dx[0, 0, :, 2 * w:2 * w + 2].ravel()
+        assert window[first] == w + 1 and np.count_nonzero(window) == 1
+
+
+def test_maxpool_single_tie_in_a_large_float32_batch_is_routed_once():
+    """One tied window among thousands (routing on whole rows must still pick one input)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 3, 12, 10)).astype(np.float32)
     x[2, 1, 4, 7] = x[2, 1, 5, 6]  # same window (rows 4-5, cols 6-7): tie unless it is not the max
