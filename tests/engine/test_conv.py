@@ -151,6 +151,37 @@ def test_each_input_grad_method_matches_finite_differences(case, max_workspace_m
     check_gradients(loss, {"x": x}, {"x": dx}, eps=1e-6, tol=1e-7)
 
 
+@pytest.mark.parametrize("case", [c for c in GRAD_CASES if c[5] == 1] + [
+    ((3, 1, 9, 9), (4, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, True)],  # one channel: narrow
+    ids=lambda c: "x{}w{}s{}".format("x".join(map(str, c[0])), "x".join(map(str, c[1])),
+                                    "".join(map(str, c[2]))))
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_per_sample_gemms_match_the_batch_gemm_with_layout_copies(case, input_grad,
+                                                                  monkeypatch):
+    """Narrow-column layers run one GEMM per sample (no layout copies); the batch GEMM path
+    must give the same output and gradients (float64, to rounding). Finite differences
+    check the per-sample path (the default) in test_backward_matches_finite_differences."""
+    import convtrain.engine.conv as conv_module
+
+    x_shape, w_shape, stride, padding, dilation, groups, has_bias = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal(w_shape)
+    bias = rng.standard_normal(w_shape[0]) if has_bias else None
+    results = {}
+    for per_sample in (True, False):
+        monkeypatch.setattr(conv_module, "_PER_SAMPLE_GEMM", per_sample)
+        y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
+        assert not cache.geometry.wide
+        dy = np.random.default_rng(6).standard_normal(y.shape)
+        results[per_sample] = (y, *conv2d_backward(dy, cache, input_grad=input_grad))
+    for a, b in zip(results[True], results[False]):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_input_grad_methods_agree_on_a_lenet_sized_layer(monkeypatch):
     """The row fold and col2im give the same dx (float64, to rounding) on benchmark layer (b)
     at a small batch, including a repeated call through the same workspace (the row fold
