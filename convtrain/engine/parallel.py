@@ -49,14 +49,21 @@ def set_num_threads(n: int) -> None:
 
     Does not change the BLAS thread count (use threadpoolctl or OPENBLAS_NUM_THREADS for that).
     """
-    global _num_threads, _pool
+    global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"engine num_threads must be a positive int, got {n!r}")
     with _lock:
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
+        _drop_pool()
         _num_threads = n
+
+
+def _drop_pool() -> None:
+    """Shut the pool down (caller holds ``_lock``): the next parallel section starts a new one
+    with the current settings."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
 
 
 #: Pin the engine's threads to CPUs when the process may run on exactly ``num_threads`` CPUs
@@ -78,17 +85,16 @@ def set_pin_threads(pin: bool) -> None:
     choice of CPUs is left to the kernel (processes sharing a large machine would otherwise
     all pin to the same ones). The calling thread is only kept off the workers' CPUs inside
     the engine's parallel sections; its affinity is restored when each section ends."""
-    global _pin_threads, _pool
+    global _pin_threads
     if not isinstance(pin, bool):
         raise ConfigError(f"engine pin_threads must be true or false, got {pin!r}")
     with _lock:
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
+        _drop_pool()
         _pin_threads = pin
 
 
 def get_pin_threads() -> bool:
+    """Whether pinning is enabled (it applies only as :func:`set_pin_threads` describes)."""
     return _pin_threads
 
 
