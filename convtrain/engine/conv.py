@@ -42,11 +42,11 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
   adds fold them, instead of ``C*kh*kw`` column-gradient rows and ``kh*kw`` adds. Layer (b)
   fwd+bwd 4.4 -> 3.3 ms. This machine's copies are bound by memory bandwidth (a second thread
   adds nothing to a 2.6 MB im2col), so moving fewer bytes is what pays.
-* **Per-sample GEMMs for narrow columns** (strided or one-channel layers, no groups;
-  :func:`_per_sample_gemms`): each sample's ``(F, oh*ow)`` result is written straight into
-  ``y`` and ``dY`` is used as given, saving the layout copies. LeNet-5 conv1 in training
-  (batch 128, no ``dx``) fwd+bwd 5.56 -> 4.10 ms; (a) 0.95x, (e) and a strided 16->32 layer
-  unchanged.
+* **Per-sample GEMMs for narrow columns** (NumPy, no groups, fewer column rows than output
+  pixels; :func:`_per_sample_gemms`): each sample's ``(F, oh*ow)`` result is written straight
+  into ``y`` and ``dY`` is used as given, saving the layout copies. Time, per-sample / batch
+  GEMM: LeNet-5 conv1 in training (batch 128, no ``dx``) 0.74 (5.56 -> 4.10 ms), (a) 0.95, a
+  16->32 3x3 stride-2 layer 0.93, (e) 1.01.
 * Cache-sized sub-chunks inside a part were measured and lost
   (256 KiB-2 MiB: up to 3x slower on (a)/(b), per-call overhead of the kh*kw loops), so a part
   is one piece.
@@ -381,7 +381,7 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
     n, L = g.n, g.length
     cols = ws.get("cols", (g.rows, n * L), x.dtype, xp)
 
-    per_sample = _per_sample_gemms(g, groups)
+    per_sample = _per_sample_gemms(g, groups, xp)
 
     def part(k: int, a: int, b: int) -> None:
         c_part = _cols_view(cols, a, b, L)
@@ -400,18 +400,23 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
     run_parts(part, split_ranges(n, parts))
     return cols
 
-#: Narrow-column convolutions (strided, or one input channel) without groups run one GEMM
-#: per sample, whose ``(F, oh*ow)`` result IS the sample's output (and whose ``dY`` operand is
-#: the sample's gradient as given), instead of one GEMM over the batch plus layout copies
-#: between ``(F, n*oh*ow)`` and ``(n, F, oh, ow)`` (see :func:`_per_sample_gemms`).
+#: Narrow-column convolutions may run one GEMM per sample, whose ``(F, oh*ow)`` result IS the
+#: sample's output (and whose ``dY`` operand is the sample's gradient as given), instead of one
+#: GEMM over the batch plus layout copies between ``(F, n*oh*ow)`` and ``(n, F, oh, ow)``
+#: (see :func:`_per_sample_gemms`; False turns them off, for tests).
 _PER_SAMPLE_GEMM = True
 
 
-def _per_sample_gemms(g: ConvGeometry, groups: int) -> bool:
-    """Whether the parts run per-sample GEMMs (narrow columns, no groups). The layout copies
-    they save run with a second thread's memory traffic on the same bus (LeNet-5 conv1 in the
-    training step, per part: output copy 0.29 ms, dY gather 0.27 ms)."""
-    return _PER_SAMPLE_GEMM and not g.wide and groups == 1
+def _per_sample_gemms(g: ConvGeometry, groups: int, xp: Any) -> bool:
+    """Whether the parts run per-sample GEMMs: NumPy (CuPy's matmul copies strided operands,
+    so there it would add copies instead of saving them), narrow columns, no groups, and
+    fewer column rows ``C*kh*kw`` than output pixels ``oh*ow``. The layout copies saved are
+    ``F*oh*ow`` per sample each way; the per-sample dW shares (summed afterwards) cost
+    ``F*C*kh*kw`` each and the GEMMs get shorter, so deep layers on small images lose: time,
+    per-sample / batch GEMM, 128->256 3x3 stride 2 on 8x8 (rows 1152, pixels 16) 1.85,
+    (d) 64->128 3x3 16x16 (rows 576, pixels 256) 1.02; LeNet-5 conv1 (25, 784) 0.74."""
+    return (_PER_SAMPLE_GEMM and xp is np and not g.wide and groups == 1
+            and g.rows < g.oh * g.ow)
 
 
 def _per_sample_view(xp: Any, c_part: Any, n: int, length: int) -> Any:
@@ -479,8 +484,9 @@ def _use_row_fold(g: ConvGeometry) -> bool:
     the rule compares the rows of memory traffic (copy: read + write; fold: write, read, RMW)
     and takes the fold when it moves under 3/4 of col2im's. Measured fwd+bwd, row fold /
     col2im (2 cores, float32, interleaved medians): (b) 6->16 5x5 b64 0.76, the same at b128
-    0.83, 16->16 3x3 28x28 0.83 (traffic 0.56 of col2im's: chosen); (c) 0.99 and (d) 1.04
-    (traffic 0.78: not chosen); 3->16 3x3 1.09 (traffic 1.5: not chosen)."""
+    0.83, 16->16 3x3 28x28 0.83 (traffic 0.56 of col2im's: chosen); (c) 32->64 3x3 0.99
+    (traffic 0.78: not chosen); 3->16 3x3 1.09 (traffic 1.5: not chosen). ((d) has narrow
+    columns, so neither applies there.)"""
     if not g.wide or _INPUT_GRAD_METHOD == "col2im":
         return False
     if _INPUT_GRAD_METHOD == "row_fold":
@@ -532,16 +538,22 @@ def _row_fold_dx(xp: Any, dy_mat: Any, w_fold: Any, dx: Any, n0: int, g: ConvGeo
     rows = ws.get(f"dx_rows{suffix}", (g.c * g.kh, n * lq), dy_mat.dtype, xp)
     _gemm(xp, w_fold, shifted, rows, groups)
     # Fold the kh row offsets in (C, n, Hp*Wp) order (each add reads its rows contiguously),
-    # then one transposing copy gives (N, C, H, W).
+    # then one transposing copy gives (N, C, H, W). Channels are independent: split between
+    # the engine's threads (inline inside a batch part).
     acc = ws.get(f"dx_padded{suffix}", (g.c, n, g.hp * g.wp), dy_mat.dtype, xp)
     src_rows = _flat_view(xp, rows, (g.c, g.kh, n, lq), (g.kh * n * lq, n * lq, lq, 1))
-    acc[:, :, :lq] = src_rows[:, 0]
-    acc[:, :, lq:] = 0
-    for i in range(1, g.kh):
-        start = i * g.dh * g.wp
-        acc[:, :, start:start + lq] += src_rows[:, i]
-    padded = acc.reshape(g.c, n, g.hp, g.wp)
-    dx[n0:n0 + n] = padded[:, :, g.ph:g.ph + g.h, g.pw:g.pw + g.w].transpose(1, 0, 2, 3)
+
+    def fold(a: int, b: int) -> None:
+        part = acc[a:b]
+        part[:, :, :lq] = src_rows[a:b, 0]
+        part[:, :, lq:] = 0
+        for i in range(1, g.kh):
+            start = i * g.dh * g.wp
+            part[:, :, start:start + lq] += src_rows[a:b, i]
+        padded = part.reshape(b - a, n, g.hp, g.wp)
+        dx[n0:n0 + n, a:b] = padded[:, :, g.ph:g.ph + g.h, g.pw:g.pw + g.w].transpose(1, 0, 2, 3)
+
+    run_split(fold, g.c, 2 * acc.nbytes + rows.nbytes, xp)
 
 
 def conv2d_backward(dy: Any, cache: ConvCache,
@@ -647,7 +659,7 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: An
     dw_parts = ws.get("dw_parts", (p - 1,) + dw_mat.shape, dtype, xp) if p > 1 else None
     db_parts = (ws.get("db_parts", (p, filters), dtype, xp) if dbias is not None else None)
 
-    per_sample = _per_sample_gemms(g, groups)
+    per_sample = _per_sample_gemms(g, groups, xp)
 
     def part(k: int, a: int, b: int) -> None:
         m = b - a

@@ -99,7 +99,8 @@ def get_pin_threads() -> bool:
 
 
 def _plan_pinning() -> tuple[set[int], list[int]] | None:
-    """CPUs for the caller and each worker, or None when pinning does not apply."""
+    """CPUs for the caller and each worker, or None when pinning does not apply. The allowed
+    set is the calling thread's (the process's, unless someone narrowed that thread's own)."""
     if not _pin_threads or _num_threads < 2 or not hasattr(os, "sched_setaffinity"):
         return None
     try:
@@ -132,7 +133,11 @@ def _pin_worker() -> None:
 
 @contextmanager
 def _caller_off_worker_cpus() -> Iterator[None]:
-    """Keep the calling thread off the workers' CPUs for the block (pinning only)."""
+    """Keep the calling thread off the workers' CPUs for the block (pinning only).
+
+    A thread started inside the block inherits the restricted affinity for good; the engine's
+    own workers re-pin themselves (:func:`_pin_worker`), and nothing else is started from
+    inside a parallel section."""
     if _pinning is None:
         yield
         return

@@ -1,8 +1,8 @@
 """Max and average pooling with PyTorch semantics (floor output size, no ceil_mode).
 
-Both directions loop over the ``kh*kw`` kernel offsets and work on whole strided slices
-``x_padded[:, :, i::sh, j::sw]`` (each of shape ``(N, C, oh, ow)``): a running ``maximum`` over
-those slices was ~9x faster than an argmax over materialised windows.
+In general both directions loop over the ``kh*kw`` kernel offsets and work on whole strided
+slices ``x_padded[:, :, i::sh, j::sw]`` (each of shape ``(N, C, oh, ow)``): a running ``maximum``
+over those slices was ~9x faster than an argmax over materialised windows.
 
 Windows that tile the input (kernel == stride) take the max over rows first, on contiguous
 image rows (:func:`_tiled_max`); 2x2 float32 pools also route the gradient on whole rows,
@@ -132,7 +132,7 @@ def _pair_repeat_float32(a: Any, xp: Any) -> Any:
     written into both halves of a 64-bit integer (``v * (2**32 + 1)``), which, viewed as two
     float32s, is the pair ``(v, v)`` on either byte order. Bit-exact (NaN payloads included)."""
     wide = xp.empty(a.shape, dtype=xp.uint64)
-    xp.copyto(wide, a.view(xp.uint32), casting="unsafe")
+    xp.copyto(wide, a.view(xp.uint32))
     xp.multiply(wide, xp.uint64(0x100000001), out=wide)
     return wide.view(xp.float32)
 
@@ -165,10 +165,10 @@ def _tiled_2x2_backward(dy: Any, cache: MaxPoolCache, dx_padded: Any) -> None:
         top, bottom = (h.view(xp.uint16) for h in hits)  # one integer per window and row
         scratch = xp.empty(top.shape, dtype=xp.uint16)
         for marks in (top, bottom):  # keep only the first mark of each row
-            onto_second(marks, 8, out=scratch)
+            onto_second(marks, xp.uint16(8), out=scratch)
             xp.invert(scratch, out=scratch)
             xp.bitwise_and(marks, scratch, out=marks)
-        xp.equal(top, 0, out=scratch)  # 1 where the top row has no max
+        xp.equal(top, xp.uint16(0), out=scratch)  # 1 where the top row has no max
         xp.multiply(bottom, scratch, out=bottom)
         for r in (0, 1):
             xp.multiply(hits[r], dy2, out=dx_padded[a:b, :, r::2])
@@ -198,7 +198,7 @@ def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
     tiling = ((kh, kw) == (sh, sw) and x_padded.shape[2] == oh * sh
               and x_padded.shape[3] == ow * sw)
     dx_padded = (xp.empty if tiling else xp.zeros)(x_padded.shape, dtype=dy.dtype)
-    if tiling and (kh, kw) == (2, 2) and dy.dtype == xp.float32:
+    if tiling and (kh, kw) == (2, 2) and dy.dtype == y.dtype == xp.float32:
         _tiled_2x2_backward(dy, cache, dx_padded)
         return _unpad(dx_padded, geometry)
 

@@ -141,6 +141,8 @@ def test_each_input_grad_method_matches_finite_differences(case, max_workspace_m
     y, cache = conv2d_forward(x, weight, None, stride, padding, dilation, groups,
                               max_workspace_mb=max_workspace_mb)
     assert cache.geometry.wide
+    # one sample is never split into chunks; more are, one at a time, under 1e-6 MiB
+    assert (cache.cols is None) == (max_workspace_mb is not None and x_shape[0] > 1)
     dy = rng.standard_normal(y.shape)
     dx, _, _ = conv2d_backward(dy, cache)
 
@@ -151,10 +153,18 @@ def test_each_input_grad_method_matches_finite_differences(case, max_workspace_m
     check_gradients(loss, {"x": x}, {"x": dx}, eps=1e-6, tol=1e-7)
 
 
-@pytest.mark.parametrize("case", [c for c in GRAD_CASES if c[5] == 1] + [
-    ((3, 1, 9, 9), (4, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, True)],  # one channel: narrow
-    ids=lambda c: "x{}w{}s{}".format("x".join(map(str, c[0])), "x".join(map(str, c[1])),
-                                    "".join(map(str, c[2]))))
+PER_SAMPLE_CASES = [  # narrow columns with fewer column rows than output pixels
+    ((2, 2, 12, 11), (3, 2, 3, 3), (2, 2), (1, 1), (1, 1), 1, True),
+    ((2, 3, 13, 10), (4, 3, 2, 3), (2, 1), (0, 1), (1, 1), 1, False),
+    ((1, 2, 15, 14), (3, 2, 3, 3), (2, 2), (1, 1), (2, 2), 1, True),  # dilation
+    ((3, 1, 9, 9), (4, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, True),  # one channel
+]
+
+
+@pytest.mark.parametrize("case", PER_SAMPLE_CASES,
+                         ids=lambda c: "x{}w{}s{}".format("x".join(map(str, c[0])),
+                                                         "x".join(map(str, c[1])),
+                                                         "".join(map(str, c[2]))))
 @pytest.mark.parametrize("input_grad", [True, False])
 def test_per_sample_gemms_match_the_batch_gemm_with_layout_copies(case, input_grad,
                                                                   monkeypatch):
@@ -172,7 +182,7 @@ def test_per_sample_gemms_match_the_batch_gemm_with_layout_copies(case, input_gr
     for per_sample in (True, False):
         monkeypatch.setattr(conv_module, "_PER_SAMPLE_GEMM", per_sample)
         y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
-        assert not cache.geometry.wide
+        assert conv_module._per_sample_gemms(cache.geometry, groups, np) is per_sample
         dy = np.random.default_rng(6).standard_normal(y.shape)
         results[per_sample] = (y, *conv2d_backward(dy, cache, input_grad=input_grad))
     for a, b in zip(results[True], results[False]):

@@ -69,8 +69,8 @@ def _distinct_values(shape, rng):
     return (rng.permutation(size) * 0.01 + rng.uniform(0, 0.001, size)).reshape(shape) - 1.0
 
 
-# float32 2x2 pools that tile their input take a faster backward path when no window has a
-# tied maximum (random normal inputs); inputs with ties must fall back to the general path.
+# float32 2x2 pools that tile their input take a faster backward path (whole image rows, ties
+# resolved with bit operations); float64 and other windows take the general one.
 DTYPES = [np.float64, np.float32]
 
 
@@ -129,16 +129,28 @@ def test_maxpool_2x2_every_tie_pattern_routes_to_the_first_maximum(dtype):
 
 
 def test_maxpool_single_tie_in_a_large_float32_batch_is_routed_once():
-    """One tied window among thousands (routing on whole rows must still pick one input)."""
+    """One tied window among 32k, in a batch large enough to be split between the engine's
+    threads: routing on whole rows must still pick one input, the first maximum."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((4, 3, 12, 10)).astype(np.float32)
-    x[2, 1, 4, 7] = x[2, 1, 5, 6]  # same window (rows 4-5, cols 6-7): tie unless it is not the max
-    x[2, 1, 4, 6] = x[2, 1, 5, 7] = x[2, 1, 5, 6] - 1
+    x = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
+    # window (rows 4-5, cols 6-7) of sample 9, channel 1: its max appears twice, at (4, 7)
+    # and (5, 6), the other two inputs are smaller
+    x[9, 1, 4, 7] = x[9, 1, 5, 6] = 5.0
+    x[9, 1, 4, 6] = x[9, 1, 5, 7] = 4.0
     y, cache = maxpool2d_forward(x, 2, 2)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = maxpool2d_backward(dy, cache)
     np.testing.assert_array_equal(dx, naive_maxpool(x, dy, (2, 2), (2, 2), (0, 0))[1])
-    assert dx[2, 1, 4, 7] == dy[2, 1, 2, 3] and dx[2, 1, 5, 6] == 0
+    assert dx[9, 1, 4, 7] == dy[9, 1, 2, 3] and dx[9, 1, 5, 6] == 0
+
+
+def test_maxpool_2x2_with_float32_gradient_of_a_float64_input_takes_the_general_path():
+    x = np.random.default_rng(8).standard_normal((2, 3, 6, 8))
+    y, cache = maxpool2d_forward(x, 2, 2)
+    dy = np.ones(y.shape, dtype=np.float32)
+    dx = maxpool2d_backward(dy, cache)
+    np.testing.assert_array_equal(dx, naive_maxpool(x, dy.astype(np.float64), (2, 2), (2, 2),
+                                                    (0, 0))[1])
 
 
 def test_maxpool_all_equal_window_routes_to_top_left():
