@@ -53,7 +53,12 @@ def _few_samples_limit(case):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("chunking", ["one sample", "a few"])
-def test_chunked_equals_unchunked(case, chunking):
+@pytest.mark.parametrize("threshold", [None, 0], ids=["whole-alone", "whole-parts"])
+def test_chunked_equals_unchunked(case, chunking, threshold, monkeypatch):
+    import convtrain.engine.conv as conv_module
+
+    if threshold is not None:  # the unchunked run as batch parts on the engine's threads
+        monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", threshold)
     limit_mb = 1e-6 if chunking == "one sample" else _few_samples_limit(case)
     whole, cache_whole = _run(case, None)
     chunked, cache_chunked = _run(case, limit_mb)
@@ -159,9 +164,13 @@ def test_global_setting_and_validation():
         Conv2d(1, 2, 3, max_workspace_mb=0, where="model.layers.conv1")
 
 
-def test_thread_setting_and_ranges():
+def test_thread_setting_and_ranges(monkeypatch):
+    import convtrain.engine.conv as conv_module
+
     assert split_ranges(5, 2) == [(0, 2), (2, 5)]
     assert split_ranges(1, 4) == [(0, 1)]
+    # batch parts even for this small case (they are kept for >= 1 MiB of columns a part)
+    monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", 0)
     previous = get_num_threads()
     try:
         single, _ = _run(CASES[2], None)
@@ -297,3 +306,27 @@ def test_threads_are_pinned_only_when_the_process_has_exactly_num_threads_cpus()
         os.sched_setaffinity(0, original)
         set_pin_threads(True)
         set_num_threads(previous_threads)
+
+
+def test_small_convolutions_run_on_the_calling_thread_large_ones_as_parts(monkeypatch):
+    """The threshold that keeps small work on one thread (waking a second one costs more)."""
+    import convtrain.engine.conv as conv_module
+    from convtrain.engine import parallel
+
+    calls = []
+    monkeypatch.setattr(conv_module, "run_parts",
+                        lambda fn, ranges: (calls.append(("parts", len(ranges))),
+                                            parallel.run_parts(fn, ranges)))
+    monkeypatch.setattr(conv_module, "run_alone",
+                        lambda fn, ranges: (calls.append(("alone", len(ranges))),
+                                            parallel.run_alone(fn, ranges)))
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    for n, expected in ((8, ("alone", 1)), (64, ("parts", min(2, get_num_threads())))):
+        calls.clear()
+        x = rng.standard_normal((n, 6, 14, 14)).astype(np.float32)
+        y, cache = conv2d_forward(x, weight)
+        conv2d_backward(np.ones_like(y), cache)
+        if not parallel.can_run_parts():  # one thread or no threadpoolctl: always one piece
+            expected = ("parts", 1)
+        assert calls == [expected, expected]

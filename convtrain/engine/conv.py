@@ -61,8 +61,8 @@ import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
 from convtrain.backend import array_module
 from convtrain.engine._checks import require_float, require_ndim, require_same_dtype, require_shape
 from convtrain.engine.im2col import output_hw, pair
-from convtrain.engine.parallel import (can_run_parts, get_num_threads, run_parts, run_split,
-                                       split_ranges)
+from convtrain.engine.parallel import (can_run_parts, get_num_threads, run_alone, run_parts,
+                                       run_split, split_ranges)
 from convtrain.engine.workspace import (Workspace, check_workspace_mb, get_max_workspace_mb,
                                         scratch_or)
 from convtrain.errors import ConfigError
@@ -334,7 +334,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
     y = xp.empty((n, filters, oh, ow), dtype=x.dtype)
     bias4 = None if bias is None else bias.reshape(filters, 1, 1, 1)
     if keep_cols and n > 0:
-        cols = _forward_parts(x, w_mat, bias4, y, g, ws, groups, _num_parts(g, xp))
+        cols = _forward_parts(x, w_mat, bias4, y, g, ws, groups,
+                              *_plan_parts(g, xp, x.dtype.itemsize))
         cache = ConvCache(None, cols, weight, g, bias is not None, groups, chunk, ws,
                           ws.next_generation())
         return y, cache
@@ -360,6 +361,25 @@ def _num_parts(g: ConvGeometry, xp: Any) -> int:
     return min(get_num_threads(), g.n)
 
 
+#: Below this many bytes of im2col columns per batch part, a convolution runs on the calling
+#: thread alone (single-threaded BLAS, copies not split): waking a second thread and sharing
+#: the memory bus with it cost more than it saves. Measured fwd+bwd, one thread / two parts
+#: (2 cores, float32): layer (b) at batch 16 (0.62 MB a part) 0.89, 24 (0.93 MB) 1.02, 32
+#: (1.25 MB) 1.03; (a) at batch 8 (0.30 MB) 0.62, 16 (0.60 MB) 0.80, 32 (1.2 MB) 1.19;
+#: (c) at batch 2 (1.19 MB) 1.47.
+_MIN_PART_COLUMN_BYTES = 1 << 20
+
+
+def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int) -> tuple[int, bool]:
+    """``(parts, alone)``: the batch parts of a whole-batch convolution, and whether its one
+    part runs on the calling thread alone (:data:`_MIN_PART_COLUMN_BYTES`)."""
+    parts = _num_parts(g, xp)
+    per_part = -(-g.n // parts) if parts > 1 else g.n
+    if parts > 1 and g.rows * g.length * per_part * itemsize < _MIN_PART_COLUMN_BYTES:
+        return 1, True
+    return parts, False
+
+
 #: Run whole-batch convolutions as batch parts on the engine's threads (each part: padding,
 #: im2col, a single-threaded GEMM, bias + layout) instead of one multi-threaded GEMM between
 #: thread-split copies. See :func:`_forward_parts`.
@@ -372,7 +392,7 @@ def _cols_view(mat: Any, a: int, b: int, length: int) -> Any:
 
 
 def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: Workspace,
-                   groups: int, parts: int) -> Any:
+                   groups: int, parts: int, alone: bool = False) -> Any:
     """Whole-batch forward: samples split into ``parts`` ranges, each run start to end on its
     own thread with a single-threaded BLAS (pad, im2col into the kept columns, GEMM into a
     per-thread buffer, bias + transpose into ``y``).
@@ -397,7 +417,7 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
         _gemm(xp, w_mat, c_part, y_part, groups)
         _write_output(xp, y_part, y, a, b, g, bias4)
 
-    run_parts(part, split_ranges(n, parts))
+    (run_alone if alone else run_parts)(part, split_ranges(n, parts))
     return cols
 
 #: Narrow-column convolutions may run one GEMM per sample, whose ``(F, oh*ow)`` result IS the
@@ -591,7 +611,8 @@ def conv2d_backward(dy: Any, cache: ConvCache,
     dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dtype) if input_grad else None
     w_fold = _row_fold_weight(xp, weight, groups) if input_grad and _use_row_fold(g) else None
     if cache.cols is not None and g.n > 0:
-        _backward_parts(dy, cache, w_t, w_fold, dw_mat, dbias, dx, _num_parts(g, xp))
+        _backward_parts(dy, cache, w_t, w_fold, dw_mat, dbias, dx,
+                        *_plan_parts(g, xp, dy.dtype.itemsize))
         return dx, dweight, dbias
     for n0 in range(0, g.n, cache.chunk):
         n1 = min(g.n, n0 + cache.chunk)
@@ -645,7 +666,7 @@ def _gather_dy(xp: Any, dy: Any, n0: int, n1: int, dy_mat: Any, g: ConvGeometry,
 
 
 def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: Any, dbias: Any,
-                    dx: Any, parts: int) -> None:
+                    dx: Any, parts: int, alone: bool = False) -> None:
     """Whole-batch backward with kept columns, split into batch parts like the forward pass
     (one per thread): each part gathers its ``dY`` columns, computes its share of ``dW`` /
     ``db`` and its samples of ``dx`` (by the row fold when ``w_fold`` is given, else column
@@ -684,7 +705,7 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: An
         _grouped_dcols(xp, w_t, dy_part, dc_part, groups)
         _col2im_chunk(dc_part, dx, a, g, ws, f"dx_padded{k}")
 
-    run_parts(part, ranges)
+    (run_alone if alone else run_parts)(part, ranges)
     if dw_parts is not None:
         for k in range(p - 1):
             dw_mat += dw_parts[k]

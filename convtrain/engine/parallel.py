@@ -248,6 +248,15 @@ def _run_nested(fn: Callable[..., Any], *args: Any) -> None:
         _local.nested = previous
 
 
+def run_alone(fn: Callable[[int, int, int], Any], ranges: Sequence[tuple[int, int]]) -> None:
+    """Call ``fn(k, start, stop)`` for each range on the calling thread only: the BLAS
+    single-threaded and :func:`run_split` inline (work too small to be worth a second thread,
+    whose wake-up and memory traffic would cost more than it saves)."""
+    with blas_single_thread():
+        for k, (lo, hi) in enumerate(ranges):
+            _run_nested(fn, k, lo, hi)
+
+
 def run_parts(fn: Callable[[int, int, int], Any], ranges: Sequence[tuple[int, int]]) -> None:
     """Call ``fn(k, start, stop)`` for each ``ranges[k]``, one part per engine thread, with
     the BLAS single-threaded (each part runs its own GEMMs) and :func:`run_split` inline

@@ -60,7 +60,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}x{}s{}p{}d{}g{}b{}".format(
     *c[:7], *(f"{a}{b}" for a, b in c[7:10]), c[10], int(c[11])))
-def test_forward_matches_scipy_correlate(case):
+def test_forward_matches_scipy_correlate(case, threading_mode):
     n, c, h, w, f, kh, kw, stride, padding, dilation, groups, has_bias = case
     rng = np.random.default_rng(hash(case) % 2**32)
     x = rng.standard_normal((n, c, h, w))
@@ -70,6 +70,18 @@ def test_forward_matches_scipy_correlate(case):
     expected = scipy_conv2d(x, weight, bias, stride, padding, dilation, groups)
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture(params=["alone", "parts"])
+def threading_mode(request, monkeypatch):
+    """Run a test both ways a whole-batch convolution can run: on the calling thread alone
+    (what these small test batches get by default) and as batch parts on the engine's threads
+    (forced by dropping the size threshold; what large batches get)."""
+    import convtrain.engine.conv as conv_module
+
+    if request.param == "parts":
+        monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", 0)
+    return request.param
 
 
 GRAD_CASES = [  # (x_shape, weight_shape, stride, padding, dilation, groups, bias)
@@ -82,7 +94,7 @@ GRAD_CASES = [  # (x_shape, weight_shape, stride, padding, dilation, groups, bia
 
 
 @pytest.mark.parametrize("case", GRAD_CASES)
-def test_backward_matches_finite_differences(case):
+def test_backward_matches_finite_differences(case, threading_mode):
     x_shape, w_shape, stride, padding, dilation, groups, has_bias = case
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape)
@@ -133,7 +145,7 @@ def input_grad_method(request, monkeypatch):
     "x".join(map(str, c[0])), "x".join(map(str, c[1])), *(f"{a}{b}" for a, b in c[3:5]), c[5]))
 @pytest.mark.parametrize("max_workspace_mb", [None, 1e-6], ids=["whole", "chunked"])
 def test_each_input_grad_method_matches_finite_differences(case, max_workspace_mb,
-                                                           input_grad_method):
+                                                           input_grad_method, threading_mode):
     x_shape, w_shape, stride, padding, dilation, groups, has_bias = case
     rng = np.random.default_rng(11)
     x = rng.standard_normal(x_shape)
@@ -167,7 +179,7 @@ PER_SAMPLE_CASES = [  # narrow columns with fewer column rows than output pixels
                                                          "".join(map(str, c[2]))))
 @pytest.mark.parametrize("input_grad", [True, False])
 def test_per_sample_gemms_match_the_batch_gemm_with_layout_copies(case, input_grad,
-                                                                  monkeypatch):
+                                                                  monkeypatch, threading_mode):
     """Narrow-column layers run one GEMM per sample (no layout copies); the batch GEMM path
     must give the same output and gradients (float64, to rounding). Finite differences
     check the per-sample path (the default) in test_backward_matches_finite_differences."""
