@@ -173,7 +173,7 @@ def _tiled_2x2_backward(dy: Any, cache: MaxPoolCache, dx_padded: Any) -> None:
         for r in (0, 1):
             xp.multiply(hits[r], dy2, out=dx_padded[a:b, :, r::2])
 
-    run_split(route, int(dy.shape[0]), 2 * x_padded.nbytes, xp)
+    run_split(route, int(dy.shape[0]), x_padded.nbytes + y.nbytes, xp)
 
 
 def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
@@ -225,7 +225,7 @@ def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
             elif t + 1 < len(offsets):
                 unassigned ^= hit  # hit is a subset of unassigned: xor clears exactly those
 
-    run_split(route, int(dy.shape[0]), 2 * x_padded.nbytes, xp)
+    run_split(route, int(dy.shape[0]), x_padded.nbytes + y.nbytes, xp)
     return _unpad(dx_padded, geometry)
 
 

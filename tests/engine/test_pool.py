@@ -128,9 +128,12 @@ def test_maxpool_2x2_every_tie_pattern_routes_to_the_first_maximum(dtype):
         assert window[first] == w + 1 and np.count_nonzero(window) == 1
 
 
-def test_maxpool_single_tie_in_a_large_float32_batch_is_routed_once():
-    """One tied window among 32k, in a batch large enough to be split between the engine's
-    threads: routing on whole rows must still pick one input, the first maximum."""
+def test_maxpool_single_tie_in_a_large_float32_batch_is_routed_once(monkeypatch):
+    """One tied window among 32k, the batch split between the engine's threads: routing on
+    whole rows must still pick one input, the first maximum."""
+    from convtrain.engine import parallel
+
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)  # split whatever the size
     rng = np.random.default_rng(5)
     x = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
     # window (rows 4-5, cols 6-7) of sample 9, channel 1: its max appears twice, at (4, 7)
