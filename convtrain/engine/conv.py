@@ -30,9 +30,9 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
   OpenBLAS GEMM between thread-split copies (2 cores): fwd+bwd (c) 98 -> 90 ms, (d) 72 ->
   60 ms, (e) 84 -> 65 ms, and the LeNet-5 step ~18 -> ~14.5 ms, because no OpenBLAS worker is
   woken (it would busy-wait ~0.1 s on the second core after every GEMM, starving the engine's
-  own thread). Small standalone layers lose a little ((a), (b): ~+10-20%), since some small
-  GEMM shapes (e.g. 6x25 outputs over 57k-long sums) do not run faster on two concurrent
-  threads. Without threadpoolctl the old path runs (the copies split between threads).
+  own thread). Work under 1 MiB of columns a part runs on the calling thread alone instead
+  (:data:`_MIN_PART_COLUMN_BYTES`; a thread wake-up costs ~50 us and the two threads share
+  the memory bus). Without threadpoolctl the old path runs (the copies split between threads).
 * **Persistent zeros.** The zero border of the padded input and the zero "garbage" columns of
   ``dY`` in wide layout live in per-layer buffers that are only rewritten when the layout
   changes (:meth:`~convtrain.engine.workspace.Workspace.get_marked`).
