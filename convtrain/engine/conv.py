@@ -3,6 +3,8 @@
 Forward:  ``Y_mat (F, n*L) = W_mat (F, C*kh*kw) @ cols (C*kh*kw, n*L)`` per chunk of ``n``
 samples. Backward: ``dW_mat += dY_mat @ cols.T`` and ``dcols = W_mat.T @ dY_mat`` folded back by
 a col2im. Grouped convolutions run one GEMM per group on the group's contiguous block of rows.
+Stride-1 layers may instead run on kernel-row columns (:mod:`convtrain.engine.conv_rows`); the
+geometry and the strided views between layouts live in :mod:`convtrain.engine.conv_layout`.
 
 Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
 
@@ -42,6 +44,13 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
   adds fold them, instead of ``C*kh*kw`` column-gradient rows and ``kh*kw`` adds. Layer (b)
   fwd+bwd 4.4 -> 3.3 ms. This machine's copies are bound by memory bandwidth (a second thread
   adds nothing to a 2.6 MB im2col), so moving fewer bytes is what pays.
+* **Kernel-row columns** (stride 1, no groups, when they move less memory; see
+  :func:`_use_row_columns` and :mod:`~convtrain.engine.conv_rows`): only ``C*kh`` column rows
+  are copied, the ``kw`` column offsets folded out of the forward GEMM's ``F*kw`` result rows,
+  and ``dW`` comes from the shifted ``dY`` that the row-fold input gradient builds anyway.
+  fwd+bwd vs im2col: (b) at batch 128 0.95, a 16->16 3x3 layer on 28x28 0.87.
+* **A head start for the calling thread** (:func:`_part_ranges`): its batch part is longer by
+  about one thread wake-up of work, so both parts end together ((b) fwd+bwd ~4 % faster).
 * **Per-sample GEMMs for narrow columns** (NumPy, no groups, fewer column rows than output
   pixels; :func:`_per_sample_gemms`): each sample's ``(F, oh*ow)`` result is written straight
   into ``y`` and ``dY`` is used as given, saving the layout copies. Time, per-sample / batch
@@ -59,7 +68,10 @@ from typing import Any, NamedTuple
 import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
 
 from convtrain.backend import array_module
+from convtrain.engine import conv_rows
 from convtrain.engine._checks import require_float, require_ndim, require_same_dtype, require_shape
+from convtrain.engine.conv_layout import (ConvGeometry, cols_view, flat_view, gather_dy,
+                                          grouped_gemm, padded_chunk, valid_view)
 from convtrain.engine.im2col import output_hw, pair
 from convtrain.engine.parallel import (can_run_parts, get_num_threads, run_alone, run_parts,
                                        run_split, split_ranges)
@@ -77,39 +89,6 @@ _OP = "conv2d"
 _TARGET_CHUNK_BYTES: int | None = None
 
 
-class ConvGeometry(NamedTuple):
-    """Sizes of one convolution call (all ints)."""
-
-    n: int
-    c: int
-    h: int
-    w: int
-    filters: int
-    kh: int
-    kw: int
-    sh: int
-    sw: int
-    ph: int
-    pw: int
-    dh: int
-    dw: int
-    oh: int
-    ow: int
-    wide: bool  # stride 1: columns are flat shifts of rows of width wp (see module notes)
-    length: int  # columns per sample: (oh-1)*wp + ow when wide, else oh*ow
-
-    @property
-    def hp(self) -> int:
-        return self.h + 2 * self.ph
-
-    @property
-    def wp(self) -> int:
-        return self.w + 2 * self.pw
-
-    @property
-    def rows(self) -> int:
-        """Column rows of ALL channels (``C*kh*kw``)."""
-        return self.c * self.kh * self.kw
 
 
 class ConvCache(NamedTuple):
@@ -124,6 +103,7 @@ class ConvCache(NamedTuple):
     chunk: int  # samples per chunk
     workspace: Workspace  # scratch buffers (the layer's, or throw-away ones)
     generation: int  # the workspace generation this cache's buffers belong to
+    method: str = "im2col"  # "im2col", or "rows": kernel-row columns (conv_rows), cols = them
 
 
 def _check_groups(groups: Any, in_channels: int, weight_shape: tuple[int, ...]) -> int:
@@ -144,15 +124,21 @@ def _check_groups(groups: Any, in_channels: int, weight_shape: tuple[int, ...]) 
     return int(groups)
 
 
-def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any) -> int:
+def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any,
+                row_columns: bool = False) -> int:
     """Samples per chunk: as many as fit both the cache target and the workspace limit
     (at least one: a single sample larger than the limit still runs, one at a time)."""
     # Scratch per sample: columns, Y and dY in GEMM layout, the padded input and the padded dx
     # accumulator; keeping the columns for the backward pass (one chunk) adds their gradient
     # buffer, while recomputing them lets the gradient reuse the column buffer.
     common = 2 * g.filters * g.length + 2 * g.c * g.hp * g.wp
-    if _use_row_fold(g):  # shifted dY rows and folded rows instead of the column gradient
-        dx_rows = (g.filters * g.kw + g.c * g.kh) * _row_fold_length(g)
+    if row_columns:
+        # kernel-row columns (+ ones), the F*kw-row GEMM result, the folded output, shifted
+        # dY and the dx rows; all per sample and the same whether kept or recomputed
+        rows = (2 * g.c * g.kh + 1 + 2 * g.filters * g.kw + g.filters) * g.row_length
+        per_sample_kept = per_sample_chunked = itemsize * (rows + 2 * g.c * g.hp * g.wp)
+    elif _use_row_fold(g):  # shifted dY rows and folded rows instead of the column gradient
+        dx_rows = (g.filters * g.kw + g.c * g.kh) * g.row_length
         per_sample_kept = itemsize * (g.rows * g.length + dx_rows + common)
         per_sample_chunked = per_sample_kept
     else:
@@ -189,60 +175,30 @@ def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int,
     return extra * filters < 8
 
 
-def _flat_view(xp: Any, a: Any, shape: tuple[int, ...], strides_items: tuple[int, ...]) -> Any:
-    """A strided view of ``a``'s memory with strides given in ITEMS (NumPy and CuPy)."""
-    item = a.itemsize
-    return xp.lib.stride_tricks.as_strided(a, shape=shape,
-                                           strides=tuple(s * item for s in strides_items))
 
 
-def _padded_chunk(x: Any, n0: int, n1: int, g: ConvGeometry, ws: Workspace,
-                  name: str = "x_padded") -> Any:
-    """``x[n0:n1]`` zero-padded to ``(n, C, Hp, Wp)``, C-contiguous (a scratch buffer, or
-    ``x[n0:n1]`` itself when nothing needs padding)."""
-    xp = array_module(x)
-    part = x[n0:n1]
-    if g.ph == 0 and g.pw == 0 and part.flags.c_contiguous:
-        return part
-    # The zero border survives between calls (only the interior is written): it is zeroed
-    # again only when the buffer or its layout changed.
-    buf, fresh = ws.get_marked(name, (n1 - n0, g.c, g.hp, g.wp), x.dtype, xp,
-                               ("x_padded", n1 - n0, g.c, g.hp, g.wp, g.ph, g.pw))
-    ph, pw, h, w = g.ph, g.pw, g.h, g.w
-
-    def fill(a: int, b: int) -> None:
-        # Only the border is zeroed (when fresh): the interior is overwritten right after.
-        dst = buf[a:b]
-        if fresh and ph:
-            dst[:, :, :ph] = 0
-            dst[:, :, ph + h:] = 0
-        if fresh and pw:
-            dst[:, :, ph:ph + h, :pw] = 0
-            dst[:, :, ph:ph + h, pw + w:] = 0
-        dst[:, :, ph:ph + h, pw:pw + w] = part[a:b]
-
-    run_split(fill, n1 - n0, 2 * buf.nbytes, xp)
-    return buf
 
 
-def _im2col_chunk(xpad: Any, out: Any, g: ConvGeometry) -> None:
-    """Write the columns of the padded chunk ``xpad (n, C, Hp, Wp)`` into ``out (rows, n*L)``."""
+def _im2col_chunk(xpad: Any, cols: Any, g: ConvGeometry, col0: int = 0) -> None:
+    """Write the columns of the padded chunk ``xpad (n, C, Hp, Wp)`` (C-contiguous) into
+    columns ``col0:col0 + n*L`` of the C-contiguous ``cols (rows, >= n*L)``."""
     xp = array_module(xpad)
     n = xpad.shape[0]
-    s_n, s_c, s_h, s_w = (s // xpad.itemsize for s in xpad.strides)
-    r = out.strides[0] // out.itemsize  # row stride: n*L, or more for a column slice
+    s_n, s_c, s_h, s_w = g.c * g.hp * g.wp, g.hp * g.wp, g.wp, 1
+    r = cols.shape[1]
     kk = g.kh * g.kw
+    out = cols[:, col0:col0 + n * g.length]
     if g.wide:
-        # s_h == wp * s_w here (xpad is C-contiguous), so a row shift is a flat shift.
-        src = _flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.length),
-                         (s_c, g.dh * s_h, g.dw * s_w, s_n, s_w))
-        dst = _flat_view(xp, out, (g.c, g.kh, g.kw, n, g.length),
-                         (kk * r, g.kw * r, r, g.length, 1))
+        # s_h == wp * s_w (xpad is C-contiguous), so a row shift is a flat shift.
+        src = flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.length),
+                        (s_c, g.dh * s_h, g.dw * s_w, s_n, s_w))
+        dst = flat_view(xp, cols, (g.c, g.kh, g.kw, n, g.length),
+                        (kk * r, g.kw * r, r, g.length, 1), col0)
     else:
-        src = _flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.oh, g.ow),
-                         (s_c, g.dh * s_h, g.dw * s_w, s_n, g.sh * s_h, g.sw * s_w))
-        dst = _flat_view(xp, out, (g.c, g.kh, g.kw, n, g.oh, g.ow),
-                         (kk * r, g.kw * r, r, g.oh * g.ow, g.ow, 1))
+        src = flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.oh, g.ow),
+                        (s_c, g.dh * s_h, g.dw * s_w, s_n, g.sh * s_h, g.sw * s_w))
+        dst = flat_view(xp, cols, (g.c, g.kh, g.kw, n, g.oh, g.ow),
+                        (kk * r, g.kw * r, r, g.oh * g.ow, g.ow, 1), col0)
 
     def copy(a: int, b: int) -> None:
         xp.copyto(dst[:, :, :, a:b], src[:, :, :, a:b])
@@ -255,7 +211,7 @@ def _write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry
     """Samples ``n0:n1`` of ``y`` ``(N, F, oh, ow)`` from their GEMM result ``y_mat``
     ``(F, n*L)``: one pass drops wide columns' garbage, adds the bias ``(F, 1, 1, 1)`` (or None)
     and transposes (F, n) -> (n, F), split over the engine threads along F."""
-    src = _valid_view(xp, y_mat, g, n1 - n0)
+    src = valid_view(xp, y_mat, g, n1 - n0)
     dst = y[n0:n1].transpose(1, 0, 2, 3)
 
     def finish(f0: int, f1: int) -> None:
@@ -267,22 +223,6 @@ def _write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry
     run_split(finish, g.filters, 2 * dst.size * y.dtype.itemsize, xp)
 
 
-def _valid_view(xp: Any, mat: Any, g: ConvGeometry, n: int) -> Any:
-    """``(F', n, oh, ow)`` view of the real outputs inside a ``(F', n*L)`` GEMM result."""
-    r = mat.strides[0] // mat.itemsize  # n*L, or more for a column slice
-    if not g.wide:
-        return _flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (r, g.oh * g.ow, g.ow, 1))
-    return _flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (r, g.length, g.wp, 1))
-
-
-def _gemm(xp: Any, a: Any, b: Any, out: Any, groups: int) -> None:
-    """``out = a @ b`` per group: ``a`` and ``out`` split by rows, ``b`` by rows too."""
-    if groups == 1:
-        xp.matmul(a, b, out=out)
-        return
-    ra, rb = a.shape[0] // groups, b.shape[0] // groups
-    for k in range(groups):
-        xp.matmul(a[k * ra:(k + 1) * ra], b[k * rb:(k + 1) * rb], out=out[k * ra:(k + 1) * ra])
 
 
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
@@ -328,7 +268,10 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
 
     xp = array_module(x)
     ws = scratch_or(workspace)
-    chunk = _chunk_size(g, x.dtype.itemsize, max_workspace_mb)
+    row_columns = _use_row_columns(g, groups)
+    chunk = _chunk_size(g, x.dtype.itemsize, max_workspace_mb, row_columns)
+    if row_columns:
+        return _row_columns_forward(x, weight, bias, g, ws, chunk)
     keep_cols = chunk >= n
     w_mat = weight.reshape(filters, per_group * kh * kw)
     y = xp.empty((n, filters, oh, ow), dtype=x.dtype)
@@ -344,21 +287,21 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
         n1 = min(n, n0 + chunk)
         m = n1 - n0
         cols = ws.get("cols", (g.rows, m * g.length), x.dtype, xp)
-        _im2col_chunk(_padded_chunk(x, n0, n1, g, ws), cols, g)
+        _im2col_chunk(padded_chunk(x, n0, n1, g, ws), cols, g)
         y_mat = ws.get("y_mat", (filters, m * g.length), x.dtype, xp)
-        _gemm(xp, w_mat, cols, y_mat, groups)
+        grouped_gemm(xp, w_mat, cols, y_mat, groups)
         _write_output(xp, y_mat, y, n0, n1, g, bias4)
     cache = ConvCache(x, None, weight, g, bias is not None, groups, chunk, ws,
                       ws.next_generation())
     return y, cache
 
 
-def _num_parts(g: ConvGeometry, xp: Any) -> int:
-    """How many batch parts run side by side on the engine's threads (1: one piece, with the
-    copies split between threads and a multi-threaded BLAS GEMM)."""
-    if xp is not np or g.n < 2 or not _USE_PARTS or not can_run_parts():
+def _num_parts(n: int, xp: Any) -> int:
+    """How many batch parts of ``n`` samples run side by side on the engine's threads (1: one
+    piece, with the copies split between threads and a multi-threaded BLAS GEMM)."""
+    if xp is not np or n < 2 or not _USE_PARTS or not can_run_parts():
         return 1
-    return min(get_num_threads(), g.n)
+    return min(get_num_threads(), n)
 
 
 #: Below this many bytes of im2col columns per batch part, a convolution runs on the calling
@@ -370,14 +313,53 @@ def _num_parts(g: ConvGeometry, xp: Any) -> int:
 _MIN_PART_COLUMN_BYTES = 1 << 20
 
 
-def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int) -> tuple[int, bool]:
-    """``(parts, alone)``: the batch parts of a whole-batch convolution, and whether its one
-    part runs on the calling thread alone (:data:`_MIN_PART_COLUMN_BYTES`)."""
-    parts = _num_parts(g, xp)
-    per_part = -(-g.n // parts) if parts > 1 else g.n
+def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int,
+                n: int | None = None) -> tuple[int, bool]:
+    """``(parts, alone)``: the batch parts of a convolution over ``n`` samples (default: the
+    whole batch), and whether its one part runs on the calling thread alone
+    (:data:`_MIN_PART_COLUMN_BYTES`; the work is measured in im2col columns whichever column
+    layout runs, since it stands for the layer's size)."""
+    n = g.n if n is None else n
+    parts = _num_parts(n, xp)
+    per_part = -(-n // parts) if parts > 1 else n
     if parts > 1 and g.rows * g.length * per_part * itemsize < _MIN_PART_COLUMN_BYTES:
         return 1, True
     return parts, False
+
+
+#: Seconds of work the calling thread's batch part gets beyond an equal share. The calling
+#: thread starts on its part at once, the worker only after its wake-up (50-80 us on this VM,
+#: see parallel.py), and a caller that finishes first sleeps until the worker is done and then
+#: pays a wake-up itself; a head start of about one wake-up ends both parts together. Measured
+#: on layer (b) fwd+bwd at batch 64, 0/1/2/3/4 extra caller samples (one ~20 us forward):
+#: 2.46 / 2.40 / 2.40 / 2.33 / 2.36 ms. 0 turns it off.
+_CALLER_HEAD_START_S = 70e-6
+#: Work rate assumed to turn a sample's GEMM FLOPs into seconds for the head start (one thread,
+#: GEMMs and copies together: layer (b) runs at ~30-60 GFLOP/s a thread).
+_ASSUMED_FLOPS_PER_S = 40e9
+
+
+def _part_ranges(n0: int, n1: int, parts: int, g: ConvGeometry, groups: int,
+                 passes: int) -> list[tuple[int, int]]:
+    """Samples ``n0:n1`` cut into ``parts`` ranges, the first (the calling thread's) longer by
+    the samples that :data:`_CALLER_HEAD_START_S` of work takes (at most 1/8 of a part), the
+    others shorter by as many between them. ``passes``: GEMMs of forward size per sample (1
+    forward, 2 for a backward with the input gradient). Depends on the shapes only, so
+    results stay reproducible run to run."""
+    ranges = [(n0 + a, n0 + b) for a, b in split_ranges(n1 - n0, parts)]
+    if len(ranges) < 2 or _CALLER_HEAD_START_S <= 0:
+        return ranges
+    flops = 2.0 * passes * g.filters * (g.c // groups) * g.kh * g.kw * g.length
+    sizes = [b - a for a, b in ranges]
+    extra = min(int(_CALLER_HEAD_START_S * _ASSUMED_FLOPS_PER_S / max(flops, 1.0) + 0.5),
+                min(sizes[1:]) // 8 * (len(sizes) - 1))
+    sizes[0] += extra
+    for i in range(extra):
+        sizes[1 + i % (len(sizes) - 1)] -= 1
+    bounds = [n0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 #: Run whole-batch convolutions as batch parts on the engine's threads (each part: padding,
@@ -386,9 +368,6 @@ def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int) -> tuple[int, bool]:
 _USE_PARTS = True
 
 
-def _cols_view(mat: Any, a: int, b: int, length: int) -> Any:
-    """Columns ``a*length:b*length`` (samples ``a:b``) of a ``(rows, n*length)`` matrix."""
-    return mat[:, a * length:b * length]
 
 
 def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: Workspace,
@@ -404,20 +383,20 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
     per_sample = _per_sample_gemms(g, groups, xp)
 
     def part(k: int, a: int, b: int) -> None:
-        c_part = _cols_view(cols, a, b, L)
-        _im2col_chunk(_padded_chunk(x, a, b, g, ws, f"x_padded{k}"), c_part, g)
+        c_part = cols_view(cols, a, b, L)
+        _im2col_chunk(padded_chunk(x, a, b, g, ws, f"x_padded{k}"), cols, g, a * L)
         if per_sample:
             # One GEMM per sample writes (F, oh*ow) straight into y: no layout copy.
             y3 = y[a:b].reshape(b - a, g.filters, L)
-            xp.matmul(w_mat, _per_sample_view(xp, c_part, b - a, L), out=y3)
+            xp.matmul(w_mat, _per_sample_view(xp, cols, b - a, L, a * L), out=y3)
             if bias4 is not None:
                 xp.add(y3, bias4.reshape(g.filters, 1), out=y3)
             return
         y_part = ws.get(f"y_mat{k}", (g.filters, (b - a) * L), x.dtype, xp)
-        _gemm(xp, w_mat, c_part, y_part, groups)
+        grouped_gemm(xp, w_mat, c_part, y_part, groups)
         _write_output(xp, y_part, y, a, b, g, bias4)
 
-    (run_alone if alone else run_parts)(part, split_ranges(n, parts))
+    (run_alone if alone else run_parts)(part, _part_ranges(0, n, parts, g, groups, 1))
     return cols
 
 #: Narrow-column convolutions may run one GEMM per sample, whose ``(F, oh*ow)`` result IS the
@@ -439,10 +418,10 @@ def _per_sample_gemms(g: ConvGeometry, groups: int, xp: Any) -> bool:
             and g.rows < g.oh * g.ow)
 
 
-def _per_sample_view(xp: Any, c_part: Any, n: int, length: int) -> Any:
-    """``(n, rows, L)`` view of a ``(rows, n*L)`` column block (one matrix per sample)."""
-    r = c_part.strides[0] // c_part.itemsize
-    return _flat_view(xp, c_part, (n, c_part.shape[0], length), (length, r, 1))
+def _per_sample_view(xp: Any, mat: Any, n: int, length: int, col0: int = 0) -> Any:
+    """``(n, rows, L)`` view of columns ``col0:col0 + n*L`` of the C-contiguous
+    ``mat (rows, >= n*L)`` (one matrix per sample)."""
+    return flat_view(xp, mat, (n, mat.shape[0], length), (length, mat.shape[1], 1), col0)
 
 
 def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Workspace,
@@ -457,10 +436,10 @@ def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Workspace,
     r = dcols.strides[0] // dcols.itemsize
     kk = g.kh * g.kw
     if g.wide:
-        src = _flat_view(xp, dcols, (g.c, g.kh, g.kw, n, g.length),
+        src = flat_view(xp, dcols, (g.c, g.kh, g.kw, n, g.length),
                          (kk * r, g.kw * r, r, g.length, 1))
     else:
-        src = _flat_view(xp, dcols, (g.c, g.kh, g.kw, n, g.oh, g.ow),
+        src = flat_view(xp, dcols, (g.c, g.kh, g.kw, n, g.oh, g.ow),
                          (kk * r, g.kw * r, r, g.oh * g.ow, g.ow, 1))
     rows_last = g.sh * (g.oh - 1) + 1
     cols_last = g.sw * (g.ow - 1) + 1
@@ -514,66 +493,117 @@ def _use_row_fold(g: ConvGeometry) -> bool:
     return 4 * (2 * g.filters * g.kw + 3 * g.c * g.kh) < 3 * (3 * g.c * g.kh * g.kw)
 
 
-def _row_fold_length(g: ConvGeometry) -> int:
-    """Columns per sample of the shifted ``dY`` rows: ``L`` plus the largest column shift."""
-    return g.length + (g.kw - 1) * g.dw
-
-
-def _row_fold_weight(xp: Any, weight: Any, groups: int) -> Any:
-    """``W`` ``(F, C/g, kh, kw)`` rearranged for :func:`_row_fold_dx`: per group, rows
-    ``(c, i)`` and columns ``(f, j)`` of the group, the groups' blocks stacked by rows:
-    ``(C*kh, F/g*kw)``."""
-    filters, per_group, kh, kw = (int(s) for s in weight.shape)
-    fg = filters // groups
-    blocks = weight.reshape(groups, fg, per_group, kh, kw).transpose(0, 2, 3, 1, 4)
-    return xp.ascontiguousarray(blocks).reshape(groups * per_group * kh, fg * kw)
-
-
 def _row_fold_dx(xp: Any, dy_mat: Any, w_fold: Any, dx: Any, n0: int, g: ConvGeometry,
                  ws: Workspace, groups: int, suffix: str = "") -> None:
     """``dx[n0:n0+n]`` from ``dY`` in wide GEMM layout ``dy_mat`` ``(F, n*L)`` (garbage
-    columns zero), stride 1 only, without the ``(C*kh*kw, n*L)`` column gradient.
+    columns zero) by the row fold: ``kw`` shifted copies of ``dY`` as the GEMM's inner
+    dimension, ``kh`` shifted adds (see :mod:`convtrain.engine.conv_rows`)."""
+    shifted = conv_rows.shift_dy(xp, dy_mat, g, ws, suffix)
+    conv_rows.input_grad(xp, shifted, w_fold, dx, n0, g, ws, groups, suffix)
 
-    With ``p`` a flat position in the padded ``Hp x Wp`` image, the input gradient is
-    ``dx[c, p] = sum_{f,i,j} W[f,c,i,j] * dY[f, p - i*dh*Wp - j*dw]``. The column offsets
-    ``j`` go into the GEMM's inner dimension: rows ``(f, j)`` of ``shifted`` hold ``dY`` row
-    ``f`` shifted right by ``j*dw`` within each sample (``Lq = L + (kw-1)*dw`` columns, zero
-    where nothing lands), so ``rows (C*kh, n*Lq) = W_fold (C*kh, F*kw) @ shifted`` sums over
-    ``f`` and ``j``, and only the ``kh`` row offsets are left to fold with shifted adds. A
-    shift never carries a value into the next image row: it stays within the ``Wp - ow``
-    columns after each row's outputs, which are zero garbage columns of ``dY``."""
-    n = dy_mat.shape[1] // g.length
-    lq = _row_fold_length(g)
-    item = dy_mat.itemsize
-    shifted, fresh = ws.get_marked(f"dy_shifted{suffix}", (g.filters * g.kw, n * lq),
-                                   dy_mat.dtype, xp, ("dy_shifted", g, n))
-    if fresh:
-        shifted[...] = 0  # the columns no shift reaches stay zero across calls
-    r_src, r_dst = dy_mat.strides[0] // item, n * lq
-    # row (f, j), sample s, column t + j*dw  <-  dY row f, sample s, column t
-    dst = _flat_view(xp, shifted, (g.filters, g.kw, n, g.length),
-                     (g.kw * r_dst, r_dst + g.dw, lq, 1))
-    src = _flat_view(xp, dy_mat, (g.filters, g.kw, n, g.length), (r_src, 0, g.length, 1))
-    xp.copyto(dst, src)
-    rows = ws.get(f"dx_rows{suffix}", (g.c * g.kh, n * lq), dy_mat.dtype, xp)
-    _gemm(xp, w_fold, shifted, rows, groups)
-    # Fold the kh row offsets in (C, n, Hp*Wp) order (each add reads its rows contiguously),
-    # then one transposing copy gives (N, C, H, W). Channels are independent: split between
-    # the engine's threads (inline inside a batch part).
-    acc = ws.get(f"dx_padded{suffix}", (g.c, n, g.hp * g.wp), dy_mat.dtype, xp)
-    src_rows = _flat_view(xp, rows, (g.c, g.kh, n, lq), (g.kh * n * lq, n * lq, lq, 1))
 
-    def fold(a: int, b: int) -> None:
-        part = acc[a:b]
-        part[:, :, :lq] = src_rows[a:b, 0]
-        part[:, :, lq:] = 0
-        for i in range(1, g.kh):
-            start = i * g.dh * g.wp
-            part[:, :, start:start + lq] += src_rows[a:b, i]
-        padded = part.reshape(b - a, n, g.hp, g.wp)
-        dx[n0:n0 + n, a:b] = padded[:, :, g.ph:g.ph + g.h, g.pw:g.pw + g.w].transpose(1, 0, 2, 3)
+#: How a stride-1 (wide-column) convolution without groups lays out its columns: "auto" (by
+#: :func:`_use_row_columns`'s rule), "rows" (kernel-row columns) or "im2col" (tests force each).
+_COLUMNS_METHOD = "auto"
 
-    run_split(fold, g.c, 2 * acc.nbytes + rows.nbytes, xp)
+
+def _use_row_columns(g: ConvGeometry, groups: int) -> bool:
+    """Whether the convolution runs on kernel-row columns (:mod:`~convtrain.engine.conv_rows`)
+    instead of im2col columns: stride 1 with wide columns, no groups, and under 3/4 of
+    im2col's memory traffic.
+
+    Traffic per sample, in column rows: im2col writes ``C*kh*kw`` rows that the forward and
+    the ``dW`` GEMMs read again (3x); kernel-row columns are ``C*kh`` rows (3x as well), but
+    the forward GEMM writes ``F*kw`` rows that the fold reads back (2x). (The shifted ``dY``
+    both share when the input gradient takes the row fold.) Measured fwd+bwd, kernel-row /
+    im2col (2 cores, float32, interleaved medians): layer (b) 6->16 5x5 at batch 64 0.85
+    (traffic 0.56), at batch 128 0.91; 16->16 3x3 on 28x28 0.85 (0.56); (c) 32->64 3x3 1.01
+    (0.78: not chosen); 3->16 3x3 1.27 (1.5: not chosen)."""
+    if not g.wide or groups != 1 or _COLUMNS_METHOD == "im2col":
+        return False
+    if _COLUMNS_METHOD == "rows":
+        return True
+    return 4 * (3 * g.c * g.kh + 2 * g.filters * g.kw) < 3 * (3 * g.rows)
+
+
+def _run_ranges(fn: Any, n0: int, n1: int, g: ConvGeometry, xp: Any, itemsize: int,
+                passes: int) -> int:
+    """``fn(k, a, b)`` over samples ``n0:n1`` cut into batch parts (:func:`_plan_parts`,
+    :func:`_part_ranges` with ``passes`` GEMMs' worth of work a sample). Returns the number of
+    parts."""
+    parts, alone = _plan_parts(g, xp, itemsize, n1 - n0)
+    ranges = _part_ranges(n0, n1, parts, g, 1, passes)
+    (run_alone if alone else run_parts)(fn, ranges)
+    return len(ranges)
+
+
+def _row_columns_forward(x: Any, weight: Any, bias: Any, g: ConvGeometry, ws: Workspace,
+                         chunk: int) -> tuple[Any, ConvCache]:
+    """:func:`conv2d_forward` on kernel-row columns, chunk by chunk (one chunk: the whole
+    batch, whose columns are kept for the backward pass), each chunk as batch parts."""
+    xp = array_module(x)
+    has_bias = bias is not None
+    w_rows = conv_rows.forward_weight(xp, weight, bias)
+    rows, lq = conv_rows.column_rows(g, has_bias), g.row_length
+    y = xp.empty((g.n, g.filters, g.oh, g.ow), dtype=x.dtype)
+    columns = None
+    for n0 in range(0, g.n, chunk):
+        n1 = min(g.n, n0 + chunk)
+        columns = ws.get("cols", (rows, (n1 - n0) * lq), x.dtype, xp)
+
+        def part(k: int, a: int, b: int, n0: int = n0, columns: Any = columns) -> None:
+            c_part = cols_view(columns, a - n0, b - n0, lq)
+            conv_rows.fill_columns(xp, padded_chunk(x, a, b, g, ws, f"x_padded{k}"), columns,
+                                   (a - n0) * lq, g, has_bias)
+            conv_rows.forward(xp, c_part, w_rows, y, a, g, ws, str(k))
+
+        _run_ranges(part, n0, n1, g, xp, x.dtype.itemsize, 1)
+    keep = chunk >= g.n
+    cache = ConvCache(None if keep else x, columns if keep else None, weight, g, has_bias, 1,
+                      chunk, ws, ws.next_generation(), "rows")
+    return y, cache
+
+
+def _row_columns_backward(dy: Any, cache: ConvCache, dweight: Any, dbias: Any,
+                          dx: Any) -> None:
+    """:func:`conv2d_backward` on kernel-row columns: per batch part, ``dY`` gathered and
+    shifted, the part's ``dW``/``db`` shares (one GEMM against the columns, kept or recomputed
+    chunk by chunk) and ``dx`` by the row fold; the shares summed at the end."""
+    g, ws = cache.geometry, cache.workspace
+    xp = array_module(dy)
+    dtype = dy.dtype
+    rows, lq = conv_rows.column_rows(g, cache.has_bias), g.row_length
+    w_fold = conv_rows.fold_weight(xp, cache.weight, 1) if dx is not None else None
+    parts = _num_parts(min(g.n, cache.chunk), xp)
+    dw_shares = ws.get("dw_rows", (parts, g.filters * g.kw, g.c * g.kh), dtype, xp)
+    db_shares = ws.get("db_parts", (parts, g.filters), dtype, xp) if dbias is not None else None
+    dw_total = None
+    for n0 in range(0, g.n, cache.chunk):
+        n1 = min(g.n, n0 + cache.chunk)
+        columns = cache.cols
+        if columns is None:
+            columns = ws.get("cols", (rows, (n1 - n0) * lq), dtype, xp)
+
+        def part(k: int, a: int, b: int, n0: int = n0, columns: Any = columns) -> None:
+            c_part = cols_view(columns, a - n0, b - n0, lq)
+            if cache.cols is None:  # chunked: the forward pass did not keep the columns
+                conv_rows.fill_columns(xp, padded_chunk(cache.x, a, b, g, ws, f"x_padded{k}"),
+                                       columns, (a - n0) * lq, g, cache.has_bias)
+            dy_part = _dy_part(xp, dy, a, b, g, ws, str(k))
+            if db_shares is not None:
+                xp.sum(dy_part, axis=1, out=db_shares[k])
+            shifted = conv_rows.shift_dy(xp, dy_part, g, ws, str(k))
+            conv_rows.weight_grad(xp, shifted, c_part, dw_shares[k], g)
+            if dx is not None:
+                conv_rows.input_grad(xp, shifted, w_fold, dx, a, g, ws, 1, str(k))
+
+        used = _run_ranges(part, n0, n1, g, xp, dtype.itemsize, 1 if dx is None else 2)
+        chunk_dw = dw_shares[0] if used == 1 else dw_shares[:used].sum(axis=0)
+        dw_total = chunk_dw.copy() if dw_total is None else dw_total + chunk_dw
+        if dbias is not None:
+            dbias += db_shares[:used].sum(axis=0)
+    if dw_total is not None:  # an empty batch leaves dweight (and dbias) zero
+        conv_rows.split_weight_grad(xp, dw_total, dweight)
 
 
 def conv2d_backward(dy: Any, cache: ConvCache,
@@ -609,7 +639,10 @@ def conv2d_backward(dy: Any, cache: ConvCache,
     dw_mat = dweight.reshape(filters, per_group * kh * kw)
     dbias = xp.zeros(filters, dtype=dtype) if cache.has_bias else None
     dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dtype) if input_grad else None
-    w_fold = _row_fold_weight(xp, weight, groups) if input_grad and _use_row_fold(g) else None
+    if cache.method == "rows":
+        _row_columns_backward(dy, cache, dweight, dbias, dx)
+        return dx, dweight, dbias
+    w_fold = conv_rows.fold_weight(xp, weight, groups) if input_grad and _use_row_fold(g) else None
     if cache.cols is not None and g.n > 0:
         _backward_parts(dy, cache, w_t, w_fold, dw_mat, dbias, dx,
                         *_plan_parts(g, xp, dy.dtype.itemsize))
@@ -620,11 +653,11 @@ def conv2d_backward(dy: Any, cache: ConvCache,
         # dY of the chunk in GEMM layout (F, n*L); wide garbage columns must be zero so that
         # they add nothing to dW and produce zero column gradients.
         dy_mat = ws.get("dy_mat", (filters, m * g.length), dtype, xp)
-        _gather_dy(xp, dy, n0, n1, dy_mat, g, zero_garbage=True)
+        gather_dy(xp, dy, n0, n1, dy_mat, g, zero_garbage=True)
         if dbias is not None:
             dbias += dy_mat.sum(axis=1)
         cols = ws.get("cols", (g.rows, m * g.length), dtype, xp)
-        _im2col_chunk(_padded_chunk(cache.x, n0, n1, g, ws), cols, g)
+        _im2col_chunk(padded_chunk(cache.x, n0, n1, g, ws), cols, g)
         if n0 == 0:
             _grouped_dw(xp, dy_mat, cols, dw_mat, groups)
         else:  # later chunks add their share (a GEMM cannot accumulate through NumPy)
@@ -642,27 +675,14 @@ def conv2d_backward(dy: Any, cache: ConvCache,
     return dx, dweight, dbias
 
 
-def _gather_dy(xp: Any, dy: Any, n0: int, n1: int, dy_mat: Any, g: ConvGeometry,
-               zero_garbage: bool) -> None:
-    """Samples ``n0:n1`` of ``dy`` ``(N, F, oh, ow)`` into GEMM layout ``dy_mat`` ``(F, n*L)``.
-
-    With wide columns the extra (garbage) columns must be zero, so that they add nothing to dW
-    and give zero column gradients; ``zero_garbage=False`` when the buffer still holds zeros
-    there from an earlier call (only valid columns are ever written)."""
-    filters, m = g.filters, n1 - n0
-    dst = _valid_view(xp, dy_mat, g, m)
-    src = dy[n0:n1].transpose(1, 0, 2, 3)
-    garbage = None
-    if zero_garbage and g.wide and g.oh > 1 and g.wp > g.ow:
-        garbage = _flat_view(xp, dy_mat[:, g.ow:], (filters, m, g.oh - 1, g.wp - g.ow),
-                             (m * g.length, g.length, g.wp, 1))
-
-    def gather(f0: int, f1: int) -> None:
-        if garbage is not None:
-            garbage[f0:f1] = 0
-        xp.copyto(dst[f0:f1], src[f0:f1])
-
-    run_split(gather, filters, 2 * dy_mat.nbytes, xp)
+def _dy_part(xp: Any, dy: Any, a: int, b: int, g: ConvGeometry, ws: Workspace,
+             suffix: str) -> Any:
+    """Samples ``a:b`` of ``dy`` in GEMM layout ``(F, (b-a)*L)``, in a marked workspace buffer
+    whose wide garbage columns stay zero between calls (only valid ones are written)."""
+    dy_part, fresh = ws.get_marked(f"dy_mat{suffix}", (g.filters, (b - a) * g.length),
+                                   dy.dtype, xp, ("dy_mat", g, b - a))
+    gather_dy(xp, dy, a, b, dy_part, g, zero_garbage=fresh)
+    return dy_part
 
 
 def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: Any, dbias: Any,
@@ -674,7 +694,7 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: An
     g, ws, groups = cache.geometry, cache.workspace, cache.groups
     xp = array_module(dy)
     dtype, filters, L = dy.dtype, g.filters, g.length
-    ranges = split_ranges(g.n, parts)
+    ranges = _part_ranges(0, g.n, parts, g, groups, 1 if dx is None else 2)
     cols = cache.cols
     p = len(ranges)
     dw_parts = ws.get("dw_parts", (p - 1,) + dw_mat.shape, dtype, xp) if p > 1 else None
@@ -688,11 +708,8 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: An
             _per_sample_backward(xp, dy, a, b, cols, w_t, dw_mat if k == 0 else dw_parts[k - 1],
                                  None if db_parts is None else db_parts[k], dx, g, ws, str(k))
             return
-        # The garbage columns stay zero between calls (only valid ones are written).
-        dy_part, fresh = ws.get_marked(f"dy_mat{k}", (filters, m * L), dtype, xp,
-                                       ("dy_mat", g, m))
-        _gather_dy(xp, dy, a, b, dy_part, g, zero_garbage=fresh)
-        c_part = _cols_view(cols, a, b, L)
+        dy_part = _dy_part(xp, dy, a, b, g, ws, str(k))
+        c_part = cols_view(cols, a, b, L)
         if db_parts is not None:
             xp.sum(dy_part, axis=1, out=db_parts[k])
         _grouped_dw(xp, dy_part, c_part, dw_mat if k == 0 else dw_parts[k - 1], groups)
@@ -720,7 +737,7 @@ def _per_sample_backward(xp: Any, dy: Any, a: int, b: int, cols: Any, w_t: Any, 
     gradients ``W.T @ dY_s`` land directly in the batch layout that col2im reads."""
     m, L = b - a, g.length
     dy3 = dy[a:b].reshape(m, g.filters, L)
-    c3 = _per_sample_view(xp, _cols_view(cols, a, b, L), m, L)
+    c3 = _per_sample_view(xp, cols, m, L, a * L)
     if db_out is not None:
         xp.sum(dy3, axis=(0, 2), out=db_out)
     dw_each = ws.get(f"dw_each{suffix}", (m, g.filters, g.rows), dy.dtype, xp)

@@ -227,6 +227,148 @@ def test_input_grad_methods_agree_on_a_lenet_sized_layer(monkeypatch):
                                    rtol=1e-12, atol=1e-12)
 
 
+@pytest.fixture(params=["rows", "im2col"])
+def columns_method(request, monkeypatch):
+    """Force kernel-row or im2col columns on wide (stride-1) layouts, whatever the cost rules
+    would pick for the shape (grouped convolutions always take im2col)."""
+    import convtrain.engine.conv as conv_module
+
+    monkeypatch.setattr(conv_module, "_COLUMNS_METHOD", request.param)
+    monkeypatch.setattr(conv_module, "_use_wide_columns",
+                        lambda sh, sw, *args, **kwargs: sh == 1 and sw == 1)
+    return request.param
+
+
+ROW_COLUMN_CASES = [  # stride 1, no groups: (x_shape, weight_shape, padding, dilation, bias)
+    ((2, 6, 10, 9), (5, 6, 5, 5), (0, 0), (1, 1), True),  # layer (b), small
+    ((3, 3, 7, 8), (4, 3, 3, 3), (1, 1), (1, 1), True),
+    ((2, 2, 9, 8), (3, 2, 3, 2), (2, 1), (2, 3), True),  # dilation, non-square kernel
+    ((2, 1, 6, 6), (2, 1, 3, 3), (0, 0), (1, 1), False),  # one channel
+    ((2, 2, 4, 5), (3, 2, 4, 5), (0, 0), (1, 1), True),  # kernel == input: one position
+    ((1, 2, 3, 9), (2, 2, 3, 2), (0, 1), (1, 1), False),  # one output row
+    ((2, 3, 6, 7), (4, 3, 1, 1), (0, 0), (1, 1), True),  # 1x1 kernel: no shift at all
+    ((2, 2, 8, 6), (3, 2, 4, 1), (1, 0), (1, 1), True),  # kw == 1: no column shift
+    ((2, 2, 5, 9), (3, 2, 1, 4), (0, 2), (1, 2), False),  # kh == 1: no row fold
+]
+
+
+@pytest.mark.parametrize("case", ROW_COLUMN_CASES, ids=lambda c: "x{}w{}p{}d{}b{}".format(
+    "x".join(map(str, c[0])), "x".join(map(str, c[1])), *(f"{a}{b}" for a, b in c[2:4]),
+    int(c[4])))
+@pytest.mark.parametrize("max_workspace_mb", [None, 1e-6], ids=["whole", "chunked"])
+def test_each_columns_method_matches_scipy_and_finite_differences(
+        case, max_workspace_mb, columns_method, threading_mode):
+    """Kernel-row columns (conv_rows) and im2col columns both give scipy's output and the
+    finite-difference gradients of x, weight and bias: whole batch (kept columns) and chunked
+    (recomputed), alone and as batch parts."""
+    x_shape, w_shape, padding, dilation, has_bias = case
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal(w_shape)
+    bias = rng.standard_normal(w_shape[0]) if has_bias else None
+    y, cache = conv2d_forward(x, weight, bias, 1, padding, dilation,
+                              max_workspace_mb=max_workspace_mb)
+    assert cache.method == columns_method
+    assert (cache.cols is None) == (max_workspace_mb is not None and x_shape[0] > 1)
+    np.testing.assert_allclose(y, scipy_conv2d(x, weight, bias, (1, 1), padding, dilation, 1),
+                               rtol=1e-10, atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, dbias = conv2d_backward(dy, cache)
+
+    def loss():
+        return projected_sum(conv2d_forward(x, weight, bias, 1, padding, dilation)[0], dy)
+
+    inputs = {"x": x, "weight": weight}
+    analytic = {"x": dx, "weight": dweight}
+    if has_bias:
+        inputs["bias"], analytic["bias"] = bias, dbias
+    else:
+        assert dbias is None
+    check_gradients(loss, inputs, analytic, eps=1e-6, tol=1e-7)
+
+
+def test_grouped_convolutions_keep_im2col_columns(columns_method):
+    rng = np.random.default_rng(2)
+    _, cache = conv2d_forward(rng.standard_normal((2, 4, 6, 6)),
+                              rng.standard_normal((4, 2, 3, 3)), None, 1, 1, groups=2)
+    assert cache.method == "im2col"
+
+
+def test_columns_methods_agree_in_float32_through_a_reused_workspace(monkeypatch):
+    """Layer (b) at batch 20 as batch parts, float32, three calls through the same workspace
+    with different inputs (the kept zeros of shifted dY and the row of ones must survive):
+    kernel-row and im2col columns agree to float32 rounding, also without input gradient."""
+    import convtrain.engine.conv as conv_module
+    from convtrain.engine.workspace import Workspace
+
+    monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", 0)
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((16, 6, 5, 5)).astype(np.float32) * 0.2
+    bias = rng.standard_normal(16).astype(np.float32)
+    results = {}
+    for method in ("rows", "im2col"):
+        monkeypatch.setattr(conv_module, "_COLUMNS_METHOD", method)
+        ws = Workspace()
+        for call in range(3):
+            data = np.random.default_rng(call)
+            x = data.standard_normal((20, 6, 14, 14)).astype(np.float32)
+            y, cache = conv2d_forward(x, weight, bias, workspace=ws)
+            assert cache.method == method
+            dy = data.standard_normal(y.shape).astype(np.float32)
+            results[method, call] = (y, *conv2d_backward(dy, cache, input_grad=call != 1))
+    for call in range(3):
+        for a, b in zip(results["rows", call], results["im2col", call]):
+            if a is None:
+                assert b is None and call == 1
+            else:
+                np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4 * float(np.abs(b).max()))
+
+
+def test_the_cost_rule_picks_kernel_rows_only_where_they_move_less_memory():
+    import convtrain.engine.conv as conv_module
+
+    rng = np.random.default_rng(0)
+
+    def method(x_shape, w_shape, padding=0, stride=1, groups=1):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        return conv2d_forward(x, w, None, stride, padding, groups=groups)[1].method
+
+    assert conv_module._COLUMNS_METHOD == "auto"
+    assert method((2, 6, 14, 14), (16, 6, 5, 5)) == "rows"  # layer (b)
+    assert method((2, 16, 28, 28), (16, 16, 3, 3), 1) == "rows"
+    assert method((2, 32, 32, 32), (64, 32, 3, 3), 1) == "im2col"  # layer (c)
+    assert method((2, 3, 32, 32), (16, 3, 3, 3), 1) == "im2col"
+    assert method((2, 6, 14, 14), (16, 6, 5, 5), stride=2) == "im2col"
+    assert method((2, 6, 14, 14), (16, 3, 5, 5), groups=2) == "im2col"
+
+
+@pytest.mark.parametrize("n, parts", [(64, 2), (128, 2), (7, 2), (64, 3), (2, 2), (50, 4)])
+def test_batch_parts_give_the_calling_thread_a_head_start(n, parts, monkeypatch):
+    """Part ranges tile the batch in order; the calling thread's (first) part is the largest,
+    by the samples that the head start's seconds of work take, at most 1/8 of a part; with the
+    head start off the split is even."""
+    import convtrain.engine.conv as conv_module
+    from convtrain.engine.conv_layout import ConvGeometry
+
+    g = ConvGeometry(n, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 1, 1, 10, 10, True, 136)  # layer (b)
+    flops = 2 * 16 * 6 * 25 * 136
+    for passes in (1, 2):
+        ranges = conv_module._part_ranges(10, 10 + n, parts, g, 1, passes)
+        assert ranges[0][0] == 10 and ranges[-1][1] == 10 + n
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        sizes = [b - a for a, b in ranges]
+        even = [n * (k + 1) // parts - n * k // parts for k in range(parts)]
+        wanted = round(conv_module._CALLER_HEAD_START_S * conv_module._ASSUMED_FLOPS_PER_S
+                       / (passes * flops))
+        extra = sizes[0] - even[0]
+        assert extra == min(wanted, min(even[1:]) // 8 * (parts - 1))
+        assert sum(sizes) == n and min(sizes[1:]) >= min(even[1:]) - -(-extra // (parts - 1))
+    monkeypatch.setattr(conv_module, "_CALLER_HEAD_START_S", 0)
+    sizes = [b - a for a, b in conv_module._part_ranges(0, n, parts, g, 1, 1)]
+    assert max(sizes) - min(sizes) <= 1
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_is_preserved(dtype):
     rng = np.random.default_rng(0)
