@@ -48,7 +48,7 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
   :func:`_use_row_columns` and :mod:`~convtrain.engine.conv_rows`): only ``C*kh`` column rows
   are copied, the ``kw`` column offsets folded out of the forward GEMM's ``F*kw`` result rows,
   and ``dW`` comes from the shifted ``dY`` that the row-fold input gradient builds anyway.
-  fwd+bwd vs im2col: (b) at batch 128 0.95, a 16->16 3x3 layer on 28x28 0.87.
+  fwd+bwd vs im2col: a 16->16 3x3 layer on 28x28 0.87, (b) at batch 128 ~0.96, at 64 ~1.0.
 * **A head start for the calling thread** (:func:`_part_ranges`): its batch part is longer by
   about one thread wake-up of work, so both parts end together ((b) fwd+bwd ~4 % faster).
 * **Per-sample GEMMs for narrow columns** (NumPy, no groups, fewer column rows than output
@@ -515,10 +515,11 @@ def _use_row_columns(g: ConvGeometry, groups: int) -> bool:
     Traffic per sample, in column rows: im2col writes ``C*kh*kw`` rows that the forward and
     the ``dW`` GEMMs read again (3x); kernel-row columns are ``C*kh`` rows (3x as well), but
     the forward GEMM writes ``F*kw`` rows that the fold reads back (2x). (The shifted ``dY``
-    both share when the input gradient takes the row fold.) Measured fwd+bwd, kernel-row /
-    im2col (2 cores, float32, interleaved medians): layer (b) 6->16 5x5 at batch 64 0.85
-    (traffic 0.56), at batch 128 0.91; 16->16 3x3 on 28x28 0.85 (0.56); (c) 32->64 3x3 1.01
-    (0.78: not chosen); 3->16 3x3 1.27 (1.5: not chosen)."""
+    both share when the input gradient takes the row fold.) Measured fwd+bwd through the
+    engine, kernel-row / im2col (2 cores, float32, batch parts, interleaved medians of 15
+    blocks): 16->16 3x3 on 28x28 at batch 64 0.86-0.87 (traffic 0.56: chosen); layer (b) 6->16
+    5x5 at batch 128 0.94-0.98, at batch 64 0.97-1.03 (0.56: chosen); (c) 32->64 3x3 0.98-0.99
+    (0.78: not chosen); 3->16 3x3 1.21 (1.5: not chosen)."""
     if not g.wide or groups != 1 or _COLUMNS_METHOD == "im2col":
         return False
     if _COLUMNS_METHOD == "rows":

@@ -27,9 +27,10 @@ shrinks from ``C*kh*kw`` to ``C*kh`` rows, and both GEMMs that read the columns 
 ``dW``) read ``kw`` times less; in exchange the forward GEMM writes ``F*kw`` rows instead of
 ``F`` and the fold reads them back. :func:`convtrain.engine.conv._use_row_columns` decides
 per layer. Measured fwd+bwd on 2 cores (float32, batch parts on both threads, interleaved
-medians), kernel-row / im2col columns: layer (b) 6->16 5x5 at batch 64 ~0.85, at batch 128
-~0.91; 16->16 3x3 on 28x28 ~0.85; (c) 32->64 3x3 ~1.01 (not chosen); 3->16 3x3 ~1.27 (not
-chosen).
+medians), kernel-row / im2col columns: 16->16 3x3 on 28x28 0.87; layer (b) 6->16 5x5 at batch
+128 ~0.96, at batch 64 ~1.0 (both chosen); (c) 32->64 3x3 ~0.99 and 3->16 3x3 1.21 (neither
+chosen). A stand-alone single-thread prototype of (b) ran 0.85x, but in the engine the
+forward GEMM's ``F*kw``-row result competes with the other thread for the caches.
 
 Groups are not supported here (the im2col path runs grouped convolutions); every function
 works on NumPy and CuPy arrays alike.
