@@ -5,6 +5,8 @@ the im2col columns in the backward pass); results must not depend on the chunkin
 buffers must not leak between calls, and the scratch memory must respect the limit.
 """
 import os
+import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -330,3 +332,68 @@ def test_small_convolutions_run_on_the_calling_thread_large_ones_as_parts(monkey
         if not parallel.can_run_parts():  # one thread or no threadpoolctl: always one piece
             expected = ("parts", 1)
         assert calls == [expected, expected]
+
+
+def test_parallel_sections_report_errors_and_stay_usable():
+    """A part that raises, on a worker or on the calling thread, is re-raised by run_parts
+    after every part has finished (the others keep writing into the caller's arrays until
+    then); the workers serve the next section normally."""
+    from convtrain.engine.parallel import run_parts
+
+    previous = get_num_threads()
+    try:
+        set_num_threads(2)
+        finished = []
+
+        def part(k, a, b):
+            if k == raising:
+                raise ValueError(f"part {k} failed")
+            time.sleep(0.02)
+            finished.append(k)
+
+        for raising in (1, 0):
+            finished.clear()
+            with pytest.raises(ValueError, match=f"part {raising} failed"):
+                run_parts(part, [(0, 1), (1, 2)])
+            assert finished == [1 - raising]  # the other part ran to its end first
+        raising = None
+        seen = set()
+        run_parts(lambda k, a, b: seen.add((k, threading.current_thread().name)),
+                  [(0, 1), (1, 2)])
+        assert {k for k, _ in seen} == {0, 1}
+        assert len({name for _, name in seen}) == 2  # two threads
+    finally:
+        set_num_threads(previous)
+
+
+def test_a_section_started_while_another_runs_goes_inline():
+    """The workers serve one parallel section at a time: a second thread that starts one
+    meanwhile runs its parts itself, one after the other, with the same results."""
+    from convtrain.engine.parallel import run_parts
+
+    previous = get_num_threads()
+    try:
+        set_num_threads(2)
+        inside = threading.Event()
+        release = threading.Event()
+        names = {}
+
+        def slow(k, a, b):
+            inside.set()
+            release.wait(5)
+
+        def other(k, a, b):
+            names[k] = threading.current_thread().name
+
+        holder = threading.Thread(target=run_parts, args=(slow, [(0, 1), (1, 2)]))
+        holder.start()
+        assert inside.wait(5)
+        try:
+            run_parts(other, [(0, 1), (1, 2)])
+        finally:
+            release.set()
+            holder.join(5)
+        assert names == {0: threading.current_thread().name,
+                         1: threading.current_thread().name}
+    finally:
+        set_num_threads(previous)

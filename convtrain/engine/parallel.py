@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -36,7 +35,10 @@ MIN_PARALLEL_BYTES = 2 * 2**20
 
 _lock = threading.Lock()
 _num_threads = max(1, min(2, os.cpu_count() or 1))
-_pool: ThreadPoolExecutor | None = None
+_pool: list[_Worker] | None = None  # the engine's worker threads (the caller is thread 0)
+#: Held by the thread running a parallel section: the workers serve one section at a time,
+#: and a section started meanwhile from another thread runs inline instead.
+_section = threading.Lock()
 #: ``nested`` is True on a thread running one part of :func:`run_parts`: work it splits with
 #: :func:`run_split` then runs inline (the pool's workers are busy with the other parts).
 _local = threading.local()
@@ -66,7 +68,9 @@ def _drop_pool() -> None:
     with the current settings."""
     global _pool
     if _pool is not None:
-        _pool.shutdown(wait=True)
+        with _section:  # never while a section runs on the workers
+            for worker in _pool:
+                worker.stop()
         _pool = None
 
 
@@ -78,8 +82,6 @@ def _drop_pool() -> None:
 _pin_threads = True
 #: ``(caller_cpus, [cpu of worker 0, ...])`` while pinning applies, else None.
 _pinning: tuple[set[int], list[int]] | None = None
-_next_worker = 0
-_lock_workers = threading.Lock()
 
 
 def set_pin_threads(pin: bool) -> None:
@@ -116,14 +118,11 @@ def _plan_pinning() -> tuple[set[int], list[int]] | None:
     return set(allowed[:1]), allowed[1:]
 
 
-def _pin_worker() -> None:
-    """Pool initializer: pin this worker thread to its own CPU (best effort)."""
-    global _next_worker
+def _pin_worker(index: int) -> None:
+    """Pin worker thread ``index`` to its own CPU (best effort; nothing without pinning)."""
     if _pinning is None:
         return
-    with _lock_workers:
-        cpu = _pinning[1][_next_worker % len(_pinning[1])]
-        _next_worker += 1
+    cpu = _pinning[1][index % len(_pinning[1])]
     try:
         os.sched_setaffinity(0, {cpu})  # 0: the calling thread
     except OSError:
@@ -160,17 +159,101 @@ def _caller_off_worker_cpus() -> Iterator[None]:
             pass
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool, _pinning, _next_worker
+class _Worker:
+    """One engine thread, handed one task at a time through two locks.
+
+    Why not ``concurrent.futures``: on this VM a parallel section's hand-off is on the critical
+    path of every convolution; a bare lock release / acquire costs ~3 / ~9 us where
+    ``ThreadPoolExecutor.submit`` / ``Future.result`` cost ~12 / ~19 us (0.5 ms idle between
+    sections, medians). Between tasks the thread sleeps on a lock (no spinning)."""
+
+    def __init__(self, index: int) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._task: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, args=(index,), daemon=True,
+                                        name=f"convtrain-engine-{index}")
+        self._thread.start()
+
+    def _loop(self, index: int) -> None:
+        _pin_worker(index)
+        while True:
+            self._go.acquire()
+            task = self._task
+            if task is None:  # stop()
+                self._done.release()
+                return
+            try:
+                task[0](*task[1])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller by join()
+                self._error = exc
+            self._task = None
+            self._done.release()
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on this thread; :meth:`join` must follow."""
+        self._task = (fn, args)
+        self._go.release()
+
+    def join(self) -> None:
+        """Wait for the task; re-raise its exception here."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        self._task = None
+        self._go.release()
+        self._done.acquire()
+        self._thread.join()
+
+
+def _workers() -> list[_Worker]:
+    global _pool, _pinning
     with _lock:
         if _pool is None:
             _pinning = _plan_pinning()
-            _next_worker = 0
-            # Workers sleep on a queue between tasks (no spinning), so an idle pool costs nothing.
-            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1,
-                                       thread_name_prefix="convtrain-engine",
-                                       initializer=_pin_worker)
+            _pool = [_Worker(k) for k in range(_num_threads - 1)]
         return _pool
+
+
+def _run_on_workers(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    """Run ``calls[0]`` on the calling thread and ``calls[k]`` on worker ``k - 1`` at once;
+    return when all are done, re-raising the first exception (the caller's own first).
+    Runs them one after the other on the calling thread when another thread's section holds
+    the workers."""
+    workers = _workers()
+    if len(calls) - 1 > len(workers) or not _section.acquire(blocking=False):
+        for fn, args in calls:
+            fn(*args)
+        return
+    try:
+        with _caller_off_worker_cpus():
+            started: list[_Worker] = []
+            caller_error: BaseException | None = None
+            try:
+                for worker, (fn, args) in zip(workers, calls[1:]):
+                    worker.start(fn, *args)
+                    started.append(worker)
+                calls[0][0](*calls[0][1])  # the calling thread takes the first piece itself
+            except BaseException as exc:  # noqa: BLE001 - re-raised after the joins
+                caller_error = exc
+            worker_errors = []
+            for worker in started:  # always wait: the workers write into the caller's arrays
+                try:
+                    worker.join()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    worker_errors.append(exc)
+            if caller_error is not None:
+                raise caller_error
+            if worker_errors:
+                raise worker_errors[0]
+    finally:
+        _section.release()
 
 
 def split_ranges(n: int, parts: int) -> list[tuple[int, int]]:
@@ -191,15 +274,7 @@ def run_split(fn: Callable[[int, int], Any], n: int, nbytes: int, xp: Any = np) 
             or getattr(_local, "nested", False)):
         fn(0, n)
         return
-    ranges = split_ranges(n, threads)
-    pool = _executor()
-    with _caller_off_worker_cpus():
-        futures = [pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
-        try:
-            fn(*ranges[0])  # the calling thread takes the first piece itself
-        finally:
-            for future in futures:
-                future.result()  # re-raises a worker's exception here
+    _run_on_workers([(fn, (lo, hi)) for lo, hi in split_ranges(n, threads)])
 
 
 def _blas_controllers() -> list[Any]:
@@ -269,12 +344,5 @@ def run_parts(fn: Callable[[int, int, int], Any], ranges: Sequence[tuple[int, in
         for k, (lo, hi) in enumerate(ranges):
             fn(k, lo, hi)
         return
-    pool = _executor()
-    with blas_single_thread(), _caller_off_worker_cpus():
-        futures = [pool.submit(_run_nested, fn, k, lo, hi)
-                   for k, (lo, hi) in enumerate(ranges) if k > 0]
-        try:
-            _run_nested(fn, 0, *ranges[0])
-        finally:
-            for future in futures:
-                future.result()
+    with blas_single_thread():
+        _run_on_workers([(_run_nested, (fn, k, lo, hi)) for k, (lo, hi) in enumerate(ranges)])
