@@ -16,7 +16,9 @@ as one piece (see :func:`run_split`'s ``xp`` argument).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -42,7 +44,7 @@ _section = threading.Lock()
 #: ``nested`` is True on a thread running one part of :func:`run_parts`: work it splits with
 #: :func:`run_split` then runs inline (the pool's workers are busy with the other parts).
 _local = threading.local()
-_blas_libs: list[Any] | None = None  # threadpoolctl controllers of the loaded BLAS libraries
+_blas_libs: list[_BlasThreads] | None = None  # thread-count handles of the loaded BLAS libraries
 
 
 def get_num_threads() -> int:
@@ -134,14 +136,35 @@ def _pin_worker(index: int) -> None:
             pass
 
 
+def _load_sched_getcpu() -> Callable[[], int] | None:
+    """glibc's ``sched_getcpu`` (the calling thread's current CPU, ~0.1 us through the vDSO),
+    or None where it is unavailable."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    func.restype = ctypes.c_int
+    func.argtypes = []
+    return func
+
+
+_sched_getcpu = _load_sched_getcpu() if sys.platform.startswith("linux") else None
+
+
 @contextmanager
 def _caller_off_worker_cpus() -> Iterator[None]:
     """Keep the calling thread off the workers' CPUs for the block (pinning only).
 
+    Only a caller that is ON a worker's CPU when the block starts is moved (and its affinity
+    restored afterwards): changing the affinity costs ~10 us each way in steady state, twice
+    per parallel section, while a caller already elsewhere stays there for the section (both
+    CPUs are busy). Where the current CPU cannot be read, the caller is always moved.
+
     A thread started inside the block inherits the restricted affinity for good; the engine's
     own workers re-pin themselves (:func:`_pin_worker`), and nothing else is started from
     inside a parallel section."""
-    if _pinning is None:
+    if _pinning is None or (_sched_getcpu is not None
+                            and _sched_getcpu() not in _pinning[1]):
         yield
         return
     try:
@@ -277,13 +300,37 @@ def run_split(fn: Callable[[int, int], Any], n: int, nbytes: int, xp: Any = np) 
     _run_on_workers([(fn, (lo, hi)) for lo, hi in split_ranges(n, threads)])
 
 
-def _blas_controllers() -> list[Any]:
-    """threadpoolctl's controllers of the BLAS libraries NumPy uses ([] without threadpoolctl)."""
+class _BlasThreads:
+    """Get / set one BLAS library's thread count: OpenBLAS's own C functions when its
+    threading layer is its pthreads pool (a direct ctypes call, ~0.3 us), threadpoolctl's
+    controller otherwise (~3-8 us a call: it looks the symbols up and checks the calling
+    thread every time, and a parallel section makes three such calls)."""
+
+    def __init__(self, controller: Any) -> None:
+        self.get: Callable[[], int] = controller.get_num_threads
+        self.set: Callable[[int], Any] = controller.set_num_threads
+        if (getattr(controller, "internal_api", None) != "openblas"
+                or getattr(controller, "threading_layer", None) == "openmp"):
+            return
+        dynlib = getattr(controller, "dynlib", None)
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                getter = getattr(dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                setter = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if getter is not None and setter is not None:
+                    getter.restype, getter.argtypes = ctypes.c_int, []
+                    setter.restype, setter.argtypes = None, [ctypes.c_int]
+                    self.get, self.set = getter, setter
+                    return
+
+
+def _blas_controllers() -> list[_BlasThreads]:
+    """The BLAS libraries NumPy uses, as thread-count handles ([] without threadpoolctl)."""
     global _blas_libs
     if _blas_libs is None:
         try:
             from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-            _blas_libs = [lib for lib in ThreadpoolController().lib_controllers
+            _blas_libs = [_BlasThreads(lib) for lib in ThreadpoolController().lib_controllers
                           if lib.user_api == "blas"]
         except Exception:  # noqa: BLE001 - not installed, or an unknown BLAS: no control
             _blas_libs = []
@@ -303,19 +350,20 @@ def blas_single_thread() -> Iterator[None]:
     Why: after every multi-threaded GEMM OpenBLAS's worker busy-waits ~0.1 s on the second
     core; GEMMs of a small network (LeNet-5) are too small to gain from it, and concurrent
     GEMMs from the engine's own threads (:func:`run_parts`) must not share the BLAS pool.
-    Costs ~2 us (two ctypes calls). Nested blocks are fine (each restores what it found).
+    Costs ~1-2 us with OpenBLAS's own pool (three ctypes calls). Nested blocks are fine
+    (each restores what it found).
     """
     libs = _blas_controllers()
-    saved = [lib.get_num_threads() for lib in libs]
+    saved = [lib.get() for lib in libs]
     try:
         for lib, count in zip(libs, saved):
             if count != 1:
-                lib.set_num_threads(1)
+                lib.set(1)
         yield
     finally:
         for lib, count in zip(libs, saved):
             if count != 1:
-                lib.set_num_threads(count)
+                lib.set(count)
 
 
 def _run_nested(fn: Callable[..., Any], *args: Any) -> None:
