@@ -115,16 +115,28 @@ def test_float32_chunked_matches_unchunked():
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
 
-def test_input_grad_false_skips_dx_only():
+@pytest.mark.parametrize("method", ["rows", "im2col"])
+@pytest.mark.parametrize("parts", [False, True], ids=["alone", "parts"])
+def test_input_grad_false_skips_dx_only(method, parts, monkeypatch):
+    """Skipping dx changes nothing else, bitwise: also as batch parts (whose dW shares are
+    summed, so the batch must be split alike with and without dx)."""
+    import convtrain.engine.conv as conv_module
+
+    monkeypatch.setattr(conv_module, "_COLUMNS_METHOD", method)
+    if parts:
+        monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", 0)
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, 2, 8, 8))
-    weight = rng.standard_normal((4, 2, 3, 3))
-    y, cache = conv2d_forward(x, weight, None, 1, 1)
-    dy = rng.standard_normal(y.shape)
-    dx, dweight, _ = conv2d_backward(dy, cache)
-    none, dweight2, _ = conv2d_backward(dy, cache, input_grad=False)
-    assert none is None
+    x = rng.standard_normal((64, 6, 14, 14)).astype(np.float32)
+    weight = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    y, cache = conv2d_forward(x, weight, bias)
+    assert cache.method == method
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dweight, dbias = conv2d_backward(dy, cache)
+    none, dweight2, dbias2 = conv2d_backward(dy, cache, input_grad=False)
+    assert none is None and dx.shape == x.shape
     np.testing.assert_array_equal(dweight, dweight2)
+    np.testing.assert_array_equal(dbias, dbias2)
 
 
 def test_layer_workspace_limit_bounds_scratch_memory():
@@ -146,6 +158,30 @@ def test_layer_workspace_limit_bounds_scratch_memory():
     assert layer.cache is None
     assert layer.workspace.nbytes <= 16 * 2**20
     assert peak - inherent < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("n, limit_mb", [(50, 4), (37, 2), (64, 6)])
+def test_kernel_row_chunks_stay_within_the_workspace_limit(n, limit_mb):
+    """Layer (b) on kernel-row columns under a limit that cuts the batch into several chunks
+    of several samples, each run as batch parts; a shorter last chunk, small enough to run
+    alone, must still be cut like a full one, or its one part's buffers would outgrow the
+    full chunk's parts; results equal the unchunked layer's."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 6, 14, 14)).astype(np.float32)
+    dy = rng.standard_normal((n, 16, 10, 10)).astype(np.float32)
+    results = []
+    for limit in (limit_mb, None):
+        layer = Conv2d(6, 16, 5, rng=np.random.default_rng(0), max_workspace_mb=limit)
+        y = layer.forward(x)
+        assert layer.cache.method == "rows"
+        if limit is not None:
+            assert 1 < layer.cache.chunk < n and layer.cache.cols is None
+        dx = layer.backward(dy)
+        results.append((y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
+        if limit is not None:
+            assert layer.workspace.nbytes <= limit * 2**20
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
 
 
 def test_global_setting_and_validation():
@@ -372,6 +408,39 @@ def test_parallel_sections_report_errors_and_stay_usable():
                   [(0, 1), (1, 2)])
         assert {k for k, _ in seen} == {0, 1}
         assert len({name for _, name in seen}) == 2  # two threads
+    finally:
+        set_num_threads(previous)
+
+
+def test_an_interrupted_section_waits_for_its_worker_and_the_pool_recovers():
+    """Ctrl-C while the calling thread waits for a worker: the KeyboardInterrupt is raised
+    only after the worker's part has ended (it writes into the caller's arrays, and the next
+    section must not overwrite its task), and later sections run normally."""
+    import signal
+
+    from convtrain.engine.parallel import run_parts
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    previous = get_num_threads()
+    try:
+        set_num_threads(2)
+        finished = []
+        main_id = threading.get_ident()
+
+        def part(k, a, b):
+            if k == 1:
+                time.sleep(0.05)  # the caller is waiting in join() by now
+                signal.pthread_kill(main_id, signal.SIGINT)
+                time.sleep(0.1)
+            finished.append(k)
+
+        with pytest.raises(KeyboardInterrupt):
+            run_parts(part, [(0, 1), (1, 2)])
+        assert sorted(finished) == [0, 1]
+        out = [None, None]
+        run_parts(lambda k, a, b: out.__setitem__(k, (k, a, b)), [(0, 1), (1, 2)])
+        assert out == [(0, 0, 1), (1, 1, 2)]
     finally:
         set_num_threads(previous)
 

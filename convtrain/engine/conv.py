@@ -25,8 +25,8 @@ Performance notes (measured on 2 cores, float32; see DESIGN.md "Engine notes"):
 * **Reused buffers.** Scratch arrays come from a :class:`~convtrain.engine.workspace.Workspace`
   that layers keep between calls (page faults on fresh buffers cost as much as the copy).
 * **Batch parts on the engine's threads.** When the whole batch is one chunk (the usual
-  case) and threadpoolctl can set the BLAS to one thread, the batch is cut into one part per
-  engine thread and each thread runs its part start to end (pad, im2col, its own
+  case; kernel-row columns do the same inside every chunk) and threadpoolctl can set the BLAS
+  to one thread, the batch is cut into one part per engine thread and each thread runs its part start to end (pad, im2col, its own
   single-threaded GEMMs, bias + layout, col2im), the parts' ``dW``/``db`` shares summed at the
   end (:func:`_forward_parts`, :func:`_backward_parts`). Measured against one 2-thread
   OpenBLAS GEMM between thread-split copies (2 cores): fwd+bwd (c) 98 -> 90 ms, (d) 72 ->
@@ -89,8 +89,6 @@ _OP = "conv2d"
 _TARGET_CHUNK_BYTES: int | None = None
 
 
-
-
 class ConvCache(NamedTuple):
     """What :func:`conv2d_backward` needs from the forward pass."""
 
@@ -134,9 +132,11 @@ def _chunk_size(g: ConvGeometry, itemsize: int, max_workspace_mb: Any,
     common = 2 * g.filters * g.length + 2 * g.c * g.hp * g.wp
     if row_columns:
         # kernel-row columns (+ ones), the F*kw-row GEMM result, the folded output, shifted
-        # dY and the dx rows; all per sample and the same whether kept or recomputed
+        # dY and the dx rows, plus dY in GEMM layout; all per sample and the same whether the
+        # columns are kept or recomputed
         rows = (2 * g.c * g.kh + 1 + 2 * g.filters * g.kw + g.filters) * g.row_length
-        per_sample_kept = per_sample_chunked = itemsize * (rows + 2 * g.c * g.hp * g.wp)
+        per_sample_kept = per_sample_chunked = itemsize * (
+            rows + g.filters * g.length + 2 * g.c * g.hp * g.wp)
     elif _use_row_fold(g):  # shifted dY rows and folded rows instead of the column gradient
         dx_rows = (g.filters * g.kw + g.c * g.kh) * g.row_length
         per_sample_kept = itemsize * (g.rows * g.length + dx_rows + common)
@@ -173,10 +173,6 @@ def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int,
         return False
     extra = ((oh - 1) * wp + ow) / (oh * ow) - 1
     return extra * filters < 8
-
-
-
-
 
 
 def _im2col_chunk(xpad: Any, cols: Any, g: ConvGeometry, col0: int = 0) -> None:
@@ -221,8 +217,6 @@ def _write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry
             xp.add(src[f0:f1], bias4[f0:f1], out=dst[f0:f1])
 
     run_split(finish, g.filters, 2 * dst.size * y.dtype.itemsize, xp)
-
-
 
 
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
@@ -328,10 +322,10 @@ def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int,
 
 
 #: Seconds of work the calling thread's batch part gets beyond an equal share. The calling
-#: thread starts on its part at once, the worker only after its wake-up (50-80 us on this VM,
+#: thread starts on its part at once, the worker only after its wake-up (20-80 us on this VM,
 #: see parallel.py), and a caller that finishes first sleeps until the worker is done and then
 #: pays a wake-up itself; a head start of about one wake-up ends both parts together. Measured
-#: on layer (b) fwd+bwd at batch 64, 0/1/2/3/4 extra caller samples (one ~20 us forward):
+#: on layer (b) fwd+bwd at batch 64, 0/1/2/3/4 extra caller samples in both directions:
 #: 2.46 / 2.40 / 2.40 / 2.33 / 2.36 ms. 0 turns it off.
 _CALLER_HEAD_START_S = 70e-6
 #: Work rate assumed to turn a sample's GEMM FLOPs into seconds for the head start (one thread,
@@ -339,20 +333,23 @@ _CALLER_HEAD_START_S = 70e-6
 _ASSUMED_FLOPS_PER_S = 40e9
 
 
-def _part_ranges(n0: int, n1: int, parts: int, g: ConvGeometry, groups: int,
-                 passes: int) -> list[tuple[int, int]]:
+def _part_ranges(n0: int, n1: int, parts: int, g: ConvGeometry,
+                 groups: int) -> list[tuple[int, int]]:
     """Samples ``n0:n1`` cut into ``parts`` ranges, the first (the calling thread's) longer by
-    the samples that :data:`_CALLER_HEAD_START_S` of work takes (at most 1/8 of a part), the
-    others shorter by as many between them. ``passes``: GEMMs of forward size per sample (1
-    forward, 2 for a backward with the input gradient). Depends on the shapes only, so
-    results stay reproducible run to run."""
+    the samples that :data:`_CALLER_HEAD_START_S` of work takes (at most 1/8 of another
+    part), the others shorter by as many between them.
+
+    A sample's work is taken as 1.5 forward GEMMs (the mean of the forward pass and a backward
+    pass with ``dx``), so the forward and backward passes, with or without ``dx``, split the
+    batch alike: ``dW`` sums the parts' shares, and the same split keeps it bitwise the same.
+    The split depends on the shapes only, so results stay reproducible run to run."""
     ranges = [(n0 + a, n0 + b) for a, b in split_ranges(n1 - n0, parts)]
     if len(ranges) < 2 or _CALLER_HEAD_START_S <= 0:
         return ranges
-    flops = 2.0 * passes * g.filters * (g.c // groups) * g.kh * g.kw * g.length
+    flops = 1.5 * 2.0 * g.filters * (g.c // groups) * g.kh * g.kw * g.length
     sizes = [b - a for a, b in ranges]
     extra = min(int(_CALLER_HEAD_START_S * _ASSUMED_FLOPS_PER_S / max(flops, 1.0) + 0.5),
-                min(sizes[1:]) // 8 * (len(sizes) - 1))
+                min(sizes[1:]) // 8)
     sizes[0] += extra
     for i in range(extra):
         sizes[1 + i % (len(sizes) - 1)] -= 1
@@ -366,8 +363,6 @@ def _part_ranges(n0: int, n1: int, parts: int, g: ConvGeometry, groups: int,
 #: im2col, a single-threaded GEMM, bias + layout) instead of one multi-threaded GEMM between
 #: thread-split copies. See :func:`_forward_parts`.
 _USE_PARTS = True
-
-
 
 
 def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: Workspace,
@@ -396,7 +391,7 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
         grouped_gemm(xp, w_mat, c_part, y_part, groups)
         _write_output(xp, y_part, y, a, b, g, bias4)
 
-    (run_alone if alone else run_parts)(part, _part_ranges(0, n, parts, g, groups, 1))
+    (run_alone if alone else run_parts)(part, _part_ranges(0, n, parts, g, groups))
     return cols
 
 #: Narrow-column convolutions may run one GEMM per sample, whose ``(F, oh*ow)`` result IS the
@@ -528,12 +523,13 @@ def _use_row_columns(g: ConvGeometry, groups: int) -> bool:
 
 
 def _run_ranges(fn: Any, n0: int, n1: int, g: ConvGeometry, xp: Any, itemsize: int,
-                passes: int) -> int:
-    """``fn(k, a, b)`` over samples ``n0:n1`` cut into batch parts (:func:`_plan_parts`,
-    :func:`_part_ranges` with ``passes`` GEMMs' worth of work a sample). Returns the number of
-    parts."""
-    parts, alone = _plan_parts(g, xp, itemsize, n1 - n0)
-    ranges = _part_ranges(n0, n1, parts, g, 1, passes)
+                chunk: int) -> int:
+    """``fn(k, a, b)`` over samples ``n0:n1`` cut into batch parts (:func:`_part_ranges`).
+    Whether they run as parts or alone (:func:`_plan_parts`) is decided for a full ``chunk``
+    of samples, so a shorter last chunk is cut the same way and no part's scratch buffers
+    outgrow a full chunk's (the workspace limit holds). Returns the number of parts."""
+    parts, alone = _plan_parts(g, xp, itemsize, chunk)
+    ranges = _part_ranges(n0, n1, parts, g, 1)
     (run_alone if alone else run_parts)(fn, ranges)
     return len(ranges)
 
@@ -558,7 +554,7 @@ def _row_columns_forward(x: Any, weight: Any, bias: Any, g: ConvGeometry, ws: Wo
                                    (a - n0) * lq, g, has_bias)
             conv_rows.forward(xp, c_part, w_rows, y, a, g, ws, str(k))
 
-        _run_ranges(part, n0, n1, g, xp, x.dtype.itemsize, 1)
+        _run_ranges(part, n0, n1, g, xp, x.dtype.itemsize, min(chunk, g.n))
     keep = chunk >= g.n
     cache = ConvCache(None if keep else x, columns if keep else None, weight, g, has_bias, 1,
                       chunk, ws, ws.next_generation(), "rows")
@@ -598,7 +594,7 @@ def _row_columns_backward(dy: Any, cache: ConvCache, dweight: Any, dbias: Any,
             if dx is not None:
                 conv_rows.input_grad(xp, shifted, w_fold, dx, a, g, ws, 1, str(k))
 
-        used = _run_ranges(part, n0, n1, g, xp, dtype.itemsize, 1 if dx is None else 2)
+        used = _run_ranges(part, n0, n1, g, xp, dtype.itemsize, min(cache.chunk, g.n))
         chunk_dw = dw_shares[0] if used == 1 else dw_shares[:used].sum(axis=0)
         dw_total = chunk_dw.copy() if dw_total is None else dw_total + chunk_dw
         if dbias is not None:
@@ -695,7 +691,7 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: An
     g, ws, groups = cache.geometry, cache.workspace, cache.groups
     xp = array_module(dy)
     dtype, filters, L = dy.dtype, g.filters, g.length
-    ranges = _part_ranges(0, g.n, parts, g, groups, 1 if dx is None else 2)
+    ranges = _part_ranges(0, g.n, parts, g, groups)
     cols = cache.cols
     p = len(ranges)
     dw_parts = ws.get("dw_parts", (p - 1,) + dw_mat.shape, dtype, xp) if p > 1 else None
@@ -729,6 +725,7 @@ def _backward_parts(dy: Any, cache: ConvCache, w_t: Any, w_fold: Any, dw_mat: An
             dw_mat += dw_parts[k]
     if db_parts is not None:
         xp.sum(db_parts, axis=0, out=dbias)
+
 
 def _per_sample_backward(xp: Any, dy: Any, a: int, b: int, cols: Any, w_t: Any, dw_out: Any,
                          db_out: Any, dx: Any, g: ConvGeometry, ws: Workspace,

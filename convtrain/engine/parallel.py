@@ -61,19 +61,26 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"engine num_threads must be a positive int, got {n!r}")
     with _lock:
-        _drop_pool()
+        old = _take_pool()
         _num_threads = n
+    _stop(old)
 
 
-def _drop_pool() -> None:
-    """Shut the pool down (caller holds ``_lock``): the next parallel section starts a new one
-    with the current settings."""
+def _take_pool() -> list[_Worker] | None:
+    """Detach the pool (caller holds ``_lock``): the next parallel section starts a new one with
+    the current settings. Stop the returned workers with :func:`_stop` after releasing
+    ``_lock`` (a section holds ``_section`` and then takes ``_lock``: never the reverse)."""
     global _pool
-    if _pool is not None:
-        with _section:  # never while a section runs on the workers
-            for worker in _pool:
+    old, _pool = _pool, None
+    return old
+
+
+def _stop(workers: list[_Worker] | None) -> None:
+    """Stop detached workers, waiting for a section that still uses them to end first."""
+    if workers:
+        with _section:
+            for worker in workers:
                 worker.stop()
-        _pool = None
 
 
 #: Pin the engine's threads to CPUs when the process may run on exactly ``num_threads`` CPUs
@@ -97,8 +104,9 @@ def set_pin_threads(pin: bool) -> None:
     if not isinstance(pin, bool):
         raise ConfigError(f"engine pin_threads must be true or false, got {pin!r}")
     with _lock:
-        _drop_pool()
+        old = _take_pool()
         _pin_threads = pin
+    _stop(old)
 
 
 def get_pin_threads() -> bool:
@@ -222,9 +230,19 @@ class _Worker:
         self._go.release()
 
     def join(self) -> None:
-        """Wait for the task; re-raise its exception here."""
-        self._done.acquire()
+        """Wait for the task; re-raise its exception here. An exception raised into the
+        waiting thread (Ctrl-C) is re-raised only once the task has ended: the task writes
+        into the caller's arrays, and the next task must not overwrite this one's slot."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                self._done.acquire()
+                break
+            except BaseException as exc:  # noqa: BLE001 - re-raised once the task is done
+                interrupted = exc
         error, self._error = self._error, None
+        if interrupted is not None:
+            raise interrupted
         if error is not None:
             raise error
 
@@ -249,34 +267,52 @@ def _run_on_workers(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]])
     return when all are done, re-raising the first exception (the caller's own first).
     Runs them one after the other on the calling thread when another thread's section holds
     the workers."""
-    workers = _workers()
-    if len(calls) - 1 > len(workers) or not _section.acquire(blocking=False):
+    if not _section.acquire(blocking=False):
         for fn, args in calls:
             fn(*args)
         return
     try:
+        workers = _workers()  # under _section, so no other thread stops them meanwhile
+        if len(calls) - 1 > len(workers):
+            for fn, args in calls:
+                fn(*args)
+            return
         with _caller_off_worker_cpus():
-            started: list[_Worker] = []
-            caller_error: BaseException | None = None
-            try:
-                for worker, (fn, args) in zip(workers, calls[1:]):
-                    worker.start(fn, *args)
-                    started.append(worker)
-                calls[0][0](*calls[0][1])  # the calling thread takes the first piece itself
-            except BaseException as exc:  # noqa: BLE001 - re-raised after the joins
-                caller_error = exc
-            worker_errors = []
-            for worker in started:  # always wait: the workers write into the caller's arrays
-                try:
-                    worker.join()
-                except BaseException as exc:  # noqa: BLE001 - re-raised below
-                    worker_errors.append(exc)
-            if caller_error is not None:
-                raise caller_error
-            if worker_errors:
-                raise worker_errors[0]
+            _start_and_join(workers, calls)
     finally:
         _section.release()
+
+
+def _start_and_join(workers: list[_Worker],
+                    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+    started: list[_Worker] = []
+    caller_error: BaseException | None = None
+    try:
+        for worker, (fn, args) in zip(workers, calls[1:]):
+            try:
+                worker.start(fn, *args)
+            except BaseException:
+                # Interrupted inside start(): whether the task was handed over is unknown, so
+                # this pool is retired (a fresh one serves the next section) and the worker
+                # is left alone rather than joined (a join could wait forever).
+                with _lock:
+                    if _pool is workers:
+                        _take_pool()
+                raise
+            started.append(worker)
+        calls[0][0](*calls[0][1])  # the calling thread takes the first piece itself
+    except BaseException as exc:  # noqa: BLE001 - re-raised after the joins
+        caller_error = exc
+    worker_errors = []
+    for worker in started:  # always wait: the workers write into the caller's arrays
+        try:
+            worker.join()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            worker_errors.append(exc)
+    if caller_error is not None:
+        raise caller_error
+    if worker_errors:
+        raise worker_errors[0]
 
 
 def split_ranges(n: int, parts: int) -> list[tuple[int, int]]:
