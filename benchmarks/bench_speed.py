@@ -82,23 +82,26 @@ def alternate(fns: dict[str, Callable[[], None]], repeats: int, block: int = 3,
     are cold), which measures a cold start rather than the steady state a training loop runs
     in; that penalised whichever side uses more threads, and made the small cases' medians
     swing by 2x between runs."""
-    calls: dict[str, int] = {}
-    for k, fn in fns.items():
-        t0 = time.perf_counter()
+    for fn in fns.values():
         for _ in range(warmup):
             fn()
-        per_call = (time.perf_counter() - t0) / max(1, warmup)
-        calls[k] = max(block, min(200, int(BLOCK_S / max(per_call, 1e-6)) + 1))
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             if len(fns) > 1:
                 time.sleep(SETTLE_S)
             fn()  # warm-up call after switching sides
-            for _ in range(calls[k] - 1):
+            # Time-based blocks: the call count used to come from the warm-up calls' time,
+            # which includes first-call allocations, so a slow warm-up gave short blocks made
+            # mostly of the cold calls just after the pause (medians of (b) swung 1.4-1.6x
+            # between runs of the same code).
+            start = time.perf_counter()
+            recorded = 0
+            while recorded < block - 1 or time.perf_counter() - start < BLOCK_S:
                 t0 = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)
+                recorded += 1
     return times
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
@@ -144,35 +143,20 @@ def _pin_worker(index: int) -> None:
             pass
 
 
-def _load_sched_getcpu() -> Callable[[], int] | None:
-    """glibc's ``sched_getcpu`` (the calling thread's current CPU, ~0.1 us through the vDSO),
-    or None where it is unavailable."""
-    try:
-        func = ctypes.CDLL(None, use_errno=True).sched_getcpu
-    except (OSError, AttributeError):
-        return None
-    func.restype = ctypes.c_int
-    func.argtypes = []
-    return func
-
-
-_sched_getcpu = _load_sched_getcpu() if sys.platform.startswith("linux") else None
-
-
 @contextmanager
 def _caller_off_worker_cpus() -> Iterator[None]:
     """Keep the calling thread off the workers' CPUs for the block (pinning only).
 
-    Only a caller that is ON a worker's CPU when the block starts is moved (and its affinity
-    restored afterwards): changing the affinity costs ~10 us each way in steady state, twice
-    per parallel section, while a caller already elsewhere stays there for the section (both
-    CPUs are busy). Where the current CPU cannot be read, the caller is always moved.
+    Costs ~10 us each way (two affinity system calls), and still pays: moving the caller only
+    when it was found on a worker's CPU at the start of a section (sched_getcpu) measured
+    faster in a tight loop but 1.15-1.2x slower on layer (b) alternated with PyTorch (2.68 /
+    2.76 vs 2.20 / 2.35 ms): a caller left unrestricted gets woken onto the worker's CPU
+    later in the section.
 
     A thread started inside the block inherits the restricted affinity for good; the engine's
     own workers re-pin themselves (:func:`_pin_worker`), and nothing else is started from
     inside a parallel section."""
-    if _pinning is None or (_sched_getcpu is not None
-                            and _sched_getcpu() not in _pinning[1]):
+    if _pinning is None:
         yield
         return
     try:
