@@ -102,15 +102,21 @@ def test_backward_matches_finite_differences(case, threading_mode):
     bias = rng.standard_normal(w_shape[0]) if has_bias else None
     y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
     dy = rng.standard_normal(y.shape)
-    dx, dweight, dbias = conv2d_backward(dy, cache)
+    check_all_gradients(x, weight, bias, dy, conv2d_backward(dy, cache),
+                        stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def check_all_gradients(x, weight, bias, dy, grads, **conv_kwargs):
+    """``grads = (dx, dweight, dbias)`` against central differences of ``sum(dy * conv(...))``
+    for x, the weight and (when given) the bias; ``dbias`` must be None without a bias."""
+    dx, dweight, dbias = grads
 
     def loss():
-        return projected_sum(conv2d_forward(x, weight, bias, stride, padding, dilation, groups)[0],
-                             dy)
+        return projected_sum(conv2d_forward(x, weight, bias, **conv_kwargs)[0], dy)
 
     inputs = {"x": x, "weight": weight}
     analytic = {"x": dx, "weight": dweight}
-    if has_bias:
+    if bias is not None:
         inputs["bias"], analytic["bias"] = bias, dbias
     else:
         assert dbias is None
@@ -273,18 +279,8 @@ def test_each_columns_method_matches_scipy_and_finite_differences(
     np.testing.assert_allclose(y, scipy_conv2d(x, weight, bias, (1, 1), padding, dilation, 1),
                                rtol=1e-10, atol=1e-10)
     dy = rng.standard_normal(y.shape)
-    dx, dweight, dbias = conv2d_backward(dy, cache)
-
-    def loss():
-        return projected_sum(conv2d_forward(x, weight, bias, 1, padding, dilation)[0], dy)
-
-    inputs = {"x": x, "weight": weight}
-    analytic = {"x": dx, "weight": dweight}
-    if has_bias:
-        inputs["bias"], analytic["bias"] = bias, dbias
-    else:
-        assert dbias is None
-    check_gradients(loss, inputs, analytic, eps=1e-6, tol=1e-7)
+    check_all_gradients(x, weight, bias, dy, conv2d_backward(dy, cache), stride=1,
+                        padding=padding, dilation=dilation)
 
 
 def test_grouped_convolutions_keep_im2col_columns(columns_method):
