@@ -439,6 +439,32 @@ def test_an_interrupted_section_waits_for_its_worker_and_the_pool_recovers():
         set_num_threads(previous)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers():
+    """After a fork the child has none of the parent's worker threads: its first parallel
+    section must start new ones (not wait forever on the parent's)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from convtrain.engine.parallel import run_parts, set_num_threads\n"
+        "set_num_threads(2)\n"
+        "out = [None, None]\n"
+        "run_parts(lambda k, a, b: out.__setitem__(k, k), [(0, 1), (1, 2)])\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    seen = [None, None]\n"
+        "    run_parts(lambda k, a, b: seen.__setitem__(k, k), [(0, 1), (1, 2)])\n"
+        "    os._exit(0 if seen == [0, 1] else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_section_started_while_another_runs_goes_inline():
     """The workers serve one parallel section at a time: a second thread that starts one
     meanwhile runs its parts itself, one after the other, with the same results."""

@@ -237,6 +237,19 @@ class _Worker:
         self._thread.join()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: forget the pool (the next section
+    starts new workers) and renew the locks, which another thread may have held at the fork."""
+    global _pool, _lock, _section
+    _pool = None
+    _lock = threading.Lock()
+    _section = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _workers() -> list[_Worker]:
     global _pool, _pinning
     with _lock:
