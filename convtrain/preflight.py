@@ -22,17 +22,6 @@ from convtrain.backend import Backend, get_backend
 from convtrain.errors import ConfigError
 from convtrain.validate import did_you_mean
 
-#: per-sample input shapes of the built-in datasets: with them the model is built (and every
-#: layer checked) before the data is read, and ``task=summary`` needs no data files. A dataset
-#: not listed here is loaded first; a listed shape that ever disagrees with the loaded data is
-#: corrected by rebuilding (see :func:`convtrain.run.run`).
-DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
-    "digits": (1, 8, 8),
-    "mnist": (1, 28, 28),
-    "fashion_mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-}
-
 log = logging.getLogger("convtrain")
 
 
@@ -194,6 +183,7 @@ def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
 def check(cfg: DictConfig) -> Plan:
     """Check everything that does not need the data; raise ConfigError naming the key."""
     from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
+    from convtrain.data.registry import declared_input_shape  # noqa: PLC0415
 
     check_schema_keys(cfg)
     check_layers(cfg.model)
@@ -202,13 +192,13 @@ def check(cfg: DictConfig) -> Plan:
     check_logger_and_resume(cfg, trainer["resume"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
     parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
-    DATASETS.get(data["name"], where="data.name")
+    reader = DATASETS.get(data["name"], where="data.name")
     augment = data.pop("augment", None)
     backend = get_backend(str(_value(cfg.backend.name)))
     return Plan(task=str(_value(cfg.task)), seed=seed, backend=backend,
                 dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
                 trainer=trainer, engine=check_engine(cfg.engine),
-                input_shape=DATASET_INPUT_SHAPES.get(data["name"]))
+                input_shape=declared_input_shape(reader))
 
 
 def warn_about_layers_after_the_logits(model: Any) -> None:

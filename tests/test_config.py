@@ -153,7 +153,9 @@ def test_mistakes_fail_before_any_data_is_read(monkeypatch, tmp_path):
 
 
 def test_summary_of_a_dataset_with_unknown_shape_loads_it(monkeypatch, tmp_path, capsys):
-    monkeypatch.delitem(preflight.DATASET_INPUT_SHAPES, "digits")
+    from convtrain.data.digits import read_digits
+
+    monkeypatch.delattr(read_digits, "input_shape")
     run(make_cfg("task=summary"), run_dir=tmp_path)
     assert "Input shape:          (1, 8, 8)" in capsys.readouterr().out
 

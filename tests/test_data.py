@@ -88,6 +88,21 @@ def test_digits_shapes_dtypes_and_fixed_test_split():
     assert data.name == "digits"
 
 
+def test_built_in_datasets_declare_the_shape_their_reader_returns():
+    """The shapes the model is built from before any data is read (task=summary needs no
+    files): every built-in dataset declares one, and digits' equals what its reader returns
+    (the others' readers are checked on real-format files below)."""
+    from convtrain.data import DATASETS
+    from convtrain.data.registry import declared_input_shape
+
+    expected = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
+                "cifar10": (3, 32, 32)}
+    for name, shape in expected.items():
+        assert declared_input_shape(DATASETS.get(name)) == shape
+    raw = DATASETS.get("digits")(None)
+    assert raw.train.x.shape[1:] == raw.test.x.shape[1:] == expected["digits"]
+
+
 def test_digits_splits_partition_the_embedded_images_exactly():
     images, labels = raw_digits()
     data = load_dataset({"name": "digits", "val_fraction": 0.2, "normalize": False}, seed=3)

@@ -18,7 +18,7 @@ import numpy as np
 
 from convtrain.data.download import fetch_dataset_file
 from convtrain.data.paths import StorageOptions, missing_files_error, search_dirs
-from convtrain.data.registry import DATASETS
+from convtrain.data.registry import DATASETS, input_shape
 from convtrain.data.splits import ArraySplit, RawDataset, check_labels
 from convtrain.errors import DataError
 
@@ -96,6 +96,7 @@ def read_members_from_dir(directory: Path, names: tuple[str, ...]) -> dict[str, 
 
 
 @DATASETS.register("cifar10")
+@input_shape(3, 32, 32)
 def read_cifar10(options: StorageOptions) -> RawDataset:
     """Krizhevsky's CIFAR-10: (3, 32, 32) colour images, 50,000 train / 10,000 test, 10 classes."""
     names = (*TRAIN_MEMBERS, TEST_MEMBER)

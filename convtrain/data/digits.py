@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 
 from convtrain.data.paths import StorageOptions
-from convtrain.data.registry import DATASETS
+from convtrain.data.registry import DATASETS, input_shape
 from convtrain.data.splits import ArraySplit, RawDataset, check_labels
 from convtrain.data.stratify import stratified_split
 from convtrain.errors import DataError
@@ -65,6 +65,7 @@ def read_digits_arrays(payload: bytes | None = None) -> tuple[np.ndarray, np.nda
 
 
 @DATASETS.register("digits")
+@input_shape(1, 8, 8)
 def read_digits(options: StorageOptions) -> RawDataset:
     """1797 8x8 digits, values 0..16, split 1437/360 with the fixed :data:`SPLIT_SEED`.
 

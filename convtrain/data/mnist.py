@@ -7,7 +7,7 @@ from pathlib import Path
 from convtrain.data.download import fetch_dataset_file
 from convtrain.data.idx import read_idx_split
 from convtrain.data.paths import StorageOptions, find_file, missing_files_error, search_dirs
-from convtrain.data.registry import DATASETS
+from convtrain.data.registry import DATASETS, input_shape
 from convtrain.data.splits import RawDataset
 
 # Official file names (the same for both datasets); each may also be present uncompressed.
@@ -64,12 +64,14 @@ def read_idx_dataset(
 
 
 @DATASETS.register("mnist")
+@input_shape(1, 28, 28)
 def read_mnist(options: StorageOptions) -> RawDataset:
     """LeCun, Cortes & Burges' handwritten digits: (1, 28, 28), 10 classes."""
     return read_idx_dataset(options, MNIST_CLASSES)
 
 
 @DATASETS.register("fashion_mnist")
+@input_shape(1, 28, 28)
 def read_fashion_mnist(options: StorageOptions) -> RawDataset:
     """Zalando's Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): (1, 28, 28), 10 classes."""
     return read_idx_dataset(

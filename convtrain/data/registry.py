@@ -8,6 +8,7 @@ once for all datasets by :func:`convtrain.data.load.load_dataset`.
 Register a new dataset with::
 
     @DATASETS.register("my_dataset")
+    @input_shape(3, 32, 32)  # optional: what every sample is, known without reading the files
     def read_my_dataset(options: StorageOptions) -> RawDataset: ...
 """
 
@@ -22,3 +23,19 @@ from convtrain.registry import Registry
 DatasetReader = Callable[[StorageOptions], RawDataset]
 
 DATASETS: Registry[DatasetReader] = Registry("dataset")
+
+
+def input_shape(c: int, h: int, w: int) -> Callable[[DatasetReader], DatasetReader]:
+    """Declare the per-sample shape ``(C, H, W)`` a reader always returns. With it the model is
+    built (and every layer checked) before the data is read, and ``task=summary`` needs no
+    data files; a reader without it is loaded first. A declared shape that disagrees with the
+    loaded data is corrected by rebuilding (see :func:`convtrain.run.run`)."""
+    def declare(reader: DatasetReader) -> DatasetReader:
+        reader.input_shape = (int(c), int(h), int(w))  # type: ignore[attr-defined]
+        return reader
+    return declare
+
+
+def declared_input_shape(reader: DatasetReader) -> tuple[int, int, int] | None:
+    """The shape declared with :func:`input_shape`, or None."""
+    return getattr(reader, "input_shape", None)
