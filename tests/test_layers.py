@@ -327,3 +327,14 @@ def test_missing_and_unknown_type():
 def test_registry_holds_every_documented_type():
     assert {"conv2d", "maxpool2d", "avgpool2d", "relu", "leaky_relu", "tanh", "sigmoid", "dense",
             "flatten", "dropout", "batchnorm2d"} <= set(LAYERS.names())
+
+
+@pytest.mark.parametrize("layer_type", ["maxpool2d", "avgpool2d"])
+def test_pool_padding_wider_than_half_the_kernel_names_the_key(layer_type):
+    """The engine's rule (PyTorch's: a window must never hold padding only), reported at
+    build time with the config key and both axes."""
+    with pytest.raises(ConfigError, match=r"model\.layers\.pool1\.padding: padding \(1, 2\) "
+                                          r"must be at most half the kernel size 3x3"):
+        build({"type": layer_type, "kernel_size": 3, "padding": [1, 2]}, name="pool1")
+    layer = build({"type": layer_type, "kernel_size": 3, "padding": [1, 1]}, name="pool1")
+    assert layer.padding == (1, 1)

@@ -43,18 +43,24 @@ class PoolGeometry(NamedTuple):
                 yield rows, window_slice(j, sw, ow)
 
 
+def pool_padding_problem(kernel: tuple[int, int], padding: tuple[int, int]) -> str | None:
+    """Why ``padding`` is too wide for a pooling ``kernel`` (None when it is fine). PyTorch's
+    rule: at most half the kernel along each axis, or a window could hold padding only."""
+    for axis, k, p in (("height", kernel[0], padding[0]), ("width", kernel[1], padding[1])):
+        if 2 * p > k:
+            return f"padding {p} along the {axis} must be at most half the kernel size {k}"
+    return None
+
+
 def _geometry(op: str, x: Any, kernel_size: Any, stride: Any, padding: Any) -> PoolGeometry:
     require_ndim(x, 4, op, "x", "(N, C, H, W)")
     require_float(x, op, "x")
     kernel = pair(kernel_size, "kernel_size")
     step = pair(stride, "stride")
     pad = pair(padding, "padding")
-    for axis, k, p in (("height", kernel[0], pad[0]), ("width", kernel[1], pad[1])):
-        # Same rule as PyTorch: a wider pad could make a window of padding only.
-        if 2 * p > k:
-            raise ConfigError(
-                f"{op}: padding {p} along the {axis} must be at most half the kernel size {k}"
-            )
+    problem = pool_padding_problem(kernel, pad)
+    if problem:
+        raise ConfigError(f"{op}: {problem}")
     out_hw = output_hw(x.shape, kernel, step, pad)
     return PoolGeometry(tuple(int(s) for s in x.shape), kernel, step, pad, out_hw)
 

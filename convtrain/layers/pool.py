@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from convtrain.engine.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
-                                   maxpool2d_forward)
+                                   maxpool2d_forward, pool_padding_problem)
 from convtrain.errors import ConfigError
 from convtrain.layers.base import LAYERS, Shape
 from convtrain.layers.common import ConcreteLayer
@@ -41,12 +41,11 @@ class _Pool2d(ConcreteLayer):
         self.padding_spec = args.padding("padding", 0)
         self.padding = resolve_layer_padding(self.where, self.padding_spec, self.kernel_size,
                                              self.stride, (1, 1))
-        for k, p in zip(self.kernel_size, self.padding):
-            if 2 * p > k:
-                # PyTorch's rule: wider padding could make a window of padding only.
-                raise ConfigError(f"{key_path(self.where, 'padding')}: padding "
-                                  f"{format_padding(self.padding)} must be at most half the "
-                                  f"kernel size {format_pair(self.kernel_size)}")
+        if pool_padding_problem(self.kernel_size, self.padding):
+            # the engine's rule (PyTorch's), reported with the config key and both axes
+            raise ConfigError(f"{key_path(self.where, 'padding')}: padding "
+                              f"{format_padding(self.padding)} must be at most half the "
+                              f"kernel size {format_pair(self.kernel_size)}")
         self.cache = None
 
     @classmethod
