@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from convtrain.sweep import ERROR_FILE, first_error_line, job_sort_key
+from convtrain.sweep import ERROR_FILE, first_error_line, job_sort_key, read_overrides
 from convtrain.validate import is_real
 
 DEFAULT_COLUMNS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "epochs_completed",
@@ -34,16 +32,14 @@ class ReportError(ValueError):
 
 
 def _read_overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
+    """``{key: value}`` of the job's command-line overrides (``+``/``~`` prefixes dropped)."""
     try:
-        items = yaml.safe_load(path.read_text()) or []
-    except yaml.YAMLError as exc:
-        raise ReportError(f"{path}: not valid YAML ({exc})") from None
+        items = read_overrides(job_dir, strict=True)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
     overrides = {}
     for item in items:
-        key, _, value = str(item).partition("=")
+        key, _, value = item.partition("=")
         overrides[key.lstrip("+~")] = value
     return overrides
 

@@ -62,14 +62,30 @@ def write_error(run_dir: Path, message: str) -> None:
     (run_dir / ERROR_FILE).write_text(message.rstrip() + "\n")
 
 
-def read_overrides(job_dir: Path) -> list[str]:
-    """The job's command-line overrides (``.hydra/overrides.yaml``), [] when absent."""
+def read_overrides(job_dir: Path, strict: bool = False) -> list[str]:
+    """The job's command-line overrides (``.hydra/overrides.yaml``), [] when absent.
+
+    An unreadable or invalid file gives [] (the sweep summary still prints), or with
+    ``strict`` a ValueError naming the file (``convtrain-report`` must not show a row
+    without its settings)."""
     import yaml  # noqa: PLC0415
 
     path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
     try:
         items = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError):
+    except OSError as exc:
+        if strict:
+            raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        return []
+    except yaml.YAMLError as exc:
+        if strict:
+            # one line: PyYAML's own message spans several, with a caret diagram
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{path}: not valid YAML ({where}{problem})") from None
         return []
     return [str(item) for item in items]
 

@@ -50,6 +50,22 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "no runs found" in capsys.readouterr().err
 
 
+def test_an_invalid_overrides_file_is_named_by_the_report_and_skipped_by_the_summary(sweep,
+                                                                                     capsys):
+    """convtrain-report refuses a row whose settings it cannot read (one line naming the
+    file); the sweep's end-of-run summary, sharing the same reader, just shows no overrides."""
+    from convtrain.sweep import read_overrides
+
+    bad = sweep / "1" / ".hydra" / "overrides.yaml"
+    bad.write_text("- seed=1\n- [unclosed\n")
+    assert main([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: not valid YAML" in err and len(err.strip().splitlines()) == 1
+    assert read_overrides(sweep / "1") == []
+    assert read_overrides(sweep / "0", strict=True) == ["model.layers.conv1.filters=4", "seed=1"]
+    assert read_overrides(sweep / "missing", strict=True) == []
+
+
 def test_unknown_sort_column(sweep, capsys):
     assert main([str(sweep), "--sort", "val_acc"]) == 2
     assert "unknown column 'val_acc'" in capsys.readouterr().err
