@@ -8,8 +8,10 @@ cache-resident im2col/col2im; nothing on DRAM-bound copies, which is why the con
 works in cache-sized chunks).
 
 :func:`run_parts` runs whole pipelines (a convolution's batch parts, GEMMs included) one per
-thread, with the BLAS set to one thread through threadpoolctl (:func:`blas_single_thread`);
-inside a part, :func:`run_split` runs inline.
+thread, with the BLAS set to one thread (:func:`blas_single_thread`: OpenBLAS's own functions,
+or threadpoolctl); inside a part, :func:`run_split` runs inline. The workers are plain threads
+handed one task at a time (:class:`_Worker`); one parallel section uses them at a time, and a
+forked child starts its own.
 
 Only NumPy arrays are ever split: CuPy work is already parallel on the device, so callers run it
 as one piece (see :func:`run_split`'s ``xp`` argument).
