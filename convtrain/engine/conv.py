@@ -183,7 +183,6 @@ def _im2col_chunk(xpad: Any, cols: Any, g: ConvGeometry, col0: int = 0) -> None:
     s_n, s_c, s_h, s_w = g.c * g.hp * g.wp, g.hp * g.wp, g.wp, 1
     r = cols.shape[1]
     kk = g.kh * g.kw
-    out = cols[:, col0:col0 + n * g.length]
     if g.wide:
         # s_h == wp * s_w (xpad is C-contiguous), so a row shift is a flat shift.
         src = flat_view(xp, xpad, (g.c, g.kh, g.kw, n, g.length),
@@ -199,7 +198,7 @@ def _im2col_chunk(xpad: Any, cols: Any, g: ConvGeometry, col0: int = 0) -> None:
     def copy(a: int, b: int) -> None:
         xp.copyto(dst[:, :, :, a:b], src[:, :, :, a:b])
 
-    run_split(copy, n, out.nbytes, xp)
+    run_split(copy, n, cols.shape[0] * n * g.length * cols.itemsize, xp)
 
 
 def _write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry,
