@@ -496,3 +496,28 @@ def test_a_section_started_while_another_runs_goes_inline():
                          1: threading.current_thread().name}
     finally:
         set_num_threads(previous)
+
+
+def test_blas_single_thread_sets_and_restores_every_blas_as_threadpoolctl_sees_it():
+    """Inside the block every BLAS NumPy uses runs one thread (read back through threadpoolctl,
+    independently of the engine's own handles, which call OpenBLAS's C functions directly);
+    nested blocks keep it at one, and leaving restores what was there, also after an error."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from convtrain.engine.parallel import blas_single_thread
+
+    def counts():
+        return [info["num_threads"] for info in threadpoolctl.threadpool_info()
+                if info["user_api"] == "blas"]
+
+    if not counts():
+        pytest.skip("no BLAS that threadpoolctl can see")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = counts()
+        with pytest.raises(RuntimeError):
+            with blas_single_thread():
+                assert counts() == [1] * len(before)
+                with blas_single_thread():
+                    assert counts() == [1] * len(before)
+                assert counts() == [1] * len(before)
+                raise RuntimeError("inside")
+        assert counts() == before
