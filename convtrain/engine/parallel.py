@@ -266,20 +266,17 @@ def _run_on_workers(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]])
     return when all are done, re-raising the first exception (the caller's own first).
     Runs them one after the other on the calling thread when another thread's section holds
     the workers."""
-    if not _section.acquire(blocking=False):
-        for fn, args in calls:
-            fn(*args)
-        return
-    try:
-        workers = _workers()  # under _section, so no other thread stops them meanwhile
-        if len(calls) - 1 > len(workers):
-            for fn, args in calls:
-                fn(*args)
-            return
-        with _caller_off_worker_cpus():
-            _start_and_join(workers, calls)
-    finally:
-        _section.release()
+    if _section.acquire(blocking=False):
+        try:
+            workers = _workers()  # under _section, so no other thread stops them meanwhile
+            if len(calls) - 1 <= len(workers):
+                with _caller_off_worker_cpus():
+                    _start_and_join(workers, calls)
+                return
+        finally:
+            _section.release()
+    for fn, args in calls:  # the workers are busy, or there are more pieces than threads
+        fn(*args)
 
 
 def _start_and_join(workers: list[_Worker],
