@@ -71,7 +71,7 @@ from convtrain.backend import array_module
 from convtrain.engine import conv_rows
 from convtrain.engine._checks import require_float, require_ndim, require_same_dtype, require_shape
 from convtrain.engine.conv_layout import (ConvGeometry, cols_view, flat_view, gather_dy,
-                                          grouped_gemm, padded_chunk, valid_view)
+                                          grouped_gemm, padded_chunk, write_output)
 from convtrain.engine.im2col import output_hw, pair
 from convtrain.engine.parallel import (can_run_parts, get_num_threads, run_alone, run_parts,
                                        run_split, split_ranges)
@@ -201,23 +201,6 @@ def _im2col_chunk(xpad: Any, cols: Any, g: ConvGeometry, col0: int = 0) -> None:
     run_split(copy, n, cols.shape[0] * n * g.length * cols.itemsize, xp)
 
 
-def _write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry,
-                  bias4: Any) -> None:
-    """Samples ``n0:n1`` of ``y`` ``(N, F, oh, ow)`` from their GEMM result ``y_mat``
-    ``(F, n*L)``: one pass drops wide columns' garbage, adds the bias ``(F, 1, 1, 1)`` (or None)
-    and transposes (F, n) -> (n, F), split over the engine threads along F."""
-    src = valid_view(xp, y_mat, g, n1 - n0)
-    dst = y[n0:n1].transpose(1, 0, 2, 3)
-
-    def finish(f0: int, f1: int) -> None:
-        if bias4 is None:
-            xp.copyto(dst[f0:f1], src[f0:f1])
-        else:
-            xp.add(src[f0:f1], bias4[f0:f1], out=dst[f0:f1])
-
-    run_split(finish, g.filters, 2 * dst.size * y.dtype.itemsize, xp)
-
-
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
                    padding: Any = (0, 0), dilation: Any = (1, 1), groups: int = 1, *,
                    workspace: Workspace | None = None,
@@ -283,7 +266,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = (1, 1),
         _im2col_chunk(padded_chunk(x, n0, n1, g, ws), cols, g)
         y_mat = ws.get("y_mat", (filters, m * g.length), x.dtype, xp)
         grouped_gemm(xp, w_mat, cols, y_mat, groups)
-        _write_output(xp, y_mat, y, n0, n1, g, bias4)
+        write_output(xp, y_mat, y, n0, n1, g, bias4)
     cache = ConvCache(x, None, weight, g, bias is not None, groups, chunk, ws,
                       ws.next_generation())
     return y, cache
@@ -388,7 +371,7 @@ def _forward_parts(x: Any, w_mat: Any, bias4: Any, y: Any, g: ConvGeometry, ws: 
             return
         y_part = ws.get(f"y_mat{k}", (g.filters, (b - a) * L), x.dtype, xp)
         grouped_gemm(xp, w_mat, c_part, y_part, groups)
-        _write_output(xp, y_part, y, a, b, g, bias4)
+        write_output(xp, y_part, y, a, b, g, bias4)
 
     (run_alone if alone else run_parts)(part, _part_ranges(0, n, parts, g, groups))
     return cols

@@ -112,6 +112,25 @@ def valid_view(xp: Any, mat: Any, g: ConvGeometry, n: int, length: int | None = 
     return flat_view(xp, mat, (mat.shape[0], n, g.oh, g.ow), (r, per_sample, g.wp, 1))
 
 
+def write_output(xp: Any, y_mat: Any, y: Any, n0: int, n1: int, g: ConvGeometry,
+                 bias4: Any = None, length: int | None = None) -> None:
+    """Samples ``n0:n1`` of ``y`` ``(N, F, oh, ow)`` from their GEMM result ``y_mat``
+    ``(F, n*length)`` (``length`` as in :func:`valid_view`): one pass drops wide columns'
+    garbage, adds the bias ``(F, 1, 1, 1)`` (or None) and transposes (F, n) -> (n, F), split
+    over the engine threads along F (inline inside a batch part). The inverse of
+    :func:`gather_dy`."""
+    src = valid_view(xp, y_mat, g, n1 - n0, length)
+    dst = y[n0:n1].transpose(1, 0, 2, 3)
+
+    def finish(f0: int, f1: int) -> None:
+        if bias4 is None:
+            xp.copyto(dst[f0:f1], src[f0:f1])
+        else:
+            xp.add(src[f0:f1], bias4[f0:f1], out=dst[f0:f1])
+
+    run_split(finish, g.filters, 2 * dst.size * y.dtype.itemsize, xp)
+
+
 def gather_dy(xp: Any, dy: Any, n0: int, n1: int, dy_mat: Any, g: ConvGeometry,
               zero_garbage: bool) -> None:
     """Samples ``n0:n1`` of ``dy`` ``(N, F, oh, ow)`` into GEMM layout ``dy_mat`` ``(F, n*L)``.

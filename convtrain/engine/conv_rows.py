@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convtrain.engine.conv_layout import ConvGeometry, flat_view, grouped_gemm, valid_view
+from convtrain.engine.conv_layout import ConvGeometry, flat_view, grouped_gemm, write_output
 from convtrain.engine.parallel import run_split
 from convtrain.engine.workspace import Workspace
 
@@ -105,7 +105,7 @@ def forward(xp: Any, columns: Any, w_rows: Any, y: Any, n0: int, g: ConvGeometry
         xp.add(z[:, 0, :valid], z[:, 1, dw:dw + valid], out=acc[:, :valid])
         for j in range(2, g.kw):
             xp.add(acc[:, :valid], z[:, j, j * dw:j * dw + valid], out=acc[:, :valid])
-    xp.copyto(y[n0:n0 + n].transpose(1, 0, 2, 3), valid_view(xp, acc, g, n, lq))
+    write_output(xp, acc, y, n0, n0 + n, g, None, lq)
 
 
 def shift_dy(xp: Any, dy_mat: Any, g: ConvGeometry, ws: Workspace,
