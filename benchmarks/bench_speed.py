@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 from omegaconf import OmegaConf  # noqa: E402
 
 import convtrain  # noqa: E402
-import convtrain.engine.conv as conv_engine  # noqa: E402
-from convtrain.engine import keep_freed_memory  # noqa: E402
-from convtrain.engine.losses import softmax_cross_entropy  # noqa: E402
-from convtrain.layers import Conv2d, MaxPool2d  # noqa: E402
+import convtrain.ops.fast.conv as conv_engine  # noqa: E402
+from convtrain.ops import keep_freed_memory  # noqa: E402
+from convtrain.ops.losses import softmax_cross_entropy  # noqa: E402
+from convtrain.nn import Conv2d, MaxPool2d  # noqa: E402
 from convtrain.optim import build_optimizer  # noqa: E402
 
 try:
@@ -389,7 +389,7 @@ def memory_child(limit: str) -> None:
     import json
     import resource
 
-    from convtrain.engine import set_max_workspace_mb
+    from convtrain.ops import set_max_workspace_mb
 
     if limit == "none":  # the unchunked behaviour: no limit and no cache-sized chunks
         set_max_workspace_mb(None)

@@ -6,11 +6,40 @@
 ...                                           "fc1": {"type": "dense", "units": 10}}}, (1, 8, 8))
 >>> model.output_shape
 (10,)
+
+The package's rooms (see docs/architecture.md): ``ops`` (the math) and ``runtime`` (the machine)
+at the bottom, ``nn`` (layers, model), ``optim``, ``data``, ``training``, ``visuals`` and ``app``
+(command line) above them. The names below are imported lazily, so that ``import convtrain.ops``
+loads the math alone (no Hydra, no OmegaConf).
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from convtrain.backend import Backend, get_backend  # noqa: E402
-from convtrain.errors import ConfigError, DataError  # noqa: E402
-from convtrain.model import Model, build_model  # noqa: E402
+#: public name -> the module that defines it
+_PUBLIC = {
+    "Backend": "convtrain.runtime.backend",
+    "get_backend": "convtrain.runtime.backend",
+    "ConfigError": "convtrain.errors",
+    "DataError": "convtrain.errors",
+    "InternalError": "convtrain.errors",
+    "Model": "convtrain.nn.model",
+    "build_model": "convtrain.nn.model",
+}
 
-__all__ = ["Backend", "ConfigError", "DataError", "Model", "build_model", "get_backend", "__version__"]
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'convtrain' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -1,4 +1,4 @@
 """``python -m convtrain`` == ``convtrain``."""
-from convtrain.cli import main
+from convtrain.app.cli import main
 
 main()

@@ -1,8 +1,11 @@
-"""User-facing errors.
+"""The two kinds of error convtrain raises on purpose.
 
-Anything a user can cause through a config, a command-line override or a data file raises
-:class:`ConfigError` (or a subclass) with a message naming the offending key, file or value.
-The CLI prints these messages without a traceback and exits non-zero.
+* A **user mistake** -- anything a user can cause through a config, a command-line override or
+  a data file -- raises :class:`ConfigError` (or :class:`DataError`) with a message naming the
+  offending key, file or value. The CLI prints that one line without a traceback, exit status 2.
+* **Misuse of the Python API or a bug in convtrain** (backward before forward, a stale cache,
+  arrays of the wrong shape handed to the math) raises :class:`InternalError`, which the CLI
+  never shortens: its traceback is what a bug report needs (exit status 1).
 """
 
 
@@ -12,3 +15,7 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
     """A dataset file is missing, corrupt, or fails its checksum."""
+
+
+class InternalError(RuntimeError):
+    """Misuse of convtrain's Python API or a bug in convtrain; always keeps its traceback."""

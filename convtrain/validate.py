@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-# --- predicates (drop-in replacements for convtrain.layers.spec.is_int / is_real) -------------
+# --- predicates (drop-in replacements for convtrain.nn.spec.is_int / is_real) -------------
 def is_int(value: Any) -> bool:
     """True for Python/NumPy integers; False for bools, floats (``3.0`` too) and strings."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convtrain.backend import cupy_available, get_backend
-from convtrain.engine.losses import softmax_cross_entropy
-from convtrain.model import build_model
+from convtrain.runtime.backend import cupy_available, get_backend
+from convtrain.ops.losses import softmax_cross_entropy
+from convtrain.nn.model import build_model
 from convtrain.optim import build_optimizer
 
 pytestmark = [pytest.mark.gpu,

@@ -43,7 +43,7 @@ def iterate_batches(
         rng: required when shuffling or augmenting. Draws happen in this order: the epoch's
             permutation, then each batch's augmentation draws, so a seeded generator
             reproduces the exact same batches.
-        backend: a :class:`convtrain.backend.Backend`; batches go through ``backend.asarray``.
+        backend: a :class:`convtrain.runtime.backend.Backend`; batches go through ``backend.asarray``.
             ``None`` yields NumPy arrays.
         drop_last: skip a final batch smaller than ``batch_size`` (keeps BatchNorm statistics
             well-defined); with ``n < batch_size`` this yields nothing.

@@ -29,7 +29,7 @@ def input_shape(c: int, h: int, w: int) -> Callable[[DatasetReader], DatasetRead
     """Declare the per-sample shape ``(C, H, W)`` a reader always returns. With it the model is
     built (and every layer checked) before the data is read, and ``task=summary`` needs no
     data files; a reader without it is loaded first. A declared shape that disagrees with the
-    loaded data is corrected by rebuilding (see :func:`convtrain.run.run`)."""
+    loaded data is corrected by rebuilding (see :func:`convtrain.app.run.run`)."""
     def declare(reader: DatasetReader) -> DatasetReader:
         reader.input_shape = (int(c), int(h), int(w))  # type: ignore[attr-defined]
         return reader

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from convtrain import validate as check
-from convtrain.backend import array_module
+from convtrain.runtime.backend import array_module
 from convtrain.errors import ConfigError
 from convtrain.registry import Registry
 

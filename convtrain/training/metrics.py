@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
-from convtrain.backend import array_module
+from convtrain.runtime.backend import array_module
 from convtrain.training.atomic import atomic_write_text
 
 #: keys of metrics.json, in the order they are written.

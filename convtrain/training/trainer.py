@@ -10,7 +10,7 @@ One :class:`Trainer` runs one training job into one run directory::
       checkpoints/last.safetensors + last.json    after every epoch
       checkpoints/best.safetensors + best.json    when the monitored metric improves
 
-Pictures, histograms and hparams: :mod:`convtrain.training.tb_logging` (tags, files, schedule).
+Pictures, histograms and hparams: :mod:`convtrain.visuals.tb_logging` (tags, files, schedule).
 
 Reproducibility: batches are shuffled by a NumPy Generator seeded from ``seed``; its state and
 the state of every layer's ``rng`` (dropout) are saved in each checkpoint, so ``resume=`` a
@@ -38,14 +38,14 @@ import convtrain
 from convtrain import validate
 from convtrain.data.augment import check_augment_fits, parse_augment
 from convtrain.data.loader import iterate_batches, num_batches
-from convtrain.engine.losses import softmax_cross_entropy
+from convtrain.ops.losses import softmax_cross_entropy
 from convtrain.errors import ConfigError
-from convtrain.tb import TensorBoardWriter
+from convtrain.visuals.tensorboard import TensorBoardWriter
 from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from convtrain.training.metrics import RunningAverage, count_correct, evaluate, json_safe, \
     write_metrics
 from convtrain.training.progress import EpochProgress, resolve_progress
-from convtrain.training.tb_logging import VisualLogger, first_image, flatten_config, \
+from convtrain.visuals.tb_logging import VisualLogger, first_image, flatten_config, \
     parse_logger_settings
 
 log = logging.getLogger("convtrain")
@@ -185,10 +185,10 @@ class Trainer:
         config_text: the composed config (YAML), stored in checkpoints and TensorBoard.
         augment: ``data.augment``, checked against the image size and passed to the loader
             for training batches only.
-        logger: the ``logger`` config group (see :class:`convtrain.config.LoggerConfig`);
+        logger: the ``logger`` config group (see :class:`convtrain.app.schema.LoggerConfig`);
             None = its defaults.
         hparams: the run's hyperparameters for TensorBoard's HParams dashboard, nested or
-            flat (flattened with :func:`~convtrain.training.tb_logging.flatten_config`); None
+            flat (flattened with :func:`~convtrain.visuals.tb_logging.flatten_config`); None
             logs ``seed``, ``trainer.max_epochs``, ``trainer.batch_size`` and
             ``optimizer.lr``.
 

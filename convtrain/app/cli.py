@@ -1,0 +1,117 @@
+"""The ``convtrain`` command: a Hydra app that composes ``configs/train.yaml`` and trains.
+
+``convtrain task=summary`` prints the model table without training. Config mistakes (unknown
+keys, wrong types, bad values, impossible shapes, missing data files) are printed as one line
+naming the key, without a traceback, exit status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+
+In a ``-m`` sweep a failing job does not stop the others: its error goes to its own log and
+``error.txt``, and the command ends with one line listing the failed jobs and exit status 1.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from convtrain.app import sweep
+from convtrain.app.schema import register_configs
+from convtrain.errors import ConfigError
+from convtrain.app.hydra_errors import explain, friendly_errors, print_error
+
+log = logging.getLogger("convtrain")
+
+
+def config_dir() -> str:
+    """Absolute path of the shipped configs: inside the installed package, else the repo's."""
+    package = Path(__file__).resolve().parents[1]  # convtrain/ (this file is convtrain/app/cli.py)
+    package_configs = package / "configs"
+    if (package_configs / "train.yaml").is_file():
+        return str(package_configs)
+    return str(package.parent / "configs")
+
+
+def _describe(exc: Exception) -> str | None:
+    """The one-line message of a user mistake, None for anything else (a bug)."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, OmegaConfBaseException):  # e.g. an interpolation that does not resolve
+        return explain(exc)
+    return None
+
+
+def _log_to_files(message: str) -> None:
+    """Put ``message`` in the run's log file only: the console gets it once, from stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def _app(cfg: DictConfig) -> float | None:
+    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    sweep.clear_failure(run_dir)
+    try:
+        from convtrain.app.preflight import check_overrides  # noqa: PLC0415
+
+        check_overrides(list(HydraConfig.get().overrides.task))
+        return run(cfg, run_dir=run_dir)
+    except Exception as exc:
+        message = _describe(exc)
+        if in_sweep:
+            # the other jobs go on; the main process lists this one at the end
+            sweep.record_failure(run_dir, exc, message)
+            return None
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _log_to_files(message)
+        sweep.write_error(run_dir, message)
+        print_error(message)
+        sys.exit(2)
+
+
+def _report_failed_jobs() -> bool:
+    failures = sweep.failed_jobs()
+    if failures:
+        print(sweep.summary_line(failures), file=sys.stderr)
+    return bool(failures)
+
+
+def main() -> None:
+    """Console-script entry point (also ``python -m convtrain``).
+
+    Exit status: 0 success, 1 a job of a sweep failed (or an unexpected error), 2 a config
+    mistake.
+    """
+    try:
+        with friendly_errors():
+            _app()
+    except SystemExit:
+        _report_failed_jobs()
+        raise
+    except ValueError as exc:
+        # Hydra checks its command-line flags outside its error reporter
+        # ("Only one of --run, --multirun, --cfg, ... can be specified")
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print_error(str(exc))
+        sys.exit(2)
+    if _report_failed_jobs():
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

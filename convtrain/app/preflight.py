@@ -1,0 +1,232 @@
+"""Check a composed config completely before any data is read.
+
+Hydra's schema catches wrong types and unknown keys at composition time, but ``+key=value``
+deliberately gets past it, and ranges (``optimizer.lr > 0``, ``model.layers.drop1.p < 1``) and
+per-layer keys are the registries' business. :func:`check` runs all of those checks (and builds
+the model, the optimizer and the schedule, which is what checks every layer against its
+registered class) in well under a second, so a mistake in a long run or a sweep fails at once
+with one message naming the full key, instead of after the dataset has been loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from convtrain import validate
+from convtrain.runtime.backend import Backend, get_backend
+from convtrain.errors import ConfigError
+from convtrain.validate import did_you_mean
+
+log = logging.getLogger("convtrain")
+
+
+@dataclasses.dataclass
+class Plan:
+    """The checked settings of one run (everything :func:`convtrain.app.run.run` needs)."""
+
+    task: str
+    seed: int
+    backend: Backend
+    dtype: np.dtype
+    data: dict[str, Any]  # the data: mapping without `augment` (the loader applies that)
+    augment: Any
+    trainer: dict[str, Any]
+    engine: dict[str, Any]  # checked engine settings, applied by :func:`apply_engine_settings`
+    input_shape: tuple[int, ...] | None  # None: only known once the data is loaded
+
+
+@dataclasses.dataclass
+class Components:
+    model: Any
+    optimizer: Any
+    schedule: Any
+
+
+def _value(v: Any) -> Any:
+    return v.value if isinstance(v, enum.Enum) else v
+
+
+def check_schema_keys(node: Any, path: str = "") -> None:
+    """Reject keys that ``+key=value`` added to a node typed by a dataclass schema.
+
+    Walks typed nodes only: ``model.layers.*``, ``optimizer`` and ``scheduler`` are re-checked
+    by their registries, which know the keys of each layer type / optimizer / schedule.
+    """
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    fields = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        full = f"{path}{key}"
+        if key == "hydra" and not path:
+            continue  # present when composed with return_hydra_config=True
+        if key not in fields:
+            raise ConfigError(f"{full}: unknown key{did_you_mean(str(key), fields, path)} "
+                              f"(valid keys: {', '.join(fields)})")
+        if not OmegaConf.is_missing(node, key):
+            check_schema_keys(node[key], f"{full}.")
+
+
+def check_layers(model_cfg: Any) -> None:
+    """Every layer against its registered class: known ``type``, known keys, valid anchors.
+
+    This part needs no input shape, so it also runs first for datasets whose shape is only known
+    once loaded; values and shapes are checked when the model is built (:func:`build`).
+    """
+    from convtrain.nn.layer_order import POSITION_KEYS, order_layers  # noqa: PLC0415
+    from convtrain.nn import LAYERS  # noqa: PLC0415
+
+    layers = OmegaConf.to_container(model_cfg.layers, resolve=True) \
+        if isinstance(model_cfg.layers, DictConfig) else model_cfg.layers
+    if not isinstance(layers, Mapping):
+        raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
+                          f"{layers!r}")
+    for name, spec in layers.items():
+        where = f"model.layers.{name}"
+        if spec is None:
+            continue  # disabled with model.layers.<name>=null
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: expected a mapping like {{type: conv2d, ...}}, got "
+                              f"{spec!r}")
+        if spec.get("type") is None:
+            raise ConfigError(f"{where}.type: missing (known types: {', '.join(LAYERS.names())})")
+        layer_cls = LAYERS.get(spec["type"], where=f"{where}.type")
+        accepted = ("type", *POSITION_KEYS, *layer_cls.config_keys)
+        for key in spec:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{where}.{key}: unknown key for layer type '{spec['type']}'"
+                    f"{did_you_mean(str(key), accepted, where + '.')} "
+                    f"(valid keys: {', '.join(accepted)})")
+    order_layers(layers)  # unknown `after:` / `before:` anchors
+
+
+def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``trainer:`` settings as Trainer keyword arguments (same checks as the Trainer)."""
+    progress = validate.progress("trainer.progress", t["progress"])
+    log_every = validate.non_negative_int("trainer.log_every_n_steps", t["log_every_n_steps"],
+                                          zero_means="off")
+    eval_batch = t.get("eval_batch_size")
+    return {
+        "max_epochs": validate.positive_int("trainer.max_epochs", t["max_epochs"]),
+        "batch_size": validate.positive_int("trainer.batch_size", t["batch_size"]),
+        "eval_batch_size": None if eval_batch is None
+        else validate.positive_int("trainer.eval_batch_size", eval_batch),
+        "progress": progress,
+        "log_every_n_steps": log_every,
+        "checkpoint": bool(t["checkpoint"]),
+        "monitor": str(_value(t["monitor"])),
+        "resume": t.get("resume"),
+        "drop_last": t.get("drop_last"),
+    }
+
+
+def check_engine(e: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``engine:`` settings, checked (``engine.num_threads`` >= 1, workspace > 0 or null)."""
+    from convtrain.runtime.workspace import check_workspace_mb  # noqa: PLC0415
+
+    return {
+        "max_workspace_mb": check_workspace_mb(e.get("max_workspace_mb"), "engine.max_workspace_mb"),
+        "num_threads": validate.positive_int("engine.num_threads", e.get("num_threads")),
+        "keep_freed_memory": validate.boolean("engine.keep_freed_memory", e.get("keep_freed_memory")),
+        "pin_threads": validate.boolean("engine.pin_threads", e.get("pin_threads", True)),
+    }
+
+
+def apply_engine_settings(settings: Mapping[str, Any]) -> None:
+    """Make the checked ``engine:`` settings current for this process (once per run)."""
+    from convtrain import runtime  # noqa: PLC0415
+
+    runtime.set_max_workspace_mb(settings["max_workspace_mb"])
+    runtime.set_num_threads(settings["num_threads"])
+    runtime.set_pin_threads(settings["pin_threads"])
+    if settings["keep_freed_memory"]:
+        runtime.keep_freed_memory()
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject overrides that Hydra accepts but that would do nothing.
+
+    ``model.layers={}`` merges an empty mapping into the model's layers, i.e. changes nothing;
+    a user who wrote it meant to clear or replace them.
+    """
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") in ("model.layers", "model") and value.strip() in ("{}", ""):
+            raise ConfigError(
+                f"{key.lstrip('+')}: '{override}' merges an empty mapping and changes nothing; "
+                "remove a layer with '~model.layers.NAME' (or model.layers.NAME=null), or choose "
+                "another model with model=NAME / a model config of your own")
+
+
+def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
+    """``logger.*`` values and that ``trainer.resume`` points at a checkpoint, before the data
+    is loaded (the Trainer checks them again; here they fail in a second, not after loading)."""
+    from convtrain.training.checkpoint import resolve_checkpoint_path  # noqa: PLC0415
+    from convtrain.visuals.tb_logging import parse_logger_settings  # noqa: PLC0415
+
+    parse_logger_settings(OmegaConf.to_container(cfg.logger, resolve=True))
+    if resume is not None:
+        try:
+            resolve_checkpoint_path(str(resume))
+        except ConfigError as exc:
+            raise ConfigError(f"trainer.resume: {exc}") from None
+
+
+def check(cfg: DictConfig) -> Plan:
+    """Check everything that does not need the data; raise ConfigError naming the key."""
+    from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
+    from convtrain.data.registry import declared_input_shape  # noqa: PLC0415
+
+    check_schema_keys(cfg)
+    check_layers(cfg.model)
+    seed = validate.seed(cfg.seed)
+    trainer = check_trainer(cfg.trainer)
+    check_logger_and_resume(cfg, trainer["resume"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
+    reader = DATASETS.get(data["name"], where="data.name")
+    augment = data.pop("augment", None)
+    backend = get_backend(str(_value(cfg.backend.name)))
+    return Plan(task=str(_value(cfg.task)), seed=seed, backend=backend,
+                dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
+                trainer=trainer, engine=check_engine(cfg.engine),
+                input_shape=declared_input_shape(reader))
+
+
+def warn_about_layers_after_the_logits(model: Any) -> None:
+    """Log a warning for layers after the last dense layer (the logits): a ReLU there clips
+    them, dropout drops classes. Usually a layer added with ``+model.layers.X=...`` and no
+    ``after:`` (new layers go last). Legal, so only a warning."""
+    from convtrain.nn import Dense  # noqa: PLC0415
+
+    names = list(model.layers)
+    dense = [i for i, name in enumerate(names) if isinstance(model.layers[name], Dense)]
+    if dense and dense[-1] < len(names) - 1:
+        tail = names[dense[-1] + 1:]
+        log.warning("model.layers: %s come(s) after the output layer '%s' and act on the logits; "
+                    "place added layers with after:/before: (e.g. after: fc1)",
+                    ", ".join(tail), names[dense[-1]])
+
+
+def build(cfg: DictConfig, plan: Plan, input_shape: tuple[int, ...]) -> Components:
+    """Model, optimizer and schedule for ``input_shape``: the registries check every layer,
+    optimizer and schedule key here (``+model.layers.x.foo=1`` and ``+optimizer.foo=1``
+    included)."""
+    from convtrain.nn.model import build_model  # noqa: PLC0415
+    from convtrain.optim import build_optimizer, build_schedule  # noqa: PLC0415
+
+    model = build_model(cfg.model, input_shape, seed=plan.seed, dtype=plan.dtype,
+                        backend=plan.backend)
+    warn_about_layers_after_the_logits(model)
+    optimizer = build_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), model)
+    schedule = build_schedule(OmegaConf.to_container(cfg.scheduler, resolve=True),
+                              base_lr=optimizer.lr, max_epochs=plan.trainer["max_epochs"])
+    return Components(model, optimizer, schedule)

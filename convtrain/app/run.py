@@ -1,0 +1,66 @@
+"""One run: check the config, build the pieces it names, then train (or print the summary).
+
+Kept apart from the CLI so tests and notebooks can call :func:`run` with a config built by
+Hydra's compose API.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from convtrain.app import preflight
+
+log = logging.getLogger("convtrain")
+
+
+def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
+    """Train (``task=train``) or print the model summary (``task=summary``).
+
+    Every setting is checked before the data is loaded (:mod:`convtrain.app.preflight`).
+
+    Returns:
+        the best value of ``trainer.monitor`` over the epochs (default ``val_accuracy``;
+        the training metric when the validation split is empty): what Hydra sweepers such as
+        Optuna optimise. None for ``task=summary``.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
+    plan = preflight.check(cfg)
+    preflight.apply_engine_settings(plan.engine)
+    parts = None
+    if plan.input_shape is not None:
+        parts = preflight.build(cfg, plan, plan.input_shape)
+        if plan.task == "summary":
+            print(parts.model.summary())
+            return None
+
+    from convtrain.data import load_dataset  # noqa: PLC0415
+
+    data = load_dataset(plan.data, seed=plan.seed)
+    if parts is None or tuple(parts.model.input_shape) != tuple(data.input_shape):
+        parts = preflight.build(cfg, plan, tuple(data.input_shape))
+    if plan.task == "summary":
+        print(parts.model.summary())
+        return None
+    log.info("model:\n%s", parts.model.summary())
+    log.info("data: %s train / %s val / %s test images of shape %s, %s classes",
+             len(data.train), len(data.val), len(data.test), data.input_shape, data.num_classes)
+
+    from convtrain.training.trainer import Trainer  # noqa: PLC0415
+
+    trainer = Trainer(
+        parts.model, parts.optimizer, parts.schedule, data,
+        run_dir=run_dir, backend=plan.backend, seed=plan.seed, **plan.trainer,
+        config_text=OmegaConf.to_yaml(cfg), augment=plan.augment,
+        logger=OmegaConf.to_container(cfg.logger, resolve=True),
+        hparams=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+    )
+    metrics = trainer.fit()
+    test_acc = metrics.get("test_accuracy")
+    print(f"final test accuracy: {test_acc:.4f}" if test_acc is not None else "no test split")
+    print(f"run directory: {run_dir}")
+    best = trainer.best_monitor_value
+    return float(best) if best is not None else None

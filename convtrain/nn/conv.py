@@ -1,0 +1,184 @@
+"""2-D convolution layer (``type: conv2d``)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from convtrain.ops.fast.conv import conv2d_backward, conv2d_forward
+from convtrain.runtime.workspace import Workspace, check_workspace_mb
+from convtrain.errors import ConfigError
+from convtrain.nn.base import LAYERS, Shape
+from convtrain.nn.common import ConcreteLayer
+from convtrain.nn.spec import (PARAM_LAYER_KEYS, LayerSpec, format_pair, format_padding,
+                                   key_path)
+from convtrain.nn.windows import resolve_layer_padding, window_output_size
+
+
+def check_groups(where: str, in_channels: int, out_channels: int, groups: int,
+                 input_shape: Shape | None = None) -> None:
+    """Raise unless both channel counts are divisible by ``groups`` (names ``<where>.groups``)."""
+    source = f" (from input shape {tuple(input_shape)})" if input_shape is not None else ""
+    if in_channels % groups:
+        raise ConfigError(f"{key_path(where, 'groups')}: {in_channels} input channels{source} "
+                          f"are not divisible by groups={groups}")
+    if out_channels % groups:
+        raise ConfigError(f"{key_path(where, 'groups')}: {out_channels} filters are not "
+                          f"divisible by groups={groups}")
+
+
+@LAYERS.register("conv2d")
+class Conv2d(ConcreteLayer):
+    """2-D convolution (cross-correlation) on ``(N, C, H, W)`` batches, like ``torch.nn.Conv2d``.
+
+    Params: ``weight`` ``(F, C/groups, kh, kw)`` and ``bias`` ``(F,)`` (PyTorch's names and
+    shapes, so a ``state_dict`` loads into ``nn.Conv2d`` unchanged). The bias starts at zero.
+
+    Args:
+        in_channels, out_channels: C and F.
+        kernel_size, stride, dilation: int or ``(h, w)``.
+        padding: int, ``(ph, pw)``, ``"same"`` (stride 1, odd effective kernel) or ``"valid"``.
+        groups: C and F are split into this many independent groups.
+        bias: add a learned per-filter bias.
+        init: initializer name from :mod:`convtrain.nn.init` (random or a classic filter bank).
+        name: the layer's key (``"conv1"``).
+        rng: NumPy Generator for the initial weights (a fresh unseeded one if None).
+        dtype: float32 (default) or float64.
+        where: config path for error messages (set by :meth:`from_config`).
+        max_workspace_mb: cap on this layer's im2col scratch memory in MiB (None: the
+            process-wide :func:`convtrain.ops.set_max_workspace_mb` setting). Over it the
+            batch is processed in chunks of samples; results are unchanged.
+
+    Scratch buffers are kept between calls (reusing them avoids page faults); they are bounded
+    by the largest batch seen and by the workspace limit.
+
+    FLOPs per sample: ``2·F·oh·ow·(C/groups)·kh·kw`` (+ ``F·oh·ow`` for the bias).
+    """
+
+    can_skip_input_grad = True
+    config_keys = ("filters", "kernel_size", "stride", "padding", "dilation", "groups", "init",
+                   "bias") + PARAM_LAYER_KEYS
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 init: str = "he_normal", name: str | None = None,
+                 rng: np.random.Generator | None = None, dtype: Any = np.float32, *,
+                 where: str | None = None, max_workspace_mb: float | None = None):
+        super().__init__(name, where)
+        self.max_workspace_mb = check_workspace_mb(max_workspace_mb,
+                                                   f"{self.where}.max_workspace_mb")
+        self.workspace = Workspace()
+        args = LayerSpec(self.where, "conv2d", {
+            "in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size,
+            "stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
+            "bias": bias, "init": init,
+        }, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+            "groups", "bias", "init"))
+        self.in_channels = args.integer("in_channels")
+        self.out_channels = args.integer("out_channels")
+        self.kernel_size = args.pair("kernel_size")
+        self.stride = args.pair("stride", 1)
+        self.dilation = args.pair("dilation", 1)
+        self.groups = args.integer("groups", 1)
+        self.use_bias = args.flag("bias", True)
+        self.init = args.text("init", "he_normal")
+        check_groups(self.where, self.in_channels, self.out_channels, self.groups)
+        #: padding as given (``"same"``, 2, ...) for describe(); ``padding`` is resolved ints.
+        self.padding_spec = args.padding("padding", 0)
+        self.padding = resolve_layer_padding(self.where, self.padding_spec, self.kernel_size,
+                                             self.stride, self.dilation)
+        self.cache = None
+        self._init_params(rng if rng is not None else np.random.default_rng(), dtype)
+
+    def _init_params(self, rng: np.random.Generator, dtype: Any) -> None:
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.init_weight_and_bias(shape, self.init, self.use_bias, rng, dtype)
+
+    @classmethod
+    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
+                    defaults: Mapping[str, Any]) -> "Conv2d":
+        """YAML keys: ``filters`` (required), ``kernel_size`` (required), ``stride``,
+        ``padding``, ``dilation``, ``groups``, ``init``, ``bias``, ``weight_decay_mult``,
+        ``trainable``; ``in_channels`` comes from ``input_shape`` ``(C, H, W)``."""
+        where = f"model.layers.{name}"
+        cfg = LayerSpec(where, "conv2d", spec, cls.config_keys)
+        filters = cfg.integer("filters")
+        kernel_size = cfg.pair("kernel_size")
+        stride, dilation = cfg.pair("stride", 1), cfg.pair("dilation", 1)
+        groups = cfg.integer("groups", 1)
+        padding = cfg.padding("padding", 0)
+        use_bias = cfg.flag("bias", True)
+        init = cfg.text("init", defaults.get("init") or "he_normal")
+        options = cfg.param_layer_options()
+        if len(input_shape) != 3:
+            raise ConfigError(f"{where}: conv2d expects a per-sample input (C, H, W), got shape "
+                              f"{tuple(input_shape)}; a conv layer cannot follow a flatten or "
+                              f"dense layer")
+        check_groups(where, int(input_shape[0]), filters, groups, input_shape)
+        layer = cls(int(input_shape[0]), filters, kernel_size, stride=stride, padding=padding,
+                    dilation=dilation, groups=groups, bias=use_bias, init=init, name=name,
+                    rng=defaults.get("rng"), dtype=defaults.get("dtype", np.float32),
+                    where=where)
+        return layer.build(input_shape, param_options=options)
+
+    # --- computation -------------------------------------------------------------------
+    def forward(self, x, training: bool = True):
+        """``x`` ``(N, C, H, W)`` -> ``(N, F, oh, ow)``."""
+        self.check_batch(x, 3, (1, self.in_channels), f"(C={self.in_channels}, H, W)")
+        y, self.cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                       self.stride, self.padding, self.dilation, self.groups,
+                                       workspace=self.workspace,
+                                       max_workspace_mb=self.max_workspace_mb)
+        return y
+
+    def backward(self, dy, input_grad: bool = True):
+        """``dy`` ``(N, F, oh, ow)`` -> ``dx`` ``(N, C, H, W)``; fills ``grads``.
+
+        ``input_grad=False`` skips ``dx`` (returns None): a model's first layer needs only
+        its weight gradients, like a PyTorch input without ``requires_grad``.
+        """
+        if self.cache is None:
+            raise ConfigError(f"{self.where}: backward() called before forward()")
+        dx, dweight, dbias = conv2d_backward(dy, self.cache, input_grad=input_grad)
+        self.grads["weight"] = dweight
+        if self.use_bias:
+            self.grads["bias"] = dbias
+        self.cache = None  # the im2col columns are the largest array of a step: free them now
+        return dx
+
+    # --- shapes and description --------------------------------------------------------
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        self.check_rank(input_shape, 3, f"(C={self.in_channels}, H, W)")
+        if input_shape[0] != self.in_channels:
+            raise ConfigError(f"{self.where}: expects {self.in_channels} input channels, got "
+                              f"per-sample input shape {tuple(input_shape)}")
+        oh, ow = window_output_size(self.where, input_shape, self.kernel_size, self.stride,
+                                    self.padding, self.dilation)
+        return (self.out_channels, oh, ow)
+
+    def flops(self, input_shape: Shape) -> int:
+        _, oh, ow = self.compute_output_shape(tuple(input_shape))
+        positions = self.out_channels * oh * ow
+        per_output = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
+        return 2 * positions * per_output + (positions if self.use_bias else 0)
+
+    def receptive_field_step(self):
+        return ((self.kernel_size[0], self.stride[0], self.dilation[0]),
+                (self.kernel_size[1], self.stride[1], self.dilation[1]))
+
+    def describe(self) -> str:
+        parts = [f"{self.out_channels}@{format_pair(self.kernel_size)}",
+                 f"s{format_padding(self.stride)}"]
+        if isinstance(self.padding_spec, str):
+            parts.append(self.padding_spec)
+        else:
+            parts.append(f"p{format_padding(self.padding)}")
+        if self.dilation != (1, 1):
+            parts.append(f"d{format_padding(self.dilation)}")
+        if self.groups != 1:
+            parts.append(f"g{self.groups}")
+        if not self.use_bias:
+            parts.append("no bias")
+        if self.init != "he_normal":
+            parts.append(self.init)
+        return ", ".join(parts)

@@ -1,0 +1,465 @@
+"""The Sequential model: layers applied in config order, built from a YAML-like mapping.
+
+``build_model(config, input_shape)`` turns ``{"init": ..., "layers": {"conv1": {...}, ...}}`` into
+a :class:`Model`; the model runs ``forward`` / ``backward`` over ``(N, C, H, W)`` batches,
+exposes its parameters to optimizers (:meth:`Model.named_parameters`), saves and loads PyTorch-
+compatible ``state_dict`` s, and describes itself (:meth:`Model.summary`).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from convtrain.runtime.backend import Backend, get_backend
+from convtrain import validate
+from convtrain.errors import ConfigError
+from convtrain.validate import did_you_mean
+from convtrain.nn.init import INITIALIZERS
+from convtrain.nn import (LAYERS, ConcreteLayer, Dropout, Layer, MaxPool2d, ReLU, Shape,
+                              build_layer)
+
+#: top-level keys of the ``model`` config group.
+MODEL_KEYS = ("name", "init", "layers")
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class LoadResult(NamedTuple):
+    """What :meth:`Model.load_state_dict` skipped (non-strict mode only; strict raises)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _forward_named(layer: Layer, x, training: bool):
+    """``layer.forward``, with the layer's config key in front of any ConfigError."""
+    try:
+        return layer.forward(x, training=training)
+    except ConfigError as exc:
+        raise _naming(layer, exc) from None
+
+
+def _naming(layer: Layer, exc: ConfigError) -> ConfigError:
+    """``exc`` with the layer's config key in front (engine errors only know the operation:
+    ``batchnorm2d: training needs more than 1 value per channel`` -> ``model.layers.bn1: ...``)."""
+    where = getattr(layer, "where", None) or layer.name
+    message = str(exc)
+    if message.startswith(where):
+        return exc
+    try:
+        return type(exc)(f"{where}: {message}")
+    except TypeError:  # a subclass with extra constructor arguments
+        return ConfigError(f"{where}: {message}")
+
+
+def layer_type_name(layer: Layer) -> str:
+    """The registry name of ``layer``'s class (``"conv2d"``), or its class name if unregistered."""
+    for name in LAYERS:
+        if LAYERS.get(name) is type(layer):
+            return name
+    return type(layer).__name__
+
+
+def format_shape(shape: Shape | None) -> str:
+    """``(6, 28, 28)`` -> ``"6x28x28"``."""
+    return "-" if shape is None else "x".join(str(int(s)) for s in shape)
+
+
+class Model:
+    """A stack of layers applied in order (PyTorch's ``nn.Sequential``).
+
+    Args:
+        layers: ``{name: Layer}`` in application order; names become ``state_dict`` prefixes.
+        input_shape: per-sample input shape, e.g. ``(C, H, W)``.
+        name: a label for summaries (the config's ``name``).
+        dtype: the float dtype of parameters and activations (float32 or float64).
+
+    Attributes:
+        layers: the ``{name: Layer}`` dict.
+        input_shape / output_shape: per-sample shapes of the model's input and logits.
+        backend: the :class:`~convtrain.runtime.backend.Backend` holding the arrays (NumPy at first).
+
+    Raises:
+        ConfigError: when a layer cannot take the previous layer's output shape.
+    """
+
+    def __init__(self, layers: Mapping[str, Layer], input_shape: Shape, name: str | None = None,
+                 dtype: Any = np.float32):
+        if not layers:
+            raise ConfigError("model.layers: a model needs at least one layer")
+        self.layers: dict[str, Layer] = dict(layers)
+        self._order: list[Layer] | None = None
+        self.input_shape: Shape = tuple(int(s) for s in input_shape)
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.backend: Backend = get_backend("numpy")
+        #: per-layer ``(input_shape, output_shape)``, in order.
+        self.layer_shapes: dict[str, tuple[Shape, Shape]] = {}
+        shape = self.input_shape
+        for layer_name, layer in self.layers.items():
+            if isinstance(layer, ConcreteLayer) and layer.input_shape is None:
+                layer.build(shape)
+            out = tuple(layer.output_shape(shape))
+            self.layer_shapes[layer_name] = (shape, out)
+            shape = out
+        self.output_shape: Shape = shape
+
+    # --- computation -------------------------------------------------------------------
+    def forward(self, x, training: bool = True):
+        """``x`` ``(N, *input_shape)`` -> logits ``(N, *output_shape)``.
+
+        ``x`` is moved to the model's backend and dtype first (so uint8 or float64 host
+        batches are accepted). ``training`` switches dropout and BatchNorm batch statistics.
+        """
+        out = self._as_input(x)
+        for layer in self._run_order():
+            out = _forward_named(layer, out, training)
+        return out
+
+    def layer_outputs(self, x, names, training: bool = False) -> dict[str, Any]:
+        """The outputs of the layers called ``names`` (e.g. conv layers, for feature-map
+        pictures) for the batch ``x``, on the model's backend; runs only as far as the last of
+        them. A layer's buffers may be reused by its next call: copy what you keep."""
+        wanted = set(names)
+        name_of = {id(layer): name for name, layer in self.layers.items()}
+        found: dict[str, Any] = {}
+        out = self._as_input(x)
+        for layer in self._run_order():
+            if len(found) == len(wanted):
+                break
+            out = _forward_named(layer, out, training)
+            if name_of[id(layer)] in wanted:
+                found[name_of[id(layer)]] = out
+        return found
+
+    def _as_input(self, x):
+        """``x`` checked against ``(N, *input_shape)`` and moved to the model's backend/dtype."""
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
+            raise ConfigError(f"model input: expected a batch of shape "
+                              f"(N, {', '.join(map(str, self.input_shape))}), got {shape}")
+        return self.backend.asarray(x, dtype=self.dtype)
+
+    def backward(self, dlogits, input_grad: bool = True):
+        """``dlogits`` ``(N, *output_shape)`` -> ``dx`` ``(N, *input_shape)``; fills every
+        layer's ``grads`` (frozen layers too: their input gradient is still needed).
+
+        ``input_grad=False`` lets the first layer skip the gradient w.r.t. the model input
+        (training never uses it; for a first convolution that saves a GEMM and a col2im) and
+        returns None when the first layer supports skipping it.
+        """
+        grad = self.backend.asarray(dlogits, dtype=self.dtype)
+        layers = self._run_order()
+        try:
+            for layer in reversed(layers[1:]):
+                grad = layer.backward(grad)
+            layer = layers[0]
+            if not input_grad and layer.can_skip_input_grad:
+                return layer.backward(grad, input_grad=False)
+            return layer.backward(grad)
+        except ConfigError as exc:
+            raise _naming(layer, exc) from None
+
+    def _run_order(self) -> list[Layer]:
+        """The forward execution order (computed once: the layers never change after build)."""
+        if self._order is None:
+            self._order = self._compute_run_order()
+        return self._order
+
+    def _compute_run_order(self) -> list[Layer]:
+        """The layers in the order forward runs them: config order, except that a ReLU
+        directly followed by a MaxPool2d runs after it. Max-pooling and ReLU commute exactly
+        (``relu(max(window)) == max(relu(window))``; the gradient reaches the same element,
+        and windows with no positive value get zero either way), and the ReLU then works on
+        the pooled map, a quarter of the elements for 2x2 pooling (LeNet-5: ~0.6 ms of a
+        15 ms step)."""
+        order = list(self.layers.values())
+        i = 0
+        while i + 1 < len(order):
+            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2d:
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 2
+            else:
+                i += 1
+        return order
+
+    # --- parameters --------------------------------------------------------------------
+    def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:
+        """Yield ``(qualified_name, layer, key)`` for every trainable parameter; the value is
+        ``layer.params[key]`` and its gradient ``layer.grads[key]`` (optimizers write back
+        through ``layer.params[key]``, which also works for CuPy arrays)."""
+        for layer_name, layer in self.layers.items():
+            if not layer.trainable:
+                continue
+            for key in layer.params:
+                yield f"{layer_name}.{key}", layer, key
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Number of parameter elements (buffers such as running statistics excluded)."""
+        return sum(layer.num_params() for layer in self.layers.values()
+                   if layer.trainable or not trainable_only)
+
+    def _state_entries(self) -> dict[str, tuple[dict, str]]:
+        """``{"conv1.weight": (layer.params, "weight"), ...}`` over params and buffers."""
+        entries = {}
+        for layer_name, layer in self.layers.items():
+            for store in (layer.params, layer.buffers):
+                for key in store:
+                    entries[f"{layer_name}.{key}"] = (store, key)
+        return entries
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host NumPy copies of every parameter and buffer, named ``"<layer>.<key>"``.
+
+        Names and shapes are PyTorch's (conv ``(F, C/groups, kh, kw)``, dense ``(out, in)``,
+        BatchNorm ``weight``/``bias``/``running_mean``/``running_var``), so the dict loads into
+        the equivalent ``nn.Sequential(OrderedDict(...))`` after ``torch.from_numpy``.
+        """
+        return {qualified: np.array(self.backend.to_numpy(store[key]), copy=True)
+                for qualified, (store, key) in self._state_entries().items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> LoadResult:
+        """Copy arrays from ``state_dict`` into the model (cast to its dtype and backend).
+
+        Every shape is checked before anything is written, so a failed load leaves the model
+        unchanged.
+
+        Args:
+            state_dict: ``{"conv1.weight": array, ...}`` (NumPy arrays or array-likes).
+            strict: missing or unexpected names are an error; otherwise they are skipped and
+                returned.
+
+        Raises:
+            ConfigError: listing missing / unexpected names (strict), or naming a key whose
+                shape differs, with both shapes.
+        """
+        entries = self._state_entries()
+        missing = [name for name in entries if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in entries]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys: {', '.join(missing)}")
+            if unexpected:
+                parts.append(f"unexpected keys: {', '.join(map(str, unexpected))}")
+            raise ConfigError(f"load_state_dict: {'; '.join(parts)} "
+                              f"(model keys: {', '.join(entries)})")
+        staged = []
+        for qualified, (store, key) in entries.items():
+            if qualified not in state_dict:
+                continue
+            value = np.asarray(state_dict[qualified])
+            expected = tuple(store[key].shape)
+            if tuple(value.shape) != expected:
+                raise ConfigError(f"load_state_dict: '{qualified}' has shape "
+                                  f"{tuple(value.shape)} in the state dict but {expected} in "
+                                  f"the model")
+            if value.dtype.kind not in "fiub":
+                raise ConfigError(f"load_state_dict: '{qualified}' has non-numeric dtype "
+                                  f"{value.dtype}")
+            staged.append((store, key, value))
+        for store, key, value in staged:
+            store[key] = self.backend.asarray(np.array(value, dtype=self.dtype, copy=True))
+        return LoadResult(missing, unexpected)
+
+    def to_backend(self, backend: Backend | str) -> "Model":
+        """Move every parameter, gradient and buffer to ``backend`` (a Backend or its name);
+        dropout generators follow. Returns ``self``."""
+        if isinstance(backend, str):
+            backend = get_backend(backend)  # ConfigError naming backend.name for unknown names
+        for layer in self.layers.values():
+            layer.to_backend(backend)
+        self.backend = backend
+        return self
+
+    # --- description -------------------------------------------------------------------
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One dict per layer: ``name``, ``type``, ``description`` (hyperparameters),
+        ``input_shape``, ``output_shape``, ``params``, ``trainable``, ``flops`` (forward, per
+        sample), ``receptive_field`` ``(rh, rw)`` in input pixels and ``jump`` ``(jh, jw)``
+        (input pixels between neighbouring outputs), both None when the model input is not an
+        image ``(C, H, W)``; ``whole_input`` is True once a layer (Dense) sees every position.
+
+        Receptive field recurrence per spatial axis, starting from ``r = j = 1``:
+        ``k_eff = d·(k-1) + 1``, ``r_out = r_in + (k_eff - 1)·j_in``, ``j_out = j_in·s``.
+        A layer whose outputs see every input position (Dense) gets the whole input, and
+        so does everything after it.
+        """
+        spatial = len(self.input_shape) == 3
+        field = [1, 1] if spatial else None
+        jump = [1, 1] if spatial else None
+        sees_everything = False
+        rows = []
+        for layer_name, layer in self.layers.items():
+            in_shape, out_shape = self.layer_shapes[layer_name]
+            if spatial:
+                if getattr(layer, "global_receptive_field", False):
+                    sees_everything = True
+                if sees_everything:
+                    field = [self.input_shape[1], self.input_shape[2]]
+                elif len(in_shape) == 3:
+                    for axis, (kernel, stride, dilation) in enumerate(layer.receptive_field_step()):
+                        field[axis] += (dilation * (kernel - 1)) * jump[axis]
+                        jump[axis] *= stride
+            rows.append({
+                "name": layer_name,
+                "type": layer_type_name(layer),
+                "description": layer.describe(),
+                "input_shape": in_shape,
+                "output_shape": out_shape,
+                "params": layer.num_params(),
+                "trainable": bool(layer.trainable),
+                "flops": int(layer.flops(in_shape)),
+                "receptive_field": tuple(field) if spatial else None,
+                "jump": tuple(jump) if spatial else None,
+                "whole_input": sees_everything,
+            })
+        return rows
+
+    def summary(self) -> str:
+        """A text table: layer, type, hyperparameters, output shape, params, FLOPs and
+        receptive field per layer, then the totals (params, trainable params, FLOPs per
+        sample, input shape)."""
+        header = ("layer", "type", "hyperparameters", "output", "params", "FLOPs", "RF")
+        table = [header, ("input", "", "", format_shape(self.input_shape), "", "",
+                          "1x1" if len(self.input_shape) == 3 else "-")]
+        for row in self.summary_rows():
+            field = "-" if row["receptive_field"] is None else "x".join(
+                map(str, row["receptive_field"]))
+            if row["whole_input"]:
+                field += " (all)"
+            description = row["description"] + ("" if row["trainable"] or not row["params"]
+                                                else " [frozen]")
+            table.append((row["name"], row["type"], description.strip(),
+                          format_shape(row["output_shape"]), f"{row['params']:,}",
+                          f"{row['flops']:,}", field))
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        numeric = {4, 5}  # right-align the counts
+
+        def render(cells) -> str:
+            return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+        rule = "-" * len(render(header))
+        total_flops = sum(layer.flops(self.layer_shapes[n][0]) for n, layer in self.layers.items())
+        lines = [f"Model: {self.name}" if self.name else "Model", rule, render(header), rule]
+        lines += [render(r) for r in table[1:]]
+        lines += [rule,
+                  f"Total params:         {self.num_params():,}",
+                  f"Trainable params:     {self.num_params(trainable_only=True):,}",
+                  f"Non-trainable params: {self.num_params() - self.num_params(True):,}",
+                  f"Total FLOPs / sample: {total_flops:,} (multiply-add = 2)",
+                  f"Input shape:          {self.input_shape}",
+                  f"Output shape:         {self.output_shape}"]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={layer_type_name(layer)}" for n, layer in self.layers.items())
+        return f"Model({inner}; input {self.input_shape})"
+
+
+# --- building from config --------------------------------------------------------------------
+def _plain(config: Any) -> Any:
+    """OmegaConf containers -> plain dicts/lists (interpolations resolved)."""
+    if isinstance(config, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(config, resolve=True)
+    return config
+
+
+def _check_input_shape(input_shape: Any) -> Shape:
+    values = _plain(input_shape)
+    if (not isinstance(values, (list, tuple)) or not values
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
+                       for s in values)):
+        raise ConfigError(f"input_shape: expected positive integers like (C, H, W), got "
+                          f"{input_shape!r}")
+    return tuple(int(s) for s in values)
+
+
+def _check_top_level_keys(config: Mapping[str, Any]) -> None:
+    for key in config:
+        if key not in MODEL_KEYS:
+            raise ConfigError(f"model.{key}: unknown key{did_you_mean(key, MODEL_KEYS, 'model.')} "
+                              f"(valid keys: {', '.join(MODEL_KEYS)})")
+
+
+def _layer_seeds(root_seed: int) -> tuple[np.random.Generator, np.random.SeedSequence]:
+    """Independent streams for weight init and dropout masks: adding or removing a dropout
+    layer must not change any initial weight (and vice versa)."""
+    init_seq, dropout_seq = np.random.SeedSequence(root_seed).spawn(2)
+    return np.random.default_rng(init_seq), dropout_seq
+
+
+def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
+                dtype: Any = np.float32, backend: Backend | str | None = None) -> Model:
+    """Build a :class:`Model` from a model config.
+
+    Args:
+        config: ``{"name": ..., "init": "he_normal", "layers": {"conv1": {"type": "conv2d",
+            ...}, ...}}`` (dict or OmegaConf ``DictConfig``). ``init`` is the default
+            initializer of every layer without its own ``init``. A layer set to ``null`` is
+            skipped (``model.layers.drop1=null`` disables it).
+        input_shape: per-sample input shape, e.g. ``(1, 28, 28)``.
+        seed: seeds the initial weights (one Generator, drawn in layer order) and, through an
+            independent stream, one child generator per dropout layer.
+        dtype: float32 (default) or float64.
+        backend: a :class:`~convtrain.runtime.backend.Backend`, ``"numpy"``/``"cupy"``, or None (NumPy).
+
+    Raises:
+        ConfigError: naming the offending key (``model.<key>`` or ``model.layers.<name>...``).
+    """
+    config = _plain(config)
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"model: expected a mapping with a 'layers' key, got {config!r}")
+    _check_top_level_keys(config)
+    shape = _check_input_shape(input_shape)
+    seed = validate.seed(seed)
+    try:
+        resolved_dtype = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        resolved_dtype = None
+    if resolved_dtype not in _FLOAT_DTYPES:
+        raise ConfigError(f"dtype: expected float32 or float64, got {dtype!r}")
+    dtype = resolved_dtype
+
+    init = config.get("init") or "he_normal"
+    if not isinstance(init, str):
+        raise ConfigError(f"model.init: expected an initializer name, got {init!r}")
+    INITIALIZERS.get(init, where="model.init")
+    name = config.get("name")
+    layer_specs = config.get("layers")
+    if layer_specs is None or not isinstance(layer_specs, Mapping):
+        raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
+                          f"{layer_specs!r}")
+    # --- convtrain.nn.layer_order: `after:` / `before:` place layers added with +model.layers.X ---
+    from convtrain.nn.layer_order import order_layers  # noqa: PLC0415
+
+    layer_specs = order_layers(layer_specs)
+    # --- end layer_order ---
+    active = {key: spec for key, spec in layer_specs.items() if spec is not None}
+    if not active:
+        raise ConfigError("model.layers: no layers given (every entry is empty or null)")
+
+    init_rng, dropout_seq = _layer_seeds(int(seed))
+    defaults = {"init": init, "rng": init_rng, "dtype": dtype}
+    layers: dict[str, Layer] = {}
+    for layer_name, spec in active.items():
+        if not isinstance(layer_name, str) or not layer_name or "." in layer_name:
+            raise ConfigError(f"model.layers: layer names must be non-empty strings without "
+                              f"'.', got {layer_name!r}")
+        layer = build_layer(layer_name, spec, shape, defaults)
+        layers[layer_name] = layer
+        shape = tuple(layer.output_shape(shape))
+
+    dropouts = [layer for layer in layers.values() if isinstance(layer, Dropout)]
+    for layer, child in zip(dropouts, dropout_seq.spawn(len(dropouts))):
+        layer.seed_rng(int(child.generate_state(1)[0]))
+
+    model = Model(layers, _check_input_shape(input_shape), name=name, dtype=dtype)
+    if backend is not None:
+        model.to_backend(backend)
+    return model
+
+
+__all__ = ["Model", "LoadResult", "build_model", "layer_type_name", "format_shape"]

@@ -1,0 +1,139 @@
+"""Max and average pooling layers (``type: maxpool2d`` / ``avgpool2d``)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from convtrain.ops.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
+                                   maxpool2d_forward, pool_padding_problem)
+from convtrain.errors import ConfigError
+from convtrain.nn.base import LAYERS, Shape
+from convtrain.nn.common import ConcreteLayer
+from convtrain.nn.spec import LayerSpec, format_pair, format_padding, key_path
+from convtrain.nn.windows import resolve_layer_padding, window_output_size
+
+
+class _Pool2d(ConcreteLayer):
+    """Shared geometry of the pooling layers (PyTorch semantics, floor output size).
+
+    Args:
+        kernel_size: int or ``(kh, kw)``.
+        stride: int or ``(sh, sw)``; None means ``kernel_size`` (non-overlapping windows).
+        padding: int, ``(ph, pw)``, ``"same"`` (stride 1, odd kernel) or ``"valid"``; at most
+            half the kernel, as in PyTorch, so that no window lies entirely in the padding.
+
+    FLOPs per sample: ``kh·kw`` operations (comparisons or additions) per output element.
+    """
+
+    layer_type = ""
+    config_keys: tuple[str, ...] = ("kernel_size", "stride", "padding")
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 name: str | None = None, *, where: str | None = None,
+                 extra_args: Mapping[str, Any] | None = None):
+        super().__init__(name, where)
+        values = {"kernel_size": kernel_size, "stride": stride, "padding": padding,
+                  **(extra_args or {})}
+        self._read_args(LayerSpec(self.where, self.layer_type, values, tuple(values)))
+
+    def _read_args(self, args: LayerSpec) -> None:
+        self.kernel_size = args.pair("kernel_size")
+        self.stride = args.pair("stride", self.kernel_size)
+        self.padding_spec = args.padding("padding", 0)
+        self.padding = resolve_layer_padding(self.where, self.padding_spec, self.kernel_size,
+                                             self.stride, (1, 1))
+        if pool_padding_problem(self.kernel_size, self.padding):
+            # the engine's rule (PyTorch's), reported with the config key and both axes
+            raise ConfigError(f"{key_path(self.where, 'padding')}: padding "
+                              f"{format_padding(self.padding)} must be at most half the "
+                              f"kernel size {format_pair(self.kernel_size)}")
+        self.cache = None
+
+    @classmethod
+    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
+                    defaults: Mapping[str, Any]) -> "_Pool2d":
+        """YAML keys: ``kernel_size`` (required), ``stride`` (default: kernel_size),
+        ``padding`` (+ ``count_include_pad`` for avgpool2d)."""
+        where = f"model.layers.{name}"
+        cfg = LayerSpec(where, cls.layer_type, spec, cls.config_keys)
+        kwargs = {key: spec.get(key) for key in cls.config_keys if spec.get(key) is not None}
+        if "kernel_size" not in kwargs:
+            cfg.required("kernel_size")
+        return cls(name=name, where=where, **kwargs).build(input_shape)
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        self.check_rank(input_shape, 3, "(C, H, W)")
+        oh, ow = window_output_size(self.where, input_shape, self.kernel_size, self.stride,
+                                    self.padding)
+        return (input_shape[0], oh, ow)
+
+    def flops(self, input_shape: Shape) -> int:
+        channels, oh, ow = self.compute_output_shape(tuple(input_shape))
+        return channels * oh * ow * self.kernel_size[0] * self.kernel_size[1]
+
+    def receptive_field_step(self):
+        return ((self.kernel_size[0], self.stride[0], 1), (self.kernel_size[1], self.stride[1], 1))
+
+    def describe(self) -> str:
+        padding = (self.padding_spec if isinstance(self.padding_spec, str)
+                   else f"p{format_padding(self.padding)}")
+        return f"{format_pair(self.kernel_size)}, s{format_padding(self.stride)}, {padding}"
+
+    def backward(self, dy):
+        """``dy`` ``(N, C, oh, ow)`` -> ``dx`` ``(N, C, H, W)``."""
+        if self.cache is None:
+            raise ConfigError(f"{self.where}: backward() called before forward()")
+        dx = self._backward(dy, self.cache)
+        self.cache = None
+        return dx
+
+
+@LAYERS.register("maxpool2d")
+class MaxPool2d(_Pool2d):
+    """Max over each window, like ``torch.nn.MaxPool2d`` (padding never wins the max; ties
+    send the gradient to the first maximum in row-major window order)."""
+
+    layer_type = "maxpool2d"
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 name: str | None = None, *, where: str | None = None):
+        super().__init__(kernel_size, stride, padding, name, where=where)
+
+    def forward(self, x, training: bool = True):
+        """``x`` ``(N, C, H, W)`` -> ``(N, C, oh, ow)``."""
+        self.check_batch(x, 3, what="(C, H, W)")
+        y, self.cache = maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    _backward = staticmethod(maxpool2d_backward)
+
+
+@LAYERS.register("avgpool2d")
+class AvgPool2d(_Pool2d):
+    """Mean over each window, like ``torch.nn.AvgPool2d``; padding counts as zeros, and
+    ``count_include_pad=False`` divides by the number of real pixels in each window."""
+
+    layer_type = "avgpool2d"
+    config_keys = _Pool2d.config_keys + ("count_include_pad",)
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 count_include_pad: bool = True, name: str | None = None, *,
+                 where: str | None = None):
+        super().__init__(kernel_size, stride, padding, name, where=where,
+                         extra_args={"count_include_pad": count_include_pad})
+
+    def _read_args(self, args: LayerSpec) -> None:
+        super()._read_args(args)
+        self.count_include_pad = args.flag("count_include_pad", True)
+
+    def forward(self, x, training: bool = True):
+        """``x`` ``(N, C, H, W)`` -> ``(N, C, oh, ow)``."""
+        self.check_batch(x, 3, what="(C, H, W)")
+        y, self.cache = avgpool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                          self.count_include_pad)
+        return y
+
+    _backward = staticmethod(avgpool2d_backward)
+
+    def describe(self) -> str:
+        text = super().describe()
+        return text if self.count_include_pad else text + ", exclude pad"

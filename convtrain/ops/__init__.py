@@ -1,0 +1,60 @@
+"""The math: pure forward/backward functions over NumPy or CuPy arrays (``xp``).
+
+No state, no config and no threads: layers (:mod:`convtrain.nn`) own parameters and call these;
+the machine (threads, BLAS, scratch memory) lives in :mod:`convtrain.runtime`.
+Activations are ``(N, C, H, W)``; conv weights ``(F, C//groups, kh, kw)``; dense weights
+``(out_features, in_features)``. Every ``*_forward`` returns its output plus a cache that the
+matching ``*_backward`` consumes.
+"""
+from convtrain.ops.activations import (
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from convtrain.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
+from convtrain.ops.fast.conv import conv2d_backward, conv2d_forward
+from convtrain.ops.dense import dense_backward, dense_forward
+from convtrain.ops.dropout import dropout_backward, dropout_forward
+from convtrain.ops.im2col import col2im, conv_output_size, im2col, pair, resolve_padding
+from convtrain.ops.losses import log_softmax, softmax_cross_entropy
+from convtrain.ops.pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)
+
+__all__ = [
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "batchnorm2d_backward",
+    "batchnorm2d_forward",
+    "col2im",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_output_size",
+    "dense_backward",
+    "dense_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "im2col",
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "log_softmax",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "pair",
+    "relu_backward",
+    "relu_forward",
+    "resolve_padding",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softmax_cross_entropy",
+    "tanh_backward",
+    "tanh_forward",
+]

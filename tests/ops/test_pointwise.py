@@ -1,0 +1,314 @@
+"""Activations, dense, dropout, batch norm and softmax cross-entropy."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import expit, log_softmax as scipy_log_softmax, logsumexp
+
+from convtrain.ops import (
+    batchnorm2d_backward,
+    batchnorm2d_forward,
+    dense_backward,
+    dense_forward,
+    dropout_backward,
+    dropout_forward,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    log_softmax,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_cross_entropy,
+    tanh_backward,
+    tanh_forward,
+)
+from convtrain.errors import ConfigError
+from tests.gradcheck import check_gradients, projected_sum
+
+
+def _away_from_zero(shape, rng):
+    """Values with |x| >= 0.1, so a 1e-6 step never crosses a ReLU kink."""
+    x = rng.uniform(0.1, 2.0, shape)
+    return x * rng.choice([-1.0, 1.0], shape)
+
+
+# --- activations ----------------------------------------------------------------------
+ACTIVATIONS = {
+    "relu": (relu_forward, relu_backward, lambda v: v if v > 0 else 0.0),
+    "leaky_relu": (lambda x: leaky_relu_forward(x, 0.2), leaky_relu_backward,
+                   lambda v: v if v > 0 else 0.2 * v),
+    "tanh": (tanh_forward, tanh_backward, math.tanh),
+    "sigmoid": (sigmoid_forward, sigmoid_backward, lambda v: 1 / (1 + math.exp(-v))),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_forward_matches_scalar_formula(name):
+    forward, _, scalar = ACTIVATIONS[name]
+    x = _away_from_zero((2, 3, 4, 5), np.random.default_rng(0))
+    y, _ = forward(x)
+    expected = np.vectorize(scalar)(x)
+    np.testing.assert_allclose(y, expected, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_gradient_matches_finite_differences(name):
+    forward, backward, _ = ACTIVATIONS[name]
+    rng = np.random.default_rng(1)
+    x = _away_from_zero((2, 3, 4, 4), rng)
+    y, cache = forward(x)
+    dy = rng.standard_normal(y.shape)
+    check_gradients(lambda: projected_sum(forward(x)[0], dy), {"x": x},
+                    {"x": backward(dy, cache)}, tol=1e-8)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_keeps_dtype_and_shape(name, dtype):
+    forward, backward, _ = ACTIVATIONS[name]
+    x = np.random.default_rng(2).standard_normal((3, 7)).astype(dtype)
+    y, cache = forward(x)
+    dx = backward(np.ones_like(y), cache)
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert y.shape == x.shape and dx.shape == x.shape
+
+
+def test_sigmoid_is_stable_for_huge_inputs():
+    x = np.array([-1e4, -800.0, -50.0, 0.0, 50.0, 800.0, 1e4], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an exp overflow warning would fail here
+        y, _ = sigmoid_forward(x)
+    np.testing.assert_allclose(y, expit(x.astype(np.float64)), rtol=1e-6, atol=1e-30)
+    assert y[0] >= 0 and y[-1] == 1.0
+
+
+def test_relu_gradient_at_zero_is_zero():
+    x = np.array([-1.0, 0.0, 2.0])
+    y, cache = relu_forward(x)
+    np.testing.assert_array_equal(relu_backward(np.ones(3), cache), [0.0, 0.0, 1.0])
+
+
+def test_activations_reject_integer_input():
+    with pytest.raises(ConfigError, match="relu: x must be a floating-point array"):
+        relu_forward(np.arange(3))
+    with pytest.raises(ConfigError, match="negative_slope must be a number"):
+        leaky_relu_forward(np.zeros(3), "0.1")
+
+
+# --- dense ----------------------------------------------------------------------------
+def test_dense_forward_matches_explicit_sum():
+    rng = np.random.default_rng(3)
+    x, weight = rng.standard_normal((4, 5)), rng.standard_normal((3, 5))
+    bias = rng.standard_normal(3)
+    y, _ = dense_forward(x, weight, bias)
+    expected = np.array([[sum(x[n, i] * weight[o, i] for i in range(5)) + bias[o]
+                          for o in range(3)] for n in range(4)])
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_dense_gradient_matches_finite_differences(has_bias):
+    rng = np.random.default_rng(4)
+    x, weight = rng.standard_normal((3, 6)), rng.standard_normal((4, 6))
+    bias = rng.standard_normal(4) if has_bias else None
+    y, cache = dense_forward(x, weight, bias)
+    dy = rng.standard_normal(y.shape)
+    dx, dweight, dbias = dense_backward(dy, cache)
+    inputs, analytic = {"x": x, "weight": weight}, {"x": dx, "weight": dweight}
+    if has_bias:
+        inputs["bias"], analytic["bias"] = bias, dbias
+    else:
+        assert dbias is None
+    check_gradients(lambda: projected_sum(dense_forward(x, weight, bias)[0], dy), inputs, analytic,
+                    tol=1e-8)
+
+
+def test_dense_rejects_mismatched_shapes():
+    with pytest.raises(ConfigError, match=r"input has 5 features but weight \(3, 4\)"):
+        dense_forward(np.zeros((2, 5)), np.zeros((3, 4)))
+    with pytest.raises(ConfigError, match=r"x must be 2-D \(N, in_features\), got shape \(2, 1"):
+        dense_forward(np.zeros((2, 1, 5)), np.zeros((3, 5)))
+    with pytest.raises(ConfigError, match=r"bias must have shape \(3,\), got \(4,\)"):
+        dense_forward(np.zeros((2, 5)), np.zeros((3, 5)), np.zeros(4))
+    _, cache = dense_forward(np.zeros((2, 5)), np.zeros((3, 5)))
+    with pytest.raises(ConfigError, match=r"dy must have shape \(2, 3\), got \(3, 2\)"):
+        dense_backward(np.zeros((3, 2)), cache)
+    with pytest.raises(ConfigError, match=r"dy has dtype float32 but the forward input"):
+        dense_backward(np.zeros((2, 3), dtype=np.float32), cache)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_keeps_dtype(dtype):
+    x, weight, bias = np.ones((2, 3), dtype), np.ones((4, 3), dtype), np.ones(4, dtype)
+    y, cache = dense_forward(x, weight, bias)
+    assert y.dtype == dtype
+    assert all(g.dtype == dtype for g in dense_backward(np.ones_like(y), cache))
+
+
+# --- dropout --------------------------------------------------------------------------
+def test_dropout_with_p_zero_is_the_identity():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    y, mask = dropout_forward(x, 0.0, np.random.default_rng(1))
+    assert y is x and mask is None
+    dy = np.ones_like(x)
+    assert dropout_backward(dy, None, 0.0) is dy
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.9])
+def test_dropout_drops_a_fraction_p_and_rescales_the_rest(p):
+    x = np.full((200, 500), 2.0, dtype=np.float32)
+    y, mask = dropout_forward(x, p, np.random.default_rng(5))
+    assert y.dtype == np.float32 and mask.dtype == bool
+    kept = mask.mean()
+    assert abs(kept - (1 - p)) < 0.01  # 100k Bernoulli draws: std < 0.002
+    np.testing.assert_allclose(y[mask], 2.0 / (1 - p), rtol=1e-6)
+    assert np.all(y[~mask] == 0)
+    assert abs(y.mean() - 2.0) < 0.1  # inverted dropout keeps the expectation
+
+
+def test_dropout_gradient_matches_finite_differences_with_a_fixed_mask():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 6))
+    p = 0.4
+
+    def forward():  # the same seed every call freezes the mask
+        return dropout_forward(x, p, np.random.default_rng(123))
+
+    y, mask = forward()
+    dy = rng.standard_normal(y.shape)
+    check_gradients(lambda: projected_sum(forward()[0], dy), {"x": x},
+                    {"x": dropout_backward(dy, mask, p)}, tol=1e-8)
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5, "0.5", True])
+def test_dropout_rejects_bad_p(p):
+    with pytest.raises(ConfigError, match=r"p must be a number in \[0, 1\)"):
+        dropout_forward(np.zeros(3), p, np.random.default_rng(0))
+
+
+# --- batch norm -----------------------------------------------------------------------
+def _bn_inputs(rng, shape=(4, 3, 5, 4)):
+    c = shape[1]
+    x = rng.standard_normal(shape) * 2.0 + rng.standard_normal((1, c, 1, 1)) * 3
+    return x, rng.uniform(0.5, 1.5, c), rng.standard_normal(c), rng.standard_normal(c), \
+        rng.uniform(0.5, 2.0, c)
+
+
+def test_batchnorm_training_forward_and_running_stats():
+    rng = np.random.default_rng(7)
+    x, gamma, beta, rmean, rvar = _bn_inputs(rng)
+    y, _, new_mean, new_var = batchnorm2d_forward(x, gamma, beta, rmean, rvar, 0.1, 1e-5, True)
+    for c in range(x.shape[1]):
+        values = x[:, c].ravel()
+        mean, var = values.mean(), values.var()  # biased variance normalises
+        expected = gamma[c] * (x[:, c] - mean) / np.sqrt(var + 1e-5) + beta[c]
+        np.testing.assert_allclose(y[:, c], expected, rtol=1e-12, atol=1e-12)
+        assert new_mean[c] == pytest.approx(0.9 * rmean[c] + 0.1 * mean)
+        assert new_var[c] == pytest.approx(0.9 * rvar[c] + 0.1 * values.var(ddof=1))
+    assert y.mean(axis=(0, 2, 3)) == pytest.approx(beta)
+
+
+def test_batchnorm_does_not_modify_running_stats_in_place():
+    rng = np.random.default_rng(8)
+    x, gamma, beta, rmean, rvar = _bn_inputs(rng)
+    before = rmean.copy(), rvar.copy()
+    batchnorm2d_forward(x, gamma, beta, rmean, rvar)
+    np.testing.assert_array_equal(rmean, before[0])
+    np.testing.assert_array_equal(rvar, before[1])
+
+
+def test_batchnorm_eval_uses_running_stats():
+    rng = np.random.default_rng(9)
+    x, gamma, beta, rmean, rvar = _bn_inputs(rng)
+    y, _, new_mean, new_var = batchnorm2d_forward(x, gamma, beta, rmean, rvar, eps=1e-3,
+                                                  training=False)
+    expected = (gamma[None, :, None, None] * (x - rmean[None, :, None, None])
+                / np.sqrt(rvar[None, :, None, None] + 1e-3) + beta[None, :, None, None])
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+    assert new_mean is rmean and new_var is rvar
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_gradient_matches_finite_differences(training):
+    rng = np.random.default_rng(10)
+    x, gamma, beta, rmean, rvar = _bn_inputs(rng, (3, 2, 3, 4))
+
+    def forward():
+        return batchnorm2d_forward(x, gamma, beta, rmean, rvar, 0.1, 1e-5, training)
+
+    y, cache, _, _ = forward()
+    dy = rng.standard_normal(y.shape)
+    dx, dgamma, dbeta = batchnorm2d_backward(dy, cache)
+    check_gradients(lambda: projected_sum(forward()[0], dy),
+                    {"x": x, "gamma": gamma, "beta": beta},
+                    {"x": dx, "gamma": dgamma, "beta": dbeta}, tol=1e-6)
+
+
+def test_batchnorm_keeps_float32():
+    rng = np.random.default_rng(11)
+    x, gamma, beta, rmean, rvar = (a.astype(np.float32) for a in _bn_inputs(rng))
+    y, cache, new_mean, new_var = batchnorm2d_forward(x, gamma, beta, rmean, rvar)
+    assert y.dtype == new_mean.dtype == new_var.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in batchnorm2d_backward(np.ones_like(y), cache))
+
+
+def test_batchnorm_rejects_bad_inputs():
+    c = np.ones(3)
+    with pytest.raises(ConfigError, match=r"more than 1 value per channel.*\(1, 3, 1, 1\)"):
+        batchnorm2d_forward(np.zeros((1, 3, 1, 1)), c, c, c, c)
+    with pytest.raises(ConfigError, match=r"gamma must have shape \(3,\), got \(2,\)"):
+        batchnorm2d_forward(np.zeros((2, 3, 2, 2)), np.ones(2), c, c, c)
+    with pytest.raises(ConfigError, match=r"momentum must be a number in \[0, 1\], got 1.5"):
+        batchnorm2d_forward(np.zeros((2, 3, 2, 2)), c, c, c, c, momentum=1.5)
+    with pytest.raises(ConfigError, match=r"eps must be a positive number, got 0"):
+        batchnorm2d_forward(np.zeros((2, 3, 2, 2)), c, c, c, c, eps=0)
+
+
+# --- losses ---------------------------------------------------------------------------
+def test_log_softmax_matches_scipy():
+    logits = np.random.default_rng(12).standard_normal((5, 7)) * 10
+    np.testing.assert_allclose(log_softmax(logits), scipy_log_softmax(logits, axis=1), rtol=1e-12)
+
+
+def test_cross_entropy_matches_the_definition():
+    rng = np.random.default_rng(13)
+    logits = rng.standard_normal((6, 4))
+    labels = rng.integers(0, 4, 6)
+    loss, dlogits = softmax_cross_entropy(logits, labels)
+    expected = np.mean([logsumexp(logits[n]) - logits[n, labels[n]] for n in range(6)])
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    assert dlogits.shape == logits.shape
+
+
+def test_cross_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(14)
+    logits = rng.standard_normal((5, 3)) * 3
+    labels = np.array([0, 2, 1, 1, 2])
+    _, dlogits = softmax_cross_entropy(logits, labels)
+    check_gradients(lambda: softmax_cross_entropy(logits, labels)[0], {"logits": logits},
+                    {"logits": dlogits}, tol=1e-7)
+
+
+def test_cross_entropy_does_not_overflow_for_huge_logits():
+    logits = np.array([[1e4, 0.0, -1e4], [-1e4, 1e4 - 2, 1e4]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, dlogits = softmax_cross_entropy(logits, np.array([1, 1]))
+    # Row 0: -log softmax = 1e4 - 0 = 1e4; row 1: log(1 + e^-2) + 2 = 2.126928...
+    expected = (1e4 + (math.log1p(math.exp(-2)) + 2)) / 2
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert np.all(np.isfinite(dlogits)) and dlogits.dtype == np.float32
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([0, 3, 1]), r"label 3 is out of range for K=3 classes"),
+    (np.array([0, -1, 1]), r"label -1 is out of range for K=3 classes"),
+    (np.array([0.0, 1.0, 2.0]), r"labels must be integer class indices, got dtype float64"),
+    (np.array([0, 1]), r"2 labels for 3 rows of logits"),
+])
+def test_cross_entropy_rejects_bad_labels(labels, match):
+    with pytest.raises(ConfigError, match=match):
+        softmax_cross_entropy(np.zeros((3, 3)), labels)

@@ -1,0 +1,174 @@
+"""TensorBoard event files written without TensorFlow or PyTorch, read back by TensorBoard."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from convtrain.visuals.png import decode_png
+from convtrain.visuals.tensorboard import HISTOGRAM_BUCKETS, TensorBoardWriter, histogram_proto
+
+ALL = {"compressedHistograms": 0, "images": 0, "audio": 0, "scalars": 0, "histograms": 0,
+       "tensors": 0}
+
+
+def read(logdir_or_file):
+    acc = EventAccumulator(str(logdir_or_file), size_guidance=ALL)
+    acc.Reload()
+    return acc
+
+
+def test_scalars_and_text_round_trip(tmp_path):
+    values = [(1, 0.5), (2, 0.25), (3, 0.125), (10, -3.0)]
+    with TensorBoardWriter(tmp_path / "tb") as tb:
+        for step, v in values:
+            tb.add_scalar("train/loss", v, step)
+        tb.add_scalar("lr", 1e-3, 1)
+        tb.add_text("config", "model:\n  name: lenet5", 0)
+    acc = read(tmp_path / "tb")
+    assert sorted(acc.Tags()["scalars"]) == ["lr", "train/loss"]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == values
+    assert acc.Scalars("lr")[0].value == pytest.approx(1e-3)
+    assert acc.Tags()["tensors"] == ["config"]
+    (text,) = acc.Tensors("config")
+    assert text.step == 0
+    assert text.tensor_proto.string_val[0].decode() == "model:\n  name: lenet5"
+    assert acc.SummaryMetadata("config").plugin_data.plugin_name == "text"
+
+
+def test_flush_makes_events_visible_before_close(tmp_path):
+    tb = TensorBoardWriter(tmp_path)
+    tb.add_scalar("a", 1.0, 1)
+    tb.flush()
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0]
+    tb.close()
+    tb.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        tb.add_scalar("a", 2.0, 2)
+
+
+def test_two_writers_in_one_dir_get_distinct_files(tmp_path):
+    with TensorBoardWriter(tmp_path) as a, TensorBoardWriter(tmp_path) as b:
+        a.add_scalar("x", 1.0, 1)
+        b.add_scalar("x", 2.0, 1)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and a.path != b.path
+    for name in files:
+        assert name.startswith("events.out.tfevents.")
+        assert f".{os.getpid()}." in name
+    assert read(a.path).Scalars("x")[0].value == 1.0
+    assert read(b.path).Scalars("x")[0].value == 2.0
+
+
+def test_images_round_trip_as_png(tmp_path):
+    grey = np.arange(35, dtype=np.uint8).reshape(5, 7)
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    with TensorBoardWriter(tmp_path) as tb:
+        tb.add_image("kernels/conv1", grey, 0)
+        tb.add_image("kernels/conv1", grey[::-1].copy(), 3)
+        tb.add_image("rgb", rgb, 1)
+    acc = read(tmp_path)
+    assert sorted(acc.Tags()["images"]) == ["kernels/conv1", "rgb"]
+    events = acc.Images("kernels/conv1")
+    assert [e.step for e in events] == [0, 3]
+    assert (events[0].height, events[0].width) == (5, 7)
+    np.testing.assert_array_equal(decode_png(events[0].encoded_image_string), grey)
+    np.testing.assert_array_equal(decode_png(events[1].encoded_image_string), grey[::-1])
+    (image,) = acc.Images("rgb")
+    assert (image.height, image.width) == (4, 6)
+    np.testing.assert_array_equal(decode_png(image.encoded_image_string), rgb)
+    with TensorBoardWriter(tmp_path / "bad") as tb, pytest.raises(ValueError, match="uint8"):
+        tb.add_image("x", np.zeros((2, 2)), 0)
+
+
+def test_histogram_proto_buckets_are_equal_width_between_min_and_max():
+    values = np.random.default_rng(1).normal(size=(40, 25)).astype(np.float32)
+    h = histogram_proto(values, buckets=30)
+    v = values.astype(np.float64).ravel()
+    assert (h.min, h.max, h.num) == (v.min(), v.max(), 1000)
+    assert h.sum == pytest.approx(v.sum()) and h.sum_squares == pytest.approx((v * v).sum())
+    width = (v.max() - v.min()) / 30
+    np.testing.assert_allclose(h.bucket_limit, v.min() + width * np.arange(1, 31))
+    assert h.bucket_limit[-1] == v.max()
+    # independent count: values whose bin index floor((v - min) / width) is i (max -> last)
+    index = np.minimum(np.floor((v - v.min()) / width), 29)
+    assert list(h.bucket) == [float(np.sum(index == i)) for i in range(30)]
+    # and numpy's own equal-width histogram agrees (no value sits exactly on an edge here)
+    assert list(h.bucket) == np.histogram(v, bins=30)[0].tolist()
+    assert sum(h.bucket) == 1000
+
+
+def test_histogram_proto_edge_cases():
+    h = histogram_proto(np.full(7, 0.25), buckets=30)  # constant: one bucket holds everything
+    assert (list(h.bucket_limit), list(h.bucket), h.min, h.max) == ([0.25], [7.0], 0.25, 0.25)
+    h = histogram_proto(np.array([1.0, np.nan, 3.0, np.inf]), buckets=2)
+    assert (h.num, list(h.bucket), h.min, h.max) == (2, [1.0, 1.0], 1.0, 3.0)
+    assert histogram_proto(np.array([np.nan])) is None
+    with pytest.raises(ValueError, match="bucket"):
+        histogram_proto(np.ones(3), buckets=0)
+
+
+def test_histograms_round_trip(tmp_path):
+    w = np.random.default_rng(2).normal(size=(16, 1, 3, 3))
+    with TensorBoardWriter(tmp_path) as tb:
+        tb.add_histogram("conv1/weight", w, 0)
+        tb.add_histogram("conv1/weight", 2 * w, 1)
+        tb.add_histogram("conv1/weight_grad", np.full(4, np.nan), 1)  # nothing finite: skipped
+    acc = read(tmp_path)
+    assert acc.Tags()["histograms"] == ["conv1/weight"]
+    events = acc.Histograms("conv1/weight")
+    assert [e.step for e in events] == [0, 1]
+    for e, scale in zip(events, (1, 2)):
+        h = e.histogram_value
+        assert h.num == 144 and sum(h.bucket) == 144 and len(h.bucket) == HISTOGRAM_BUCKETS
+        assert (h.min, h.max) == (scale * w.min(), scale * w.max())
+
+
+def test_hparams_session_read_by_the_hparams_plugin_metadata(tmp_path):
+    hparams = {"optimizer.lr": 0.05, "model.layers.conv1.filters": 16, "seed": 3,
+               "optimizer.name": "sgd", "optimizer.nesterov": False}
+    with TensorBoardWriter(tmp_path) as tb:
+        tb.add_session_start(hparams, start_time=100.0)
+        tb.add_scalar("val/accuracy", 0.9, 1)
+        tb.add_session_end("success", end_time=200.0)
+    acc = read(tmp_path)
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    assert set(content) == {hparams_metadata.SESSION_START_INFO_TAG,
+                            hparams_metadata.SESSION_END_INFO_TAG}
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG])
+    assert start.start_time_secs == 100.0
+    assert {k: v.WhichOneof("kind") for k, v in start.hparams.items()} == {
+        "optimizer.lr": "number_value", "model.layers.conv1.filters": "number_value",
+        "seed": "number_value", "optimizer.name": "string_value",
+        "optimizer.nesterov": "bool_value"}
+    assert start.hparams["optimizer.lr"].number_value == 0.05
+    assert start.hparams["model.layers.conv1.filters"].number_value == 16
+    assert start.hparams["optimizer.name"].string_value == "sgd"
+    assert start.hparams["optimizer.nesterov"].bool_value is False
+    end = hparams_metadata.parse_session_end_info_plugin_data(
+        content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS and end.end_time_secs == 200.0
+
+
+def test_hparams_reject_unrepresentable_values(tmp_path):
+    with TensorBoardWriter(tmp_path) as tb:
+        with pytest.raises(TypeError, match="hparam 'model.layers'"):
+            tb.add_session_start({"model.layers": [1, 2]})
+        with pytest.raises(ValueError, match="status"):
+            tb.add_session_end("crashed")
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    with TensorBoardWriter(tmp_path / "tb", enabled=False) as tb:
+        tb.add_scalar("a", 1.0, 1)
+        tb.add_image("i", np.zeros((2, 2), np.uint8), 0)
+        tb.add_histogram("h", np.ones(3), 0)
+        tb.add_session_start({"a": 1})
+        tb.add_session_end()
+        tb.flush()
+    assert tb.path is None and not (tmp_path / "tb").exists()
