@@ -42,6 +42,17 @@ class Layer:
     #: layer never needs it; for a convolution that saves a GEMM and a col2im).
     can_skip_input_grad: ClassVar[bool] = False
 
+    # --- capabilities: what the rest of convtrain may rely on, instead of testing classes ---
+    #: ``params["weight"]`` is a bank of spatial kernels ``(F, C/groups, kh, kw)`` and the
+    #: output ``(N, F, H, W)`` its feature maps: visuals show both (conv layers).
+    has_spatial_kernels: ClassVar[bool] = False
+    #: training normalises with statistics of the batch, so a batch with a single value per
+    #: channel cannot train (batch norm): the trainer's drop-last policy looks at this.
+    uses_batch_statistics: ClassVar[bool] = False
+    #: the config key that sets how many output features the layer has (dense: ``"units"``);
+    #: the last such layer makes the logits. None for layers whose width follows their input.
+    width_key: ClassVar[str | None] = None
+
     def __init__(self, name: str | None = None):
         self.name = name or type(self).__name__.lower()
         self.params: dict[str, Any] = {}

@@ -34,6 +34,8 @@ class BatchNorm2d(ConcreteLayer):
     FLOPs per sample: 2 per element (the normalisation folded into one scale and one shift).
     """
 
+    uses_batch_statistics = True
+
     config_keys = ("momentum", "eps") + PARAM_LAYER_KEYS
     decayed_params = ()
 

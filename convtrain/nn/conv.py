@@ -56,6 +56,7 @@ class Conv2d(ConcreteLayer):
     """
 
     can_skip_input_grad = True
+    has_spatial_kernels = True
     config_keys = ("filters", "kernel_size", "stride", "padding", "dilation", "groups", "init",
                    "bias") + PARAM_LAYER_KEYS
 

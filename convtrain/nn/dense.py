@@ -31,6 +31,8 @@ class Dense(ConcreteLayer):
     FLOPs per sample: ``2·in·out`` (+ ``out`` for the bias).
     """
 
+    width_key = "units"
+
     config_keys = ("units", "init", "bias") + PARAM_LAYER_KEYS
     global_receptive_field = True  # every output sees every input position
 
