@@ -142,9 +142,8 @@ class Layer:
         """
         for option in self.options:
             if option.constructor:
-                label = key_path(self.where, option.arg if self.where.startswith("layer '")
-                                 else option.key)
-                setattr(self, option.attr, option.check(label, arguments[option.arg]))
+                setattr(self, option.attr, option.check(option.label(self.where),
+                                                        arguments[option.arg]))
 
     # --- building from a config ----------------------------------------------------------
     @classmethod
@@ -170,7 +169,7 @@ class Layer:
                 given = spec.get(option.key)
                 if given is None and option.model_default:
                     given = defaults.get(option.model_default)
-                value = option.check(key_path(where, option.key), given)
+                value = option.check(option.label(where), given)
                 if option.constructor:
                     arguments[option.arg] = value
                 else:

@@ -116,6 +116,11 @@ class Option:
     def required(self) -> bool:
         return self.default is REQUIRED
 
+    def label(self, where: str) -> str:
+        """How messages name this option of the layer at ``where``: the constructor argument
+        of a directly constructed layer, the config key otherwise (see :func:`key_path`)."""
+        return key_path(where, self.arg if where.startswith("layer '") else self.key)
+
     def check(self, label: str, value: Any) -> Any:
         """``value`` checked and converted (``[3, 3]`` -> ``(3, 3)``); ``None`` means the
         default. ``label`` names the setting in messages (see :func:`key_path`).
@@ -187,17 +192,6 @@ class Option:
             raise ConfigError(f"{label}: expected a name (string), got {value!r} "
                               f"({type(value).__name__})")
         return value
-
-    def describe_default(self) -> str:
-        """The default as documentation writes it (``"1"``, ``"required"``, ``"model.init"``)."""
-        if self.model_default:
-            return f"model.{self.model_default}"
-        if self.required:
-            return "required"
-        if isinstance(self.default, bool):
-            return "true" if self.default else "false"
-        return "-" if self.default is None else f"{self.default:g}" \
-            if isinstance(self.default, float) else str(self.default)
 
 
 #: config keys of every layer with parameters (Caffe-style per-layer decay multiplier; freezing).
