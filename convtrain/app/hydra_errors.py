@@ -46,18 +46,17 @@ def _append_hint(exc: Exception) -> str | None:
 def _layer_key_message(full_key: str, key: str, layer: DictConfig, exc: Exception) -> str | None:
     """A key missing from one layer's mapping: valid for its type (needs ``+``) or a typo."""
     from convtrain.nn import LAYERS  # noqa: PLC0415 - only on this error path
+    from convtrain.nn.layer_types import accepted_keys, unknown_key  # noqa: PLC0415
 
     layer_type = layer.get("type") if "type" in layer else None
     if not isinstance(layer_type, str) or layer_type not in LAYERS:
         return None
-    accepted = ("type", "after", "before", *LAYERS.get(layer_type).config_keys)
-    if key in accepted:
+    layer_cls = LAYERS.get(layer_type)
+    if key in accepted_keys(layer_cls):
         add = _append_hint(exc) or f"+{full_key}=..."
         return (f"{full_key}: not set in this model's config, but '{layer_type}' layers accept "
                 f"it: add it with {add}")
-    parent = full_key.rsplit(".", 1)[0]
-    return (f"{full_key}: unknown key for layer type '{layer_type}'"
-            f"{did_you_mean(key, accepted, parent + '.')} (valid keys: {', '.join(accepted)})")
+    return unknown_key(full_key.rsplit(".", 1)[0], layer_cls, key)
 
 
 def _unknown_key_message(cause: OmegaConfBaseException, exc: Exception) -> str:

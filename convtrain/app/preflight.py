@@ -80,8 +80,8 @@ def check_layers(model_cfg: Any) -> None:
     This part needs no input shape, so it also runs first for datasets whose shape is only known
     once loaded; values and shapes are checked when the model is built (:func:`build`).
     """
-    from convtrain.nn.layer_order import POSITION_KEYS, order_layers  # noqa: PLC0415
-    from convtrain.nn import LAYERS  # noqa: PLC0415
+    from convtrain.nn.layer_order import order_layers  # noqa: PLC0415
+    from convtrain.nn.layer_types import check_layer_keys  # noqa: PLC0415
 
     layers = OmegaConf.to_container(model_cfg.layers, resolve=True) \
         if isinstance(model_cfg.layers, DictConfig) else model_cfg.layers
@@ -89,22 +89,8 @@ def check_layers(model_cfg: Any) -> None:
         raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
                           f"{layers!r}")
     for name, spec in layers.items():
-        where = f"model.layers.{name}"
-        if spec is None:
-            continue  # disabled with model.layers.<name>=null
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"{where}: expected a mapping like {{type: conv2d, ...}}, got "
-                              f"{spec!r}")
-        if spec.get("type") is None:
-            raise ConfigError(f"{where}.type: missing (known types: {', '.join(LAYERS.names())})")
-        layer_cls = LAYERS.get(spec["type"], where=f"{where}.type")
-        accepted = ("type", *POSITION_KEYS, *layer_cls.config_keys)
-        for key in spec:
-            if key not in accepted:
-                raise ConfigError(
-                    f"{where}.{key}: unknown key for layer type '{spec['type']}'"
-                    f"{did_you_mean(str(key), accepted, where + '.')} "
-                    f"(valid keys: {', '.join(accepted)})")
+        if spec is not None:  # None: disabled with model.layers.<name>=null
+            check_layer_keys(f"model.layers.{name}", spec)
     order_layers(layers)  # unknown `after:` / `before:` anchors
 
 
@@ -202,13 +188,12 @@ def check(cfg: DictConfig) -> Plan:
 
 
 def warn_about_layers_after_the_logits(model: Any) -> None:
-    """Log a warning for layers after the last dense layer (the logits): a ReLU there clips
+    """Log a warning for layers after the last layer that sets its width (``width_key``: dense),
+    which makes the logits: a ReLU there clips
     them, dropout drops classes. Usually a layer added with ``+model.layers.X=...`` and no
     ``after:`` (new layers go last). Legal, so only a warning."""
-    from convtrain.nn import Dense  # noqa: PLC0415
-
     names = list(model.layers)
-    dense = [i for i, name in enumerate(names) if isinstance(model.layers[name], Dense)]
+    dense = [i for i, name in enumerate(names) if model.layers[name].width_key is not None]
     if dense and dense[-1] < len(names) - 1:
         tail = names[dense[-1] + 1:]
         log.warning("model.layers: %s come(s) after the output layer '%s' and act on the logits; "

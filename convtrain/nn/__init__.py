@@ -1,27 +1,22 @@
-"""Layer classes, the layer registry and :func:`build_layer` (YAML mapping -> Layer).
+"""Layers, the layer registry and :func:`build_layer` (YAML mapping -> Layer).
 
-Importing this package registers every built-in layer type in :data:`LAYERS`.
+Importing this package registers every layer module of :mod:`convtrain.nn.layers` in
+:data:`LAYERS` and exports each registered class under its class name
+(``convtrain.nn.Conv2d``, ``convtrain.nn.GlobalAvgPool2d``, ...).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from convtrain.errors import ConfigError
-from convtrain.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
-from convtrain.nn.base import LAYERS, Layer, Shape
-from convtrain.nn.batchnorm import BatchNorm2d
-from convtrain.nn.common import ConcreteLayer
-from convtrain.nn.conv import Conv2d
-from convtrain.nn.dense import Dense
-from convtrain.nn.dropout import Dropout
-from convtrain.nn.pool import AvgPool2d, MaxPool2d
-from convtrain.nn.reshape import Flatten
+import convtrain.nn.layers  # noqa: F401 - registers every layer type
+from convtrain.nn.base import LAYERS, Layer, Shape, register_layer
+from convtrain.nn.layer_types import layer_class
 
-__all__ = [
-    "LAYERS", "Layer", "ConcreteLayer", "Shape", "build_layer",
-    "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dense",
-    "Flatten", "Dropout", "BatchNorm2d",
-]
+#: every registered layer class by its class name.
+LAYER_CLASSES = {LAYERS.get(type_name).__name__: LAYERS.get(type_name) for type_name in LAYERS}
+globals().update(LAYER_CLASSES)
+
+__all__ = ["LAYERS", "Layer", "Shape", "build_layer", "register_layer", *sorted(LAYER_CLASSES)]
 
 
 def build_layer(name: str, spec: Mapping[str, Any], input_shape: Shape,
@@ -39,12 +34,6 @@ def build_layer(name: str, spec: Mapping[str, Any], input_shape: Shape,
         ConfigError: missing or unknown ``type`` (with the known types and a "did you mean"),
             or any error of the layer's own ``from_config``.
     """
-    where = f"model.layers.{name}"
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: expected a mapping like {{type: conv2d, ...}}, got "
-                          f"{spec!r} ({type(spec).__name__})")
-    if spec.get("type") is None:
-        raise ConfigError(f"{where}: missing 'type' (known types: {', '.join(LAYERS.names())})")
-    layer_cls = LAYERS.get(spec["type"], where=where)
+    layer_cls = layer_class(f"model.layers.{name}", spec)
     options = {key: value for key, value in spec.items() if key != "type"}
     return layer_cls.from_config(name, options, tuple(int(s) for s in input_shape), defaults)

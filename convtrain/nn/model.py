@@ -17,8 +17,7 @@ from convtrain import validate
 from convtrain.errors import ConfigError
 from convtrain.validate import did_you_mean
 from convtrain.nn.init import INITIALIZERS
-from convtrain.nn import (LAYERS, ConcreteLayer, Dropout, Layer, MaxPool2d, ReLU, Shape,
-                              build_layer)
+from convtrain.nn import LAYERS, Layer, Shape, build_layer
 
 #: top-level keys of the ``model`` config group.
 MODEL_KEYS = ("name", "init", "layers")
@@ -55,10 +54,8 @@ def _naming(layer: Layer, exc: ConfigError) -> ConfigError:
 
 def layer_type_name(layer: Layer) -> str:
     """The registry name of ``layer``'s class (``"conv2d"``), or its class name if unregistered."""
-    for name in LAYERS:
-        if LAYERS.get(name) is type(layer):
-            return name
-    return type(layer).__name__
+    registered = layer.type_name in LAYERS and LAYERS.get(layer.type_name) is type(layer)
+    return layer.type_name if registered else type(layer).__name__
 
 
 def format_shape(shape: Shape | None) -> str:
@@ -98,7 +95,7 @@ class Model:
         self.layer_shapes: dict[str, tuple[Shape, Shape]] = {}
         shape = self.input_shape
         for layer_name, layer in self.layers.items():
-            if isinstance(layer, ConcreteLayer) and layer.input_shape is None:
+            if layer.input_shape is None:
                 layer.build(shape)
             out = tuple(layer.output_shape(shape))
             self.layer_shapes[layer_name] = (shape, out)
@@ -168,8 +165,9 @@ class Model:
         return self._order
 
     def _compute_run_order(self) -> list[Layer]:
-        """The layers in the order forward runs them: config order, except that a ReLU
-        directly followed by a MaxPool2d runs after it. Max-pooling and ReLU commute exactly
+        """The layers in the order forward runs them: config order, except that a layer that
+        ``commutes_with_max_pool`` (ReLU) directly followed by one that
+        ``takes_window_maximum`` (MaxPool2d) runs after it. They commute exactly
         (``relu(max(window)) == max(relu(window))``; the gradient reaches the same element,
         and windows with no positive value get zero either way), and the ReLU then works on
         the pooled map, a quarter of the elements for 2x2 pooling (LeNet-5: ~0.6 ms of a
@@ -177,7 +175,7 @@ class Model:
         order = list(self.layers.values())
         i = 0
         while i + 1 < len(order):
-            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2d:
+            if order[i].commutes_with_max_pool and order[i + 1].takes_window_maximum:
                 order[i], order[i + 1] = order[i + 1], order[i]
                 i += 2
             else:
@@ -294,7 +292,7 @@ class Model:
         for layer_name, layer in self.layers.items():
             in_shape, out_shape = self.layer_shapes[layer_name]
             if spatial:
-                if getattr(layer, "global_receptive_field", False):
+                if layer.global_receptive_field:
                     sees_everything = True
                 if sees_everything:
                     field = [self.input_shape[1], self.input_shape[2]]
@@ -452,8 +450,8 @@ def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
         layers[layer_name] = layer
         shape = tuple(layer.output_shape(shape))
 
-    dropouts = [layer for layer in layers.values() if isinstance(layer, Dropout)]
-    for layer, child in zip(dropouts, dropout_seq.spawn(len(dropouts))):
+    random = [layer for layer in layers.values() if layer.uses_random_stream]
+    for layer, child in zip(random, dropout_seq.spawn(len(random))):
         layer.seed_rng(int(child.generate_state(1)[0]))
 
     model = Model(layers, _check_input_shape(input_shape), name=name, dtype=dtype)

@@ -7,7 +7,7 @@ from typing import Any
 from convtrain.ops.im2col import resolve_padding
 from convtrain.errors import ConfigError
 from convtrain.nn.base import Shape
-from convtrain.nn.spec import format_pair, format_padding, key_path
+from convtrain.nn.options import format_pair, format_padding, key_path
 
 
 def resolve_layer_padding(where: str, padding: Any, kernel_size: tuple[int, int],

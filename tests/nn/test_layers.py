@@ -3,7 +3,7 @@ against independent NumPy expressions, and config validation messages."""
 import numpy as np
 import pytest
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from convtrain.nn import (LAYERS, AvgPool2d, BatchNorm2d, Conv2d, Dense, Dropout, Flatten,
                               LeakyReLU, MaxPool2d, ReLU, Sigmoid, Tanh, build_layer)
 from tests.gradcheck import check_gradients, projected_sum
@@ -197,14 +197,18 @@ def test_direct_construction_validates_arguments():
 
 
 def test_forward_checks_the_per_sample_shape():
-    with pytest.raises(ConfigError, match=r"layer 'fc'.*\(5,\).*\(2, 7\).*per-sample \(7,\)"):
+    """A wrong batch handed to a layer directly is API misuse (a model checks its input):
+    InternalError, still naming the layer and both shapes."""
+    with pytest.raises(InternalError, match=r"layer 'fc'.*\(5,\).*\(2, 7\).*per-sample \(7,\)"):
         Dense(5, 2, name="fc").forward(np.zeros((2, 7), np.float32))
-    with pytest.raises(ConfigError, match=r"layer 'conv2d'.*C=3.*\(2, 1, 8, 8\)"):
+    with pytest.raises(InternalError, match=r"layer 'conv2d'.*C=3.*\(2, 1, 8, 8\)"):
         Conv2d(3, 2, 3).forward(np.zeros((2, 1, 8, 8), np.float32))
-    with pytest.raises(ConfigError, match=r"layer 'dense'.*add a Flatten"):
+    with pytest.raises(InternalError, match=r"layer 'dense'.*add a Flatten"):
         Dense(12, 2).forward(np.zeros((2, 3, 2, 2), np.float32))
-    with pytest.raises(ConfigError, match=r"layer 'batchnorm2d'.*C=4"):
+    with pytest.raises(InternalError, match=r"layer 'batchnorm2d'.*C=4"):
         BatchNorm2d(4).forward(np.zeros((2, 3, 2, 2), np.float32))
+    with pytest.raises(InternalError, match=r"layer 'flatten': expects a batch"):
+        Flatten().forward(np.float32(1.0))
 
 
 # --- from_config / build_layer errors -------------------------------------------------------
@@ -314,10 +318,11 @@ def test_groups_must_divide_channels():
 
 
 def test_missing_and_unknown_type():
-    with pytest.raises(ConfigError, match=r"^model.layers.conv1: missing 'type' \(known types: "
+    # one wording wherever it is caught (model build, pre-data check, Hydra composition)
+    with pytest.raises(ConfigError, match=r"^model\.layers\.conv1\.type: missing \(known types: "
                                           r"avgpool2d, batchnorm2d, conv2d, "):
         build({"filters": 4})
-    with pytest.raises(ConfigError, match=r"^model.layers.conv9: Unknown layer type 'conv' "
+    with pytest.raises(ConfigError, match=r"^model\.layers\.conv9\.type: Unknown layer type 'conv' "
                                           r"\(known types: avgpool2d, .*\); did you mean 'conv2d'\?$"):
         build({"type": "conv"}, name="conv9")
     with pytest.raises(ConfigError, match=r"model.layers.conv1: expected a mapping"):

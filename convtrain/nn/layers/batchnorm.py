@@ -1,25 +1,18 @@
 """Batch normalisation layer (``type: batchnorm2d``)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from convtrain.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from convtrain.errors import ConfigError
-from convtrain.nn.base import LAYERS, Shape
-from convtrain.nn.common import ConcreteLayer
-from convtrain.nn.spec import PARAM_LAYER_KEYS, LayerSpec
+from convtrain.nn.base import Layer, Shape, register_layer
+from convtrain.nn.options import PARAMETER_OPTIONS, Option
 
 
-def _read_hyperparameters(spec: LayerSpec) -> tuple[float, float]:
-    momentum = spec.number("momentum", 0.1, low=0.0, high=1.0, expected="in [0, 1]")
-    eps = spec.number("eps", 1e-5, low=0.0, low_open=True, expected="> 0")
-    return momentum, eps
-
-
-@LAYERS.register("batchnorm2d")
-class BatchNorm2d(ConcreteLayer):
+@register_layer("batchnorm2d")
+class BatchNorm2d(Layer):
     """Per-channel batch normalisation of ``(N, C, H, W)``, like ``torch.nn.BatchNorm2d``.
 
     Training normalises with the batch statistics and moves the running ones by
@@ -34,20 +27,23 @@ class BatchNorm2d(ConcreteLayer):
     FLOPs per sample: 2 per element (the normalisation folded into one scale and one shift).
     """
 
+    options = (
+        Option("num_features", "int", "channels C", config=False, input_axis=0),
+        Option("momentum", "number", "weight of the batch in the running statistics",
+               low=0.0, high=1.0, expected="in [0, 1]"),
+        Option("eps", "number", "added to the variance before the square root",
+               low=0.0, low_open=True, expected="> 0"),
+    ) + PARAMETER_OPTIONS
+    input_rank = 3
+    input_layout = "per-sample input (C, H, W)"
     uses_batch_statistics = True
-
-    config_keys = ("momentum", "eps") + PARAM_LAYER_KEYS
     decayed_params = ()
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5,
                  name: str | None = None, dtype: Any = np.float32, *,
                  where: str | None = None):
         super().__init__(name, where)
-        args = LayerSpec(self.where, "batchnorm2d", {
-            "num_features": num_features, "momentum": momentum, "eps": eps},
-            ("num_features", "momentum", "eps"))
-        self.num_features = args.integer("num_features")
-        self.momentum, self.eps = _read_hyperparameters(args)
+        self.set_options(locals())
         channels = (self.num_features,)
         self.params["weight"] = np.ones(channels, dtype=dtype)
         self.params["bias"] = np.zeros(channels, dtype=dtype)
@@ -56,22 +52,6 @@ class BatchNorm2d(ConcreteLayer):
         self.buffers["running_mean"] = np.zeros(channels, dtype=dtype)
         self.buffers["running_var"] = np.ones(channels, dtype=dtype)
         self.cache = None
-
-    @classmethod
-    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
-                    defaults: Mapping[str, Any]) -> "BatchNorm2d":
-        """YAML keys: ``momentum`` (0.1), ``eps`` (1e-5), ``weight_decay_mult``, ``trainable``;
-        ``num_features`` comes from ``input_shape`` ``(C, H, W)``."""
-        where = f"model.layers.{name}"
-        cfg = LayerSpec(where, "batchnorm2d", spec, cls.config_keys)
-        momentum, eps = _read_hyperparameters(cfg)
-        options = cfg.param_layer_options()
-        if len(input_shape) != 3:
-            raise ConfigError(f"{where}: batchnorm2d expects a per-sample input (C, H, W), got "
-                              f"shape {tuple(input_shape)}")
-        layer = cls(int(input_shape[0]), momentum, eps, name=name,
-                    dtype=defaults.get("dtype", np.float32), where=where)
-        return layer.build(input_shape, param_options=options)
 
     def forward(self, x, training: bool = True):
         """``x`` ``(N, C, H, W)`` -> same shape; updates the running statistics in training."""
@@ -86,9 +66,7 @@ class BatchNorm2d(ConcreteLayer):
     def backward(self, dy):
         """``dy`` ``(N, C, H, W)`` -> ``dx``; fills ``grads`` (through the batch statistics
         when the forward pass was in training mode)."""
-        if self.cache is None:
-            raise ConfigError(f"{self.where}: backward() called before forward()")
-        dx, dgamma, dbeta = batchnorm2d_backward(dy, self.cache)
+        dx, dgamma, dbeta = batchnorm2d_backward(dy, self.require_cache(self.cache))
         self.grads["weight"], self.grads["bias"] = dgamma, dbeta
         self.cache = None
         return dx

@@ -1,44 +1,43 @@
 """Max and average pooling layers (``type: maxpool2d`` / ``avgpool2d``)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from convtrain.ops.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
                                    maxpool2d_forward, pool_padding_problem)
 from convtrain.errors import ConfigError
-from convtrain.nn.base import LAYERS, Shape
-from convtrain.nn.common import ConcreteLayer
-from convtrain.nn.spec import LayerSpec, format_pair, format_padding, key_path
+from convtrain.nn.base import Layer, Shape, register_layer
+from convtrain.nn.options import Option, format_pair, format_padding, key_path
 from convtrain.nn.windows import resolve_layer_padding, window_output_size
 
 
-class _Pool2d(ConcreteLayer):
+#: the options both pooling layers share.
+WINDOW_OPTIONS = (
+    Option("kernel_size", "pair", "window height and width"),
+    Option("stride", "pair", "step between windows (default: the kernel size)"),
+    Option("padding", "padding", "padding around the input: int, [h, w], same or valid",
+           attribute="padding_spec"),
+)
+
+
+class _Pool2d(Layer):
     """Shared geometry of the pooling layers (PyTorch semantics, floor output size).
 
-    Args:
-        kernel_size: int or ``(kh, kw)``.
-        stride: int or ``(sh, sw)``; None means ``kernel_size`` (non-overlapping windows).
-        padding: int, ``(ph, pw)``, ``"same"`` (stride 1, odd kernel) or ``"valid"``; at most
-            half the kernel, as in PyTorch, so that no window lies entirely in the padding.
+    Options (:data:`WINDOW_OPTIONS`): ``kernel_size`` (int or ``(kh, kw)``); ``stride`` (int or
+    ``(sh, sw)``; None means ``kernel_size``: non-overlapping windows); ``padding`` (int,
+    ``(ph, pw)``, ``"same"`` (stride 1, odd kernel) or ``"valid"``; at most half the kernel, as
+    in PyTorch, so that no window lies entirely in the padding).
 
     FLOPs per sample: ``kh·kw`` operations (comparisons or additions) per output element.
     """
 
-    layer_type = ""
-    config_keys: tuple[str, ...] = ("kernel_size", "stride", "padding")
+    input_rank = 3
+    input_layout = "per-sample input (C, H, W)"
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 name: str | None = None, *, where: str | None = None,
-                 extra_args: Mapping[str, Any] | None = None):
-        super().__init__(name, where)
-        values = {"kernel_size": kernel_size, "stride": stride, "padding": padding,
-                  **(extra_args or {})}
-        self._read_args(LayerSpec(self.where, self.layer_type, values, tuple(values)))
-
-    def _read_args(self, args: LayerSpec) -> None:
-        self.kernel_size = args.pair("kernel_size")
-        self.stride = args.pair("stride", self.kernel_size)
-        self.padding_spec = args.padding("padding", 0)
+    def set_geometry(self) -> None:
+        """Resolve the stride and padding from the checked options."""
+        if self.stride is None:
+            self.stride = self.kernel_size
         self.padding = resolve_layer_padding(self.where, self.padding_spec, self.kernel_size,
                                              self.stride, (1, 1))
         if pool_padding_problem(self.kernel_size, self.padding):
@@ -47,18 +46,6 @@ class _Pool2d(ConcreteLayer):
                               f"{format_padding(self.padding)} must be at most half the "
                               f"kernel size {format_pair(self.kernel_size)}")
         self.cache = None
-
-    @classmethod
-    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
-                    defaults: Mapping[str, Any]) -> "_Pool2d":
-        """YAML keys: ``kernel_size`` (required), ``stride`` (default: kernel_size),
-        ``padding`` (+ ``count_include_pad`` for avgpool2d)."""
-        where = f"model.layers.{name}"
-        cfg = LayerSpec(where, cls.layer_type, spec, cls.config_keys)
-        kwargs = {key: spec.get(key) for key in cls.config_keys if spec.get(key) is not None}
-        if "kernel_size" not in kwargs:
-            cfg.required("kernel_size")
-        return cls(name=name, where=where, **kwargs).build(input_shape)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         self.check_rank(input_shape, 3, "(C, H, W)")
@@ -80,23 +67,24 @@ class _Pool2d(ConcreteLayer):
 
     def backward(self, dy):
         """``dy`` ``(N, C, oh, ow)`` -> ``dx`` ``(N, C, H, W)``."""
-        if self.cache is None:
-            raise ConfigError(f"{self.where}: backward() called before forward()")
-        dx = self._backward(dy, self.cache)
+        dx = self._backward(dy, self.require_cache(self.cache))
         self.cache = None
         return dx
 
 
-@LAYERS.register("maxpool2d")
+@register_layer("maxpool2d")
 class MaxPool2d(_Pool2d):
     """Max over each window, like ``torch.nn.MaxPool2d`` (padding never wins the max; ties
     send the gradient to the first maximum in row-major window order)."""
 
-    layer_type = "maxpool2d"
+    options = WINDOW_OPTIONS
+    takes_window_maximum = True
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  name: str | None = None, *, where: str | None = None):
-        super().__init__(kernel_size, stride, padding, name, where=where)
+        super().__init__(name, where)
+        self.set_options(locals())
+        self.set_geometry()
 
     def forward(self, x, training: bool = True):
         """``x`` ``(N, C, H, W)`` -> ``(N, C, oh, ow)``."""
@@ -107,23 +95,21 @@ class MaxPool2d(_Pool2d):
     _backward = staticmethod(maxpool2d_backward)
 
 
-@LAYERS.register("avgpool2d")
+@register_layer("avgpool2d")
 class AvgPool2d(_Pool2d):
     """Mean over each window, like ``torch.nn.AvgPool2d``; padding counts as zeros, and
     ``count_include_pad=False`` divides by the number of real pixels in each window."""
 
-    layer_type = "avgpool2d"
-    config_keys = _Pool2d.config_keys + ("count_include_pad",)
+    options = WINDOW_OPTIONS + (
+        Option("count_include_pad", "flag", "padding counts in each window's divisor"),
+    )
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  count_include_pad: bool = True, name: str | None = None, *,
                  where: str | None = None):
-        super().__init__(kernel_size, stride, padding, name, where=where,
-                         extra_args={"count_include_pad": count_include_pad})
-
-    def _read_args(self, args: LayerSpec) -> None:
-        super()._read_args(args)
-        self.count_include_pad = args.flag("count_include_pad", True)
+        super().__init__(name, where)
+        self.set_options(locals())
+        self.set_geometry()
 
     def forward(self, x, training: bool = True):
         """``x`` ``(N, C, H, W)`` -> ``(N, C, oh, ow)``."""

@@ -1,18 +1,15 @@
 """Dropout layer (``type: dropout``)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import numpy as np
 
 from convtrain.ops.dropout import dropout_backward, dropout_forward
-from convtrain.nn.base import LAYERS, Shape
-from convtrain.nn.common import ConcreteLayer
-from convtrain.nn.spec import LayerSpec
+from convtrain.nn.base import Layer, register_layer
+from convtrain.nn.options import Option
 
 
-@LAYERS.register("dropout")
-class Dropout(ConcreteLayer):
+@register_layer("dropout")
+class Dropout(Layer):
     """Inverted dropout, like ``torch.nn.Dropout``: in training, each element is zeroed with
     probability ``p`` and the survivors are scaled by ``1/(1-p)``; in evaluation
     (``training=False``) the layer is the identity.
@@ -21,18 +18,19 @@ class Dropout(ConcreteLayer):
     (:meth:`seed_rng`) from the run seed, so that a run is reproducible; a directly constructed
     layer gets an unseeded one unless ``seed`` is given.
 
-    Args:
-        p: drop probability in ``[0, 1)``.
+    Args: the option ``p``, and
         seed: seed of the mask generator (None: fresh entropy).
     """
 
-    config_keys = ("p",)
+    # p = 1 would drop everything and divide by 0
+    options = (Option("p", "number", "drop probability", low=0.0, high=1.0, high_open=True,
+                      expected="in [0, 1)"),)
+    uses_random_stream = True
 
     def __init__(self, p: float = 0.5, name: str | None = None, seed: int | None = None, *,
                  where: str | None = None):
         super().__init__(name, where)
-        args = LayerSpec(self.where, "dropout", {"p": p}, self.config_keys)
-        self.p = read_drop_probability(args)
+        self.set_options(locals())
         self.mask = None
         self.backend_name = "numpy"
         self.seed_rng(seed)
@@ -42,14 +40,6 @@ class Dropout(ConcreteLayer):
         self.seed = seed
         self.backend_name = backend.name if backend is not None else "numpy"
         self.rng = backend.rng(seed) if backend is not None else np.random.default_rng(seed)
-
-    @classmethod
-    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
-                    defaults: Mapping[str, Any]) -> "Dropout":
-        """YAML key: ``p`` (default 0.5, in ``[0, 1)``)."""
-        where = f"model.layers.{name}"
-        p = read_drop_probability(LayerSpec(where, "dropout", spec, cls.config_keys))
-        return cls(p, name=name, where=where).build(input_shape)
 
     def forward(self, x, training: bool = True):
         """Any ``(N, ...)`` -> same shape; random only when ``training``."""
@@ -75,7 +65,3 @@ class Dropout(ConcreteLayer):
     def describe(self) -> str:
         return f"p={self.p:g}"
 
-
-def read_drop_probability(spec: LayerSpec) -> float:
-    """The ``p`` key: a number in ``[0, 1)`` (p = 1 would drop everything and divide by 0)."""
-    return spec.number("p", 0.5, low=0.0, high=1.0, high_open=True, expected="in [0, 1)")

@@ -8,10 +8,9 @@ import numpy as np
 from convtrain.ops.fast.conv import conv2d_backward, conv2d_forward
 from convtrain.runtime.workspace import Workspace, check_workspace_mb
 from convtrain.errors import ConfigError
-from convtrain.nn.base import LAYERS, Shape
-from convtrain.nn.common import ConcreteLayer
-from convtrain.nn.spec import (PARAM_LAYER_KEYS, LayerSpec, format_pair, format_padding,
-                                   key_path)
+from convtrain.nn.base import Layer, Shape, register_layer
+from convtrain.nn.options import (PARAMETER_OPTIONS, Option, format_pair, format_padding,
+                                  key_path)
 from convtrain.nn.windows import resolve_layer_padding, window_output_size
 
 
@@ -27,20 +26,14 @@ def check_groups(where: str, in_channels: int, out_channels: int, groups: int,
                           f"divisible by groups={groups}")
 
 
-@LAYERS.register("conv2d")
-class Conv2d(ConcreteLayer):
+@register_layer("conv2d")
+class Conv2d(Layer):
     """2-D convolution (cross-correlation) on ``(N, C, H, W)`` batches, like ``torch.nn.Conv2d``.
 
     Params: ``weight`` ``(F, C/groups, kh, kw)`` and ``bias`` ``(F,)`` (PyTorch's names and
     shapes, so a ``state_dict`` loads into ``nn.Conv2d`` unchanged). The bias starts at zero.
 
-    Args:
-        in_channels, out_channels: C and F.
-        kernel_size, stride, dilation: int or ``(h, w)``.
-        padding: int, ``(ph, pw)``, ``"same"`` (stride 1, odd effective kernel) or ``"valid"``.
-        groups: C and F are split into this many independent groups.
-        bias: add a learned per-filter bias.
-        init: initializer name from :mod:`convtrain.nn.init` (random or a classic filter bank).
+    Args: the ``options`` below (``in_channels`` and ``out_channels`` are C and F), and
         name: the layer's key (``"conv1"``).
         rng: NumPy Generator for the initial weights (a fresh unseeded one if None).
         dtype: float32 (default) or float64.
@@ -55,10 +48,23 @@ class Conv2d(ConcreteLayer):
     FLOPs per sample: ``2·F·oh·ow·(C/groups)·kh·kw`` (+ ``F·oh·ow`` for the bias).
     """
 
+    options = (
+        Option("in_channels", "int", "input channels C", config=False, input_axis=0),
+        Option("filters", "int", "number of filters F", argument="out_channels"),
+        Option("kernel_size", "pair", "kernel height and width"),
+        Option("stride", "pair", "step between windows"),
+        Option("padding", "padding", "zeros around the input: int, [h, w], same or valid",
+               attribute="padding_spec"),
+        Option("dilation", "pair", "spacing between kernel taps"),
+        Option("groups", "int", "C and F split into this many independent groups"),
+        Option("bias", "flag", "add a learned per-filter bias", attribute="use_bias"),
+        Option("init", "name", "initializer (convtrain.nn.init)", model_default="init"),
+    ) + PARAMETER_OPTIONS
+    input_rank = 3
+    input_layout = "per-sample input (C, H, W)"
+    input_hint = "a conv layer cannot follow a flatten or dense layer"
     can_skip_input_grad = True
     has_spatial_kernels = True
-    config_keys = ("filters", "kernel_size", "stride", "padding", "dilation", "groups", "init",
-                   "bias") + PARAM_LAYER_KEYS
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
@@ -69,58 +75,22 @@ class Conv2d(ConcreteLayer):
         self.max_workspace_mb = check_workspace_mb(max_workspace_mb,
                                                    f"{self.where}.max_workspace_mb")
         self.workspace = Workspace()
-        args = LayerSpec(self.where, "conv2d", {
-            "in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size,
-            "stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
-            "bias": bias, "init": init,
-        }, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-            "groups", "bias", "init"))
-        self.in_channels = args.integer("in_channels")
-        self.out_channels = args.integer("out_channels")
-        self.kernel_size = args.pair("kernel_size")
-        self.stride = args.pair("stride", 1)
-        self.dilation = args.pair("dilation", 1)
-        self.groups = args.integer("groups", 1)
-        self.use_bias = args.flag("bias", True)
-        self.init = args.text("init", "he_normal")
+        self.set_options(locals())
         check_groups(self.where, self.in_channels, self.out_channels, self.groups)
-        #: padding as given (``"same"``, 2, ...) for describe(); ``padding`` is resolved ints.
-        self.padding_spec = args.padding("padding", 0)
+        #: ``padding_spec`` is the padding as given (``"same"``, (2, 2), ...) for describe();
+        #: ``padding`` the resolved ``(ph, pw)``.
         self.padding = resolve_layer_padding(self.where, self.padding_spec, self.kernel_size,
                                              self.stride, self.dilation)
         self.cache = None
-        self._init_params(rng if rng is not None else np.random.default_rng(), dtype)
-
-    def _init_params(self, rng: np.random.Generator, dtype: Any) -> None:
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.init_weight_and_bias(shape, self.init, self.use_bias, rng, dtype)
+        self.init_weight_and_bias(shape, self.init, self.use_bias,
+                                  rng if rng is not None else np.random.default_rng(), dtype)
 
     @classmethod
-    def from_config(cls, name: str, spec: Mapping[str, Any], input_shape: Shape,
-                    defaults: Mapping[str, Any]) -> "Conv2d":
-        """YAML keys: ``filters`` (required), ``kernel_size`` (required), ``stride``,
-        ``padding``, ``dilation``, ``groups``, ``init``, ``bias``, ``weight_decay_mult``,
-        ``trainable``; ``in_channels`` comes from ``input_shape`` ``(C, H, W)``."""
-        where = f"model.layers.{name}"
-        cfg = LayerSpec(where, "conv2d", spec, cls.config_keys)
-        filters = cfg.integer("filters")
-        kernel_size = cfg.pair("kernel_size")
-        stride, dilation = cfg.pair("stride", 1), cfg.pair("dilation", 1)
-        groups = cfg.integer("groups", 1)
-        padding = cfg.padding("padding", 0)
-        use_bias = cfg.flag("bias", True)
-        init = cfg.text("init", defaults.get("init") or "he_normal")
-        options = cfg.param_layer_options()
-        if len(input_shape) != 3:
-            raise ConfigError(f"{where}: conv2d expects a per-sample input (C, H, W), got shape "
-                              f"{tuple(input_shape)}; a conv layer cannot follow a flatten or "
-                              f"dense layer")
-        check_groups(where, int(input_shape[0]), filters, groups, input_shape)
-        layer = cls(int(input_shape[0]), filters, kernel_size, stride=stride, padding=padding,
-                    dilation=dilation, groups=groups, bias=use_bias, init=init, name=name,
-                    rng=defaults.get("rng"), dtype=defaults.get("dtype", np.float32),
-                    where=where)
-        return layer.build(input_shape, param_options=options)
+    def check_arguments(cls, where: str, arguments: Mapping[str, Any], input_shape: Shape) -> None:
+        """``groups`` must divide the channels the input shape gives (message names both)."""
+        check_groups(where, arguments["in_channels"], arguments["out_channels"],
+                     arguments["groups"], input_shape)
 
     # --- computation -------------------------------------------------------------------
     def forward(self, x, training: bool = True):
@@ -138,9 +108,8 @@ class Conv2d(ConcreteLayer):
         ``input_grad=False`` skips ``dx`` (returns None): a model's first layer needs only
         its weight gradients, like a PyTorch input without ``requires_grad``.
         """
-        if self.cache is None:
-            raise ConfigError(f"{self.where}: backward() called before forward()")
-        dx, dweight, dbias = conv2d_backward(dy, self.cache, input_grad=input_grad)
+        dx, dweight, dbias = conv2d_backward(dy, self.require_cache(self.cache),
+                                             input_grad=input_grad)
         self.grads["weight"] = dweight
         if self.use_bias:
             self.grads["bias"] = dbias
