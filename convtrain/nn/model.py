@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from convtrain.runtime.backend import Backend, get_backend
+from convtrain.runtime.backend import Backend, get_backend, to_host
 from convtrain import validate
 from convtrain.errors import ConfigError
 from convtrain.validate import did_you_mean
@@ -249,7 +249,7 @@ class Model:
         for qualified, (store, key) in entries.items():
             if qualified not in state_dict:
                 continue
-            value = np.asarray(state_dict[qualified])
+            value = to_host(state_dict[qualified])  # device arrays too (no np.asarray on them)
             expected = tuple(store[key].shape)
             if tuple(value.shape) != expected:
                 raise ConfigError(f"load_state_dict: '{qualified}' has shape "
