@@ -265,7 +265,8 @@ class Model:
 
     def to_backend(self, backend: Backend | str) -> "Model":
         """Move every parameter, gradient and buffer to ``backend`` (a Backend or its name);
-        dropout generators follow. Returns ``self``."""
+        dropout generators stay host NumPy Generators (device masks are seeded from them, so
+        their state survives the move and checkpoints). Returns ``self``."""
         if isinstance(backend, str):
             backend = get_backend(backend)  # ConfigError naming backend.name for unknown names
         for layer in self.layers.values():
