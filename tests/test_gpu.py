@@ -49,3 +49,19 @@ def test_cupy_training_matches_numpy():
     for key, value in cpu_state.items():
         assert isinstance(gpu_state[key], np.ndarray)  # state_dict is always host arrays
         np.testing.assert_allclose(gpu_state[key], value, rtol=1e-7, atol=1e-10, err_msg=key)
+
+
+def test_dropout_masks_on_the_gpu_follow_the_host_rng_state():
+    """The dropout rng state a checkpoint saves (a host NumPy Generator) decides the device
+    masks: restoring it repeats them (tests/test_strict_cupy.py runs the same on the stand-in)."""
+    from convtrain.layers import Dropout
+
+    backend = get_backend("cupy")
+    layer = Dropout(0.5, seed=3)
+    layer.to_backend(backend)
+    x = backend.xp.ones((4, 8), dtype=np.float32)
+    state = layer.rng.bit_generator.state
+    first = backend.to_numpy(layer.forward(x))
+    assert set(np.unique(first)) == {0.0, 2.0}
+    layer.rng.bit_generator.state = state
+    np.testing.assert_array_equal(backend.to_numpy(layer.forward(x)), first)

@@ -220,7 +220,7 @@ class Layer:
         """``x``: ``(N, *input_shape)`` -> ``(N, *output_shape)``."""
         raise NotImplementedError
 
-    def seed_rng(self, seed: int | None, backend=None) -> None:
+    def seed_rng(self, seed: int | None) -> None:
         """(Re)seed the layer's random stream (layers with ``uses_random_stream`` override)."""
         raise InternalError(f"{self.where}: {type(self).__name__} draws no random numbers")
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from convtrain.runtime.backend import Backend, get_backend
+from convtrain.runtime.backend import Backend, get_backend, to_host
 from convtrain import validate
 from convtrain.errors import ConfigError
 from convtrain.validate import did_you_mean
@@ -247,7 +247,7 @@ class Model:
         for qualified, (store, key) in entries.items():
             if qualified not in state_dict:
                 continue
-            value = np.asarray(state_dict[qualified])
+            value = to_host(state_dict[qualified])  # device arrays too (no np.asarray on them)
             expected = tuple(store[key].shape)
             if tuple(value.shape) != expected:
                 raise ConfigError(f"load_state_dict: '{qualified}' has shape "
@@ -263,7 +263,8 @@ class Model:
 
     def to_backend(self, backend: Backend | str) -> "Model":
         """Move every parameter, gradient and buffer to ``backend`` (a Backend or its name);
-        dropout generators follow. Returns ``self``."""
+        dropout generators stay host NumPy Generators (device masks are seeded from them, so
+        their state survives the move and checkpoints). Returns ``self``."""
         if isinstance(backend, str):
             backend = get_backend(backend)  # ConfigError naming backend.name for unknown names
         for layer in self.layers.values():

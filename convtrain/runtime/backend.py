@@ -30,6 +30,14 @@ def array_module(*arrays: Any) -> ModuleType:
     return np
 
 
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a host NumPy array: a device array is copied with ``.get()`` (CuPy refuses
+    ``np.asarray`` on it); NumPy arrays, lists and scalars go through ``np.asarray``."""
+    if array_module(x) is not np:
+        return x.get()
+    return np.asarray(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class Backend:
     """The array library of a run.
@@ -44,13 +52,14 @@ class Backend:
 
     def asarray(self, x: Any, dtype: Any = None):
         """Move ``x`` (NumPy array, list, scalar or device array) onto this backend."""
+        if self.xp is np:
+            return np.asarray(to_host(x), dtype=dtype)
         return self.xp.asarray(x, dtype=dtype)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        """Return ``x`` as a host NumPy array (a no-op for NumPy arrays)."""
-        if self.name == "cupy" and hasattr(x, "get"):
-            return x.get()
-        return np.asarray(x)
+        """Return ``x`` as a host NumPy array (a no-op for NumPy arrays), whichever backend
+        holds it."""
+        return to_host(x)
 
     def synchronize(self) -> None:
         """Block until queued device work is done (needed before timing GPU code)."""
@@ -58,7 +67,12 @@ class Backend:
             self.xp.cuda.Device().synchronize()
 
     def rng(self, seed: int | None):
-        """A seeded random generator living on this backend."""
+        """A seeded random generator living on this backend.
+
+        On CuPy its state lives in device memory and cannot be saved (``bit_generator.state``
+        is a method returning a pointer there); code whose random stream must survive a
+        checkpoint keeps a host NumPy Generator and seeds device generators from it.
+        """
         return self.xp.random.default_rng(seed)
 
 

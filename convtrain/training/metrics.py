@@ -12,7 +12,9 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
-from convtrain.runtime.backend import array_module
+import numpy as np
+
+from convtrain.runtime.backend import array_module, to_host
 from convtrain.training.atomic import atomic_write_text
 
 #: keys of metrics.json, in the order they are written.
@@ -25,8 +27,13 @@ METRIC_KEYS: tuple[str, ...] = (
 
 
 def count_correct(logits: Any, labels: Any) -> int:
-    """Number of rows of ``logits`` ``(N, K)`` whose argmax equals ``labels`` ``(N,)``."""
-    xp = array_module(logits, labels)
+    """Number of rows of ``logits`` ``(N, K)`` whose argmax equals ``labels`` ``(N,)``.
+
+    Either may be a host or a device array: labels are moved to the logits' backend first
+    (CuPy refuses to compare a device array with a host one).
+    """
+    xp = array_module(logits)
+    labels = xp.asarray(to_host(labels)) if xp is np else xp.asarray(labels)
     return int(xp.count_nonzero(logits.argmax(axis=1) == labels))
 
 

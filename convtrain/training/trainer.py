@@ -159,6 +159,25 @@ def _layer_rngs(model: Any) -> dict[str, Any]:
     return out
 
 
+def _restore_rng_state(rng: Any, state: Any, where: str) -> None:
+    """Set a layer's NumPy Generator to a checkpoint's state (a NumPy bit-generator dict).
+
+    Raises:
+        ConfigError: the layer's rng is not a host NumPy Generator (a CuPy Generator's
+            ``bit_generator.state`` is a method: assigning a dict over it would only break
+            the next draw), or the saved state does not fit it.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise ConfigError(f"{where}: the checkpoint holds a NumPy rng state, but the layer "
+                          f"draws from a {type(rng).__module__}.{type(rng).__name__}, whose "
+                          f"state cannot be restored (resume with backend=numpy)")
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{where}: the checkpoint's rng state does not fit its NumPy "
+                          f"{type(rng.bit_generator).__name__} generator ({exc})") from None
+
+
 class Trainer:
     """Trains ``model`` on ``data`` with ``optimizer`` under ``schedule``.
 
@@ -459,12 +478,14 @@ class Trainer:
         state is copied to the host once."""
         rng_states = {}
         for layer_name, rng in _layer_rngs(self.model).items():
+            # only a host NumPy Generator has a saveable state (CuPy's lives in device memory;
+            # its bit_generator.state is a method); convtrain's dropout always keeps one
             if isinstance(rng, np.random.Generator):
                 rng_states[layer_name] = rng.bit_generator.state
             else:
-                log.warning("layer '%s': cannot save the state of its %s rng; a resumed run "
-                            "will not reproduce its random masks exactly", layer_name,
-                            type(rng).__name__)
+                log.warning("layer '%s': cannot save the state of its %s.%s rng; a resumed "
+                            "run will not reproduce its random masks exactly", layer_name,
+                            type(rng).__module__, type(rng).__name__)
         meta = {
             "epoch": epoch + 1,
             "global_step": self.global_step,
@@ -513,13 +534,13 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        self._shuffle_rng.bit_generator.state = shuffle_state
+        _restore_rng_state(self._shuffle_rng, shuffle_state, f"{where}: the shuffle order")
         rngs = _layer_rngs(self.model)
         for layer_name, state in layer_states.items():
             if layer_name not in rngs:
                 raise ConfigError(f"{where}: the checkpoint has an rng state for layer "
                                   f"'{layer_name}', which this model has no rng for")
-            rngs[layer_name].bit_generator.state = state
+            _restore_rng_state(rngs[layer_name], state, f"{where}: layer '{layer_name}'")
         if meta.get("monitor") == self.monitor and isinstance(meta.get("best"), dict):
             self._best = _Best(**meta["best"])
         else:

@@ -6,6 +6,7 @@ import numpy as np
 from convtrain.ops.dropout import dropout_backward, dropout_forward
 from convtrain.nn.base import Layer, register_layer
 from convtrain.nn.options import Option
+from convtrain.runtime.backend import array_module
 
 
 @register_layer("dropout")
@@ -14,9 +15,12 @@ class Dropout(Layer):
     probability ``p`` and the survivors are scaled by ``1/(1-p)``; in evaluation
     (``training=False``) the layer is the identity.
 
-    Masks come from ``self.rng``, a Generator on the activations' backend. The model seeds it
-    (:meth:`seed_rng`) from the run seed, so that a run is reproducible; a directly constructed
-    layer gets an unseeded one unless ``seed`` is given.
+    ``self.rng`` is a host NumPy Generator on every backend, and it is the layer's only random
+    state: checkpoints save and restore it, whichever backend wrote or reads them. On NumPy
+    masks are drawn from it directly; on CuPy each draw uses a device Generator seeded from
+    it (CuPy keeps generator state in device memory, where it cannot be saved). The model
+    seeds it (:meth:`seed_rng`) from the run seed, so that a run is reproducible; a directly
+    constructed layer gets an unseeded one unless ``seed`` is given.
 
     Args: the option ``p``, and
         seed: seed of the mask generator (None: fresh entropy).
@@ -32,21 +36,28 @@ class Dropout(Layer):
         super().__init__(name, where)
         self.set_options(locals())
         self.mask = None
-        self.backend_name = "numpy"
         self.seed_rng(seed)
 
-    def seed_rng(self, seed: int | None, backend=None) -> None:
-        """(Re)create the mask generator from ``seed``, on ``backend`` (default NumPy)."""
+    def seed_rng(self, seed: int | None) -> None:
+        """(Re)create the mask generator (a host NumPy Generator) from ``seed``."""
         self.seed = seed
-        self.backend_name = backend.name if backend is not None else "numpy"
-        self.rng = backend.rng(seed) if backend is not None else np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def _mask_generator(self, x):
+        """The Generator drawing the mask for ``x``: ``self.rng`` for NumPy arrays; for device
+        arrays a Philox generator seeded from ``self.rng`` (counter-based, so creating one per
+        draw is cheap, unlike the default XORWOW whose curand states need skip-aheads)."""
+        xp = array_module(x)
+        if xp is np:
+            return self.rng
+        return xp.random.Generator(xp.random.Philox4x3210(int(self.rng.integers(2**63))))
 
     def forward(self, x, training: bool = True):
         """Any ``(N, ...)`` -> same shape; random only when ``training``."""
         if not training or self.p == 0:
             self.mask = None
             return x
-        y, self.mask = dropout_forward(x, self.p, self.rng)
+        y, self.mask = dropout_forward(x, self.p, self._mask_generator(x))
         return y
 
     def backward(self, dy):
@@ -54,13 +65,6 @@ class Dropout(Layer):
         dx = dropout_backward(dy, self.mask, self.p) if self.mask is not None else dy
         self.mask = None
         return dx
-
-    def to_backend(self, backend) -> None:
-        """Masks must be drawn on the activations' device: move the generator too (reseeded
-        from ``seed``, so a NumPy and a CuPy run are each reproducible, not identical)."""
-        super().to_backend(backend)
-        if backend.name != self.backend_name:
-            self.seed_rng(self.seed, backend)
 
     def describe(self) -> str:
         return f"p={self.p:g}"
