@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from convtrain.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
 
@@ -286,8 +286,10 @@ def test_defaults_and_lr_setter():
     opt.lr = 0.0  # a schedule may anneal to zero
     opt.lr = 0.25
     assert opt.lr == 0.25
-    with pytest.raises(ConfigError, match="optimizer.lr"):
-        opt.lr = -1.0
+    # the config's lr was checked when the optimizer was built: a bad lr set from Python is a bug
+    for bad in (-1.0, float("nan"), "fast"):
+        with pytest.raises(InternalError, match="optimizer.lr"):
+            opt.lr = bad
 
 
 def test_accepts_omegaconf_config():
