@@ -194,15 +194,16 @@ def parse_config(registry: Registry[type[Configurable]], group: str, cfg: Any, *
     """The class named by ``cfg["name"]`` and the other keys of ``cfg``, screened.
 
     ``cfg`` is a mapping (``dict`` or OmegaConf ``DictConfig``) like ``{name: sgd, lr: 0.05}``;
-    a missing ``name`` means ``default_name`` (or is an error when that is None).
+    a missing ``name`` (or ``cfg`` None) means ``default_name``; without one it is an error.
 
     Raises:
         ConfigError: naming ``<group>`` or ``<group>.<key>``: not a mapping, a missing or
             unknown name, a key the chosen class does not take (with "did you mean" or the
             classes that do take it).
     """
-    settings = validate.mapping(group, cfg if cfg is not None else {},
-                                expected="a mapping like {name: ..., ...}")
+    if cfg is None and default_name is not None:
+        cfg = {}
+    settings = validate.mapping(group, cfg, expected="a mapping like {name: ..., ...}")
     if "name" not in settings and default_name is None:
         raise ConfigError(f"{group}.name: missing (choose one of: {', '.join(registry.names())})")
     name = settings.pop("name", default_name)
