@@ -293,8 +293,6 @@ class AdamW(_AdamBase):
 
         p = p * (1 - lr * wd)                            (decayed params only)
         then the Adam update of ``adam`` with the raw gradient g.
-
-    The default ``weight_decay`` is PyTorch's 0.01.
     """
 
     name = "adamw"
@@ -316,8 +314,6 @@ class RMSprop(Optimizer):
         d = sqrt(s) + eps
         if momentum > 0:  b = momentum * b + g / d;  p = p - lr * b
         else:             p = p - lr * g / d
-
-    Defaults are PyTorch's (``lr=0.01, alpha=0.99, eps=1e-8``).
     """
 
     name = "rmsprop"

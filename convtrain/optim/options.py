@@ -10,7 +10,8 @@ default, the accepted values and a one-line meaning::
 From that dict follow:
 
 - the constructor: :meth:`Configurable.set_options` fills defaults and checks every value
-  (``optimizer.momentum: must be < 1, got 1.0``), and ``help(SGD)`` shows the defaults;
+  (``optimizer.momentum: must be < 1, got 1.0``), and ``help(SGD)`` lists every setting with
+  its default and meaning;
 - the config: :func:`parse_config` reads ``{name: sgd, ...}`` (unknown keys get "did you mean"
   or "it is an option of adam");
 - the Hydra schema: :func:`config_dataclass` derives the typed dataclass that
@@ -162,6 +163,12 @@ class Configurable:
                                       annotation=o.annotation)
                     for key, o in cls.options.items()]
         cls.__signature__ = inspect.Signature(leading + settings)  # type: ignore[attr-defined]
+        # ... and each setting's meaning, under the class's own docstring
+        if cls.__dict__.get("__doc__") and cls.options:
+            # indented like the docstring's own continuation lines (inspect.getdoc dedents all)
+            lines = [f"        {key} = {o.default!r}: {o.meaning}" for key, o in cls.options.items()]
+            cls.__doc__ = (cls.__doc__.rstrip() + "\n\n    Settings (key = default: meaning):\n"
+                           + "\n".join(lines) + "\n")
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

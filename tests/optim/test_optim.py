@@ -329,10 +329,12 @@ def test_every_setting_has_a_meaning_and_a_valid_default(cls):
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.name)
-def test_signature_shows_the_declared_defaults(cls):
+def test_signature_and_help_show_the_declared_settings(cls):
     params = inspect.signature(cls).parameters
     settings = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
     assert settings == cls.defaults()
+    for key, option in cls.options.items():  # help(cls) lists each setting and its meaning
+        assert f"    {key} = {option.default!r}: {option.meaning}" in cls.__doc__
     assert list(params)[0] in ("model", "base_lr")
 
 
