@@ -1,8 +1,12 @@
 """The ``convtrain`` command: a Hydra app that composes ``configs/train.yaml`` and trains.
 
-``convtrain task=summary`` prints the model table without training. Config mistakes (unknown
-keys, wrong types, bad values, impossible shapes, missing data files) are printed as one line
-naming the key, without a traceback, exit status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+``convtrain task=summary`` prints the model table without training. User mistakes -- a
+:class:`~convtrain.errors.ConfigError` or :class:`~convtrain.errors.DataError` (unknown keys,
+wrong types, bad values, impossible shapes, missing data files) or a config error caught by
+Hydra/OmegaConf -- are printed as one line naming the key, without a traceback, exit status 2;
+``HYDRA_FULL_ERROR=1`` shows the traceback. Anything else is a bug, and a bug report needs its
+traceback: :class:`~convtrain.errors.InternalError` and every other exception go to Hydra's
+reporter, which prints it, exit status 1.
 
 In a ``-m`` sweep a failing job does not stop the others: its error goes to its own log and
 ``error.txt``, and the command ends with one line listing the failed jobs and exit status 1.
@@ -38,8 +42,9 @@ def config_dir() -> str:
 
 
 def _describe(exc: Exception) -> str | None:
-    """The one-line message of a user mistake, None for anything else (a bug)."""
-    if isinstance(exc, ConfigError):
+    """The one-line message of a user mistake, None for anything else (a bug, InternalError
+    included)."""
+    if isinstance(exc, ConfigError):  # DataError too
         return str(exc)
     if isinstance(exc, OmegaConfBaseException):  # e.g. an interpolation that does not resolve
         return explain(exc)
@@ -83,6 +88,17 @@ def _app(cfg: DictConfig) -> float | None:
         sys.exit(2)
 
 
+def _raised_by_hydra(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is Hydra's own code (not convtrain's)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module == "hydra" or module.startswith("hydra.")
+
+
 def _report_failed_jobs() -> bool:
     failures = sweep.failed_jobs()
     if failures:
@@ -93,8 +109,8 @@ def _report_failed_jobs() -> bool:
 def main() -> None:
     """Console-script entry point (also ``python -m convtrain``).
 
-    Exit status: 0 success, 1 a job of a sweep failed (or an unexpected error), 2 a config
-    mistake.
+    Exit status: 0 success, 1 a job of a sweep failed or a bug (printed with its traceback),
+    2 a user mistake (one line).
     """
     try:
         with friendly_errors():
@@ -103,9 +119,9 @@ def main() -> None:
         _report_failed_jobs()
         raise
     except ValueError as exc:
-        # Hydra checks its command-line flags outside its error reporter
-        # ("Only one of --run, --multirun, --cfg, ... can be specified")
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        # Hydra checks its command-line flags outside its error reporter ("Only one of --run,
+        # --multirun, --cfg, ... can be specified"); a ValueError from anywhere else is a bug
+        if not _raised_by_hydra(exc) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print_error(str(exc))
         sys.exit(2)

@@ -26,8 +26,6 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from convtrain.app import sweep
 from convtrain.validate import did_you_mean
 
-#: group options that exist only to carry a schema (``optimizer/schema_sgd``): never suggested.
-_SCHEMA_PREFIX = "schema_"
 #: groups whose options come from pip-installed Hydra plugins.
 _PLUGIN_GROUPS = {"hydra/sweeper": "hydra-optuna-sweeper",
                   "hydra/launcher": "hydra-joblib-launcher / hydra-submitit-launcher"}
@@ -87,7 +85,7 @@ def _unknown_key_message(cause: OmegaConfBaseException, exc: Exception) -> str:
 
 def _missing_option_message(exc: MissingConfigException) -> str:
     group, _, name = str(exc.missing_cfg_file or "").rpartition("/")
-    options = [o for o in (exc.options or []) if not o.startswith(_SCHEMA_PREFIX)]
+    options = list(exc.options or [])
     if not group or exc.options is None:
         return _first_line(str(exc))
     message = (f"{group}={name}: no option '{name}' in config group "

@@ -54,8 +54,9 @@ def _value(v: Any) -> Any:
 def check_schema_keys(node: Any, path: str = "") -> None:
     """Reject keys that ``+key=value`` added to a node typed by a dataclass schema.
 
-    Walks typed nodes only: ``model.layers.*``, ``optimizer`` and ``scheduler`` are re-checked
-    by their registries, which know the keys of each layer type / optimizer / schedule.
+    Walks typed nodes only. ``optimizer`` and ``scheduler`` are typed by the schema of the
+    chosen option (derived from the settings declared in :mod:`convtrain.optim`), so they are
+    checked here too; ``model.layers.*`` is free-form and checked by :func:`check_layers`.
     """
     if not isinstance(node, DictConfig):
         return

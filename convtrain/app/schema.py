@@ -5,10 +5,11 @@ merged into :class:`TrainConfig`: a wrong type (``trainer.max_epochs=abc``) or a
 (``trainer.max_epoch=3``) fails during composition, before any data is loaded, with the full key
 named (the CLI adds a "did you mean" for typos, see :mod:`convtrain.app.hydra_errors`).
 
-Optimizers and schedules take different keys, so each one has its own dataclass, stored in the
-``optimizer`` / ``scheduler`` group as ``schema_<name>`` and pulled in by the defaults list of
-``configs/optimizer/<name>.yaml`` (Hydra's "config group schema" pattern). Their fields mirror
-the registries' ``options`` (a test keeps them in sync).
+Optimizers and schedules take different keys, so each one has its own dataclass, derived from
+the settings it declares in :mod:`convtrain.optim` (names, types, defaults), stored at the top
+level as ``schema_optimizer_<name>`` / ``schema_scheduler_<name>`` and pulled in by the defaults
+list of ``configs/optimizer/<name>.yaml`` (Hydra's "config group schema" pattern, kept out of
+the groups so that ``--help`` lists only the user's choices).
 
 The schema checks types and key names only. Ranges (``optimizer.lr > 0``), ``+key=`` additions
 (which Hydra lets past the schema on purpose) and per-layer keys are checked by the registries,
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 
 
 class BackendName(enum.Enum):
@@ -110,86 +113,22 @@ class LoggerConfig:
     hparams: bool = True  # flattened config + final metrics for the HParams dashboard
 
 
-# --- optimizers (defaults are PyTorch's, as in convtrain.optim) ------------------------------
-@dataclasses.dataclass
-class SGDConfig:
-    name: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
+# --- optimizers and schedules: derived from the settings each one declares in convtrain.optim ---
+#: the ``optimizer`` / ``scheduler`` schemas by registry name (``SGDConfig``, ``CosineConfig``, ...)
+OPTIMIZER_SCHEMAS: Dict[str, type] = {name: config_dataclass(OPTIMIZERS.get(name))
+                                      for name in OPTIMIZERS.names()}
+SCHEDULER_SCHEMAS: Dict[str, type] = {name: config_dataclass(SCHEDULES.get(name))
+                                      for name in SCHEDULES.names()}
 
 
-@dataclasses.dataclass
-class AdamConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    betas: List[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
+def schema_name(group: str, name: str) -> str:
+    """The ConfigStore name of one choice's schema: ``schema_optimizer_sgd``.
 
-
-@dataclasses.dataclass
-class AdamWConfig(AdamConfig):
-    name: str = "adamw"
-    weight_decay: float = 0.01
-
-
-@dataclasses.dataclass
-class RMSpropConfig:
-    name: str = "rmsprop"
-    lr: float = 1e-2
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-
-# --- learning-rate schedules ------------------------------------------------------------------
-@dataclasses.dataclass
-class ConstantConfig:
-    name: str = "constant"
-    warmup_epochs: int = 0
-
-
-@dataclasses.dataclass
-class StepConfig:
-    name: str = "step"
-    step_size: int = 10
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-
-
-@dataclasses.dataclass
-class MultiStepConfig:
-    name: str = "multistep"
-    milestones: List[int] = dataclasses.field(default_factory=list)
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-
-
-@dataclasses.dataclass
-class ExponentialConfig:
-    name: str = "exponential"
-    gamma: float = 0.95
-    warmup_epochs: int = 0
-
-
-@dataclasses.dataclass
-class CosineConfig:
-    name: str = "cosine"
-    t_max: Optional[int] = None  # default: trainer.max_epochs
-    eta_min: float = 0.0
-    warmup_epochs: int = 0
-
-
-#: ``optimizer`` / ``scheduler`` group schemas by registry name (stored as ``schema_<name>``).
-OPTIMIZER_SCHEMAS: Dict[str, type] = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig,
-                                      "rmsprop": RMSpropConfig}
-SCHEDULER_SCHEMAS: Dict[str, type] = {"constant": ConstantConfig, "step": StepConfig,
-                                      "multistep": MultiStepConfig,
-                                      "exponential": ExponentialConfig, "cosine": CosineConfig}
+    Stored at the top level, not in the ``optimizer`` group, so that ``convtrain --help`` (which
+    lists every option of every group) shows only the user's choices; ``configs/optimizer/
+    sgd.yaml`` pulls it in with ``defaults: [/schema_optimizer_sgd]``.
+    """
+    return f"schema_{group}_{name}"
 
 
 @dataclasses.dataclass
@@ -206,7 +145,7 @@ class EngineConfig:
 class TrainConfig:
     model: ModelConfig = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    # Any: the concrete dataclass comes with the chosen group option (schema_sgd, ...); a typed
+    # Any: the concrete dataclass comes with the chosen option (schema_optimizer_sgd, ...); a typed
     # default here would make every other option's dataclass a merge error.
     optimizer: Any = MISSING
     scheduler: Any = MISSING
@@ -222,7 +161,6 @@ def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent: re-storing replaces)."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=TrainConfig)
-    for name, node in OPTIMIZER_SCHEMAS.items():
-        cs.store(group="optimizer", name=f"schema_{name}", node=node)
-    for name, node in SCHEDULER_SCHEMAS.items():
-        cs.store(group="scheduler", name=f"schema_{name}", node=node)
+    for group, schemas in (("optimizer", OPTIMIZER_SCHEMAS), ("scheduler", SCHEDULER_SCHEMAS)):
+        for name, node in schemas.items():
+            cs.store(name=schema_name(group, name), node=node)

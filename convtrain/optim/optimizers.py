@@ -17,18 +17,27 @@ rate, ``wd`` the per-parameter decay coefficient, ``t`` the 1-based step count o
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from convtrain import validate as check
-from convtrain.runtime.backend import array_module
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
+from convtrain.optim.options import Configurable, Flag, Real, Reals, parse_config
 from convtrain.registry import Registry
+from convtrain.runtime.backend import array_module
 
 #: ``@OPTIMIZERS.register("sgd")`` registers an Optimizer subclass under its config ``name``.
 OPTIMIZERS: Registry[type["Optimizer"]] = Registry("optimizer")
+
+# Settings most optimizers share (defaults are PyTorch's; a class may replace the default).
+LR = Real(1e-3, "learning rate (the schedule scales it every epoch)", low=0.0, low_open=True)
+WEIGHT_DECAY = Real(0.0, "weight decay coefficient of conv/dense weights (never biases), times "
+                         "each layer's weight_decay_mult", low=0.0)
+EPS = Real(1e-8, "added to the denominator for numerical stability", low=0.0, low_open=True)
+MOMENTUM = Real(0.0, "momentum factor (0 = none)", low=0.0, high=1.0, high_open=True)
 
 
 def _to_host(a: Any) -> np.ndarray:
@@ -38,8 +47,11 @@ def _to_host(a: Any) -> np.ndarray:
     return np.array(a, copy=True)
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """Base class: walks the model's trainable parameters and delegates to :meth:`_update`.
+
+    Settings (``lr``, ``weight_decay``, ...) are declared once per class in ``options`` and set
+    as attributes by the constructor (see :mod:`convtrain.optim.options`).
 
     Attributes:
         model: the model whose ``named_parameters()`` are optimised.
@@ -50,19 +62,21 @@ class Optimizer:
         steps: number of :meth:`step` calls so far.
     """
 
-    #: hyperparameters a config may set besides ``name``, with their defaults (PyTorch's).
-    options: ClassVar[dict[str, Any]] = {"lr": 1e-3, "weight_decay": 0.0}
+    group = "optimizer"
+    kind = "optimizer"
+    options = {"lr": LR, "weight_decay": WEIGHT_DECAY}
     #: names of the per-parameter state arrays, used to validate loaded state.
     slots: ClassVar[tuple[str, ...]] = ()
-    #: the registry name (set on subclasses; used in error messages).
-    name: ClassVar[str] = ""
 
-    def __init__(self, model: Any, *, lr: float, weight_decay: float = 0.0):
+    def __init__(self, model: Any, **settings: Any):
         self.model = model
-        self._lr = check.real("optimizer.lr", lr, low=0.0, low_open=True)
-        self.weight_decay = check.real("optimizer.weight_decay", weight_decay, low=0.0)
+        self.set_options(settings)
         self.state: dict[str, dict[str, Any]] = {}
         self.steps = 0
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Rules between settings (each setting alone is checked by its declaration)."""
 
     # --- learning rate -----------------------------------------------------------------
     @property
@@ -71,8 +85,11 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        # zero is allowed here (a schedule may anneal to eta_min=0), not in the config
-        self._lr = check.real("optimizer.lr", value, low=0.0)
+        # zero is allowed here (a schedule may anneal to eta_min=0), not in the config; the
+        # config value was checked by its declaration, so a bad value here is a caller's bug
+        if not (check.is_real(value) and 0.0 <= float(value) < float("inf")):
+            raise InternalError(f"optimizer.lr: must be a finite number >= 0, got {value!r}")
+        self._lr = float(value)
 
     # --- the update --------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[tuple[str, Any, str]]:
@@ -93,12 +110,12 @@ class Optimizer:
             p = layer.params[key]
             g = layer.grads.get(key)
             if g is None:
-                raise RuntimeError(
+                raise InternalError(
                     f"no gradient for parameter '{name}': call model.backward() before "
                     "optimizer.step()"
                 )
             if g.shape != p.shape:
-                raise RuntimeError(
+                raise InternalError(
                     f"gradient of '{name}' has shape {g.shape}, parameter has {p.shape}"
                 )
             state = self.state.setdefault(name, {"step": 0})
@@ -180,10 +197,6 @@ class Optimizer:
         self.state = new_state
         self.steps = steps
 
-    def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={getattr(self, k, None)!r}" for k in self.options)
-        return f"{type(self).__name__}({opts})"
-
 
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
@@ -198,17 +211,17 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
-    options = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
-               "weight_decay": 0.0}
+    options = {
+        "lr": LR,
+        "momentum": MOMENTUM,
+        "dampening": Real(0.0, "share of each new gradient held back from the momentum buffer",
+                          low=0.0, high=1.0),
+        "nesterov": Flag(False, "Nesterov momentum (needs momentum > 0 and dampening = 0)"),
+        "weight_decay": WEIGHT_DECAY,
+    }
     slots = ("momentum_buffer",)
 
-    def __init__(self, model: Any, *, lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
-        super().__init__(model, lr=lr, weight_decay=weight_decay)
-        self.momentum = check.real("optimizer.momentum", momentum, low=0.0, high=1.0,
-                                   high_open=True)
-        self.dampening = check.real("optimizer.dampening", dampening, low=0.0, high=1.0)
-        self.nesterov = check.boolean("optimizer.nesterov", nesterov)
+    def check_settings(self) -> None:
         if self.nesterov and (self.momentum == 0.0 or self.dampening != 0.0):
             raise ConfigError(
                 "optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0 and "
@@ -232,16 +245,15 @@ class SGD(Optimizer):
 class _AdamBase(Optimizer):
     """Shared Adam moment update (the ``adam`` and ``adamw`` entries differ only in decay)."""
 
-    options = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+    options = {
+        "lr": LR,
+        # beta = 1 would never forget the first gradients (and divide by 1 - 1 = 0)
+        "betas": Reals((0.9, 0.999), "decay rates of the running mean of the gradient and of "
+                                     "its square", length=2, low=0.0, high=1.0, high_open=True),
+        "eps": EPS,
+        "weight_decay": WEIGHT_DECAY,
+    }
     slots = ("exp_avg", "exp_avg_sq")
-
-    def __init__(self, model: Any, *, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
-        super().__init__(model, lr=lr, weight_decay=weight_decay)
-        b1, b2 = check.real_sequence("optimizer.betas", betas, 2)
-        self.betas = (check.real("optimizer.betas[0]", b1, low=0.0, high=1.0, high_open=True),
-                      check.real("optimizer.betas[1]", b2, low=0.0, high=1.0, high_open=True))
-        self.eps = check.real("optimizer.eps", eps, low=0.0, low_open=True)
 
     def _adam_step(self, p, g, state) -> None:
         beta1, beta2 = self.betas
@@ -281,16 +293,11 @@ class AdamW(_AdamBase):
 
         p = p * (1 - lr * wd)                            (decayed params only)
         then the Adam update of ``adam`` with the raw gradient g.
-
-    The default ``weight_decay`` is PyTorch's 0.01.
     """
 
     name = "adamw"
-    options = {**_AdamBase.options, "weight_decay": 1e-2}
-
-    def __init__(self, model: Any, *, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
-        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    options = {**_AdamBase.options,
+               "weight_decay": dataclasses.replace(WEIGHT_DECAY, default=1e-2)}
 
     def _update(self, p, g, wd, state):
         if wd:
@@ -307,22 +314,19 @@ class RMSprop(Optimizer):
         d = sqrt(s) + eps
         if momentum > 0:  b = momentum * b + g / d;  p = p - lr * b
         else:             p = p - lr * g / d
-
-    Defaults are PyTorch's (``lr=0.01, alpha=0.99, eps=1e-8``).
     """
 
     name = "rmsprop"
-    options = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0}
-    slots = ("square_avg", "momentum_buffer")
-
-    def __init__(self, model: Any, *, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(model, lr=lr, weight_decay=weight_decay)
+    options = {
+        "lr": dataclasses.replace(LR, default=1e-2),
         # alpha = 1 would freeze the running average at zero and divide every step by eps
-        self.alpha = check.real("optimizer.alpha", alpha, low=0.0, high=1.0, high_open=True)
-        self.eps = check.real("optimizer.eps", eps, low=0.0, low_open=True)
-        self.momentum = check.real("optimizer.momentum", momentum, low=0.0, high=1.0,
-                                   high_open=True)
+        "alpha": Real(0.99, "decay rate of the running mean of the squared gradient",
+                      low=0.0, high=1.0, high_open=True),
+        "eps": EPS,
+        "momentum": MOMENTUM,
+        "weight_decay": WEIGHT_DECAY,
+    }
+    slots = ("square_avg", "momentum_buffer")
 
     def _update(self, p, g, wd, state):
         g = self._l2_gradient(p, g, wd)
@@ -345,21 +349,12 @@ def build_optimizer(cfg: Mapping[str, Any], model: Any) -> Optimizer:
     """Build the optimizer named by ``cfg["name"]`` for ``model``'s trainable parameters.
 
     ``cfg`` is a mapping like ``{"name": "sgd", "lr": 0.05, "momentum": 0.9,
-    "weight_decay": 5e-4, "nesterov": False}``; omitted options take PyTorch's defaults.
+    "weight_decay": 5e-4, "nesterov": False}``; omitted settings take their declared defaults
+    (PyTorch's).
 
     Raises:
         ConfigError: naming ``optimizer.<key>`` for a missing name, an unknown optimizer, a key
             that does not apply to the chosen optimizer, or a bad value.
     """
-    options = check.mapping("optimizer", cfg, expected="a mapping like {name: ..., ...}")
-    if "name" not in options:
-        raise ConfigError(
-            f"optimizer.name: missing (choose one of: {', '.join(OPTIMIZERS.names())})"
-        )
-    name = options.pop("name")
-    cls = OPTIMIZERS.get(name, where="optimizer.name")
-    check.reject_unknown_keys(
-        "optimizer", "optimizer", name, options, list(cls.options),
-        {n: list(OPTIMIZERS.get(n).options) for n in OPTIMIZERS.names()},
-    )
-    return cls(model, **options)
+    cls, settings = parse_config(OPTIMIZERS, "optimizer", cfg)
+    return cls(model, **settings)

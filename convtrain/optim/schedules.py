@@ -20,36 +20,58 @@ when the warm-up ends (see :class:`Cosine`).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any
 
 from convtrain import validate as check
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
+from convtrain.optim.options import Configurable, Epochs, Integer, Real, parse_config
 from convtrain.registry import Registry
 
 #: ``@SCHEDULES.register("cosine")`` registers a Schedule subclass under its config ``name``.
 SCHEDULES: Registry[type["Schedule"]] = Registry("schedule")
 
+WARMUP_EPOCHS = Integer(0, "epochs of linear warm-up before the schedule (0 = none)", low=0)
+# gamma > 1 would grow the lr without bound; no schedule here is meant to do that
+GAMMA = Real(0.1, "factor the learning rate is multiplied by at each decay", low=0.0, high=1.0,
+             low_open=True)
 
-class Schedule:
+
+class Schedule(Configurable):
     """Base class: ``base_lr`` scaled by :meth:`factor`, times the warm-up ramp.
+
+    Settings are declared once per class in ``options`` and set as attributes by the
+    constructor (see :mod:`convtrain.optim.options`).
 
     Attributes:
         base_lr: the optimizer's configured learning rate.
         warmup_epochs: length of the linear warm-up (0 = none).
     """
 
-    #: options a config may set besides ``name``, with their defaults.
-    options: ClassVar[dict[str, Any]] = {"warmup_epochs": 0}
-    name: ClassVar[str] = ""
+    group = "scheduler"
+    kind = "schedule"
+    options = {"warmup_epochs": WARMUP_EPOCHS}
 
-    def __init__(self, base_lr: float, *, warmup_epochs: int = 0):
+    def __init__(self, base_lr: float, **settings: Any):
         self.base_lr = check.real("optimizer.lr", base_lr, low=0.0)
-        self.warmup_epochs = check.integer("scheduler.warmup_epochs", warmup_epochs, low=0)
+        self.set_options(settings)
         #: option -> the config key it was derived from when the user left it unset
         #: (``{"t_max": "trainer.max_epochs"}`` for cosine's default; set by build_schedule)
         self.derived: dict[str, str] = {}
+        self.check_settings()
+
+    @classmethod
+    def derive_defaults(cls, settings: dict[str, Any], max_epochs: Any) -> dict[str, str]:
+        """Fill settings whose default depends on the run (in place); return ``{key: source}``.
+
+        Only :class:`Cosine` has one (``t_max`` follows ``trainer.max_epochs``).
+        """
+        return {}
+
+    def check_settings(self) -> None:
+        """Rules between settings (each setting alone is checked by its declaration)."""
 
     def resolved(self) -> dict[str, Any]:
         """Everything that decides the lr curve, JSON-ready (stored in checkpoints)."""
@@ -61,8 +83,7 @@ class Schedule:
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate for the 0-based ``epoch``."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        _check_epoch(epoch)
         lr = self.base_lr * self.factor(epoch)
         if epoch < self.warmup_epochs:
             lr *= (epoch + 1) / (self.warmup_epochs + 1)
@@ -73,13 +94,13 @@ class Schedule:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options)
-        return f"{type(self).__name__}(base_lr={self.base_lr!r}, {opts})"
+        return super().__repr__().replace("(", f"(base_lr={self.base_lr!r}, ", 1)
 
 
-def _gamma(value: Any) -> float:
-    # gamma > 1 would grow the lr without bound; no schedule here is meant to do that
-    return check.real("scheduler.gamma", value, low=0.0, high=1.0, low_open=True)
+def _check_epoch(epoch: int) -> None:
+    # epochs come from the training loop, never from a config
+    if epoch < 0:
+        raise InternalError(f"epoch must be >= 0, got {epoch}")
 
 
 @SCHEDULES.register("constant")
@@ -97,13 +118,8 @@ class Step(Schedule):
     """``lr = base_lr * gamma ** (epoch // step_size)`` (``torch.optim.lr_scheduler.StepLR``)."""
 
     name = "step"
-    options = {"step_size": 10, "gamma": 0.1, "warmup_epochs": 0}
-
-    def __init__(self, base_lr: float, *, step_size: int = 10, gamma: float = 0.1,
-                 warmup_epochs: int = 0):
-        super().__init__(base_lr, warmup_epochs=warmup_epochs)
-        self.step_size = check.integer("scheduler.step_size", step_size, low=1)
-        self.gamma = _gamma(gamma)
+    options = {"step_size": Integer(10, "epochs between two decays", low=1),
+               "gamma": GAMMA, "warmup_epochs": WARMUP_EPOCHS}
 
     def factor(self, epoch: int) -> float:
         return self.gamma ** (epoch // self.step_size)
@@ -114,23 +130,9 @@ class MultiStep(Schedule):
     """``lr = base_lr * gamma ** (number of milestones <= epoch)`` (``MultiStepLR``)."""
 
     name = "multistep"
-    options = {"milestones": (), "gamma": 0.1, "warmup_epochs": 0}
-
-    def __init__(self, base_lr: float, *, milestones: Sequence[int] = (), gamma: float = 0.1,
-                 warmup_epochs: int = 0):
-        super().__init__(base_lr, warmup_epochs=warmup_epochs)
-        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence) \
-                or len(milestones) == 0:
-            raise ConfigError(
-                f"scheduler.milestones: expected a non-empty list of epochs like [30, 60], "
-                f"got {milestones!r}"
-            )
-        ms = [check.integer(f"scheduler.milestones[{i}]", m, low=1)
-              for i, m in enumerate(milestones)]
-        if any(b <= a for a, b in zip(ms, ms[1:])):
-            raise ConfigError(f"scheduler.milestones: must be strictly increasing, got {ms}")
-        self.milestones = tuple(ms)
-        self.gamma = _gamma(gamma)
+    # the empty default is there for the schema; a run must list its milestones
+    options = {"milestones": Epochs((), "epochs at which the learning rate decays"),
+               "gamma": GAMMA, "warmup_epochs": WARMUP_EPOCHS}
 
     def factor(self, epoch: int) -> float:
         return self.gamma ** bisect.bisect_right(self.milestones, epoch)
@@ -141,11 +143,7 @@ class Exponential(Schedule):
     """``lr = base_lr * gamma ** epoch`` (``ExponentialLR``)."""
 
     name = "exponential"
-    options = {"gamma": 0.95, "warmup_epochs": 0}
-
-    def __init__(self, base_lr: float, *, gamma: float = 0.95, warmup_epochs: int = 0):
-        super().__init__(base_lr, warmup_epochs=warmup_epochs)
-        self.gamma = _gamma(gamma)
+    options = {"gamma": dataclasses.replace(GAMMA, default=0.95), "warmup_epochs": WARMUP_EPOCHS}
 
     def factor(self, epoch: int) -> float:
         return self.gamma ** epoch
@@ -168,13 +166,36 @@ class Cosine(Schedule):
     """
 
     name = "cosine"
-    options = {"t_max": None, "eta_min": 0.0, "warmup_epochs": 0}
+    options = {"t_max": Integer(None, "last epoch of the decay (default: trainer.max_epochs)",
+                                low=1, optional=True),
+               "eta_min": Real(0.0, "learning rate at the end of the decay", low=0.0),
+               "warmup_epochs": WARMUP_EPOCHS}
 
-    def __init__(self, base_lr: float, *, t_max: int, eta_min: float = 0.0,
-                 warmup_epochs: int = 0):
-        super().__init__(base_lr, warmup_epochs=warmup_epochs)
-        self.t_max = check.integer("scheduler.t_max", t_max, low=1)
-        self.eta_min = check.real("scheduler.eta_min", eta_min, low=0.0)
+    @classmethod
+    def derive_defaults(cls, settings: dict[str, Any], max_epochs: Any) -> dict[str, str]:
+        if settings.get("t_max") is not None:
+            return {}
+        warmup = cls.options["warmup_epochs"].check("scheduler.warmup_epochs",
+                                                    settings.get("warmup_epochs", 0))
+        settings["t_max"] = check.integer("trainer.max_epochs", max_epochs, low=1)
+        # the same rule as for an explicit t_max (check_settings): the decay follows the warm-up
+        if warmup >= settings["t_max"]:
+            raise ConfigError(
+                f"scheduler.warmup_epochs: must be less than trainer.max_epochs="
+                f"{settings['t_max']} (cosine decays over the epochs after the warm-up, "
+                f"until scheduler.t_max, which defaults to trainer.max_epochs), got {warmup}"
+            )
+        return {"t_max": "trainer.max_epochs"}
+
+    def check_settings(self) -> None:
+        if self.t_max is None:
+            raise TypeError("Cosine() needs t_max (build_schedule derives it from "
+                            "trainer.max_epochs)")
+        if self.t_max <= self.warmup_epochs:
+            raise ConfigError(
+                f"scheduler.t_max: must exceed scheduler.warmup_epochs={self.warmup_epochs} "
+                f"(the decay starts after the warm-up), got {self.t_max}"
+            )
         if self.eta_min > self.base_lr:
             raise ConfigError(
                 f"scheduler.eta_min: must not exceed optimizer.lr={self.base_lr:g}, "
@@ -183,8 +204,7 @@ class Cosine(Schedule):
 
     def lr_at(self, epoch: int) -> float:
         # eta_min is an absolute lr, so the decay is not a pure factor of base_lr
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        _check_epoch(epoch)
         w = self.warmup_epochs
         if epoch < w:
             return self.base_lr * (epoch + 1) / (w + 1)
@@ -206,33 +226,8 @@ def build_schedule(cfg: Mapping[str, Any] | None, base_lr: float, max_epochs: in
     Raises:
         ConfigError: naming ``scheduler.<key>`` for an unknown schedule or key, or a bad value.
     """
-    options = check.mapping("scheduler", cfg if cfg is not None else {},
-                            expected="a mapping like {name: ..., ...}")
-    name = options.pop("name", "constant")
-    cls = SCHEDULES.get(name, where="scheduler.name")
-    check.reject_unknown_keys(
-        "scheduler", "schedule", name, options, list(cls.options),
-        {n: list(SCHEDULES.get(n).options) for n in SCHEDULES.names()},
-    )
-    derived = {}
-    if cls is Cosine:
-        warmup = check.integer("scheduler.warmup_epochs", options.get("warmup_epochs", 0), low=0)
-        if options.get("t_max") is None:
-            options["t_max"] = check.integer("trainer.max_epochs", max_epochs, low=1)
-            derived["t_max"] = "trainer.max_epochs"
-            # the same rule as an explicit t_max below: the decay starts after the warm-up
-            if warmup >= options["t_max"]:
-                raise ConfigError(
-                    f"scheduler.warmup_epochs: must be less than trainer.max_epochs="
-                    f"{options['t_max']} (cosine decays over the epochs after the warm-up, "
-                    f"until scheduler.t_max, which defaults to trainer.max_epochs), got {warmup}"
-                )
-        elif check.integer("scheduler.t_max", options["t_max"], low=1) <= warmup:
-            raise ConfigError(
-                f"scheduler.t_max: must exceed scheduler.warmup_epochs="
-                f"{options.get('warmup_epochs')} (the decay starts after the warm-up), "
-                f"got {options['t_max']}"
-            )
-    schedule = cls(base_lr, **options)
+    cls, settings = parse_config(SCHEDULES, "scheduler", cfg, default_name="constant")
+    derived = cls.derive_defaults(settings, max_epochs)
+    schedule = cls(base_lr, **settings)
     schedule.derived = derived
     return schedule

@@ -217,3 +217,23 @@ def test_augmentation_can_be_switched_on_from_the_command_line(tmp_path):
 
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     assert cfg.data.augment.random_crop == 1 and cfg.data.augment.horizontal_flip is True
+
+
+def test_help_lists_only_the_user_choices(tmp_path):
+    from convtrain.app.cli import config_dir
+    from convtrain.optim import OPTIMIZERS, SCHEDULES
+
+    out = convtrain(tmp_path, "--help").stdout
+    section = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {}
+    for line in section.splitlines():
+        group, sep, options = line.partition(": ")
+        if sep and "(" not in group:
+            listed[group] = options.split(", ")
+    assert listed["optimizer"] == OPTIMIZERS.names()  # no schema_* entries
+    assert listed["scheduler"] == SCHEDULES.names()
+    # every group lists exactly the YAML files of its folder (the user's choices)
+    configs = Path(config_dir())
+    assert set(listed) == {p.name for p in configs.iterdir() if p.is_dir() and p.name != "hydra"}
+    for group, options in listed.items():
+        assert options == sorted(p.stem for p in (configs / group).glob("*.yaml")), group

@@ -6,6 +6,7 @@ prints for the same mistakes is covered end to end in test_cli.py.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -15,7 +16,8 @@ from omegaconf import OmegaConf
 
 from convtrain.app import preflight
 from convtrain.app.cli import config_dir
-from convtrain.app.schema import OPTIMIZER_SCHEMAS, SCHEDULER_SCHEMAS, register_configs
+from convtrain.app.schema import (OPTIMIZER_SCHEMAS, SCHEDULER_SCHEMAS, register_configs,
+                                  schema_name)
 from convtrain.errors import ConfigError
 from convtrain.app.hydra_errors import explain
 from convtrain.nn.layer_order import order_layers
@@ -50,27 +52,44 @@ def check_error(*overrides: str) -> str:
 # --- schema ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("registry", "schemas"), [(OPTIMIZERS, OPTIMIZER_SCHEMAS),
                                                    (SCHEDULES, SCHEDULER_SCHEMAS)])
-def test_group_schemas_mirror_the_registries(registry, schemas):
+def test_group_schemas_follow_the_declared_settings(registry, schemas):
     assert set(schemas) == set(registry.names())
     for name, schema in schemas.items():
-        options = dict(registry.get(name).options)
-        fields = {f.name: f for f in dataclasses.fields(schema)}
-        assert set(fields) == {"name", *options}, name
+        declared = registry.get(name).defaults()
+        fields = [f.name for f in dataclasses.fields(schema)]
+        assert fields == ["name", *declared], name  # the order messages list them in
         defaults = OmegaConf.to_container(OmegaConf.structured(schema))
         assert defaults["name"] == name
-        for key, value in options.items():
+        for key, value in declared.items():
             expected = list(value) if isinstance(value, tuple) else value
             assert defaults[key] == expected, (name, key)
 
 
-def test_every_schema_is_stored_and_used_by_its_yaml():
+@pytest.mark.parametrize("group", ["optimizer", "scheduler"])
+def test_every_choice_has_a_yaml_that_uses_its_schema(group):
     register_configs()
+    schemas = {"optimizer": OPTIMIZER_SCHEMAS, "scheduler": SCHEDULER_SCHEMAS}[group]
     repo = ConfigStore.instance().repo
-    for group, schemas in (("optimizer", OPTIMIZER_SCHEMAS), ("scheduler", SCHEDULER_SCHEMAS)):
-        for name in schemas:
-            assert f"schema_{name}.yaml" in repo[group]
-            cfg = make_cfg(f"{group}={name}")
-            assert OmegaConf.get_type(cfg[group]) is schemas[name]
+    # the schemas live at the top level: the group holds only the user's choices
+    assert not any(str(option).startswith("schema") for option in repo.get(group, {}))
+    assert sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml")) == sorted(schemas)
+    for name in schemas:
+        assert f"{schema_name(group, name)}.yaml" in repo
+        cfg = make_cfg(f"{group}={name}")
+        assert OmegaConf.get_type(cfg[group]) is schemas[name]
+
+
+@pytest.mark.parametrize("group", ["optimizer", "scheduler"])
+def test_the_yaml_files_set_only_what_differs_from_a_default(group):
+    registry = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULES}[group]
+    for path in (Path(config_dir()) / group).glob("*.yaml"):
+        declared = registry.get(path.stem).defaults()
+        own = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
+               if k != "defaults"}
+        assert set(own) <= set(declared), path  # `name` comes from the schema
+        for key, value in own.items():
+            default = list(declared[key]) if isinstance(declared[key], tuple) else declared[key]
+            assert value != default, f"{path.name} restates the default {key}={value!r}"
 
 
 @pytest.mark.parametrize(("override", "expected"), [

@@ -1,12 +1,13 @@
 """Optimizers and lr schedules against hand-written references of the published update rules."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from convtrain.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
 
@@ -286,8 +287,10 @@ def test_defaults_and_lr_setter():
     opt.lr = 0.0  # a schedule may anneal to zero
     opt.lr = 0.25
     assert opt.lr == 0.25
-    with pytest.raises(ConfigError, match="optimizer.lr"):
-        opt.lr = -1.0
+    # the config's lr was checked when the optimizer was built: a bad lr set from Python is a bug
+    for bad in (-1.0, float("nan"), "fast"):
+        with pytest.raises(InternalError, match="optimizer.lr"):
+            opt.lr = bad
 
 
 def test_accepts_omegaconf_config():
@@ -301,8 +304,60 @@ def test_accepts_omegaconf_config():
 def test_step_without_gradient_is_explained():
     model = make_model()
     del model.layers["fc"].grads["bias"]
-    with pytest.raises(RuntimeError, match="fc.bias.*model.backward"):
+    # a call-order bug, not a config mistake: it must keep its traceback
+    with pytest.raises(InternalError, match="fc.bias.*model.backward"):
         build_optimizer({"name": "sgd"}, model).step()
+    model = make_model()
+    model.layers["fc"].grads["weight"] = np.zeros((5, 4))
+    with pytest.raises(InternalError, match=r"'fc.weight' has shape \(5, 4\)"):
+        build_optimizer({"name": "sgd"}, model).step()
+
+
+# --- settings declared once -------------------------------------------------------------
+ALL_CLASSES = [OPTIMIZERS.get(n) for n in OPTIMIZERS.names()] + \
+              [SCHEDULES.get(n) for n in SCHEDULES.names()]
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.name)
+def test_every_setting_has_a_meaning_and_a_valid_default(cls):
+    assert cls.options, cls
+    for key, option in cls.options.items():
+        assert option.meaning.strip() and "\n" not in option.meaning, (cls.name, key)
+        if (cls.name, key) == ("multistep", "milestones"):
+            continue  # no sensible default: a run must list its milestones
+        assert option.check(f"{cls.group}.{key}", option.default) == option.default
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.name)
+def test_signature_and_help_show_the_declared_settings(cls):
+    params = inspect.signature(cls).parameters
+    settings = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    assert settings == cls.defaults()
+    for key, option in cls.options.items():  # help(cls) lists each setting and its meaning
+        assert f"    {key} = {option.default!r}: {option.meaning}" in cls.__doc__
+    assert list(params)[0] in ("model", "base_lr")
+
+
+def test_constructors_take_the_declared_settings_only():
+    model = make_model()
+    sgd = OPTIMIZERS.get("sgd")(model, lr=0.1, momentum=0.5)
+    assert (sgd.lr, sgd.momentum, sgd.dampening, sgd.nesterov) == (0.1, 0.5, 0.0, False)
+    assert repr(sgd) == ("SGD(lr=0.1, momentum=0.5, dampening=0.0, nesterov=False, "
+                         "weight_decay=0.0)")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'betas'"):
+        OPTIMIZERS.get("sgd")(model, betas=(0.9, 0.99))
+    with pytest.raises(ConfigError, match=r"optimizer\.momentum: must be < 1"):
+        OPTIMIZERS.get("rmsprop")(model, momentum=1.0)
+    with pytest.raises(TypeError, match="needs t_max"):
+        SCHEDULES.get("cosine")(0.1)
+    step = SCHEDULES.get("step")(0.1, gamma=0.5)
+    assert repr(step) == "Step(base_lr=0.1, step_size=10, gamma=0.5, warmup_epochs=0)"
+
+
+def test_a_negative_epoch_is_a_bug():
+    for cfg in ({"name": "constant"}, {"name": "cosine"}):
+        with pytest.raises(InternalError, match="epoch must be >= 0"):
+            build_schedule(cfg, base_lr=0.1, max_epochs=3).lr_at(-1)
 
 
 def test_registries_list_all_entries():
