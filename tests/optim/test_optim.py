@@ -9,6 +9,7 @@ import pytest
 
 from convtrain.errors import ConfigError, InternalError
 from convtrain.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
+from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 
 # --- a minimal model with the model interface the optimizers rely on -------------------
@@ -462,7 +463,7 @@ def test_bad_schedule_config_names_the_key(cfg, match):
         build_schedule(cfg, base_lr=0.1, max_epochs=10)
 
 
-# --- CuPy (runs only where a GPU is present) ---------------------------------------------
+# --- CuPy: on a GPU, and on the strict CPU stand-in (tests/strict_cupy) everywhere ----------
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
 def test_cupy_parameters_match_numpy(name):
@@ -472,6 +473,17 @@ def test_cupy_parameters_match_numpy(name):
         pytest.skip("needs CuPy and a CUDA GPU")
     import cupy
 
+    check_device_update_matches_numpy(cupy, name)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_strict_cupy_parameters_match_numpy(strict_cupy, name):  # noqa: F811
+    check_device_update_matches_numpy(strict_cupy, name)
+
+
+def check_device_update_matches_numpy(cupy, name):
+    """Four steps of optimizer ``name`` on device parameters equal the NumPy ones; its state
+    saves as host arrays and loads back onto the device."""
     cfg = {"name": name, "lr": 0.01, "weight_decay": 0.01}
     if name in ("sgd", "rmsprop"):
         cfg["momentum"] = 0.9
