@@ -1,4 +1,4 @@
-"""convtrain vs PyTorch on the CPU, and convtrain before vs after a change: each side in its own process.
+"""convtrain vs PyTorch on the CPU, and convtrain before vs after: each side in its own process.
 
     python benchmarks/bench_speed.py                   # everything, this tree against torch
     python benchmarks/bench_speed.py --only conv,pool  # a subset: gemm conv pool step epoch memory
@@ -53,7 +53,6 @@ them. Report both settings where they differ. Never change them in tests or CI.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -190,10 +189,12 @@ def run_timed_rounds(sides: list[Side], settings: Settings, case_ids: list[str],
         print(f"round {round_index + 1}/{repeats}: {', '.join(took)}", flush=True)
 
 
-def run_epoch_rounds(sides: list[Side], settings: Settings, rounds: int, epochs: int) -> None:
+def run_epoch_rounds(sides: list[Side], settings: Settings, rounds: int, epochs: int,
+                     images: int) -> None:
     for round_index in range(rounds):
         for side in rotated(sides, round_index):
-            side.epochs.append(run_child(side, settings, ["--epochs", str(epochs)])["epoch"])
+            work = ["--epochs", str(epochs), "--epoch-images", str(images)]
+            side.epochs.append(run_child(side, settings, work)["epoch"])
         print(f"epoch round {round_index + 1}/{rounds} done", flush=True)
 
 
@@ -242,14 +243,15 @@ def timed_rows(sides: list[Side], case_ids: list[str]) -> list[dict[str, Any]]:
                     entry["peak_fraction"] = entry["gflops"] / peak
             row["sides"][side.name] = entry
         for top, bottom in ratio_columns(sides):
-            row["ratios"][f"{top.name}/{bottom.name}"] = top.median(case_id) / bottom.median(case_id)
+            ratio = top.median(case_id) / bottom.median(case_id)
+            row["ratios"][f"{top.name}/{bottom.name}"] = ratio
         rows.append(row)
     return rows
 
 
-def epoch_row(sides: list[Side]) -> dict[str, Any]:
-    row: dict[str, Any] = {"case": f"LeNet-5 epoch {cases.EPOCH_IMAGES // 1000}k "
-                                   f"b{cases.STEP_BATCH} (images/s)",
+def epoch_row(sides: list[Side], images: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"case": f"LeNet-5 epoch {images / 1000:g}k b{cases.STEP_BATCH} "
+                                   f"(images/s)",
                            "source": sides[0].epochs[0]["source"], "sides": {}, "ratios": {}}
     throughput = {}
     for side in sides:
@@ -393,6 +395,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per process for 'epoch'")
     parser.add_argument("--epoch-rounds", type=int, default=2,
                         help="rounds of 'epoch' (one process per side per round)")
+    parser.add_argument("--epoch-images", type=int, default=cases.EPOCH_IMAGES,
+                        help="images per epoch (fewer for a quick rehearsal)")
     parser.add_argument("--threads", type=int, default=2,
                         help="threads of every side (torch intra-op, convtrain engine)")
     parser.add_argument("--memory-limits", default="none,256,64",
@@ -419,7 +423,7 @@ def main() -> None:
     for bad in sorted(set(args.conv_cases) - set(cases.CONV_CASES)):
         parser.error(f"--conv-cases: unknown case {bad!r} (choose from "
                      f"{''.join(cases.CONV_CASES)})")
-    for name in ("repeats", "epochs", "epoch_rounds", "threads"):
+    for name in ("repeats", "epochs", "epoch_rounds", "epoch_images", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     sides = parse_sides(parser, args.convtrain, args.no_torch, args.python)
@@ -435,7 +439,7 @@ def main() -> None:
     if case_ids:
         run_timed_rounds(sides, settings, case_ids, args.repeats)
     if "epoch" in parts:
-        run_epoch_rounds(sides, settings, args.epoch_rounds, args.epochs)
+        run_epoch_rounds(sides, settings, args.epoch_rounds, args.epochs, args.epoch_images)
     if "memory" in parts:
         run_memory(sides, settings, args.memory_limits.split(","))
 
@@ -454,7 +458,7 @@ def main() -> None:
     print("\n" + "\n".join(header))
     measured = [s for s in sides if s.info]
     rows = timed_rows(measured, case_ids) if case_ids else []
-    epoch = epoch_row(measured) if "epoch" in parts else None
+    epoch = epoch_row(measured, args.epoch_images) if "epoch" in parts else None
     memory = memory_rows(measured)
     print_report(measured, rows, epoch, memory)
     print(f"\ntotal {(time.monotonic() - started) / 60:.1f} min", flush=True)

@@ -141,11 +141,10 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def epoch_data(data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """``EPOCH_IMAGES`` images (N, 1, 28, 28) float32 and labels (N,) int64: Fashion-MNIST's
-    training images in [0, 1] standardised by their mean and std (what convtrain's
+def epoch_data(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``n`` images (n, 1, 28, 28) float32 and labels (n,) int64: the first of Fashion-MNIST's
+    training images, in [0, 1] standardised by their mean and std (what convtrain's
     ``load_dataset`` gives), or random images where the files are not there."""
-    n = cases.EPOCH_IMAGES
     images, labels = (data_dir / "train-images-idx3-ubyte.gz",
                       data_dir / "train-labels-idx1-ubyte.gz")
     if images.is_file() and labels.is_file():
@@ -310,8 +309,9 @@ class ConvtrainSide:
         self.MaxPool2d = first_attribute("convtrain.layers:MaxPool2d", "convtrain.nn:MaxPool2d")
         self.build_model = convtrain.build_model
         self.build_optimizer = first_attribute("convtrain.optim:build_optimizer")
-        self.softmax_cross_entropy = first_attribute("convtrain.ops.losses:softmax_cross_entropy",
-                                                     "convtrain.engine.losses:softmax_cross_entropy")
+        self.softmax_cross_entropy = first_attribute(
+            "convtrain.ops.losses:softmax_cross_entropy",
+            "convtrain.engine.losses:softmax_cross_entropy")
         self.set_max_workspace_mb = first_attribute("convtrain.runtime:set_max_workspace_mb",
                                                     "convtrain.engine:set_max_workspace_mb")
         set_num_threads = first_attribute("convtrain.runtime:set_num_threads",
@@ -432,11 +432,12 @@ def timed_cases(side: TorchSide | ConvtrainSide, case_ids: list[str],
     return results
 
 
-def epochs(side: TorchSide | ConvtrainSide, count: int, data_dir: Path) -> dict[str, Any]:
-    """``count`` epochs of LeNet-5 training, batch ``STEP_BATCH``, shuffled: images/s and the
-    process's absolute peak RSS of each (equal peaks across epochs mean no growth; deltas would
-    read 0 once freed memory is kept for reuse)."""
-    x, y, source = epoch_data(data_dir)
+def epochs(side: TorchSide | ConvtrainSide, count: int, images: int,
+           data_dir: Path) -> dict[str, Any]:
+    """``count`` epochs of LeNet-5 training on ``images`` images, batch ``STEP_BATCH``, shuffled:
+    images/s and the process's absolute peak RSS of each (equal peaks across epochs mean no
+    growth; deltas would read 0 once freed memory is kept for reuse)."""
+    x, y, source = epoch_data(data_dir, images)
     step = side.lenet5()
     rng = np.random.default_rng(0)
     images_per_s, peak_rss_mb = [], []
@@ -459,6 +460,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, help="convtrain source tree (--side convtrain)")
     parser.add_argument("--cases", default="", help="comma list of timed case ids")
     parser.add_argument("--epochs", type=int, default=0, help="LeNet-5 epochs to run")
+    parser.add_argument("--epoch-images", type=int, default=cases.EPOCH_IMAGES)
     parser.add_argument("--memory-limit", help="workspace limit (MiB or 'none') for layer (e)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--block-seconds", type=float, default=0.25)
@@ -478,7 +480,7 @@ def main() -> None:
     if case_ids:
         result["cases"] = timed_cases(side, case_ids, args.block_seconds)
     if args.epochs:
-        result["epoch"] = epochs(side, args.epochs, args.data_dir)
+        result["epoch"] = epochs(side, args.epochs, args.epoch_images, args.data_dir)
     if args.memory_limit:
         if not isinstance(side, ConvtrainSide):
             parser.error("--memory-limit measures convtrain's workspace: --side convtrain")
