@@ -164,7 +164,8 @@ def blas_description() -> str:
     except ImportError:
         return "threadpoolctl not installed"
     parts = []
-    for pool in threadpool_info():
+    # Sorted: threadpoolctl lists the pools in load order, which varies between processes.
+    for pool in sorted(threadpool_info(), key=lambda p: (p["user_api"], p["filepath"])):
         text = f"{pool['internal_api']} {pool.get('version') or ''}".strip()
         if pool.get("architecture"):
             text += f" kernel {pool['architecture']}"
