@@ -1,144 +1,100 @@
-"""convtrain vs PyTorch on the CPU, measured side by side in ONE process.
+"""convtrain vs PyTorch on the CPU, and convtrain before vs after: each side in its own process.
 
-For every case the two implementations are timed alternately, in short blocks (a few calls of
-convtrain, then a few of torch, ...) so that machine noise hits both alike; we print medians,
-min-max and the ratio convtrain/torch (< 1 means convtrain is faster). Without torch installed
-only convtrain's figures are printed.
+    python benchmarks/bench_speed.py                   # everything, this tree against torch
+    python benchmarks/bench_speed.py --only conv,pool  # a subset: gemm conv pool step epoch memory
+    python benchmarks/bench_speed.py --convtrain before=/work/wt-base --convtrain after=. \\
+        --repeats 9 --markdown results.md              # before/after and torch in one run
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_speed.py ...
+                                                       # NumPy's own BLAS kernel (see below)
 
-    python benchmarks/bench_speed.py                  # everything (a few minutes on 2 cores)
-    python benchmarks/bench_speed.py --only conv,pool # a subset: gemm conv pool step epoch memory
-    python benchmarks/bench_speed.py --repeats 15 --threads 2 --markdown results.md
+Sides are ``torch`` (when installed; ``--no-torch`` leaves it out) and one or more convtrain
+source trees (``--convtrain NAME=PATH``, default: this tree). This driver imports neither
+library: each round it starts one process per side (benchmarks/bench_worker.py, same Python,
+the tree first on ``sys.path``), which warms up, times a block of calls of every selected case
+and prints JSON. The driver keeps each round's median per case and prints, per case and side,
+the median over rounds with its min-max, the ratio to torch (time: < 1 means faster;
+images/s: > 1 means faster) and the ratio to the FIRST convtrain side (after/before).
 
-Cases (issue #3): conv2d forward and forward+backward (a)-(e), max-pool 2x2 forward+backward,
-a LeNet-5 training step (batch 128), one epoch of 60,000 28x28 images (images/s and peak RSS),
-the achieved GFLOP/s against this machine's measured sgemm peak, and the peak memory of layer
-(e) at batch 64 with and without a workspace limit (each in a fresh subprocess).
+Cases (issue #3): the machine's sgemm peak (a 2048^3 float32 matmul: NumPy in a convtrain
+process, torch.mm in torch's), conv2d forward and forward+backward (a)-(e) with GFLOP/s and
+their share of that side's sgemm peak, max-pool 2x2 forward+backward, a LeNet-5 training step
+(batch 128), whole epochs of 60,000 28x28 images (Fashion-MNIST from
+/usr/share/datasets/fashion-mnist if present, else random; images/s and the process's peak RSS
+per epoch, so growth across epochs shows), and layer (e)'s peak memory at batch 64 under
+workspace limits none/256/64 MiB (convtrain only, one fresh process per limit).
 
-Why blocks with a pause between sides: after every GEMM, OpenBLAS's worker threads busy-wait
-for ~0.1 s (measured: 0.11 s of CPU during a 0.2 s sleep after one 512x512 matmul) before
-sleeping. Timing torch right after a NumPy GEMM therefore gives torch one core instead of two
-(its (a) fwd+bwd went from 3.3 ms alone to 9 ms alternated call by call), and the first run of
-this script on a loaded machine showed 10x "slowdowns" that were this and plain CPU contention
-(OpenBLAS with 2 threads on 2 busy cores stalls at every GEMM barrier). Each block's first call
-is a warm-up and not recorded, and the script warns when other processes are using the CPU.
+Why one process per side: PyTorch's OpenMP threads and convtrain's threads (and OpenBLAS's)
+slow each other down when both live in one process: torch's conv (d) took 48.9 ms inside the
+old one-process benchmark and 26.9 ms alone, which flattered convtrain's ratios. In a process
+of its own each side runs as its users run it. The same goes for two convtrain trees: each
+child imports exactly one (an editable install's finder is removed, and every loaded convtrain
+module is checked to come from the given tree), and each tree may have either package layout
+(``convtrain.engine`` before issue #10's house move, ``convtrain.ops``/``runtime``/``nn`` after).
+
+Why alternated rounds and medians: the machine is shared and noisy. A round runs every side
+once, in an order rotated from round to round, so a busy spell hits all sides alike and no side
+always runs first; per-round medians are robust to single slow calls, and the min-max over
+rounds shows how much the machine moved. Inside a child, each case gets two unrecorded warm-up
+calls and then a block of calls lasting at least ``--block-seconds`` (and at least 3 calls):
+a block measured as a count of calls derived from a slow warm-up was mostly cold calls and made
+(b)'s median swing 1.4-1.6x between runs. Both sides are timed the same way, with the same
+inputs (fixed NumPy seeds, copied into torch), the same thread count (``--threads``) and the
+same glibc malloc settings (convtrain's ``keep_freed_memory``, which its trainer turns on;
+``--no-keep-freed-memory`` leaves glibc's defaults on every side). The driver warns when other
+processes keep the CPUs busy, and ``--wait-idle S`` waits for idle CPUs before each child.
+
+BLAS kernel: NumPy's OpenBLAS picks a kernel for the CPU unless ``OPENBLAS_CORETYPE`` forces
+one; a workplace that sets ``OPENBLAS_CORETYPE=Haswell`` and ``OPENBLAS_L2_SIZE`` puts NumPy on
+AVX2 kernels (sgemm 217 GFLOP/s against 385 with the kernel picked on an AMD EPYC). Figures that
+represent users are measured with both unset for that command only (``env -u ...`` above);
+every child reports its BLAS kernel (threadpoolctl) and these variables, and the driver prints
+them. Report both settings where they differ. Never change them in tests or CI.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-import numpy as np
+import bench_cases as cases  # this script's directory is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from omegaconf import OmegaConf  # noqa: E402
-
-import convtrain  # noqa: E402
-import convtrain.ops.fast.conv as conv_engine  # noqa: E402
-from convtrain.ops import keep_freed_memory  # noqa: E402
-from convtrain.ops.losses import softmax_cross_entropy  # noqa: E402
-from convtrain.nn import Conv2d, MaxPool2d  # noqa: E402
-from convtrain.optim import build_optimizer  # noqa: E402
-
-try:
-    import torch
-except ImportError:  # the benchmark still reports convtrain's own numbers
-    torch = None
-
-CONV_CASES = {
-    # name: (in, out, H=W, kernel, stride, pad, batch)
-    "a 1->6 28x28 k5 p2 b64": (1, 6, 28, 5, 1, 2, 64),
-    "b 6->16 14x14 k5 b64": (6, 16, 14, 5, 1, 0, 64),
-    "c 32->64 32x32 k3 p1 b64": (32, 64, 32, 3, 1, 1, 64),
-    "d 64->128 16x16 k3 p1 b64": (64, 128, 16, 3, 1, 1, 64),
-    "e 3->64 224x224 k7 s2 p3 b8": (3, 64, 224, 7, 2, 3, 8),
-}
+WORKER = Path(__file__).resolve().with_name("bench_worker.py")
+PARTS = ("gemm", "conv", "pool", "step", "epoch", "memory")
 
 
-# ----------------------------------------------------------------------------- timing helpers
-SETTLE_S = 0.15  # > OpenBLAS's ~0.1 s busy-wait after a GEMM (see the module docstring)
+@dataclass
+class Side:
+    """One measured side: ``torch``, or a convtrain source tree under a name of its own."""
+
+    name: str
+    tree: Path | None = None  # None: torch
+    info: dict[str, Any] = field(default_factory=dict)
+    round_medians: dict[str, list[float]] = field(default_factory=dict)  # case -> s per round
+    calls: dict[str, list[list[float]]] = field(default_factory=dict)  # case -> rounds' calls
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # one entry per round
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # limit -> result
+
+    @property
+    def is_torch(self) -> bool:
+        return self.tree is None
+
+    def median(self, case_id: str) -> float:
+        return statistics.median(self.round_medians[case_id])
 
 
-BLOCK_S = 0.1  # a block of calls lasts at least this long (steady state, see alternate)
-
-
-def alternate(fns: dict[str, Callable[[], None]], repeats: int, block: int = 3,
-              warmup: int = 2) -> dict[str, list[float]]:
-    """Time each callable ``repeats`` rounds; a round runs a block of calls of each side in
-    turn, recording all but the first call of the block, after a pause that lets the other
-    side's spinning threads go to sleep.
-
-    A block has at least ``block`` calls and lasts at least ``BLOCK_S``: with only 3 calls of
-    a 2-5 ms case, most recorded calls ran right after the 0.15 s pause, with the second CPU
-    just woken from idle (on this VM a thread wake-up costs ~50 us and the idle vCPU's caches
-    are cold), which measures a cold start rather than the steady state a training loop runs
-    in; that penalised whichever side uses more threads, and made the small cases' medians
-    swing by 2x between runs."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            if len(fns) > 1:
-                time.sleep(SETTLE_S)
-            fn()  # warm-up call after switching sides
-            # Time-based blocks: the call count used to come from the warm-up calls' time,
-            # which includes first-call allocations, so a slow warm-up gave short blocks made
-            # mostly of the cold calls just after the pause (medians of (b) swung 1.4-1.6x
-            # between runs of the same code).
-            start = time.perf_counter()
-            recorded = 0
-            while recorded < block - 1 or time.perf_counter() - start < BLOCK_S:
-                t0 = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t0)
-                recorded += 1
-    return times
-
-
-def fmt_ms(ts: list[float]) -> str:
-    return f"{1e3 * statistics.median(ts):9.2f} ms ({1e3 * min(ts):.2f}-{1e3 * max(ts):.2f})"
-
-
-ROWS: list[dict] = []  # every printed result, for --markdown / --json
-
-
-def report(title: str, times: dict[str, list[float]], flops: float | None = None,
-           peak: float | None = None) -> dict:
-    ours = statistics.median(times["convtrain"])
-    line = f"{title:<38} convtrain {fmt_ms(times['convtrain'])}"
-    row = {"case": title, "convtrain_ms": 1e3 * ours,
-           "convtrain_min_ms": 1e3 * min(times["convtrain"]),
-           "convtrain_max_ms": 1e3 * max(times["convtrain"])}
-    if "torch" in times:
-        theirs = statistics.median(times["torch"])
-        line += f" | torch {fmt_ms(times['torch'])} | ratio {ours / theirs:5.2f}"
-        row.update(torch_ms=1e3 * theirs, torch_min_ms=1e3 * min(times["torch"]),
-                   torch_max_ms=1e3 * max(times["torch"]), ratio=ours / theirs)
-    if flops:
-        gflops = flops / ours / 1e9
-        line += f" | {gflops:6.1f} GFLOP/s"
-        row["gflops"] = gflops
-        if peak:
-            line += f" ({100 * gflops / peak:3.0f}% of sgemm peak)"
-            row["peak_fraction"] = gflops / peak
-    print(line, flush=True)
-    ROWS.append(row)
-    return row
-
-
+# ----------------------------------------------------------------------------- the machine
 def cpu_busy_percent(seconds: float = 1.0) -> float:
     """Share of all CPUs busy (any process) over ``seconds``, from /proc/stat (Linux)."""
-    def sample():
+    def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:9]]
         return sum(values), values[3] + values[4]
@@ -151,13 +107,9 @@ def cpu_busy_percent(seconds: float = 1.0) -> float:
     return 100.0 * (1 - (idle1 - idle0) / max(1, total1 - total0))
 
 
-WAIT_IDLE_S = 0.0  # --wait-idle: longest wait for idle CPUs before each case
-
-
-def wait_idle(max_wait: float | None = None, busy_below: float = 15.0) -> None:
+def wait_idle(max_wait: float, busy_below: float = 15.0) -> None:
     """Wait (at most ``max_wait`` s) until the CPUs are idle, so that another process's burst
-    (the machine is shared) does not land inside a case; warn when they never became idle."""
-    max_wait = WAIT_IDLE_S if max_wait is None else max_wait
+    (the machine is shared) does not land inside a child; warn when they never became idle."""
     if max_wait <= 0:
         return
     deadline = time.monotonic() + max_wait
@@ -165,373 +117,359 @@ def wait_idle(max_wait: float | None = None, busy_below: float = 15.0) -> None:
     while busy >= busy_below and time.monotonic() < deadline:
         busy = cpu_busy_percent(0.5)
     if busy >= busy_below:
-        print(f"WARNING: CPUs still {busy:.0f}% busy after waiting {max_wait:.0f} s",
-              flush=True)
+        print(f"WARNING: CPUs still {busy:.0f}% busy after waiting {max_wait:.0f} s", flush=True)
 
 
-def sgemm_peak(repeats: int) -> float:
-    """Median GFLOP/s of a 2048^3 float32 NumPy matmul: the machine's practical BLAS peak."""
-    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((2048, 2048), dtype=np.float32)
-    times = alternate({"convtrain": lambda: a @ b}, repeats)["convtrain"]
-    return 2 * 2048**3 / statistics.median(times) / 1e9
-
-
-class PeakRSS:
-    """Samples this process's resident set size every few ms; ``peak_mb`` above the start."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval, self.peak, self.base, self._stop = interval, 0, 0, threading.Event()
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.base = self.peak = self.rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-# ----------------------------------------------------------------------------- cases
-def bench_conv(repeats: int, peak: float | None, cases: str = "abcde") -> list[dict]:
-    rows = []
-    for name, (cin, cout, hw, k, s, p, n) in CONV_CASES.items():
-        if name[0] not in cases:
-            continue
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((n, cin, hw, hw), dtype=np.float32)
-        layer = Conv2d(cin, cout, k, stride=s, padding=p, rng=rng)
-        y = layer.forward(x)
-        dy = rng.standard_normal(y.shape, dtype=np.float32)
-        fwd_flops = 2.0 * n * cout * y.shape[2] * y.shape[3] * cin * k * k
-        fns_f = {"convtrain": lambda: layer.forward(x)}
-        fns_fb = {"convtrain": lambda: (layer.forward(x), layer.backward(dy))}
-        if torch is not None:
-            tconv = torch.nn.Conv2d(cin, cout, k, stride=s, padding=p)
-            with torch.no_grad():
-                tconv.weight.copy_(torch.from_numpy(layer.params["weight"]))
-                tconv.bias.copy_(torch.from_numpy(layer.params["bias"]))
-            tx = torch.from_numpy(x).requires_grad_(True)
-            tdy = torch.from_numpy(dy)
-
-            def t_fwd():
-                with torch.no_grad():
-                    tconv(tx)
-
-            def t_fb():
-                tconv.zero_grad(set_to_none=True)
-                tx.grad = None
-                tconv(tx).backward(tdy)
-
-            fns_f["torch"], fns_fb["torch"] = t_fwd, t_fb
-        wait_idle()
-        rows.append(report(f"conv {name} fwd", alternate(fns_f, repeats), fwd_flops, peak))
-        wait_idle()
-        rows.append(report(f"conv {name} fwd+bwd", alternate(fns_fb, repeats), 3 * fwd_flops, peak))
-    return rows
-
-
-def bench_pool(repeats: int) -> list[dict]:
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 64, 32, 32), dtype=np.float32)
-    pool = MaxPool2d(2, 2)
-    dy = rng.standard_normal((64, 64, 16, 16), dtype=np.float32)
-    fns = {"convtrain": lambda: (pool.forward(x), pool.backward(dy))}
-    if torch is not None:
-        tx = torch.from_numpy(x).requires_grad_(True)
-        tdy = torch.from_numpy(dy)
-
-        def t_fb():
-            tx.grad = None
-            torch.nn.functional.max_pool2d(tx, 2, 2).backward(tdy)
-
-        fns["torch"] = t_fb
-    wait_idle()
-    return [report("maxpool 2x2 (64,64,32,32) fwd+bwd", alternate(fns, repeats))]
-
-
-def lenet5_pair(seed: int = 0):
-    """Our LeNet-5 (configs/model/lenet5.yaml) and an identical torch copy with the same weights."""
-    cfg = OmegaConf.load(ROOT / "configs" / "model" / "lenet5.yaml")
-    model = convtrain.build_model(cfg, (1, 28, 28), seed=seed)
-    opt = build_optimizer({"name": "sgd", "lr": 0.01, "momentum": 0.9}, model)
-    tmodel = topt = None
-    if torch is not None:
-        nn = torch.nn
-        tmodel = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
-            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
-        names = ["conv1", None, None, "conv2", None, None, None, "fc1", None, "fc2", None, "fc3"]
-        sd = model.state_dict()
-        with torch.no_grad():
-            for mod, name in zip(tmodel, names):
-                if name:
-                    mod.weight.copy_(torch.from_numpy(sd[f"{name}.weight"]))
-                    mod.bias.copy_(torch.from_numpy(sd[f"{name}.bias"]))
-        topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
-    return model, opt, tmodel, topt
-
-
-def our_step(model, opt, x, y) -> float:
-    logits = model.forward(x, training=True)
-    loss, dlogits = softmax_cross_entropy(logits, y)
-    # No gradient w.r.t. the images, exactly like torch (the input does not require grad).
-    model.backward(dlogits, input_grad=False)
-    opt.step()
-    return loss
-
-
-def torch_step(tmodel, topt, tx, ty) -> float:
-    topt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
-    loss.backward()
-    topt.step()
-    return loss.item()
-
-
-def fashion_or_random(n: int = 60000) -> tuple[np.ndarray, np.ndarray, str]:
+def git_revision(tree: Path) -> str:
+    """``abc1234`` (``+ uncommitted changes`` when the work tree differs), or ``not a git tree``."""
     try:
-        from convtrain.data import load_dataset
-
-        data = load_dataset({"name": "fashion_mnist", "val_fraction": 0.0}, seed=0)
-        return data.train.x[:n], data.train.y[:n], "Fashion-MNIST train"
-    except Exception:  # noqa: BLE001 - any missing-data reason: fall back to random images
-        rng = np.random.default_rng(0)
-        return (rng.standard_normal((n, 1, 28, 28), dtype=np.float32),
-                rng.integers(0, 10, n).astype(np.int64), "random 28x28 images")
-
-
-def bench_step(repeats: int) -> list[dict]:
-    model, opt, tmodel, topt = lenet5_pair()
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((128, 1, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, 128).astype(np.int64)
-    fns = {"convtrain": lambda: our_step(model, opt, x, y)}
-    if torch is not None:
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        fns["torch"] = lambda: torch_step(tmodel, topt, tx, ty)
-    wait_idle()
-    return [report("LeNet-5 train step b128", alternate(fns, repeats))]
+        head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(tree), "diff", "--quiet", "HEAD", "--",
+                                "convtrain"], capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git tree"
+    return head + (" + uncommitted changes in convtrain/" if dirty else "")
 
 
-def bench_epoch(epochs: int) -> list[dict]:
-    """Images/s over full epochs of 60k images, batch 128, shuffled; alternating sides."""
-    x, y, source = fashion_or_random()
-    print(f"epoch data: {source}, {len(x)} images", flush=True)
-    model, opt, tmodel, topt = lenet5_pair()
-    rng = np.random.default_rng(0)
-    sides = {"convtrain": {"ips": [], "rss": []}}
-    if torch is not None:
-        sides["torch"] = {"ips": [], "rss": []}
-    for _ in range(epochs):
-        for side in sides:
-            order = rng.permutation(len(x))
-            wait_idle()
-            time.sleep(SETTLE_S)
-            with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                for i in range(0, len(x), 128):
-                    idx = order[i:i + 128]
-                    xb, yb = x[idx], y[idx]
-                    if side == "convtrain":
-                        our_step(model, opt, xb, yb)
-                    else:
-                        torch_step(tmodel, topt, torch.from_numpy(xb), torch.from_numpy(yb))
-                elapsed = time.perf_counter() - t0
-            sides[side]["ips"].append(len(x) / elapsed)
-            # Absolute peak RSS of the process during the epoch: equal values across epochs
-            # mean no growth (deltas would read 0 once freed memory is kept for reuse).
-            sides[side]["rss"].append(mem.peak / 2**20)
-    ours = statistics.median(sides["convtrain"]["ips"])
-    ours_ips = sides["convtrain"]["ips"]
-    line = (f"{'LeNet-5 epoch 60k b128':<38} convtrain {ours:8.0f} img/s "
-            f"({min(ours_ips):.0f}-{max(ours_ips):.0f}; process peak RSS "
-            f"{max(sides['convtrain']['rss']):.0f} MB, per epoch "
-            f"{', '.join(f'{r:.0f}' for r in sides['convtrain']['rss'])})")
-    row = {"case": "LeNet-5 epoch 60k b128 (images/s)", "convtrain_ips": ours,
-           "convtrain_rss_mb": max(sides["convtrain"]["rss"]),
-           "convtrain_rss_per_epoch": sides["convtrain"]["rss"]}
-    if "torch" in sides:
-        theirs = statistics.median(sides["torch"]["ips"])
-        line += (f" | torch {theirs:8.0f} img/s (peak RSS {max(sides['torch']['rss']):.0f} MB)"
-                 f" | convtrain/torch throughput {ours / theirs:4.2f}")
-        row.update(torch_ips=theirs, throughput_ratio=ours / theirs,
-                   torch_rss_mb=max(sides["torch"]["rss"]))
-    print(line, flush=True)
-    ROWS.append(row)
-    return [row]
+# ----------------------------------------------------------------------------- children
+@dataclass
+class Settings:
+    python: str
+    threads: int
+    block_seconds: float
+    keep_freed_memory: bool
+    data_dir: Path | None
+    wait_idle: float
 
 
-# ----------------------------------------------------------------------------- memory
-MEMORY_CASE = (3, 64, 224, 7, 2, 3, 64)  # layer (e) at batch 64
+def run_child(side: Side, settings: Settings, work: list[str]) -> dict[str, Any]:
+    """Run bench_worker.py for ``side`` with the arguments ``work``; its JSON result."""
+    command = [settings.python, str(WORKER), "--side", "torch" if side.is_torch else "convtrain",
+               "--threads", str(settings.threads), "--block-seconds", str(settings.block_seconds)]
+    if side.tree is not None:
+        command += ["--tree", str(side.tree)]
+    if not settings.keep_freed_memory:
+        command.append("--no-keep-freed-memory")
+    if settings.data_dir is not None:
+        command += ["--data-dir", str(settings.data_dir)]
+    wait_idle(settings.wait_idle)
+    done = subprocess.run(command + work, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(cases.JSON_PREFIX)]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"bench_speed: the {side.name} process failed (exit {done.returncode}):"
+                         f" {' '.join(command + work)}")
+    result = json.loads(lines[-1][len(cases.JSON_PREFIX):])
+    if not side.info:
+        side.info = result["info"]
+    elif result["info"]["blas"] != side.info["blas"]:
+        print(f"WARNING: {side.name}'s BLAS changed between its processes: "
+              f"{result['info']['blas']}", flush=True)
+    return result
 
 
-def memory_child(limit: str) -> None:
-    """Run in a fresh process: forward+backward of layer (e) at batch 64 under ``limit`` MiB
-    (``none`` = unlimited); print JSON with the peak RSS above the inputs/outputs' own size."""
-    import json
-    import resource
-
-    from convtrain.ops import set_max_workspace_mb
-
-    if limit == "none":  # the unchunked behaviour: no limit and no cache-sized chunks
-        set_max_workspace_mb(None)
-        conv_engine._TARGET_CHUNK_BYTES = None
-    else:
-        set_max_workspace_mb(float(limit))
-    cin, cout, hw, k, s, p, n = MEMORY_CASE
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, cin, hw, hw), dtype=np.float32)
-    layer = Conv2d(cin, cout, k, stride=s, padding=p, rng=rng)
-    oh = (hw + 2 * p - k) // s + 1
-    dy = rng.standard_normal((n, cout, oh, oh), dtype=np.float32)
-    base = PeakRSS.rss()
-    times = []
-    with PeakRSS(interval=0.002) as mem:
-        for _ in range(3):
-            t0 = time.perf_counter()
-            y = layer.forward(x)  # kept alive, as a model keeps its activations
-            dx = layer.backward(dy)
-            times.append(time.perf_counter() - t0)
-            del y, dx
-    inherent = (dy.nbytes + x.nbytes) / 2**20  # y and dx, on top of x and dy (in the base)
-    print(json.dumps({"limit": limit, "peak_mb": (mem.peak - base) / 2**20,
-                      "inherent_mb": inherent, "workspace_mb": layer.workspace.nbytes / 2**20,
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "ms": 1e3 * statistics.median(times)}))
+def rotated(sides: list[Side], round_index: int) -> list[Side]:
+    """The sides in this round's order: rotated each round, so no side always runs first."""
+    shift = round_index % len(sides)
+    return sides[shift:] + sides[:shift]
 
 
-def bench_memory(limits: list[str]) -> list[dict]:
-    import json
-    import subprocess
+def run_timed_rounds(sides: list[Side], settings: Settings, case_ids: list[str],
+                     repeats: int) -> None:
+    for round_index in range(repeats):
+        took = []
+        for side in rotated(sides, round_index):
+            t0 = time.monotonic()
+            result = run_child(side, settings, ["--cases", ",".join(case_ids)])
+            for case_id, times in result["cases"].items():
+                side.round_medians.setdefault(case_id, []).append(statistics.median(times))
+                side.calls.setdefault(case_id, []).append(times)
+            took.append(f"{side.name} {time.monotonic() - t0:.1f} s")
+        print(f"round {round_index + 1}/{repeats}: {', '.join(took)}", flush=True)
 
+
+def run_epoch_rounds(sides: list[Side], settings: Settings, rounds: int, epochs: int,
+                     images: int) -> None:
+    for round_index in range(rounds):
+        for side in rotated(sides, round_index):
+            work = ["--epochs", str(epochs), "--epoch-images", str(images)]
+            side.epochs.append(run_child(side, settings, work)["epoch"])
+        print(f"epoch round {round_index + 1}/{rounds} done", flush=True)
+
+
+def run_memory(sides: list[Side], settings: Settings, limits: list[str]) -> None:
+    for side in sides:
+        if not side.is_torch:
+            for limit in limits:
+                side.memory[limit] = run_child(side, settings, ["--memory-limit", limit])["memory"]
+
+
+# ----------------------------------------------------------------------------- report
+def ms_range(values_s: list[float]) -> str:
+    return (f"{1e3 * statistics.median(values_s):9.2f} ms "
+            f"({1e3 * min(values_s):.2f}-{1e3 * max(values_s):.2f})")
+
+
+def ratio_columns(sides: list[Side]) -> list[tuple[Side, Side]]:
+    """(numerator, denominator) pairs: every convtrain side against torch, and every later
+    convtrain side against the first one (after/before)."""
+    torch_side = next((s for s in sides if s.is_torch), None)
+    ours = [s for s in sides if not s.is_torch]
+    pairs = [(s, torch_side) for s in ours] if torch_side else []
+    return pairs + [(s, ours[0]) for s in ours[1:]]
+
+
+def sgemm_peak(side: Side) -> float | None:
+    """The side's median sgemm GFLOP/s in this run (its own BLAS), or None if not measured."""
+    if "gemm" not in side.round_medians:
+        return None
+    return cases.case_flops("gemm") / side.median("gemm") / 1e9
+
+
+def timed_rows(sides: list[Side], case_ids: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for limit in limits:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", limit],
-                             capture_output=True, text=True, check=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        title = f"memory (e) b64 fwd+bwd, limit {limit} MB"
-        print(f"{title:<38} peak +{r['peak_mb']:.0f} MB RSS over x and dy (y + dx alone "
-              f"{r['inherent_mb']:.0f} MB, workspace {r['workspace_mb']:.0f} MB), "
-              f"{r['ms']:.0f} ms", flush=True)
-        row = {"case": title, "peak_rss_mb": r["peak_mb"], "inherent_mb": r["inherent_mb"],
-               "workspace_mb": r["workspace_mb"], "convtrain_ms": r["ms"]}
-        ROWS.append(row)
+    for case_id in case_ids:
+        row: dict[str, Any] = {"case": cases.case_title(case_id), "sides": {}, "ratios": {}}
+        flops = cases.case_flops(case_id)
+        for side in sides:
+            medians = side.round_medians[case_id]
+            entry = {"median_ms": 1e3 * statistics.median(medians), "min_ms": 1e3 * min(medians),
+                     "max_ms": 1e3 * max(medians)}
+            if flops:
+                entry["gflops"] = flops / statistics.median(medians) / 1e9
+                peak = sgemm_peak(side)
+                if peak and case_id != "gemm":
+                    entry["peak_fraction"] = entry["gflops"] / peak
+            row["sides"][side.name] = entry
+        for top, bottom in ratio_columns(sides):
+            ratio = top.median(case_id) / bottom.median(case_id)
+            row["ratios"][f"{top.name}/{bottom.name}"] = ratio
         rows.append(row)
     return rows
 
 
-def write_markdown(path: str, header: str, peak: float | None) -> None:
-    lines = [header, "", "| case | convtrain (median, min-max) | torch (median, min-max) | "
-             "convtrain/torch | GFLOP/s (% sgemm peak) |", "|---|---|---|---|---|"]
-    for r in ROWS:
-        if "convtrain_ips" in r:
-            per_epoch = "/".join(f"{v:.0f}" for v in r["convtrain_rss_per_epoch"])
-            ours = (f"{r['convtrain_ips']:.0f} img/s, process peak RSS {per_epoch} MB by epoch")
-            theirs = (f"{r['torch_ips']:.0f} img/s, process peak RSS {r['torch_rss_mb']:.0f} MB"
-                      if "torch_ips" in r else "-")
-            ratio = f"{r['throughput_ratio']:.2f} (throughput)" if "torch_ips" in r else "-"
-            lines.append(f"| {r['case']} | {ours} | {theirs} | {ratio} | |")
-        elif "peak_rss_mb" in r:
-            lines.append(f"| {r['case']} | peak +{r['peak_rss_mb']:.0f} MB RSS (workspace "
-                         f"{r['workspace_mb']:.0f} MB; y + dx alone {r['inherent_mb']:.0f}"
-                         f" MB), {r['convtrain_ms']:.0f} ms | | | |")
-        else:
-            ours = (f"{r['convtrain_ms']:.2f} ms ({r['convtrain_min_ms']:.2f}-"
-                    f"{r['convtrain_max_ms']:.2f})")
-            theirs = (f"{r['torch_ms']:.2f} ms ({r['torch_min_ms']:.2f}-{r['torch_max_ms']:.2f})"
-                      if "torch_ms" in r else "-")
-            ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
-            gf = (f"{r['gflops']:.1f} ({100 * r['peak_fraction']:.0f}%)" if "peak_fraction" in r
-                  else (f"{r['gflops']:.1f}" if "gflops" in r else ""))
-            lines.append(f"| {r['case']} | {ours} | {theirs} | {ratio} | {gf} |")
-    if peak:
-        lines.append("")
-        lines.append(f"sgemm peak (NumPy 2048^3 float32 matmul): {peak:.1f} GFLOP/s")
+def epoch_row(sides: list[Side], images: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"case": f"LeNet-5 epoch {images / 1000:g}k b{cases.STEP_BATCH} "
+                                   f"(images/s)",
+                           "source": sides[0].epochs[0]["source"], "sides": {}, "ratios": {}}
+    throughput = {}
+    for side in sides:
+        per_round = [statistics.median(r["images_per_s"]) for r in side.epochs]
+        throughput[side.name] = statistics.median(per_round)
+        row["sides"][side.name] = {
+            "images_per_s": throughput[side.name], "min": min(per_round), "max": max(per_round),
+            "peak_rss_mb": max(max(r["peak_rss_mb"]) for r in side.epochs),
+            # growth of the process's peak from its first epoch to its last, worst round
+            "rss_growth_mb": max(r["peak_rss_mb"][-1] - r["peak_rss_mb"][0] for r in side.epochs),
+            "peak_rss_per_epoch": [r["peak_rss_mb"] for r in side.epochs]}
+    for top, bottom in ratio_columns(sides):
+        row["ratios"][f"{top.name}/{bottom.name}"] = throughput[top.name] / throughput[bottom.name]
+    return row
+
+
+def memory_rows(sides: list[Side]) -> list[dict[str, Any]]:
+    rows = []
+    for side in sides:
+        for limit, r in side.memory.items():
+            rows.append({"case": f"memory (e) b64 fwd+bwd, limit {limit} MB", "side": side.name,
+                         **r})
+    return rows
+
+
+def print_report(sides: list[Side], rows: list[dict[str, Any]], epoch: dict | None,
+                 memory: list[dict[str, Any]]) -> None:
+    width = max(len(s.name) for s in sides)
+    for row in rows:
+        print(f"\n{row['case']}")
+        for side in sides:
+            entry = row["sides"][side.name]
+            line = (f"  {side.name:<{width}} {entry['median_ms']:9.2f} ms "
+                    f"({entry['min_ms']:.2f}-{entry['max_ms']:.2f})")
+            line += "".join(f"  {value:5.2f}x {key.split('/')[1]}"
+                            for key, value in row["ratios"].items()
+                            if key.split("/")[0] == side.name)
+            if "gflops" in entry:
+                line += f"  {entry['gflops']:6.1f} GFLOP/s"
+            if "peak_fraction" in entry:
+                line += f" ({100 * entry['peak_fraction']:.0f}% of its sgemm peak)"
+            print(line)
+    if epoch:
+        print(f"\n{epoch['case']}, {epoch['source']}; ratios are throughput (> 1: faster)")
+        for side in sides:
+            e = epoch["sides"][side.name]
+            ratios = "".join(f"  {value:5.2f}x {key.split('/')[1]}"
+                             for key, value in epoch["ratios"].items()
+                             if key.split("/")[0] == side.name)
+            per_epoch = " | ".join("/".join(f"{v:.0f}" for v in r) for r in e["peak_rss_per_epoch"])
+            print(f"  {side.name:<{width}} {e['images_per_s']:8.0f} img/s ({e['min']:.0f}-"
+                  f"{e['max']:.0f}){ratios}  process peak RSS {e['peak_rss_mb']:.0f} MB, growth "
+                  f"over a process's epochs {e['rss_growth_mb']:+.0f} MB (by epoch: {per_epoch})")
+    if memory:
+        print()
+        for r in memory:
+            workspace = ("?" if r["workspace_mb"] is None else f"{r['workspace_mb']:.0f}")
+            print(f"{r['case']:<38} {r['side']:<{width}} peak +{r['peak_mb']:.0f} MB RSS over x "
+                  f"and dy (y + dx alone {r['inherent_mb']:.0f} MB, workspace {workspace} MB), "
+                  f"{r['ms']:.0f} ms")
+
+
+def write_markdown(path: str, header: list[str], sides: list[Side], rows: list[dict[str, Any]],
+                   epoch: dict | None, memory: list[dict[str, Any]]) -> None:
+    ratio_keys = [f"{a.name}/{b.name}" for a, b in ratio_columns(sides)]
+    lines = [*(f"- {h}" for h in header), "",
+             "| case | " + " | ".join(f"{s.name} (median, min-max over rounds)" for s in sides)
+             + "".join(f" | {k}" for k in ratio_keys) + " |",
+             "|---" * (1 + len(sides) + len(ratio_keys)) + "|"]
+    for row in rows:
+        cells = []
+        for side in sides:
+            e = row["sides"][side.name]
+            cell = f"{e['median_ms']:.2f} ms ({e['min_ms']:.2f}-{e['max_ms']:.2f})"
+            if "gflops" in e:
+                cell += f", {e['gflops']:.1f} GFLOP/s"
+            if "peak_fraction" in e:
+                cell += f" ({100 * e['peak_fraction']:.0f}%)"
+            cells.append(cell)
+        cells += [f"{row['ratios'][k]:.2f}" for k in ratio_keys]
+        lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
+    if epoch:
+        cells = [f"{e['images_per_s']:.0f} img/s ({e['min']:.0f}-{e['max']:.0f}), peak RSS "
+                 f"{e['peak_rss_mb']:.0f} MB, growth {e['rss_growth_mb']:+.0f} MB"
+                 for e in (epoch["sides"][s.name] for s in sides)]
+        cells += [f"{epoch['ratios'][k]:.2f} (throughput)" for k in ratio_keys]
+        lines.append(f"| {epoch['case']} | " + " | ".join(cells) + " |")
+    for r in memory:
+        cells = ["" for _ in sides] + ["" for _ in ratio_keys]
+        workspace = "?" if r["workspace_mb"] is None else f"{r['workspace_mb']:.0f}"
+        cells[[s.name for s in sides].index(r["side"])] = (
+            f"peak +{r['peak_mb']:.0f} MB RSS (workspace {workspace} MB; y + dx alone "
+            f"{r['inherent_mb']:.0f} MB), {r['ms']:.0f} ms")
+        lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
+    if epoch:
+        lines += ["", f"Epoch data: {epoch['source']}."]
+    lines += ["", "Times are medians over rounds of each round's median; GFLOP/s count a fwd+bwd "
+              "as 3 forwards; % is of the same side's sgemm peak in this run. Memory rows are "
+              "single processes (median of 3 calls)."]
     Path(path).write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 
 
+# ----------------------------------------------------------------------------- main
+def parse_sides(parser: argparse.ArgumentParser, specs: list[str], no_torch: bool,
+                python: str) -> list[Side]:
+    sides = []
+    if not no_torch:
+        has_torch = subprocess.run([python, "-c", "import importlib.util, sys; sys.exit("
+                                    "importlib.util.find_spec('torch') is None)"]).returncode == 0
+        if has_torch:
+            sides.append(Side("torch"))
+        else:
+            print("torch is not installed for this Python: convtrain's figures alone", flush=True)
+    for spec in specs or [f"convtrain={ROOT}"]:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--convtrain {spec!r}: expected NAME=PATH, e.g. before=/work/wt-base")
+        tree = Path(path).expanduser().resolve()
+        if not (tree / "convtrain" / "__init__.py").is_file():
+            parser.error(f"--convtrain {spec!r}: {tree} has no convtrain/__init__.py")
+        if name in [s.name for s in sides] or name == "torch":
+            parser.error(f"--convtrain {spec!r}: the name {name!r} is taken")
+        sides.append(Side(name, tree))
+    return sides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="gemm,conv,pool,step,epoch,memory",
-                        help="comma list of: gemm, conv, pool, step, epoch, memory")
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--conv-cases", default="abcde", help="which conv cases, e.g. 'bd'")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per side for 'epoch'")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--convtrain", action="append", default=[], metavar="NAME=PATH",
+                        help="a convtrain source tree to measure (repeat for before/after; "
+                             "ratios are taken against the first); default: this tree")
+    parser.add_argument("--no-torch", action="store_true", help="measure convtrain alone")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma list of: {' '.join(PARTS)}")
+    parser.add_argument("--repeats", type=int, default=11,
+                        help="rounds of the timed cases (one process per side per round)")
+    parser.add_argument("--conv-cases", default="".join(cases.CONV_CASES),
+                        help="which conv cases, e.g. 'bd'")
+    parser.add_argument("--block-seconds", type=float, default=0.25,
+                        help="each case's block of timed calls lasts at least this long")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per process for 'epoch'")
+    parser.add_argument("--epoch-rounds", type=int, default=2,
+                        help="rounds of 'epoch' (one process per side per round)")
+    parser.add_argument("--epoch-images", type=int, default=cases.EPOCH_IMAGES,
+                        help="images per epoch (fewer for a quick rehearsal)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads of every side (torch intra-op, convtrain engine)")
     parser.add_argument("--memory-limits", default="none,256,64",
                         help="workspace limits (MiB, 'none') for the memory case")
+    parser.add_argument("--data-dir", type=Path, help="Fashion-MNIST IDX files for 'epoch' "
+                        "(default /usr/share/datasets/fashion-mnist; random images if absent)")
     parser.add_argument("--markdown", help="also write the results table to this file")
+    parser.add_argument("--json", help="also write every measurement (each call) to this file")
     parser.add_argument("--no-keep-freed-memory", action="store_true",
-                        help="leave glibc malloc's defaults (freed memory goes back to the OS)")
+                        help="leave glibc malloc's defaults on every side (freed memory goes "
+                             "back to the OS)")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
-                        help="before each case, wait up to S seconds for idle CPUs (for a "
+                        help="before each process, wait up to S seconds for idle CPUs (for a "
                              "machine shared with other jobs)")
-    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter of every child (default: this one)")
     args = parser.parse_args()
-    global WAIT_IDLE_S
-    WAIT_IDLE_S = args.wait_idle
-    if args.memory_child:
-        memory_child(args.memory_child)
-        return
-    parts = set(args.only.split(","))
-    if not args.no_keep_freed_memory:
-        # What the trainer does (engine.keep_freed_memory): freed arrays are reused instead of
-        # coming back as fresh, page-faulting pages. Process-wide, so torch gets it too.
-        keep_freed_memory()
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-    blas = ""
-    try:
-        from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i['internal_api']} {i.get('version')} {i['num_threads']} threads"
-                         for i in threadpool_info() if i["user_api"] == "blas")
-    except ImportError:
-        pass
-    header = (f"convtrain {convtrain.__version__} | numpy {np.__version__} ({blas or 'BLAS ?'})"
-              f" | torch {torch.__version__ if torch else 'not installed'} "
-              f"(threads {args.threads}) | python {platform.python_version()} | "
-              f"{os.cpu_count()} cpus | {platform.processor() or platform.machine()}")
-    print(header)
+    parts = {p for p in args.only.split(",") if p}
+    if not parts:
+        parser.error(f"--only: give at least one of {', '.join(PARTS)}")
+    for bad in sorted(parts - set(PARTS)):
+        parser.error(f"--only: unknown part {bad!r} (choose from {', '.join(PARTS)})")
+    for bad in sorted(set(args.conv_cases) - set(cases.CONV_CASES)):
+        parser.error(f"--conv-cases: unknown case {bad!r} (choose from "
+                     f"{''.join(cases.CONV_CASES)})")
+    for name in ("repeats", "epochs", "epoch_rounds", "epoch_images", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    sides = parse_sides(parser, args.convtrain, args.no_torch, args.python)
+    settings = Settings(args.python, args.threads, args.block_seconds,
+                        not args.no_keep_freed_memory, args.data_dir, args.wait_idle)
+
+    started = time.monotonic()
     busy = cpu_busy_percent()
     if busy > 10:
         print(f"WARNING: the CPUs were {busy:.0f}% busy before starting: other processes "
-              f"distort these timings (OpenBLAS stalls badly on busy cores)", flush=True)
-    peak = None
-    if "gemm" in parts or "conv" in parts:
-        peak = sgemm_peak(args.repeats)
-        print(f"sgemm peak (NumPy 2048^3 float32): {peak:.1f} GFLOP/s", flush=True)
-    if "conv" in parts:
-        bench_conv(args.repeats, peak, args.conv_cases)
-    if "pool" in parts:
-        bench_pool(args.repeats)
-    if "step" in parts:
-        bench_step(args.repeats)
+              f"distort these timings", flush=True)
+    case_ids = cases.timed_case_ids(parts, args.conv_cases)
+    if case_ids:
+        run_timed_rounds(sides, settings, case_ids, args.repeats)
     if "epoch" in parts:
-        bench_epoch(args.epochs)
+        run_epoch_rounds(sides, settings, args.epoch_rounds, args.epochs, args.epoch_images)
     if "memory" in parts:
-        bench_memory(args.memory_limits.split(","))
+        run_memory(sides, settings, args.memory_limits.split(","))
+
+    header = [f"driver: python {platform.python_version()} ({args.python}) | {os.cpu_count()} "
+              f"cpus | {platform.processor() or platform.machine()} | {args.threads} threads "
+              f"per side | glibc keeps freed memory: {not args.no_keep_freed_memory} | "
+              f"{args.repeats} rounds, blocks >= {args.block_seconds} s"]
+    for side in sides:
+        if not side.info:
+            continue
+        env = ", ".join(f"{k}={v}" if v is not None else f"{k} unset"
+                        for k, v in side.info["openblas_env"].items())
+        where = "" if side.is_torch else f" @ {git_revision(side.tree)}"
+        header.append(f"{side.name}: {side.info['library']}{where} | {side.info['threads']} "
+                      f"threads | {side.info['blas']} | {env}")
+    print("\n" + "\n".join(header))
+    measured = [s for s in sides if s.info]
+    rows = timed_rows(measured, case_ids) if case_ids else []
+    epoch = epoch_row(measured, args.epoch_images) if "epoch" in parts else None
+    memory = memory_rows(measured)
+    print_report(measured, rows, epoch, memory)
+    print(f"\ntotal {(time.monotonic() - started) / 60:.1f} min", flush=True)
     if args.markdown:
-        write_markdown(args.markdown, header, peak)
+        write_markdown(args.markdown, header, measured, rows, epoch, memory)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "header": header, "rows": rows, "epoch": epoch, "memory": memory,
+            "sides": {s.name: {"info": s.info, "calls_s": s.calls, "epochs": s.epochs}
+                      for s in measured}}, indent=1))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
