@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from convtrain.runtime.backend import array_module
 from convtrain.training.atomic import atomic_write_text
+from convtrain.training.hooks import Hook, TrainState
 
 #: keys of metrics.json, in the order they are written.
 METRIC_KEYS: tuple[str, ...] = (
@@ -89,3 +90,11 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
     ordered = {k: metrics[k] for k in METRIC_KEYS}
     ordered.update({k: v for k, v in metrics.items() if k not in ordered})
     atomic_write_text(path, json.dumps(json_safe(ordered), indent=2, allow_nan=False) + "\n")
+
+
+
+class MetricsFileHook(Hook):
+    """Rewrites ``<run>/metrics.json`` (atomically) with each completed epoch's metrics."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        write_metrics(state.run_dir / "metrics.json", state.metrics)
