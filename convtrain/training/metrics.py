@@ -12,6 +12,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
+from convtrain.errors import InternalError
 from convtrain.runtime.backend import array_module
 from convtrain.training.atomic import atomic_write_text
 from convtrain.training.hooks import Hook, TrainState
@@ -86,7 +87,7 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
     """Atomically write ``metrics`` as ``metrics.json`` (keys of METRIC_KEYS first)."""
     missing = [k for k in METRIC_KEYS if k not in metrics]
     if missing:
-        raise ValueError(f"metrics.json is missing keys {missing}")
+        raise InternalError(f"metrics.json is missing keys {missing}")
     ordered = {k: metrics[k] for k in METRIC_KEYS}
     ordered.update({k: v for k, v in metrics.items() if k not in ordered})
     atomic_write_text(path, json.dumps(json_safe(ordered), indent=2, allow_nan=False) + "\n")

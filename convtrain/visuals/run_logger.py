@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from convtrain.errors import InternalError
 from convtrain.training.hooks import Hook, TrainState
 from convtrain.visuals.hook import VISUAL_HOOKS, VisualContext, VisualHook
 from convtrain.visuals.hooks.hparams import flatten_config
@@ -59,6 +60,8 @@ class VisualLogger(Hook):
             visual.on_train_batch_end(state)
 
     def on_epoch_end(self, state: TrainState) -> None:
+        if self.writer is None:
+            raise InternalError("VisualLogger.on_epoch_end called before on_fit_start")
         for visual in self.visuals:
             visual.on_epoch_end(state)
         self.writer.flush()
