@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from convtrain.training.options import Monitor, TrainerOptions  # noqa: F401 (Monitor)
+from convtrain.training.options import TrainerOptions
 from convtrain.visuals.settings import LoggerSettings
 
 

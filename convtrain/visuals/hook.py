@@ -2,10 +2,11 @@
 
 A visual is one class in one module of :mod:`convtrain.visuals.hooks`. Subclassing
 :class:`VisualHook` registers it (:data:`VISUAL_HOOKS`), and the modules of that package are
-imported automatically, so a new visual needs no edit anywhere else: its ``period`` and
-``options`` become keys of the ``logger`` config group (:mod:`convtrain.visuals.settings`,
-from which the Hydra schema is derived), and the run's :class:`~convtrain.visuals.run_logger.
-VisualLogger` calls it.
+imported automatically, so a new visual needs no edit anywhere else in the code: its
+``period`` and ``options`` become keys of the ``logger`` config group
+(:mod:`convtrain.visuals.settings`, from which the Hydra schema is derived), and the run's
+:class:`~convtrain.visuals.run_logger.VisualLogger` calls it. (Users see the keys in
+``configs/logger/tensorboard.yaml``, so a new key gets its line there too.)
 
 Schedule of a periodic visual (``period`` set): with ``logger.<period key> = N > 0`` it logs
 at step 0 (the initial weights; fresh runs only, not on resume), at every step divisible by

@@ -1,10 +1,10 @@
 """The ``logger`` config group: every key's default and check, declared once.
 
 Two keys belong to the writing itself (:data:`OUTPUT_OPTIONS`); every other key is declared by
-the visual that reads it (``period`` / ``options`` of a :class:`~convtrain.visuals.hook.
-VisualHook`). :data:`LoggerSettings` is the dataclass of all of them: the Hydra schema of the
-``logger`` group (``convtrain.app.schema`` stores it) and what :func:`parse_logger_settings`
-returns.
+the visual that reads it (``period`` / ``options`` of a
+:class:`~convtrain.visuals.hook.VisualHook`). :data:`LoggerSettings` is the dataclass of all of
+them: the Hydra schema of the ``logger`` group (``convtrain.app.schema`` stores it) and what
+:func:`parse_logger_settings` returns.
 """
 from __future__ import annotations
 
