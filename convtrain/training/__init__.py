@@ -1,4 +1,4 @@
-"""The training loop, its hooks, checkpoints and run metrics (see :mod:`.trainer`)."""
+"""The training loop, its hooks, checkpoints and run metrics (see :mod:`.trainer`).
 
 Names are imported on first use, so the config schema can read :mod:`.options` without
 loading the loop (and with it the data loaders, the math and TensorBoard).

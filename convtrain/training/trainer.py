@@ -145,7 +145,7 @@ class Trainer:
         #: called in this order at every moment of the loop
         self.hooks: list[Hook] = [
             *([CheckpointHook(config_text)] if self.checkpoint else []),
-            MetricsFileHook(), visuals, *hooks, ConsoleHook(resolve_progress(progress))]
+            MetricsFileHook(), visuals, *hooks, ConsoleHook(resolve_progress(options["progress"]))]
 
     @property
     def monitor(self) -> str:
