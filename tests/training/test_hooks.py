@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -20,7 +22,7 @@ from convtrain.training.hooks import Hook
 from convtrain.training.options import TRAINER_DEFAULTS, TrainerOptions, check_trainer_options
 from convtrain.training.trainer import TrainingDiverged
 from convtrain.visuals.run_logger import VisualLogger
-from tests.training.test_trainer import blobs, make_trainer
+from tests.training.test_trainer import SoftmaxRegression, blobs, make_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,3 +162,38 @@ def test_output_hint_names_the_last_layer_with_a_width_key():
     assert output_layer_hint(model, 10) == "set model.layers.last.features=10"
     assert output_layer_hint(model_of(act=Layer("act")), 10) == \
         "end the model with a dense layer of units=10"
+
+
+# --- resume into a generator that cannot take a NumPy state ------------------------------
+class DeviceLikeGenerator:
+    """Like CuPy's generator where it matters here: ``bit_generator.state`` is a method, so a
+    NumPy state dict cannot be assigned over it."""
+
+    class _BitGenerator:
+        __slots__ = ()
+
+        def state(self):
+            return "device state"
+
+    def __init__(self, seed):
+        self.bit_generator = self._BitGenerator()
+        self._numpy = np.random.default_rng(seed)
+
+    def random(self, shape):
+        return self._numpy.random(shape)
+
+
+def test_resume_into_a_non_numpy_rng_warns_instead_of_breaking_it(tmp_path, caplog):
+    data = blobs()
+    make_trainer(tmp_path / "a", data, SoftmaxRegression(data.input_shape, 3, p_drop=0.2),
+                 max_epochs=1).fit()
+    model = SoftmaxRegression(data.input_shape, 3, p_drop=0.2)
+    model.layers["fc"].rng = DeviceLikeGenerator(5)
+    with caplog.at_level(logging.WARNING, logger="convtrain"):
+        metrics = make_trainer(tmp_path / "b", data, model, max_epochs=2,
+                               resume=str(tmp_path / "a")).fit()
+    assert metrics["epochs_completed"] == 2
+    assert isinstance(model.layers["fc"].rng, DeviceLikeGenerator)
+    assert model.layers["fc"].rng.bit_generator.state() == "device state"
+    assert any("layer 'fc' draws with a DeviceLikeGenerator rng, which cannot take the saved "
+               "NumPy rng state" in r.getMessage() for r in caplog.records)
