@@ -5,7 +5,9 @@ the NumPy-vs-CuPy comparison on real CuPy where a GPU exists."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from convtrain.ops.losses import softmax_cross_entropy
 from convtrain.optim import build_optimizer
 from convtrain.runtime.backend import get_backend
 from convtrain.training.metrics import count_correct
-from convtrain.training.trainer import _restore_rng_state
+from convtrain.training.resume import _restore_layer_rngs, _set_rng_state
 from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 EVERY_LAYER = {"layers": {
@@ -105,12 +107,14 @@ def test_count_correct_mixes_backends(strict_cupy, where):  # noqa: F811
     assert count_correct(logits, labels) == 2
 
 
-def test_a_cupy_generator_state_is_not_restored_silently(strict_cupy):  # noqa: F811
+def test_a_cupy_generator_state_is_not_restored_silently(strict_cupy, caplog):  # noqa: F811
     saved = np.random.default_rng(0).bit_generator.state
-    with pytest.raises(ConfigError, match="resume with backend=numpy"):
-        _restore_rng_state(strict_cupy.random.default_rng(0), saved, "resume 'x': layer 'd'")
-    with pytest.raises(ConfigError, match="does not fit"):
-        _restore_rng_state(np.random.default_rng(0), {"bit_generator": "MT19937"}, "resume")
+    model = SimpleNamespace(layers={"d": SimpleNamespace(rng=strict_cupy.random.default_rng(0))})
+    with caplog.at_level(logging.WARNING):
+        _restore_layer_rngs(model, {"d": saved}, "resume 'x'")
+    assert "layer 'd' draws with a Generator rng, which cannot take the saved NumPy" in caplog.text
+    with pytest.raises(ConfigError, match="does not fit its NumPy PCG64 generator"):
+        _set_rng_state(np.random.default_rng(0), {"bit_generator": "MT19937"}, "resume 'x': the")
 
 
 # --- the app's own path: compose the default config, then convtrain.app.run.run ---------------

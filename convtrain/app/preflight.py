@@ -96,23 +96,11 @@ def check_layers(model_cfg: Any) -> None:
 
 
 def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``trainer:`` settings as Trainer keyword arguments (same checks as the Trainer)."""
-    progress = validate.progress("trainer.progress", t["progress"])
-    log_every = validate.non_negative_int("trainer.log_every_n_steps", t["log_every_n_steps"],
-                                          zero_means="off")
-    eval_batch = t.get("eval_batch_size")
-    return {
-        "max_epochs": validate.positive_int("trainer.max_epochs", t["max_epochs"]),
-        "batch_size": validate.positive_int("trainer.batch_size", t["batch_size"]),
-        "eval_batch_size": None if eval_batch is None
-        else validate.positive_int("trainer.eval_batch_size", eval_batch),
-        "progress": progress,
-        "log_every_n_steps": log_every,
-        "checkpoint": bool(t["checkpoint"]),
-        "monitor": str(_value(t["monitor"])),
-        "resume": t.get("resume"),
-        "drop_last": t.get("drop_last"),
-    }
+    """The ``trainer:`` settings as Trainer keyword arguments, checked by the Trainer's own
+    option checks (:func:`convtrain.training.options.check_trainer_options`)."""
+    from convtrain.training.options import check_trainer_options  # noqa: PLC0415
+
+    return check_trainer_options(t)
 
 
 def check_engine(e: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,7 +145,7 @@ def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
     """``logger.*`` values and that ``trainer.resume`` points at a checkpoint, before the data
     is loaded (the Trainer checks them again; here they fail in a second, not after loading)."""
     from convtrain.training.checkpoint import resolve_checkpoint_path  # noqa: PLC0415
-    from convtrain.visuals.tb_logging import parse_logger_settings  # noqa: PLC0415
+    from convtrain.visuals.settings import parse_logger_settings  # noqa: PLC0415
 
     parse_logger_settings(OmegaConf.to_container(cfg.logger, resolve=True))
     if resume is not None:

@@ -25,6 +25,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
+from convtrain.training.options import TrainerOptions
+from convtrain.visuals.settings import LoggerSettings
 
 
 class BackendName(enum.Enum):
@@ -40,15 +42,6 @@ class DType(enum.Enum):
 class Task(enum.Enum):
     train = "train"
     summary = "summary"
-
-
-class Monitor(enum.Enum):
-    """The metric that picks the ``best`` checkpoint and that the app returns to sweepers."""
-
-    val_accuracy = "val_accuracy"
-    val_loss = "val_loss"
-    train_accuracy = "train_accuracy"
-    train_loss = "train_loss"
 
 
 @dataclasses.dataclass
@@ -87,30 +80,10 @@ class DataConfig:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
-@dataclasses.dataclass
-class TrainerConfig:
-    max_epochs: int = 30
-    batch_size: int = 32
-    eval_batch_size: Optional[int] = None
-    progress: str = "auto"
-    log_every_n_steps: int = 50
-    checkpoint: bool = True
-    monitor: Monitor = Monitor.val_accuracy
-    resume: Optional[str] = None
-    drop_last: Optional[bool] = None  # None = auto (only a 1-sample last batch that BatchNorm cannot use)
-
-
-@dataclasses.dataclass
-class LoggerConfig:
-    """What the run logs to TensorBoard (``run_dir/tensorboard``) and as PNGs (``run_dir/images``)."""
-
-    tensorboard: bool = True
-    kernels_every_n_epochs: int = 1  # filter grids of every conv layer; 0 = never
-    kernel_scaling: str = "per_filter"  # per_filter | symmetric
-    feature_maps_every_n_epochs: int = 1  # one fixed validation image through each conv layer
-    histograms_every_n_epochs: int = 1  # weights and gradients per layer
-    png: bool = True  # also write kernel / feature-map grids as PNG files
-    hparams: bool = True  # flattened config + final metrics for the HParams dashboard
+# The trainer and logger groups are declared where they are used (defaults and checks in one
+# place); the schema takes them from there.
+TrainerConfig = TrainerOptions
+LoggerConfig = LoggerSettings
 
 
 # --- optimizers and schedules: derived from the settings each one declares in convtrain.optim ---

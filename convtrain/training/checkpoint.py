@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import safetensors.numpy
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from convtrain.training.atomic import atomic_write_bytes, atomic_write_text
 
 #: written into every checkpoint; bump when the layout changes incompatibly.
@@ -62,7 +62,7 @@ def save_checkpoint(directory: str | os.PathLike, name: str,
     tensors: dict[str, np.ndarray] = {}
     for key, value in model_state.items():
         if key.startswith(_OPTIMIZER_PREFIX):
-            raise ValueError(f"model state key '{key}' collides with the optimizer prefix")
+            raise InternalError(f"model state key '{key}' collides with the optimizer prefix")
         tensors[key] = np.asarray(value, order="C")
     for key, value in optimizer_state.items():
         tensors[_OPTIMIZER_PREFIX + key] = np.asarray(value, order="C")

@@ -14,8 +14,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from convtrain.errors import InternalError
 from convtrain.runtime.backend import array_module, to_host
 from convtrain.training.atomic import atomic_write_text
+from convtrain.training.hooks import Hook, TrainState
 
 #: keys of metrics.json, in the order they are written.
 METRIC_KEYS: tuple[str, ...] = (
@@ -92,7 +94,15 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
     """Atomically write ``metrics`` as ``metrics.json`` (keys of METRIC_KEYS first)."""
     missing = [k for k in METRIC_KEYS if k not in metrics]
     if missing:
-        raise ValueError(f"metrics.json is missing keys {missing}")
+        raise InternalError(f"metrics.json is missing keys {missing}")
     ordered = {k: metrics[k] for k in METRIC_KEYS}
     ordered.update({k: v for k, v in metrics.items() if k not in ordered})
     atomic_write_text(path, json.dumps(json_safe(ordered), indent=2, allow_nan=False) + "\n")
+
+
+
+class MetricsFileHook(Hook):
+    """Rewrites ``<run>/metrics.json`` (atomically) with each completed epoch's metrics."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        write_metrics(state.run_dir / "metrics.json", state.metrics)

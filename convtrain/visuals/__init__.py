@@ -1,1 +1,2 @@
-"""What the network learned, made visible: the TensorBoard writer, image grids and PNG files, and the hooks that log them during training."""
+"""What the network learned, made visible: the TensorBoard writer, image grids and PNG files, and
+one training hook per visual kind (:mod:`convtrain.visuals.hooks`)."""

@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from convtrain.errors import InternalError
+
 BACKGROUND = 32  # dark grey separates tiles from both black and white weights
 SCALINGS = ("per_filter", "symmetric")
 MAX_SIDE = 2048  # automatic scales keep big layers' grids (e.g. 64x64 filters) viewable
@@ -51,7 +53,7 @@ def _normalise(tiles: np.ndarray, scaling: str) -> np.ndarray:
         a = np.abs(t).max(axis=axes, keepdims=True)
         out = np.where(a > 0, (t / np.where(a > 0, a, 1) + 1) / 2, 0.5)
     else:
-        raise ValueError(f"scaling: expected one of {', '.join(SCALINGS)}, got {scaling!r}")
+        raise InternalError(f"scaling: expected one of {', '.join(SCALINGS)}, got {scaling!r}")
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
@@ -60,7 +62,7 @@ def tile_grid(tiles: np.ndarray, rows: int, cols: int, *, scale: int = 1,
     """Lay out ``tiles`` ``(n, h, w)`` or ``(n, h, w, 3)`` (uint8) row-major on a grid."""
     n, h, w = tiles.shape[:3]
     if n > rows * cols:
-        raise ValueError(f"{n} tiles do not fit a {rows}x{cols} grid")
+        raise InternalError(f"{n} tiles do not fit a {rows}x{cols} grid")
     th, tw = h * scale, w * scale
     extra = tiles.shape[3:]
     # every cell = tile + its right/bottom padding; one reshape lays the cells out row-major
@@ -88,11 +90,11 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "per_filter", scale: int |
     """
     w = np.asarray(weight)
     if w.ndim != 4:
-        raise ValueError(f"kernel_grid: expected (F, C, kh, kw) weights, got shape {w.shape}")
+        raise InternalError(f"kernel_grid: expected (F, C, kh, kw) weights, got shape {w.shape}")
     f, c, kh, kw = w.shape
     rgb = c == 3 if rgb is None else bool(rgb)
     if rgb and c != 3:
-        raise ValueError(f"kernel_grid: RGB tiles need 3 input channels, got {c}")
+        raise InternalError(f"kernel_grid: RGB tiles need 3 input channels, got {c}")
     if rgb:
         tiles = _normalise(w.transpose(0, 2, 3, 1), scaling)  # (F, kh, kw, 3)
     else:
@@ -112,7 +114,7 @@ def feature_map_grid(maps: np.ndarray, *, scale: int | None = None, padding: int
     each min-max normalised, on a near-square grid (``ceil(sqrt(C))`` columns)."""
     m = np.asarray(maps)
     if m.ndim != 3:
-        raise ValueError(f"feature_map_grid: expected (C, H, W), got shape {m.shape}")
+        raise InternalError(f"feature_map_grid: expected (C, H, W), got shape {m.shape}")
     c, h, w = m.shape
     cols = math.ceil(math.sqrt(c))
     rows = math.ceil(c / cols)
@@ -127,7 +129,7 @@ def image_tile(image: np.ndarray, *, scale: int | None = None) -> np.ndarray:
     ``scale`` (default: about 64 px wide), no padding. Other channel counts: channel 0."""
     x = np.asarray(image)
     if x.ndim != 3:
-        raise ValueError(f"image_tile: expected (C, H, W), got shape {x.shape}")
+        raise InternalError(f"image_tile: expected (C, H, W), got shape {x.shape}")
     c, h, w = x.shape
     s = scale if scale is not None else auto_scale(max(h, w), target=64)
     pixels = x.transpose(1, 2, 0)[None] if c == 3 else x[:1]  # (1, H, W, 3) or (1, H, W)

@@ -8,6 +8,8 @@ import zlib
 
 import numpy as np
 
+from convtrain.errors import InternalError
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -17,16 +19,16 @@ def encode_png(image: np.ndarray) -> bytes:
     """Encode ``image`` (uint8, ``(H, W)`` grey or ``(H, W, 3)`` RGB) as PNG bytes."""
     img = np.asarray(image)
     if img.dtype != np.uint8:
-        raise ValueError(f"encode_png: expected uint8 pixels, got {img.dtype}")
+        raise InternalError(f"encode_png: expected uint8 pixels, got {img.dtype}")
     if img.ndim == 2:
         colour_type, channels = 0, 1
     elif img.ndim == 3 and img.shape[2] == 3:
         colour_type, channels = 2, 3
     else:
-        raise ValueError(f"encode_png: expected (H, W) or (H, W, 3), got shape {img.shape}")
+        raise InternalError(f"encode_png: expected (H, W) or (H, W, 3), got shape {img.shape}")
     height, width = img.shape[:2]
     if height == 0 or width == 0:
-        raise ValueError(f"encode_png: empty image of shape {img.shape}")
+        raise InternalError(f"encode_png: empty image of shape {img.shape}")
     rows = img.reshape(height, width * channels)
     # zlib level 1: filter grids are mostly flat runs, so level 6 makes files only ~25% smaller
     # for ~4x the time, and this runs every epoch

@@ -37,6 +37,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+from convtrain.errors import InternalError
 from convtrain.visuals.png import encode_png
 
 #: default number of equal-width histogram buckets between the values' min and max.
@@ -64,10 +65,10 @@ def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramP
     value is finite.
 
     Raises:
-        ValueError: for ``buckets < 1``.
+        InternalError: for ``buckets < 1``.
     """
     if buckets < 1:
-        raise ValueError(f"histogram: expected at least 1 bucket, got {buckets}")
+        raise InternalError(f"histogram: expected at least 1 bucket, got {buckets}")
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -95,7 +96,7 @@ def _hparam_value(name: str, value: Any) -> Any:
         return struct_pb2.Value(number_value=float(value))
     if isinstance(value, str):
         return struct_pb2.Value(string_value=value)
-    raise TypeError(f"hparam '{name}': expected bool, int, float or str, got "
+    raise InternalError(f"hparam '{name}': expected bool, int, float or str, got "
                     f"{type(value).__name__} {value!r}")
 
 
@@ -197,7 +198,7 @@ class TensorBoardWriter:
         of the run's scalar tags.
 
         Raises:
-            TypeError: for a value of another type (flatten and stringify first).
+            InternalError: for a value of another type (flatten and stringify first).
         """
         if not self.enabled:
             return
@@ -213,7 +214,7 @@ class TensorBoardWriter:
         if not self.enabled:
             return
         if status not in SESSION_STATUSES:
-            raise ValueError(f"session status: expected one of {', '.join(SESSION_STATUSES)}, "
+            raise InternalError(f"session status: expected one of {', '.join(SESSION_STATUSES)}, "
                              f"got {status!r}")
         info = hparams_data.SessionEndInfo(
             status=SESSION_STATUSES[status],
@@ -232,7 +233,7 @@ class TensorBoardWriter:
     def _add_summary(self, summary: summary_pb2.Summary, step: int) -> None:
         """Append ``summary`` at ``step`` (queued; written on :meth:`flush`)."""
         if self._closed:
-            raise RuntimeError(f"TensorBoardWriter for {self.logdir} is closed")
+            raise InternalError(f"TensorBoardWriter for {self.logdir} is closed")
         event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
         self._writer.add_event(event)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from convtrain.training import atomic
 from convtrain.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, \
     resolve_checkpoint_path, save_checkpoint
@@ -130,7 +130,7 @@ def test_crash_during_save_keeps_old_checkpoint(tmp_path, monkeypatch, failing):
 
 
 def test_model_key_may_not_collide_with_optimizer_prefix(tmp_path):
-    with pytest.raises(ValueError, match="optimizer/x"):
+    with pytest.raises(InternalError, match="optimizer/x"):
         save_checkpoint(tmp_path, "last", {"optimizer/x": np.zeros(1)}, {}, META)
 
 
@@ -148,5 +148,5 @@ def test_metrics_json_is_strict_json_and_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_metrics(path, full_metrics(val_accuracy=0.9))
     assert json.loads(path.read_text())["val_accuracy"] == 0.75
-    with pytest.raises(ValueError, match="missing keys"):
+    with pytest.raises(InternalError, match="missing keys"):
         write_metrics(path, {"train_loss": 1.0})

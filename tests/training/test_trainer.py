@@ -19,6 +19,7 @@ from convtrain.errors import ConfigError
 from convtrain.nn.base import Layer
 from convtrain.nn.model import build_model
 from convtrain.optim import build_optimizer, build_schedule
+from convtrain.training import checkpointing
 from convtrain.training import trainer as trainer_module
 from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from convtrain.training.trainer import Trainer, TrainingDiverged
@@ -555,7 +556,7 @@ def test_best_is_written_before_last(tmp_path, monkeypatch, crash_at):
         return 1.0, next(accuracies)
 
     monkeypatch.setattr(trainer_module, "evaluate", evaluate)
-    real_save = trainer_module.save_checkpoint
+    real_save = checkpointing.save_checkpoint
     calls = []
 
     def save(directory, name, *args):
@@ -564,7 +565,7 @@ def test_best_is_written_before_last(tmp_path, monkeypatch, crash_at):
             raise OSError("simulated crash")
         return real_save(directory, name, *args)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", save)
     with pytest.raises(OSError, match="simulated"):
         make_trainer(tmp_path, data, max_epochs=3).fit()
     best = load_checkpoint(tmp_path / "checkpoints" / "best")

@@ -6,6 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
+from convtrain.errors import InternalError
 from convtrain.visuals.png import decode_png, encode_png
 from convtrain.visuals.grids import BACKGROUND, MAX_SIDE, feature_map_grid, image_tile, kernel_grid, \
     tile_grid
@@ -79,7 +80,7 @@ def test_constant_filter_does_not_divide_by_zero():
 def test_three_channels_can_be_grey_tiles_and_rgb_needs_three():
     w = np.random.default_rng(0).normal(size=(4, 3, 3, 3))
     assert kernel_grid(w, scale=1, padding=1, rgb=False).shape == expected_size(4, 3, 3, 3, 1, 1)
-    with pytest.raises(ValueError, match="3 input channels"):
+    with pytest.raises(InternalError, match="3 input channels"):
         kernel_grid(np.zeros((4, 2, 3, 3)), rgb=True)
 
 
@@ -108,9 +109,9 @@ def test_feature_map_grid_is_near_square():
 
 
 def test_bad_shapes_and_scaling_named():
-    with pytest.raises(ValueError, match="expected .F, C, kh, kw."):
+    with pytest.raises(InternalError, match="expected .F, C, kh, kw."):
         kernel_grid(np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="scaling"):
+    with pytest.raises(InternalError, match="scaling"):
         kernel_grid(np.zeros((1, 1, 3, 3)), scaling="log")
 
 

@@ -27,7 +27,9 @@ from convtrain.nn.model import build_model
 from convtrain.optim import build_optimizer, build_schedule
 from convtrain.visuals.png import decode_png
 from convtrain.training.checkpoint import load_checkpoint
-from convtrain.visuals.tb_logging import first_image, flatten_config, parse_logger_settings
+from convtrain.visuals.hooks.feature_maps import first_image
+from convtrain.visuals.hooks.hparams import flatten_config
+from convtrain.visuals.settings import parse_logger_settings
 from convtrain.training.trainer import Trainer, TrainingDiverged
 
 ALL = {k: 0 for k in ("scalars", "tensors", "images", "histograms", "audio",

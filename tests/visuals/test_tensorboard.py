@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from convtrain.errors import InternalError
 from convtrain.visuals.png import decode_png
 from convtrain.visuals.tensorboard import HISTOGRAM_BUCKETS, TensorBoardWriter, histogram_proto
 
@@ -47,7 +48,7 @@ def test_flush_makes_events_visible_before_close(tmp_path):
     assert [e.value for e in read(tb.path).Scalars("a")] == [1.0]
     tb.close()
     tb.close()  # idempotent
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(InternalError, match="closed"):
         tb.add_scalar("a", 2.0, 2)
 
 
@@ -81,7 +82,7 @@ def test_images_round_trip_as_png(tmp_path):
     (image,) = acc.Images("rgb")
     assert (image.height, image.width) == (4, 6)
     np.testing.assert_array_equal(decode_png(image.encoded_image_string), rgb)
-    with TensorBoardWriter(tmp_path / "bad") as tb, pytest.raises(ValueError, match="uint8"):
+    with TensorBoardWriter(tmp_path / "bad") as tb, pytest.raises(InternalError, match="uint8"):
         tb.add_image("x", np.zeros((2, 2)), 0)
 
 
@@ -108,7 +109,7 @@ def test_histogram_proto_edge_cases():
     h = histogram_proto(np.array([1.0, np.nan, 3.0, np.inf]), buckets=2)
     assert (h.num, list(h.bucket), h.min, h.max) == (2, [1.0, 1.0], 1.0, 3.0)
     assert histogram_proto(np.array([np.nan])) is None
-    with pytest.raises(ValueError, match="bucket"):
+    with pytest.raises(InternalError, match="bucket"):
         histogram_proto(np.ones(3), buckets=0)
 
 
@@ -157,9 +158,9 @@ def test_hparams_session_read_by_the_hparams_plugin_metadata(tmp_path):
 
 def test_hparams_reject_unrepresentable_values(tmp_path):
     with TensorBoardWriter(tmp_path) as tb:
-        with pytest.raises(TypeError, match="hparam 'model.layers'"):
+        with pytest.raises(InternalError, match="hparam 'model.layers'"):
             tb.add_session_start({"model.layers": [1, 2]})
-        with pytest.raises(ValueError, match="status"):
+        with pytest.raises(InternalError, match="status"):
             tb.add_session_end("crashed")
 
 
