@@ -8,7 +8,6 @@ import io
 import re
 import struct
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -429,18 +428,15 @@ def test_missing_files_error_lists_directories_and_override(tmp_path, monkeypatc
     reason="Debian package dataset-fashion-mnist not installed",
 )
 def test_real_fashion_mnist_smoke(tmp_path):
-    start = time.perf_counter()
     data = load_dataset(
         {"name": "fashion_mnist", "root": str(tmp_path / "empty"), "val_fraction": 0}, seed=0
     )
-    elapsed = time.perf_counter() - start
     assert data.train.x.shape == (60000, 1, 28, 28) and data.test.x.shape == (10000, 1, 28, 28)
     # The dataset's README: 6,000 training and 1,000 test images per class.
     assert np.bincount(data.train.y).tolist() == [6000] * 10
     assert np.bincount(data.test.y).tolist() == [1000] * 10
     assert data.class_names[0] == "T-shirt/top" and data.class_names[9] == "Ankle boot"
     assert abs(float(data.train.x.mean())) < 1e-4
-    assert elapsed < 2.0, f"loading Fashion-MNIST took {elapsed:.2f} s"
 
 
 # --------------------------------------------------------------------------- CIFAR-10
