@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Mapping
 
-from convtrain.ops.activations import (leaky_relu_backward, leaky_relu_forward, relu_backward,
-                                          relu_forward, sigmoid_backward, sigmoid_forward,
-                                          tanh_backward, tanh_forward)
+from convtrain.ops.activations import (leaky_relu_backward, leaky_relu_forward, sigmoid_backward,
+                                       sigmoid_forward, tanh_backward, tanh_forward)
+from convtrain.ops.fast import relu_backward, relu_forward
 from convtrain.errors import ConfigError
 from convtrain.nn.base import LAYERS, Shape
 from convtrain.nn.common import ConcreteLayer

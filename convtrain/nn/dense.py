@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from convtrain.ops.dense import dense_backward, dense_forward
+from convtrain.ops.fast import dense_backward, dense_forward
 from convtrain.errors import ConfigError
 from convtrain.nn.base import LAYERS, Shape
 from convtrain.nn.common import ConcreteLayer
