@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from convtrain.runtime.backend import array_module
 from convtrain.ops._checks import require_float, require_ndim, require_same_dtype, require_shape
-from convtrain.errors import ConfigError
+from convtrain.errors import InternalError
 
 _OP = "dense"
 
@@ -35,7 +35,7 @@ def dense_forward(x: Any, weight: Any, bias: Any = None) -> tuple[Any, DenseCach
     require_same_dtype(_OP, "x", x, weight=weight, bias=bias)
     out_features, in_features = (int(s) for s in weight.shape)
     if x.shape[1] != in_features:
-        raise ConfigError(
+        raise InternalError(
             f"{_OP}: input has {x.shape[1]} features but weight {tuple(weight.shape)} "
             f"(out_features, in_features) expects {in_features}"
         )
