@@ -1,8 +1,9 @@
 """im2col / col2im and the output-size arithmetic of sliding-window operations.
 
-Column layout: ``cols`` has shape ``(C*kh*kw, N*oh*ow)``; rows are ordered ``(c, i, j)`` (channel-major, then
-kernel row, then kernel column) and columns ``(n, oh, ow)``. A convolution is then one GEMM,
-``W.reshape(F, C*kh*kw) @ cols``, and the rows of one channel group are one contiguous block.
+Column layout: ``cols`` has shape ``(C*kh*kw, N*oh*ow)``; rows are ordered ``(c, i, j)``
+(channel-major, then kernel row, then kernel column) and columns ``(n, oh, ow)``. A convolution
+is then one GEMM, ``W.reshape(F, C*kh*kw) @ cols``, and the rows of one channel group are one
+contiguous block (see :mod:`convtrain.ops.conv`).
 """
 from __future__ import annotations
 

@@ -339,7 +339,8 @@ def test_fast_dense_equals_the_reference():
     from convtrain.ops import fast
 
     rng = np.random.default_rng(1)
-    x, weight, bias = rng.standard_normal((6, 5)), rng.standard_normal((3, 5)), rng.standard_normal(3)
+    x, weight = rng.standard_normal((6, 5)), rng.standard_normal((3, 5))
+    bias = rng.standard_normal(3)
     y, cache = fast.dense_forward(x, weight, bias)
     y_ref, cache_ref = dense_forward(x, weight, bias)
     np.testing.assert_allclose(y, y_ref, rtol=1e-14)
