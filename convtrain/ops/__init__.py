@@ -1,7 +1,9 @@
-"""The math: pure forward/backward functions over NumPy or CuPy arrays (``xp``).
+"""The math: pure forward/backward functions over NumPy or CuPy arrays (``xp``), readable first.
 
-No state, no config and no threads: layers (:mod:`convtrain.nn`) own parameters and call these;
-the machine (threads, BLAS, scratch memory) lives in :mod:`convtrain.runtime`.
+No state, no config and no threads. Start with :mod:`convtrain.ops.conv` (the convolution as
+im2col + GEMM + col2im). The CPU speed paths, each tested equal to the function here, live in
+:mod:`convtrain.ops.fast`, whose entry points the layers (:mod:`convtrain.nn`) call; the machine
+(threads, BLAS, scratch memory) lives in :mod:`convtrain.runtime`.
 Activations are ``(N, C, H, W)``; conv weights ``(F, C//groups, kh, kw)``; dense weights
 ``(out_features, in_features)``. Every ``*_forward`` returns its output plus a cache that the
 matching ``*_backward`` consumes.
@@ -17,7 +19,7 @@ from convtrain.ops.activations import (
     tanh_forward,
 )
 from convtrain.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
-from convtrain.ops.fast.conv import conv2d_backward, conv2d_forward
+from convtrain.ops.conv import conv2d_backward, conv2d_forward, conv2d_naive
 from convtrain.ops.dense import dense_backward, dense_forward
 from convtrain.ops.dropout import dropout_backward, dropout_forward
 from convtrain.ops.im2col import col2im, conv_output_size, im2col, pair, resolve_padding
@@ -37,6 +39,7 @@ __all__ = [
     "col2im",
     "conv2d_backward",
     "conv2d_forward",
+    "conv2d_naive",
     "conv_output_size",
     "dense_backward",
     "dense_forward",

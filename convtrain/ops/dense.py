@@ -1,32 +1,18 @@
 """Fully connected (affine) layer math: ``y = x @ W.T + b``.
 
 The weight uses PyTorch's ``nn.Linear`` layout ``(out_features, in_features)`` so that
-``state_dict`` tensors load into PyTorch without a transpose.
+``state_dict`` tensors load into PyTorch without a transpose. Shapes: ``x (N, in)``,
+``weight (out, in)``, ``y (N, out)``; backward ``dx = dy @ W``, ``dW = dy.T @ x``,
+``db = sum of dy over N``. (:mod:`convtrain.ops.fast.dense` runs small GEMMs on one BLAS
+thread.)
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, NamedTuple
-
-import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
 
 from convtrain.runtime.backend import array_module
 from convtrain.ops._checks import require_float, require_ndim, require_same_dtype, require_shape
-from convtrain.runtime.threads import blas_single_thread
-from convtrain.errors import ConfigError
-
-#: GEMMs below this many multiply-adds run on one BLAS thread. Measured on 2 cores: LeNet-5's
-#: fc1 (128x400x120, 6M) gains ~0.05 ms from OpenBLAS's second thread, but its worker then
-#: busy-waits ~0.1 s on that core, slowing the convolutions' own threads that follow.
-SINGLE_THREAD_MACS = 1 << 24
-
-
-def _blas_context(x: Any, macs: int) -> Any:
-    """A single-threaded-BLAS block for a small NumPy GEMM, else a no-op context."""
-    if array_module(x) is np and macs < SINGLE_THREAD_MACS:
-        return blas_single_thread()
-    return nullcontext()
-
+from convtrain.errors import InternalError
 
 _OP = "dense"
 
@@ -49,14 +35,13 @@ def dense_forward(x: Any, weight: Any, bias: Any = None) -> tuple[Any, DenseCach
     require_same_dtype(_OP, "x", x, weight=weight, bias=bias)
     out_features, in_features = (int(s) for s in weight.shape)
     if x.shape[1] != in_features:
-        raise ConfigError(
+        raise InternalError(
             f"{_OP}: input has {x.shape[1]} features but weight {tuple(weight.shape)} "
             f"(out_features, in_features) expects {in_features}"
         )
     if bias is not None:
         require_shape(bias, (out_features,), _OP, "bias")
-    with _blas_context(x, int(x.shape[0]) * in_features * out_features):
-        y = x @ weight.T
+    y = x @ weight.T
     if bias is not None:
         y += bias
     return y, DenseCache(x, weight, bias is not None)
@@ -70,8 +55,7 @@ def dense_backward(dy: Any, cache: DenseCache) -> tuple[Any, Any, Any]:
     """
     require_shape(dy, (cache.x.shape[0], cache.weight.shape[0]), f"{_OP} backward", "dy")
     require_same_dtype(f"{_OP} backward", "the forward input", cache.x, dy=dy)
-    with _blas_context(dy, int(dy.shape[0]) * int(cache.x.shape[1]) * int(dy.shape[1])):
-        dx = dy @ cache.weight
-        dweight = dy.T @ cache.x
+    dx = dy @ cache.weight
+    dweight = dy.T @ cache.x
     dbias = dy.sum(axis=0) if cache.has_bias else None
     return dx, dweight, dbias

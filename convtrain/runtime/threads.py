@@ -1,4 +1,5 @@
-"""A tiny persistent thread pool that splits large NumPy copies and elementwise work.
+"""The engine's worker threads: a tiny persistent pool that runs batch parts and splits large
+NumPy copies and elementwise work (CPU pinning and a fork handler included; no math).
 
 Why: OpenBLAS already runs the GEMMs on every core, but everything else in a convolution
 (im2col copies, col2im slice-adds, layout transposes, pooling) is single-threaded NumPy. NumPy
@@ -8,8 +9,8 @@ cache-resident im2col/col2im; nothing on DRAM-bound copies, which is why the con
 works in cache-sized chunks).
 
 :func:`run_parts` runs whole pipelines (a convolution's batch parts, GEMMs included) one per
-thread, with the BLAS set to one thread (:func:`blas_single_thread`: OpenBLAS's own functions,
-or threadpoolctl); inside a part, :func:`run_split` runs inline. The workers are plain threads
+thread, with the BLAS set to one thread (:func:`convtrain.runtime.blas.blas_single_thread`);
+inside a part, :func:`run_split` runs inline. The workers are plain threads
 handed one task at a time (:class:`_Worker`); one parallel section uses them at a time, and a
 forked child starts its own.
 
@@ -18,7 +19,6 @@ as one piece (see :func:`run_split`'s ``xp`` argument).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from contextlib import contextmanager
@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from convtrain.errors import ConfigError
+from convtrain.runtime.blas import blas_controllable, blas_single_thread
 
 #: Work below this many bytes touched is run on the calling thread: a thread wake-up costs
 #: ~50 us on the 2-vCPU machine measured, and two threads share one memory bus. Max-pool 2x2
@@ -45,7 +46,6 @@ _section = threading.Lock()
 #: ``nested`` is True on a thread running one part of :func:`run_parts`: work it splits with
 #: :func:`run_split` then runs inline (the pool's workers are busy with the other parts).
 _local = threading.local()
-_blas_libs: list[_BlasThreads] | None = None  # thread-count handles of the loaded BLAS libraries
 
 
 def get_num_threads() -> int:
@@ -332,70 +332,10 @@ def run_split(fn: Callable[[int, int], Any], n: int, nbytes: int, xp: Any = np) 
     _run_on_workers([(fn, (lo, hi)) for lo, hi in split_ranges(n, threads)])
 
 
-class _BlasThreads:
-    """Get / set one BLAS library's thread count: OpenBLAS's own C functions when its
-    threading layer is its pthreads pool (a direct ctypes call, ~0.3 us), threadpoolctl's
-    controller otherwise (~3-8 us a call: it looks the symbols up and checks the calling
-    thread every time, and a parallel section makes three such calls)."""
-
-    def __init__(self, controller: Any) -> None:
-        self.get: Callable[[], int] = controller.get_num_threads
-        self.set: Callable[[int], Any] = controller.set_num_threads
-        if (getattr(controller, "internal_api", None) != "openblas"
-                or getattr(controller, "threading_layer", None) == "openmp"):
-            return
-        dynlib = getattr(controller, "dynlib", None)
-        for prefix in ("", "scipy_"):
-            for suffix in ("", "64_", "_64"):
-                getter = getattr(dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                setter = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if getter is not None and setter is not None:
-                    getter.restype, getter.argtypes = ctypes.c_int, []
-                    setter.restype, setter.argtypes = None, [ctypes.c_int]
-                    self.get, self.set = getter, setter
-                    return
-
-
-def _blas_controllers() -> list[_BlasThreads]:
-    """The BLAS libraries NumPy uses, as thread-count handles ([] without threadpoolctl)."""
-    global _blas_libs
-    if _blas_libs is None:
-        try:
-            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-            _blas_libs = [_BlasThreads(lib) for lib in ThreadpoolController().lib_controllers
-                          if lib.user_api == "blas"]
-        except Exception:  # noqa: BLE001 - not installed, or an unknown BLAS: no control
-            _blas_libs = []
-    return _blas_libs
-
-
 def can_run_parts() -> bool:
     """True when :func:`run_parts` can run GEMMs on several threads at once: more than one
     engine thread and a BLAS whose thread count we can set to 1 (threadpoolctl)."""
-    return _num_threads > 1 and bool(_blas_controllers())
-
-
-@contextmanager
-def blas_single_thread() -> Iterator[None]:
-    """Run the BLAS on the calling thread only (no OpenBLAS worker is woken) inside the block.
-
-    Why: after every multi-threaded GEMM OpenBLAS's worker busy-waits ~0.1 s on the second
-    core; GEMMs of a small network (LeNet-5) are too small to gain from it, and concurrent
-    GEMMs from the engine's own threads (:func:`run_parts`) must not share the BLAS pool.
-    Costs ~1-2 us with OpenBLAS's own pool (three ctypes calls). Nested blocks are fine
-    (each restores what it found).
-    """
-    libs = _blas_controllers()
-    saved = [lib.get() for lib in libs]
-    try:
-        for lib, count in zip(libs, saved):
-            if count != 1:
-                lib.set(1)
-        yield
-    finally:
-        for lib, count in zip(libs, saved):
-            if count != 1:
-                lib.set(count)
+    return _num_threads > 1 and blas_controllable()
 
 
 def _run_nested(fn: Callable[..., Any], *args: Any) -> None:

@@ -13,10 +13,7 @@ columns fit, recomputing them in the backward pass instead of keeping them.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
-import sys
 from numbers import Real
 from typing import Any
 
@@ -100,6 +97,11 @@ class Workspace:
         self._marks[name] = (buf, mark)
         return view, fresh
 
+    def part(self, k: int) -> "WorkspacePart":
+        """The buffers of batch part ``k``: parts running side by side on the engine's
+        threads each need their own scratch, under names private to the part."""
+        return WorkspacePart(self, f"part{k}/")
+
     @property
     def nbytes(self) -> int:
         """Bytes currently held."""
@@ -109,6 +111,24 @@ class Workspace:
         """Release every buffer (e.g. before moving a model to another device)."""
         self._buffers.clear()
         self._marks.clear()
+
+
+class WorkspacePart:
+    """A view of a :class:`Workspace` whose buffer names carry a prefix (one per batch part),
+    so the code that runs inside a part asks for ``"cols"`` and never builds names itself."""
+
+    def __init__(self, parent: Workspace, prefix: str) -> None:
+        self._parent, self._prefix = parent, prefix
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any = np) -> Any:
+        return self._parent.get(self._prefix + name, shape, dtype, xp)
+
+    def get_marked(self, name: str, shape: tuple[int, ...], dtype: Any, xp: Any,
+                   mark: Any) -> tuple[Any, bool]:
+        return self._parent.get_marked(self._prefix + name, shape, dtype, xp, mark)
+
+    def part(self, k: int) -> "WorkspacePart":
+        return WorkspacePart(self._parent, f"{self._prefix}part{k}/")
 
 
 class _Scratch(Workspace):
@@ -124,33 +144,10 @@ class _Scratch(Workspace):
     def is_current(self, generation: int) -> bool:
         return True  # nothing is ever reused, so no cache can go stale
 
+    def part(self, k: int) -> "_Scratch":
+        return self
+
 
 def scratch_or(workspace: Workspace | None) -> Workspace:
     """``workspace`` itself, or a throw-away one (fresh arrays, pure-function semantics)."""
     return workspace if workspace is not None else _Scratch()
-
-
-def keep_freed_memory(trim_threshold_mb: float = 1024.0) -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-
-    Every fresh array of more than a few hundred KB otherwise comes back as new pages from
-    the kernel and pays a page fault per 4 KiB on first touch: a LeNet-5 training step at
-    batch 128 took ~1,100 page faults and 21.4 ms of CPU; with this, ~1 fault and 18.6 ms.
-    The process keeps up to ``trim_threshold_mb`` of freed memory, so its RSS stays at its
-    peak instead of shrinking between steps (it does not grow across epochs).
-
-    It changes the allocator for the whole process, so it is opt-in (the trainer calls it when
-    configured to). Returns False where it is unavailable (not glibc, not Linux).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    # 32 MiB is glibc's largest allowed mmap threshold on 64-bit; bigger arrays stay mmapped.
-    ok = mallopt(m_mmap_threshold, 32 * 2**20)
-    ok &= mallopt(m_trim_threshold, int(trim_threshold_mb * 2**20))
-    return bool(ok)

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from convtrain.ops import col2im, conv_output_size, im2col, pair, resolve_padding
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 
 
 # --- pair -------------------------------------------------------------------------------
@@ -174,10 +174,10 @@ def test_col2im_counts_overlaps():
 
 
 def test_im2col_rejects_non_4d_input():
-    with pytest.raises(ConfigError, match=r"4-D \(N, C, H, W\), got shape \(3, 5, 5\)"):
+    with pytest.raises(InternalError, match=r"4-D \(N, C, H, W\), got shape \(3, 5, 5\)"):
         im2col(np.zeros((3, 5, 5)), 3, 1, 0)
 
 
 def test_col2im_rejects_wrong_column_shape():
-    with pytest.raises(ConfigError, match=r"cols has shape \(9, 10\).*needs \(9, 9\)"):
+    with pytest.raises(InternalError, match=r"cols has shape \(9, 10\).*needs \(9, 9\)"):
         col2im(np.zeros((9, 10)), (1, 1, 5, 5), 3, 1, 0)

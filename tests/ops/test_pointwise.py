@@ -24,7 +24,7 @@ from convtrain.ops import (
     tanh_backward,
     tanh_forward,
 )
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from tests.gradcheck import check_gradients, projected_sum
 
 
@@ -91,7 +91,7 @@ def test_relu_gradient_at_zero_is_zero():
 
 
 def test_activations_reject_integer_input():
-    with pytest.raises(ConfigError, match="relu: x must be a floating-point array"):
+    with pytest.raises(InternalError, match="relu: x must be a floating-point array"):
         relu_forward(np.arange(3))
     with pytest.raises(ConfigError, match="negative_slope must be a number"):
         leaky_relu_forward(np.zeros(3), "0.1")
@@ -126,16 +126,16 @@ def test_dense_gradient_matches_finite_differences(has_bias):
 
 
 def test_dense_rejects_mismatched_shapes():
-    with pytest.raises(ConfigError, match=r"input has 5 features but weight \(3, 4\)"):
+    with pytest.raises(InternalError, match=r"input has 5 features but weight \(3, 4\)"):
         dense_forward(np.zeros((2, 5)), np.zeros((3, 4)))
-    with pytest.raises(ConfigError, match=r"x must be 2-D \(N, in_features\), got shape \(2, 1"):
+    with pytest.raises(InternalError, match=r"x must be 2-D \(N, in_features\), got shape \(2, 1"):
         dense_forward(np.zeros((2, 1, 5)), np.zeros((3, 5)))
-    with pytest.raises(ConfigError, match=r"bias must have shape \(3,\), got \(4,\)"):
+    with pytest.raises(InternalError, match=r"bias must have shape \(3,\), got \(4,\)"):
         dense_forward(np.zeros((2, 5)), np.zeros((3, 5)), np.zeros(4))
     _, cache = dense_forward(np.zeros((2, 5)), np.zeros((3, 5)))
-    with pytest.raises(ConfigError, match=r"dy must have shape \(2, 3\), got \(3, 2\)"):
+    with pytest.raises(InternalError, match=r"dy must have shape \(2, 3\), got \(3, 2\)"):
         dense_backward(np.zeros((3, 2)), cache)
-    with pytest.raises(ConfigError, match=r"dy has dtype float32 but the forward input"):
+    with pytest.raises(InternalError, match=r"dy has dtype float32 but the forward input"):
         dense_backward(np.zeros((2, 3), dtype=np.float32), cache)
 
 
@@ -258,7 +258,7 @@ def test_batchnorm_rejects_bad_inputs():
     c = np.ones(3)
     with pytest.raises(ConfigError, match=r"more than 1 value per channel.*\(1, 3, 1, 1\)"):
         batchnorm2d_forward(np.zeros((1, 3, 1, 1)), c, c, c, c)
-    with pytest.raises(ConfigError, match=r"gamma must have shape \(3,\), got \(2,\)"):
+    with pytest.raises(InternalError, match=r"gamma must have shape \(3,\), got \(2,\)"):
         batchnorm2d_forward(np.zeros((2, 3, 2, 2)), np.ones(2), c, c, c)
     with pytest.raises(ConfigError, match=r"momentum must be a number in \[0, 1\], got 1.5"):
         batchnorm2d_forward(np.zeros((2, 3, 2, 2)), c, c, c, c, momentum=1.5)
@@ -312,3 +312,40 @@ def test_cross_entropy_does_not_overflow_for_huge_logits():
 def test_cross_entropy_rejects_bad_labels(labels, match):
     with pytest.raises(ConfigError, match=match):
         softmax_cross_entropy(np.zeros((3, 3)), labels)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (3, 2 * 2**20 + 1)])  # the second: split
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_relu_equals_the_reference(shape, dtype):
+    """The CPU ReLU (cached zeros, large arrays split between the engine's threads) gives the
+    reference's output, mask and gradient bitwise, also for a non-contiguous input."""
+    from convtrain.ops import fast
+    from convtrain.ops.fast.activations import RELU_MIN_PARALLEL_BYTES
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::7] = 0.0
+    assert (x.nbytes >= RELU_MIN_PARALLEL_BYTES) is (len(shape) == 2)
+    for array in (x, x[..., ::2]):
+        y, mask = fast.relu_forward(array)
+        y_ref, mask_ref = relu_forward(array)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(mask, mask_ref)
+        dy = rng.standard_normal(array.shape).astype(dtype)
+        np.testing.assert_array_equal(fast.relu_backward(dy, mask), relu_backward(dy, mask_ref))
+
+
+def test_fast_dense_equals_the_reference():
+    from convtrain.ops import fast
+
+    rng = np.random.default_rng(1)
+    x, weight = rng.standard_normal((6, 5)), rng.standard_normal((3, 5))
+    bias = rng.standard_normal(3)
+    y, cache = fast.dense_forward(x, weight, bias)
+    y_ref, cache_ref = dense_forward(x, weight, bias)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-14)
+    dy = rng.standard_normal(y.shape)
+    for a, b in zip(fast.dense_backward(dy, cache), dense_backward(dy, cache_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+    with pytest.raises(InternalError, match="x must be 2-D"):
+        fast.dense_forward(np.zeros((2, 1, 5)), weight)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from convtrain import runtime
-from convtrain.ops import conv2d_backward, conv2d_forward
+from convtrain.errors import ConfigError, InternalError
+from convtrain.ops.fast import ConvRoutes, conv2d_backward, conv2d_forward, force_routes
 from convtrain.runtime.threads import get_num_threads, set_num_threads, split_ranges
 from convtrain.runtime.workspace import Workspace, get_max_workspace_mb, set_max_workspace_mb
-from convtrain.errors import ConfigError
 from convtrain.nn import Conv2d
 from tests.gradcheck import check_gradients, projected_sum
 
@@ -56,13 +56,13 @@ def _few_samples_limit(case):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("chunking", ["one sample", "a few"])
 @pytest.mark.parametrize("threshold", [None, 0], ids=["whole-alone", "whole-parts"])
-def test_chunked_equals_unchunked(case, chunking, threshold, monkeypatch):
-    import convtrain.ops.fast.conv as conv_module
-
-    if threshold is not None:  # the unchunked run as batch parts on the engine's threads
-        monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", threshold)
+def test_chunked_equals_unchunked(case, chunking, threshold):
     limit_mb = 1e-6 if chunking == "one sample" else _few_samples_limit(case)
-    whole, cache_whole = _run(case, None)
+    if threshold is None:
+        whole, cache_whole = _run(case, None)
+    else:  # the unchunked run as batch parts on the engine's threads
+        with force_routes(min_part_column_bytes=threshold):
+            whole, cache_whole = _run(case, None)
     chunked, cache_chunked = _run(case, limit_mb)
     assert cache_whole.chunk == case[0] and cache_whole.cols is not None
     assert cache_chunked.chunk < case[0] and cache_chunked.cols is None
@@ -117,14 +117,15 @@ def test_float32_chunked_matches_unchunked():
 
 @pytest.mark.parametrize("method", ["rows", "im2col"])
 @pytest.mark.parametrize("parts", [False, True], ids=["alone", "parts"])
-def test_input_grad_false_skips_dx_only(method, parts, monkeypatch):
+def test_input_grad_false_skips_dx_only(method, parts):
     """Skipping dx changes nothing else, bitwise: also as batch parts (whose dW shares are
     summed, so the batch must be split alike with and without dx)."""
-    import convtrain.ops.fast.conv as conv_module
+    threshold = 0 if parts else ConvRoutes().min_part_column_bytes
+    with force_routes(columns=method, min_part_column_bytes=threshold):
+        _check_input_grad_false_skips_dx_only(method)
 
-    monkeypatch.setattr(conv_module, "_COLUMNS_METHOD", method)
-    if parts:
-        monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", 0)
+
+def _check_input_grad_false_skips_dx_only(method):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((64, 6, 14, 14)).astype(np.float32)
     weight = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
@@ -202,18 +203,16 @@ def test_global_setting_and_validation():
         Conv2d(1, 2, 3, max_workspace_mb=0, where="model.layers.conv1")
 
 
-def test_thread_setting_and_ranges(monkeypatch):
-    import convtrain.ops.fast.conv as conv_module
-
+def test_thread_setting_and_ranges():
     assert split_ranges(5, 2) == [(0, 2), (2, 5)]
     assert split_ranges(1, 4) == [(0, 1)]
-    # batch parts even for this small case (they are kept for >= 1 MiB of columns a part)
-    monkeypatch.setattr(conv_module, "_MIN_PART_COLUMN_BYTES", 0)
     previous = get_num_threads()
+    # batch parts even for this small case (they are kept for >= 1 MiB of columns a part)
     try:
-        single, _ = _run(CASES[2], None)
-        set_num_threads(1)
-        again, _ = _run(CASES[2], None)
+        with force_routes(min_part_column_bytes=0):
+            single, _ = _run(CASES[2], None)
+            set_num_threads(1)
+            again, _ = _run(CASES[2], None)
     finally:
         set_num_threads(previous)
     # Two threads run batch halves with their own GEMMs (and sum two dW shares): the same
@@ -260,7 +259,7 @@ def test_backward_with_a_stale_cache_is_an_error_not_garbage():
     x1, x2 = rng.standard_normal((2, 2, 3, 6, 6))
     _, cache1 = conv2d_forward(x1, w, workspace=ws)
     conv2d_forward(x2, w, workspace=ws)  # overwrites the buffers cache1 points into
-    with pytest.raises(ConfigError, match="stale cache"):
+    with pytest.raises(InternalError, match="stale cache"):
         conv2d_backward(rng.standard_normal((2, 4, 4, 4)), cache1)
     # without a shared workspace every call owns its buffers: both caches stay valid
     _, c1 = conv2d_forward(x1, w)
@@ -355,7 +354,7 @@ def test_small_convolutions_run_on_the_calling_thread_large_ones_as_parts(monkey
     import convtrain.ops.fast.conv as conv_module
     from convtrain.runtime import threads as parallel
 
-    calls = []
+    calls = []  # the plan's decision, seen where the fast paths hand it to the threads
     monkeypatch.setattr(conv_module, "run_parts",
                         lambda fn, ranges: (calls.append(("parts", len(ranges))),
                                             parallel.run_parts(fn, ranges)))
@@ -503,7 +502,7 @@ def test_blas_single_thread_sets_and_restores_every_blas_as_threadpoolctl_sees_i
     independently of the engine's own handles, which call OpenBLAS's C functions directly);
     nested blocks keep it at one, and leaving restores what was there, also after an error."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from convtrain.runtime.threads import blas_single_thread
+    from convtrain.runtime.blas import blas_single_thread
 
     def counts():
         return [info["num_threads"] for info in threadpoolctl.threadpool_info()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
-from convtrain.ops.activations import (leaky_relu_backward, leaky_relu_forward, relu_backward,
-                                          relu_forward, sigmoid_backward, sigmoid_forward,
-                                          tanh_backward, tanh_forward)
+from convtrain.ops.activations import (leaky_relu_backward, leaky_relu_forward, sigmoid_backward,
+                                       sigmoid_forward, tanh_backward, tanh_forward)
+from convtrain.ops.fast import relu_backward, relu_forward
 from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import Option
 

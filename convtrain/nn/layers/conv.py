@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from convtrain.ops.fast.conv import conv2d_backward, conv2d_forward
+from convtrain.ops.fast import conv2d_backward, conv2d_forward
 from convtrain.runtime.workspace import Workspace, check_workspace_mb
 from convtrain.errors import ConfigError
 from convtrain.nn.base import Layer, Shape, register_layer

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from convtrain.ops.dense import dense_backward, dense_forward
+from convtrain.ops.fast import dense_backward, dense_forward
 from convtrain.errors import ConfigError, InternalError
 from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import PARAMETER_OPTIONS, Option

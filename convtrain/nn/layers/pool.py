@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from convtrain.ops.pool import (avgpool2d_backward, avgpool2d_forward, maxpool2d_backward,
-                                   maxpool2d_forward, pool_padding_problem)
+from convtrain.ops.fast import maxpool2d_backward, maxpool2d_forward
+from convtrain.ops.pool import avgpool2d_backward, avgpool2d_forward, pool_padding_problem
 from convtrain.errors import ConfigError
 from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import Option, format_pair, format_padding, key_path

@@ -25,12 +25,8 @@ dropped from ``y``.
 What this saves against im2col (per sample, in units of ``lq`` floats): the column copy
 shrinks from ``C*kh*kw`` to ``C*kh`` rows, and both GEMMs that read the columns (forward and
 ``dW``) read ``kw`` times less; in exchange the forward GEMM writes ``F*kw`` rows instead of
-``F`` and the fold reads them back. :func:`convtrain.ops.fast.conv._use_row_columns` decides
-per layer. Measured fwd+bwd on 2 cores (float32, batch parts on both threads, interleaved
-medians), kernel-row / im2col columns: 16->16 3x3 on 28x28 0.87; layer (b) 6->16 5x5 at batch
-128 ~0.96, at batch 64 ~1.0 (both chosen); (c) 32->64 3x3 ~0.99 and 3->16 3x3 1.21 (neither
-chosen). A stand-alone single-thread prototype of (b) ran 0.85x, but in the engine the
-forward GEMM's ``F*kw``-row result competes with the other thread for the caches.
+``F`` and the fold reads them back. :func:`convtrain.ops.fast.plan.plan_conv` decides per
+layer (measurements: benchmarks/RESULTS.md).
 
 Groups are not supported here (the im2col path runs grouped convolutions); every function
 works on NumPy and CuPy arrays alike.
@@ -41,7 +37,6 @@ from typing import Any
 
 from convtrain.ops.fast.layout import ConvGeometry, flat_view, grouped_gemm, write_output
 from convtrain.runtime.threads import run_split
-from convtrain.runtime.workspace import Workspace
 
 
 def column_rows(g: ConvGeometry, has_bias: bool) -> int:
@@ -87,38 +82,40 @@ def fill_columns(xp: Any, xpad: Any, columns: Any, col0: int, g: ConvGeometry,
 
 
 def forward(xp: Any, columns: Any, w_rows: Any, y: Any, n0: int, g: ConvGeometry,
-            ws: Workspace, suffix: str = "") -> None:
+            ws: Any) -> None:
     """Samples ``n0:n0+n`` of ``y`` ``(N, F, oh, ow)`` from their kernel-row columns
     ``(C*kh [+1], n*lq)``: the GEMM into ``F*kw`` rows, the ``kw - 1`` shifted adds, and one
     pass that drops the garbage positions and transposes ``(F, n) -> (n, F)``."""
     lq, dw = g.row_length, g.dw
     total = columns.shape[1]
     n = total // lq
-    z = ws.get(f"z_rows{suffix}", (g.filters, g.kw, total), y.dtype, xp)
+    z = ws.get("z_rows", (g.filters, g.kw, total), y.dtype, xp)
     xp.matmul(w_rows, columns, out=z.reshape(g.filters * g.kw, total))
     # Output positions past `valid` are the last sample's trailing garbage: not computed.
     valid = total - (g.kw - 1) * dw
-    acc = ws.get(f"y_rows{suffix}", (g.filters, total), y.dtype, xp)
+    acc = ws.get("y_rows", (g.filters, total), y.dtype, xp)
     if g.kw == 1:
         xp.copyto(acc, z[:, 0])
     else:
-        xp.add(z[:, 0, :valid], z[:, 1, dw:dw + valid], out=acc[:, :valid])
+        # One view object serves as input and out: CuPy copies an input that is a distinct
+        # view of the output's memory before every add, NumPy reads it in place.
+        head = acc[:, :valid]
+        xp.add(z[:, 0, :valid], z[:, 1, dw:dw + valid], out=head)
         for j in range(2, g.kw):
-            xp.add(acc[:, :valid], z[:, j, j * dw:j * dw + valid], out=acc[:, :valid])
+            xp.add(head, z[:, j, j * dw:j * dw + valid], out=head)
     write_output(xp, acc, y, n0, n0 + n, g, None, lq)
 
 
-def shift_dy(xp: Any, dy_mat: Any, g: ConvGeometry, ws: Workspace,
-                 suffix: str = "") -> Any:
+def shift_dy(xp: Any, dy_mat: Any, g: ConvGeometry, ws: Any) -> Any:
     """``shifted (F*kw, n*lq)`` from ``dY`` in wide GEMM layout ``dy_mat (F, n*L)`` (garbage
     columns zero): row ``(f, j)`` holds ``dY[f]`` shifted right by ``j*dw`` within each
     sample, zero where nothing lands (those zeros persist in a marked workspace buffer).
 
-    (Copied run by run of ``L`` per sample from the separate ``dy_mat``: measured 1.6x faster
-    than whole-row copies of a ``j = 0`` block inside ``shifted`` itself.)"""
+    (Copied run by run of ``L`` per sample from the separate ``dy_mat``: 1.6x faster than
+    whole-row copies of a ``j = 0`` block inside ``shifted`` itself.)"""
     n = dy_mat.shape[1] // g.length
     lq = g.row_length
-    shifted, fresh = ws.get_marked(f"dy_shifted{suffix}", (g.filters * g.kw, n * lq),
+    shifted, fresh = ws.get_marked("dy_shifted", (g.filters * g.kw, n * lq),
                                    dy_mat.dtype, xp, ("dy_shifted", g, n))
     if fresh:
         shifted[...] = 0  # the columns no shift reaches stay zero across calls
@@ -134,7 +131,7 @@ def shift_dy(xp: Any, dy_mat: Any, g: ConvGeometry, ws: Workspace,
 def weight_grad(xp: Any, shifted: Any, columns: Any, out: Any, g: ConvGeometry) -> None:
     """``out (F*kw, C*kh) = shifted @ columns[:C*kh].T``: the weight gradient in
     ``(f, j), (c, i)`` order (see :func:`split_weight_grad`). The bias row of ones is left
-    out: an odd 31st output column cost this GEMM 12 % on layer (b), more than summing ``dY``."""
+    out: an odd extra output column slows this GEMM more than summing ``dY`` costs."""
     xp.matmul(shifted, columns[:g.c * g.kh].T, out=out)
 
 
@@ -145,7 +142,7 @@ def split_weight_grad(xp: Any, dw_rows: Any, dweight: Any) -> None:
 
 
 def input_grad(xp: Any, shifted: Any, w_fold: Any, dx: Any, n0: int, g: ConvGeometry,
-               ws: Workspace, groups: int, suffix: str = "") -> None:
+               ws: Any, groups: int) -> None:
     """``dx[n0:n0+n]`` ``(N, C, H, W)`` from ``shifted (F*kw, n*lq)``: the GEMM
     ``W_fold @ shifted`` into ``C*kh`` rows, then the ``kh`` row offsets folded with shifted
     adds in ``(C, n, Hp*Wp)`` order (each add reads its rows contiguously) and one transposing
@@ -153,9 +150,9 @@ def input_grad(xp: Any, shifted: Any, w_fold: Any, dx: Any, n0: int, g: ConvGeom
     batch part)."""
     lq = g.row_length
     n = shifted.shape[1] // lq
-    rows = ws.get(f"dx_rows{suffix}", (g.c * g.kh, n * lq), shifted.dtype, xp)
+    rows = ws.get("dx_rows", (g.c * g.kh, n * lq), shifted.dtype, xp)
     grouped_gemm(xp, w_fold, shifted, rows, groups)
-    acc = ws.get(f"dx_padded{suffix}", (g.c, n, g.hp * g.wp), shifted.dtype, xp)
+    acc = ws.get("dx_padded", (g.c, n, g.hp * g.wp), shifted.dtype, xp)
     src_rows = flat_view(xp, rows, (g.c, g.kh, n, lq), (g.kh * n * lq, n * lq, lq, 1))
 
     def fold(a: int, b: int) -> None:
