@@ -50,13 +50,16 @@ def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
              len(data.train), len(data.val), len(data.test), data.input_shape, data.num_classes)
 
     from convtrain.training.trainer import Trainer  # noqa: PLC0415
+    from convtrain.visuals.run_logger import VisualLogger  # noqa: PLC0415
 
+    config_text = OmegaConf.to_yaml(cfg)
+    visuals = VisualLogger(OmegaConf.to_container(cfg.logger, resolve=True),
+                           config_text=config_text,
+                           hparams=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     trainer = Trainer(
         parts.model, parts.optimizer, parts.schedule, data,
         run_dir=run_dir, backend=plan.backend, seed=plan.seed, **plan.trainer,
-        config_text=OmegaConf.to_yaml(cfg), augment=plan.augment,
-        logger=OmegaConf.to_container(cfg.logger, resolve=True),
-        hparams=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        config_text=config_text, augment=plan.augment, hooks=[visuals],
     )
     metrics = trainer.fit()
     test_acc = metrics.get("test_accuracy")

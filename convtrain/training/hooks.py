@@ -62,6 +62,8 @@ class TrainState:
     run_dir: Path
     seed: int
     max_epochs: int
+    batch_size: int
+    log_every_n_steps: int  # trainer.log_every_n_steps: period of per-batch records (0 = off)
     monitor: str  # the metric actually monitored (val_* falls back to train_* without val data)
     shuffle_rng: Any  # NumPy Generator of the batch order; checkpoints carry its state
     start_epoch: int = 0  # epochs completed before this fit() (> 0 after a resume)

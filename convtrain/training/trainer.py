@@ -8,7 +8,8 @@ directory behind::
     run_dir/
       checkpoints/last + best (.safetensors, .json)   CheckpointHook (training.checkpointing)
       metrics.json                                    MetricsFileHook (training.metrics)
-      tensorboard/, images/                           VisualLogger (visuals.run_logger)
+      tensorboard/, images/                           VisualLogger (visuals.run_logger),
+                                                      passed in by the app as a hook
     console: progress bar and one line per epoch      ConsoleHook (training.progress)
 
 Reproducibility: batches are shuffled by a NumPy Generator seeded from ``seed``; checkpoints
@@ -21,7 +22,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -38,7 +39,6 @@ from convtrain.training.options import MONITORS, TRAINER_DEFAULTS as DEFAULTS, \
     check_trainer_options
 from convtrain.training.progress import ConsoleHook, resolve_progress
 from convtrain.training.resume import restore
-from convtrain.visuals.run_logger import VisualLogger
 
 log = logging.getLogger("convtrain")
 
@@ -82,15 +82,13 @@ class Trainer:
         config_text: the composed config (YAML), stored in checkpoints and TensorBoard.
         augment: ``data.augment``, checked against the image size and passed to the loader
             for training batches only.
-        logger: the ``logger`` config group (see :mod:`convtrain.visuals.settings`); None = its
-            defaults.
-        hparams: the run's hyperparameters for TensorBoard's HParams dashboard, nested or flat;
-            None logs ``seed``, ``trainer.max_epochs``, ``trainer.batch_size``, ``optimizer.lr``.
-        hooks: further :class:`~convtrain.training.hooks.Hook` objects, called after the
-            built-in ones (checkpoints, metrics.json, TensorBoard) and before the console line.
+        hooks: further :class:`~convtrain.training.hooks.Hook` objects (the app passes the
+            TensorBoard and pictures hook, :class:`convtrain.visuals.run_logger.VisualLogger`),
+            called after the built-in ones (checkpoints, metrics.json) and before the console
+            line.
 
     Raises:
-        ConfigError: naming ``trainer.<key>`` / ``logger.<key>`` for bad settings, or the
+        ConfigError: naming ``trainer.<key>`` for bad settings, or the
             layer whose ``units`` must change when the model's output does not match the
             number of classes.
     """
@@ -103,8 +101,8 @@ class Trainer:
                  log_every_n_steps: int = DEFAULTS.log_every_n_steps,
                  checkpoint: bool = DEFAULTS.checkpoint,
                  monitor: str = DEFAULTS.monitor.value, resume: str | None = DEFAULTS.resume,
-                 config_text: str | None = None, augment: Any = None, logger: Any = None,
-                 hparams: Mapping[str, Any] | None = None, hooks: Sequence[Hook] = ()):
+                 config_text: str | None = None, augment: Any = None,
+                 hooks: Sequence[Hook] = ()):
         options = check_trainer_options({
             "max_epochs": max_epochs, "batch_size": batch_size,
             "eval_batch_size": eval_batch_size, "progress": progress,
@@ -133,19 +131,15 @@ class Trainer:
         #: the loop's state, shared with every hook
         self.state = TrainState(
             model=model, optimizer=optimizer, schedule=schedule, data=data, backend=backend,
-            run_dir=self.run_dir, seed=self.seed, max_epochs=self.max_epochs, monitor=monitor,
+            run_dir=self.run_dir, seed=self.seed, max_epochs=self.max_epochs,
+            batch_size=self.batch_size, log_every_n_steps=options["log_every_n_steps"],
+            monitor=monitor,
             shuffle_rng=np.random.default_rng([self.seed, _SHUFFLE_STREAM]),
             batches_per_epoch=num_batches(len(data.train), self.batch_size, self.drop_last))
-        visuals = VisualLogger(logger, run_dir=self.run_dir, config_text=config_text,
-                               hparams=hparams if hparams is not None else {
-                                   "seed": self.seed, "trainer.max_epochs": self.max_epochs,
-                                   "trainer.batch_size": self.batch_size,
-                                   "optimizer.lr": self._base_lr()},
-                               log_every_n_steps=options["log_every_n_steps"])
         #: called in this order at every moment of the loop
         self.hooks: list[Hook] = [
             *([CheckpointHook(config_text)] if self.checkpoint else []),
-            MetricsFileHook(), visuals, *hooks, ConsoleHook(resolve_progress(options["progress"]))]
+            MetricsFileHook(), *hooks, ConsoleHook(resolve_progress(options["progress"]))]
 
     @property
     def monitor(self) -> str:

@@ -20,32 +20,38 @@ from convtrain.visuals.tensorboard import TensorBoardWriter
 
 class VisualLogger(Hook):
     """Args:
-        logger: the ``logger`` config group (checked here: ConfigError naming the key).
-        run_dir: the run directory (``tensorboard/`` and ``images/`` go there).
+        logger: the ``logger`` config group (checked here: ConfigError naming the key); None
+            = its defaults.
         config_text: the composed config (YAML) for TensorBoard's Text tab, or None.
-        hparams: the run's hyperparameters, nested or flat (:func:`flatten_config`).
-        log_every_n_steps: period of ``train/loss_step`` (0 = off).
+        hparams: the run's hyperparameters, nested or flat (:func:`flatten_config`); None logs
+            ``seed``, ``trainer.max_epochs``, ``trainer.batch_size`` and ``optimizer.lr``.
+
+    The run directory (``tensorboard/`` and ``images/`` go there) and
+    ``trainer.log_every_n_steps`` come from the loop's state when training starts.
     """
 
-    def __init__(self, logger: Any, *, run_dir: str | Path, config_text: str | None,
-                 hparams: Mapping[str, Any], log_every_n_steps: int):
+    def __init__(self, logger: Any = None, *, config_text: str | None = None,
+                 hparams: Mapping[str, Any] | None = None):
         self.settings = parse_logger_settings(logger)
-        self.run_dir = Path(run_dir)
         self.config_text = config_text
-        self.hparams = flatten_config(hparams)
-        self.log_every_n_steps = log_every_n_steps
+        self.hparams = None if hparams is None else flatten_config(hparams)
         self.writer: TensorBoardWriter | None = None
         self.visuals: list[VisualHook] = []
 
     def on_fit_start(self, state: TrainState) -> None:
-        self.writer = TensorBoardWriter(self.run_dir / "tensorboard",
+        run_dir = Path(state.run_dir)
+        hparams = self.hparams if self.hparams is not None else flatten_config({
+            "seed": state.seed, "trainer.max_epochs": state.max_epochs,
+            "trainer.batch_size": state.batch_size,
+            "optimizer.lr": float(getattr(state.schedule, "base_lr", state.optimizer.lr))})
+        self.writer = TensorBoardWriter(run_dir / "tensorboard",
                                         enabled=self.settings.tensorboard)
         if self.config_text:
             # indented = a Markdown code block, so TensorBoard keeps the YAML layout
             self.writer.add_text("config", "\n".join(
                 "    " + line for line in self.config_text.splitlines()), 0)
-        context = VisualContext(self.settings, self.writer, self.run_dir / "images",
-                                self.hparams, self.log_every_n_steps)
+        context = VisualContext(self.settings, self.writer, run_dir / "images", hparams,
+                                state.log_every_n_steps)
         self.visuals = [visual(context) for visual in VISUAL_HOOKS]
         for visual in self.visuals:
             visual.on_fit_start(state)

@@ -81,8 +81,7 @@ def test_hooks_are_told_why_training_stopped(tmp_path):
 
 
 def test_a_hook_used_out_of_order_is_a_bug(tmp_path):
-    logger = VisualLogger(None, run_dir=tmp_path, config_text=None, hparams={},
-                          log_every_n_steps=0)
+    logger = VisualLogger(None, hparams={})
     with pytest.raises(InternalError, match="on_epoch_end called before on_fit_start"):
         logger.on_epoch_end(SimpleNamespace())
 

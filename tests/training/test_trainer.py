@@ -22,6 +22,7 @@ from convtrain.optim import build_optimizer, build_schedule
 from convtrain.training import checkpointing
 from convtrain.training import trainer as trainer_module
 from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
+from convtrain.visuals.run_logger import VisualLogger
 from convtrain.training.trainer import Trainer, TrainingDiverged
 
 # the public contract of metrics.json (DESIGN.md + the trainer brief), spelled out independently
@@ -106,8 +107,12 @@ def make_trainer(run_dir, data, model=None, *, opt=None, sched=None, max_epochs=
     optimizer = build_optimizer(opt or {"name": "sgd", "lr": 0.05, "momentum": 0.9}, model)
     schedule = sched if hasattr(sched, "lr_at") else build_schedule(
         sched or {"name": "constant"}, optimizer.lr, max_epochs)
+    # what the app adds: the TensorBoard and pictures hook (settings: ``logger=``)
+    visuals = VisualLogger(kw.pop("logger", None), config_text=kw.get("config_text"),
+                           hparams=kw.pop("hparams", None))
     settings = {"backend": get_backend("numpy"), "seed": 0, "max_epochs": max_epochs,
-                "batch_size": 16, "progress": False, **kw}
+                "batch_size": 16, "progress": False, **kw,
+                "hooks": [visuals, *kw.get("hooks", ())]}
     return Trainer(model, optimizer, schedule, data, run_dir=run_dir, **settings)
 
 

@@ -31,6 +31,7 @@ from convtrain.visuals.hooks.feature_maps import first_image
 from convtrain.visuals.hooks.hparams import flatten_config
 from convtrain.visuals.settings import parse_logger_settings
 from convtrain.training.trainer import Trainer, TrainingDiverged
+from convtrain.visuals.run_logger import VisualLogger
 
 ALL = {k: 0 for k in ("scalars", "tensors", "images", "histograms", "audio",
                       "compressedHistograms")}
@@ -83,9 +84,11 @@ def train(run_dir, data, model=None, *, max_epochs=3, lr=0.05, **kw):
     model = model if model is not None else two_conv_model(data)
     optimizer = build_optimizer({"name": "sgd", "lr": lr, "momentum": 0.9}, model)
     schedule = build_schedule({"name": "constant"}, optimizer.lr, max_epochs)
+    visuals = VisualLogger(kw.pop("logger", None), config_text=kw.get("config_text"),
+                           hparams=kw.pop("hparams", None))
     trainer = Trainer(model, optimizer, schedule, data, run_dir=run_dir,
                       backend=get_backend("numpy"), seed=0, max_epochs=max_epochs,
-                      batch_size=16, progress=False, **kw)
+                      batch_size=16, progress=False, hooks=[visuals], **kw)
     return trainer, trainer.fit()
 
 
