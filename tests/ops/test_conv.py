@@ -11,6 +11,7 @@ from convtrain.ops.fast import conv2d_backward, conv2d_forward, force_routes
 from convtrain.ops.fast.plan import ConvPlan, ConvRoutes, current_routes
 from convtrain.runtime.backend import cupy_available
 from tests.gradcheck import check_gradients, projected_sum
+from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 
 def scipy_conv2d(x, weight, bias, stride, padding, dilation, groups):
@@ -466,6 +467,16 @@ def test_matches_torch_when_available():
 def test_cupy_matches_numpy():
     import cupy
 
+    check_device_convolution_matches_numpy(cupy)
+
+
+def test_strict_cupy_matches_numpy(strict_cupy):  # noqa: F811
+    check_device_convolution_matches_numpy(strict_cupy)
+
+
+def check_device_convolution_matches_numpy(cupy):
+    """The layer's entry point on device arrays (the reference route) equals NumPy's fast
+    paths: output and every gradient, grouped, strided and dilated."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
     weight = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
@@ -475,6 +486,7 @@ def test_cupy_matches_numpy():
     dy = rng.standard_normal(y.shape).astype(np.float32)
     grads = conv2d_backward(dy, cache)
     y_gpu, cache_gpu = conv2d_forward(*(cupy.asarray(a) for a in (x, weight, bias)), **kwargs)
+    assert isinstance(cache_gpu, reference.ConvCache)  # device arrays take the reference route
     grads_gpu = conv2d_backward(cupy.asarray(dy), cache_gpu)
     np.testing.assert_allclose(cupy.asnumpy(y_gpu), y, rtol=1e-4, atol=1e-4)
     for ours, gpu in zip(grads, grads_gpu):
