@@ -20,11 +20,9 @@ from convtrain.app.schema import register_configs
 from convtrain.errors import ConfigError
 from convtrain.nn.model import build_model
 from convtrain.ops.losses import softmax_cross_entropy
-from convtrain.optim import build_optimizer
 from convtrain.runtime.backend import get_backend
 from convtrain.training.metrics import count_correct
 from convtrain.training.resume import _restore_layer_rngs, _set_rng_state
-from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 EVERY_LAYER = {"layers": {
     "conv1": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same"},
@@ -57,7 +55,7 @@ def forward_backward(backend_name: str, training: bool):
     return model, backend.to_numpy(logits), float(loss), backend.to_numpy(dx), grads
 
 
-def test_every_layer_type_runs_forward_and_backward_like_numpy(strict_cupy):  # noqa: F811
+def test_every_layer_type_runs_forward_and_backward_like_numpy(strict_cupy):
     # eval mode: dropout is the identity, so both backends compute the same function
     cpu = forward_backward("numpy", training=False)
     gpu = forward_backward("cupy", training=False)
@@ -70,14 +68,14 @@ def test_every_layer_type_runs_forward_and_backward_like_numpy(strict_cupy):  # 
         np.testing.assert_allclose(gpu[4][key], grad, rtol=1e-9, atol=1e-12, err_msg=key)
 
 
-def test_training_mode_with_dropout_and_batch_norm_runs_on_the_device(strict_cupy):  # noqa: F811
+def test_training_mode_with_dropout_and_batch_norm_runs_on_the_device(strict_cupy):
     model, logits, loss, dx, grads = forward_backward("cupy", training=True)
     assert np.isfinite(loss) and dx.shape == (6, *SHAPE)
     assert all(np.isfinite(g).all() for g in grads.values())
     assert isinstance(model.layers["drop"].rng, np.random.Generator)  # the saveable state
 
 
-def test_models_move_between_backends_and_load_device_state(strict_cupy):  # noqa: F811
+def test_models_move_between_backends_and_load_device_state(strict_cupy):
     model = build_model(EVERY_LAYER, SHAPE, seed=1, dtype=np.float64)
     expected = model.state_dict()
     model.to_backend("cupy")
@@ -97,7 +95,7 @@ def test_models_move_between_backends_and_load_device_state(strict_cupy):  # noq
 
 @pytest.mark.parametrize("where", ["device logits, host labels", "host logits, device labels",
                                    "both on the device"])
-def test_count_correct_mixes_backends(strict_cupy, where):  # noqa: F811
+def test_count_correct_mixes_backends(strict_cupy, where):
     logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
     labels = np.array([1, 1, 1])
     if where != "host logits, device labels":
@@ -107,7 +105,7 @@ def test_count_correct_mixes_backends(strict_cupy, where):  # noqa: F811
     assert count_correct(logits, labels) == 2
 
 
-def test_a_cupy_generator_state_is_not_restored_silently(strict_cupy, caplog):  # noqa: F811
+def test_a_cupy_generator_state_is_not_restored_silently(strict_cupy, caplog):
     saved = np.random.default_rng(0).bit_generator.state
     model = SimpleNamespace(layers={"d": SimpleNamespace(rng=strict_cupy.random.default_rng(0))})
     with caplog.at_level(logging.WARNING):
@@ -129,7 +127,7 @@ def train(run_dir: Path, *overrides: str) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_default_config_trains_on_cupy_like_numpy(strict_cupy, tmp_path):  # noqa: F811
+def test_default_config_trains_on_cupy_like_numpy(strict_cupy, tmp_path):
     # without dropout both backends compute the same numbers (up to float rounding)
     cpu = train(tmp_path / "cpu", "trainer.max_epochs=2", "model.layers.drop1=null")
     gpu = train(tmp_path / "gpu", "trainer.max_epochs=2", "model.layers.drop1=null",
@@ -153,7 +151,7 @@ def dropout_state(run_dir: Path) -> dict:
     return meta["rng"]["layers"]["drop1"]
 
 
-def test_cupy_run_with_dropout_resumes_exactly(strict_cupy, tmp_path):  # noqa: F811
+def test_cupy_run_with_dropout_resumes_exactly(strict_cupy, tmp_path):
     whole = train(tmp_path / "whole", "backend=cupy", "trainer.max_epochs=2")
     train(tmp_path / "first", "backend=cupy", "trainer.max_epochs=1")
     assert dropout_state(tmp_path / "first")["bit_generator"] == "PCG64"  # saved on CuPy too
@@ -165,7 +163,7 @@ def test_cupy_run_with_dropout_resumes_exactly(strict_cupy, tmp_path):  # noqa: 
     assert dropout_state(tmp_path / "resumed") == dropout_state(tmp_path / "whole")
 
 
-def test_numpy_checkpoint_with_dropout_resumes_under_cupy(strict_cupy, tmp_path):  # noqa: F811
+def test_numpy_checkpoint_with_dropout_resumes_under_cupy(strict_cupy, tmp_path):
     train(tmp_path / "cpu", "trainer.max_epochs=1")
     saved = dropout_state(tmp_path / "cpu")
     resumed = train(tmp_path / "gpu", "backend=cupy", "trainer.max_epochs=2",
@@ -179,7 +177,7 @@ def test_numpy_checkpoint_with_dropout_resumes_under_cupy(strict_cupy, tmp_path)
     assert back["epochs_completed"] == 3
 
 
-def test_dropout_masks_on_the_device_follow_the_host_rng_state(strict_cupy):  # noqa: F811
+def test_dropout_masks_on_the_device_follow_the_host_rng_state(strict_cupy):
     from convtrain.layers import Dropout
 
     backend = get_backend("cupy")

@@ -274,6 +274,13 @@ class Layer:
             raise ConfigError(f"{self.where}: expects per-sample input {what}, got shape "
                               f"{tuple(input_shape)}")
 
+    def check_leading_size(self, input_shape: Shape, size: int, what: str) -> None:
+        """Raise unless the per-sample shape's first axis is ``size`` (``what``: "input
+        channels", "input features", ...), naming the layer and the shape it got."""
+        if input_shape[0] != size:
+            raise ConfigError(f"{self.where}: expects {size} {what}, got per-sample input "
+                              f"shape {tuple(input_shape)}")
+
     def check_batch(self, x: Any, rank: int, axis_size: tuple[int, int] | None = None,
                     what: str = "") -> None:
         """Cheap forward-time check of a batch ``x``: ``rank`` per-sample dims and, when

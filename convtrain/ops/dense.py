@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from convtrain.runtime.backend import array_module
 from convtrain.ops._checks import require_float, require_ndim, require_same_dtype, require_shape
 from convtrain.errors import InternalError
 

@@ -11,7 +11,6 @@ from convtrain.ops.fast import conv2d_backward, conv2d_forward, force_routes
 from convtrain.ops.fast.plan import ConvPlan, ConvRoutes, current_routes
 from convtrain.runtime.backend import cupy_available
 from tests.gradcheck import check_gradients, projected_sum
-from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 
 def scipy_conv2d(x, weight, bias, stride, padding, dilation, groups):
@@ -470,7 +469,7 @@ def test_cupy_matches_numpy():
     check_device_convolution_matches_numpy(cupy)
 
 
-def test_strict_cupy_matches_numpy(strict_cupy):  # noqa: F811
+def test_strict_cupy_matches_numpy(strict_cupy):
     check_device_convolution_matches_numpy(strict_cupy)
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from convtrain.errors import ConfigError, InternalError
 from convtrain.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
-from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 
 # --- a minimal model with the model interface the optimizers rely on -------------------
@@ -477,7 +476,7 @@ def test_cupy_parameters_match_numpy(name):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
-def test_strict_cupy_parameters_match_numpy(strict_cupy, name):  # noqa: F811
+def test_strict_cupy_parameters_match_numpy(strict_cupy, name):
     check_device_update_matches_numpy(strict_cupy, name)
 
 

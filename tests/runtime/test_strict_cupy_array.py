@@ -8,17 +8,16 @@ import pytest
 
 from convtrain.runtime.backend import array_module, cupy_available, get_backend
 from tests.strict_cupy import IMPLICIT_CONVERSION, uninstall
-from tests.strict_cupy.fixture import strict_cupy  # noqa: F401 - pytest fixture
 
 IMPLICIT = IMPLICIT_CONVERSION.split(".")[0]  # "Implicit conversion to a NumPy array is not allowed"
 
 
 @pytest.fixture
-def a(strict_cupy):  # noqa: F811
+def a(strict_cupy):
     return strict_cupy.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
 
 
-def test_arrays_are_not_numpy_arrays_and_select_the_cupy_module(strict_cupy, a):  # noqa: F811
+def test_arrays_are_not_numpy_arrays_and_select_the_cupy_module(strict_cupy, a):
     assert not isinstance(a, np.ndarray)
     assert type(a).__module__.startswith("cupy") and type(a) is strict_cupy.ndarray
     assert array_module(a) is strict_cupy and array_module(a.get()) is np
@@ -26,7 +25,7 @@ def test_arrays_are_not_numpy_arrays_and_select_the_cupy_module(strict_cupy, a):
     assert get_backend("cupy").xp is strict_cupy and cupy_available()
 
 
-def test_the_ndarray_api(strict_cupy, a):  # noqa: F811
+def test_the_ndarray_api(strict_cupy, a):
     assert a.shape == (3, 4) and a.dtype == np.float32 and a.size == 12 and a.ndim == 2
     assert a.strides == (16, 4) and a.itemsize == 4 and a.nbytes == 48
     assert a.T.shape == (4, 3) and a.transpose(1, 0).shape == (4, 3)
@@ -44,7 +43,7 @@ def test_the_ndarray_api(strict_cupy, a):  # noqa: F811
     assert pickle.loads(pickle.dumps(a)).shape == (3, 4)
 
 
-def test_views_share_device_memory_and_transfers_copy(strict_cupy, a):  # noqa: F811
+def test_views_share_device_memory_and_transfers_copy(strict_cupy, a):
     view = a[1:, ::2]
     view += 100
     assert a[1, 0].item() == 104 and a[0, 0].item() == 0  # slices are views, in-place ops write
@@ -68,7 +67,7 @@ def test_implicit_conversion_to_numpy_is_refused(a, convert):
         convert(a)
 
 
-def test_numpy_scalars_on_the_left_of_operators_work_as_on_cupy(strict_cupy, a):  # noqa: F811
+def test_numpy_scalars_on_the_left_of_operators_work_as_on_cupy(strict_cupy, a):
     assert type(np.float32(2) * a) is strict_cupy.ndarray
     assert (np.float32(2) * a).sum().item() == 132
     assert (np.float64(1) < a).sum().item() == 10
@@ -76,7 +75,7 @@ def test_numpy_scalars_on_the_left_of_operators_work_as_on_cupy(strict_cupy, a):
 
 @pytest.mark.parametrize("host", [np.ones(4, np.float32), [1.0, 2.0, 3.0, 4.0],
                                   np.array(1.0, np.float32)])
-def test_mixing_device_and_host_arrays_is_refused(strict_cupy, a, host):  # noqa: F811
+def test_mixing_device_and_host_arrays_is_refused(strict_cupy, a, host):
     for mix in (lambda: a + host, lambda: a == host, lambda: a.__iadd__(host),
                 lambda: strict_cupy.maximum(a, host), lambda: strict_cupy.multiply(host, a),
                 lambda: strict_cupy.matmul(a, host)):
@@ -87,14 +86,14 @@ def test_mixing_device_and_host_arrays_is_refused(strict_cupy, a, host):  # noqa
     assert (a + 1).sum().item() == 78 and (a * np.float32(0.5)).sum().item() == 33
 
 
-def test_copyto_takes_host_scalars_only(strict_cupy, a):  # noqa: F811
+def test_copyto_takes_host_scalars_only(strict_cupy, a):
     strict_cupy.copyto(a, np.array([3.0], np.float32))  # size-1 host arrays are scalars to CuPy
     assert a.sum().item() == 36
     with pytest.raises(ValueError, match="non-scalar numpy.ndarray"):
         strict_cupy.copyto(a, np.zeros((3, 4), np.float32))
 
 
-def test_out_must_be_a_device_array(strict_cupy, a):  # noqa: F811
+def test_out_must_be_a_device_array(strict_cupy, a):
     out = strict_cupy.empty((3, 3), np.float32)
     assert strict_cupy.matmul(a, a.T, out=out) is out
     np.testing.assert_allclose(out.get(), a.get() @ a.get().T)
@@ -102,7 +101,7 @@ def test_out_must_be_a_device_array(strict_cupy, a):  # noqa: F811
         strict_cupy.add(a, 1, out=np.empty((3, 4), np.float32))
 
 
-def test_only_cupys_public_names_and_parameters_exist(strict_cupy, a):  # noqa: F811
+def test_only_cupys_public_names_and_parameters_exist(strict_cupy, a):
     for missing in ("add_at", "may_share_memoryx", "einsum_path", "broadcast_shapes_x"):
         with pytest.raises(AttributeError):
             getattr(strict_cupy, missing)
@@ -121,7 +120,7 @@ def test_only_cupys_public_names_and_parameters_exist(strict_cupy, a):  # noqa: 
     assert strict_cupy.cuda.runtime.getDeviceCount() == 1
 
 
-def test_random_state_is_a_method_and_draws_are_reproducible(strict_cupy):  # noqa: F811
+def test_random_state_is_a_method_and_draws_are_reproducible(strict_cupy):
     rng = strict_cupy.random.default_rng(3)
     assert callable(rng.bit_generator.state) and isinstance(rng.bit_generator.state(), int)
     first = rng.random((4, 5), dtype=np.float32)

@@ -6,7 +6,6 @@ from typing import Any
 import numpy as np
 
 from convtrain.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
-from convtrain.errors import ConfigError
 from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import PARAMETER_OPTIONS, Option
 
@@ -73,9 +72,7 @@ class BatchNorm2d(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         self.check_rank(input_shape, 3, f"(C={self.num_features}, H, W)")
-        if input_shape[0] != self.num_features:
-            raise ConfigError(f"{self.where}: expects {self.num_features} channels, got "
-                              f"per-sample input shape {tuple(input_shape)}")
+        self.check_leading_size(input_shape, self.num_features, "channels")
         return tuple(input_shape)
 
     def flops(self, input_shape: Shape) -> int:

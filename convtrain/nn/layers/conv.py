@@ -119,9 +119,7 @@ class Conv2d(Layer):
     # --- shapes and description --------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         self.check_rank(input_shape, 3, f"(C={self.in_channels}, H, W)")
-        if input_shape[0] != self.in_channels:
-            raise ConfigError(f"{self.where}: expects {self.in_channels} input channels, got "
-                              f"per-sample input shape {tuple(input_shape)}")
+        self.check_leading_size(input_shape, self.in_channels, "input channels")
         oh, ow = window_output_size(self.where, input_shape, self.kernel_size, self.stride,
                                     self.padding, self.dilation)
         return (self.out_channels, oh, ow)

@@ -77,9 +77,7 @@ class Dense(Layer):
             raise ConfigError(f"{self.where}: expects a flat per-sample input "
                               f"({self.in_features},), got shape {tuple(input_shape)}; add a "
                               f"flatten layer before it")
-        if input_shape[0] != self.in_features:
-            raise ConfigError(f"{self.where}: expects {self.in_features} input features, got "
-                              f"per-sample input shape {tuple(input_shape)}")
+        self.check_leading_size(input_shape, self.in_features, "input features")
         return (self.out_features,)
 
     def flops(self, input_shape: Shape) -> int:

@@ -43,50 +43,6 @@ def _zeros(xp: Any, size: int, dtype: Any) -> Any:
 
 
 def relu_forward(x: Any) -> tuple[Any, Any]:
-    """``max(x, 0)``; the cache is the boolean mask ``x > 0``."""
-    require_float(x, "relu", "x")
-    xp = array_module(x)
-    y = xp.empty(x.shape, dtype=x.dtype)
-    mask = xp.empty(x.shape, dtype=bool)
-    flat = _flat_pieces(x, y, mask)
-    if flat is None:
-        xp.maximum(x, x.dtype.type(0), out=y)
-        xp.greater(x, 0, out=mask)
-        return y, mask
-    fx, fy, fm = flat
-    zero = x.dtype.type(0)
-    zeros = _zeros(xp, fx.size, x.dtype)
-
-    def work(a: int, b: int) -> None:  # halves of the batch on the engine's threads
-        xp.maximum(fx[a:b], zeros if zeros.ndim == 0 else zeros[a:b], out=fy[a:b])
-        xp.greater(fx[a:b], zero, out=fm[a:b])
-
-    if x.nbytes < RELU_MIN_PARALLEL_BYTES:
-        work(0, fx.size)
-    else:
-        run_split(work, fx.size, 2 * x.nbytes, xp)
-    return y, mask
-
-
-def relu_backward(dy: Any, cache: Any) -> Any:
-    """Pass ``dy`` where the input was positive (the gradient at exactly 0 is taken as 0)."""
-    xp = array_module(dy)
-    if dy.shape != cache.shape:
-        return dy * cache  # let broadcasting report (or allow) what it always did
-    dx = xp.empty(dy.shape, dtype=dy.dtype)
-    flat = _flat_pieces(dy, cache, dx)
-    if flat is None:
-        return xp.multiply(dy, cache, out=dx)
-    fdy, fm, fdx = flat
-    if dy.nbytes < RELU_MIN_PARALLEL_BYTES:
-        xp.multiply(fdy, fm, out=fdx)
-        return dx
-    run_split(lambda a, b: xp.multiply(fdy[a:b], fm[a:b], out=fdx[a:b]), fdy.size,
-              2 * dy.nbytes, xp)
-    return dx
-
-
-def relu_forward(x: Any) -> tuple[Any, Any]:
     """:func:`convtrain.ops.activations.relu_forward`: ``(max(x, 0), x > 0)``."""
     require_float(x, "relu", "x")
     xp = array_module(x)

@@ -51,7 +51,7 @@ def maxpool2d_backward(dy: Any, cache: MaxPoolCache) -> Any:
     geometry = cache.geometry
     require_shape(dy, cache.y.shape, "maxpool2d backward", "dy")
     x_padded, y = cache.x_padded, cache.y
-    (kh, kw), (sh, sw), (oh, ow) = geometry.kernel_size, geometry.stride, geometry.out_hw
+    (kh, kw), (sh, sw) = geometry.kernel_size, geometry.stride
     # Without overlap every padded pixel lies in at most one window, so each offset can write
     # its share straight into dx instead of accumulating through a temporary.
     overlapping = sh < kh or sw < kw
