@@ -98,10 +98,13 @@ class VisualHook(Hook):
     Attributes:
         period: the ``logger.*_every_n_epochs`` key of a periodic visual (None: not periodic).
         options: further ``logger.*`` keys the visual reads from ``self.ctx.settings``.
+        place: where its keys stand in the ``logger`` group (``--cfg job``, the run's
+            ``.hydra/config.yaml``): ascending, ``tensorboard`` first (0), ``png`` at 80.
     """
 
     period: ClassVar[Option | None] = None
     options: ClassVar[tuple[Option, ...]] = ()
+    place: ClassVar[int] = 50
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,19 +17,21 @@ from convtrain.errors import ConfigError, InternalError
 from convtrain.visuals import hooks as _hooks  # noqa: F401  (registers every visual)
 from convtrain.visuals.hook import VISUAL_HOOKS, Option
 
-#: where pictures and records go (read by the VisualLogger and VisualContext)
+#: where pictures and records go (read by the VisualLogger and VisualContext), with their
+#: places among the visuals' keys (VisualHook.place)
 OUTPUT_OPTIONS = (
-    Option("tensorboard", True, bool, validate.boolean,
-           "false: no event files at all (PNGs still follow `png`)"),
-    Option("png", True, bool, validate.boolean,
-           "also write the grids to <run>/images/{kernels,feature_maps}/"),
+    (0, Option("tensorboard", True, bool, validate.boolean,
+               "false: no event files at all (PNGs still follow `png`)")),
+    (80, Option("png", True, bool, validate.boolean,
+                "also write the grids to <run>/images/{kernels,feature_maps}/")),
 )
 
 
 def _collect_options() -> dict[str, Option]:
+    placed = list(OUTPUT_OPTIONS) + [(hook.place, o) for hook in VISUAL_HOOKS
+                                     for o in hook.declared_options()]
     options: dict[str, Option] = {}
-    for option in OUTPUT_OPTIONS + tuple(o for hook in VISUAL_HOOKS
-                                         for o in hook.declared_options()):
+    for _, option in sorted(placed, key=lambda item: item[0]):  # stable: declaration order
         if option.key in options:
             raise InternalError(f"logger.{option.key} is declared twice")
         options[option.key] = option

@@ -210,6 +210,17 @@ def test_first_layer_on_rgb_images_is_drawn_in_colour_later_layers_grey(tmp_path
     assert acc.Tags()["histograms"] == []
 
 
+def test_a_grouped_first_layer_on_rgb_images_is_drawn_grey(tmp_path):
+    # groups=3: each filter sees one colour channel, so its kernel is a grey tile
+    data = blobs(shape=(3, 5, 5))
+    cfg = {"layers": {"conv1": {"type": "conv2d", "filters": 6, "kernel_size": 3, "groups": 3},
+                      "flat": {"type": "flatten"}, "fc": {"type": "dense", "units": 3}}}
+    train(tmp_path, data, build_model(cfg, data.input_shape, seed=0), max_epochs=1,
+          logger={"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0})
+    grey = decode_png(read_tb(tmp_path).Images("kernels/conv1")[-1].encoded_image_string)
+    assert grey.ndim == 2
+
+
 def test_symmetric_scaling_and_every_n_zero(tmp_path):
     data = blobs()
     train(tmp_path, data, max_epochs=2,

@@ -20,7 +20,8 @@ from tests.visuals.test_tb_logging import blobs, read_tb, train, two_conv_model
 
 REPO = Path(__file__).resolve().parents[2]
 ONLY_NORMS = {"kernels_every_n_epochs": 0, "feature_maps_every_n_epochs": 0,
-              "histograms_every_n_epochs": 0, "png": False}
+              "histograms_every_n_epochs": 0, "png": False,
+              "weight_norms_every_n_epochs": 1}
 
 
 def filter_norms(weight):
@@ -125,7 +126,7 @@ def test_schema_yaml_and_settings_agree():
 
 
 def test_new_period_key_is_checked_like_the_others():
-    assert parse_logger_settings(None).weight_norms_every_n_epochs == 1
+    assert parse_logger_settings(None).weight_norms_every_n_epochs == 0  # off by default
     assert parse_logger_settings({"weight_norms_every_n_epochs": 5}) \
         .weight_norms_every_n_epochs == 5
     with pytest.raises(ConfigError, match=r"^logger\.weight_norms_every_n_epochs: expected an "

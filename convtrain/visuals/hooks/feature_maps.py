@@ -26,6 +26,7 @@ def first_image(data: Any) -> np.ndarray | None:
 
 
 class FeatureMaps(VisualHook):
+    place = 20
     period = period_option("feature_maps_every_n_epochs", "feature_maps/<conv>: each conv's "
                                                           "output for the first val image")
 

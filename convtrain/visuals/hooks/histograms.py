@@ -7,6 +7,7 @@ from convtrain.visuals.hook import VisualHook, period_option
 
 
 class Histograms(VisualHook):
+    place = 30
     period = period_option("histograms_every_n_epochs", "<layer>/<param> and "
                                                         "<layer>/<param>_grad (last batch of "
                                                         "the epoch)")

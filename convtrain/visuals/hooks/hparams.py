@@ -45,6 +45,7 @@ def flatten_config(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, HP
 
 
 class HParams(VisualHook):
+    place = 90
     options = (Option("hparams", True, bool, validate.boolean,
                       "flattened config as an HParams session (metrics: the run's scalars)"),)
 

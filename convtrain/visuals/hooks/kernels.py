@@ -21,6 +21,7 @@ def _scaling(key: str, value: Any) -> str:
 
 
 class Kernels(VisualHook):
+    place = 10
     period = period_option("kernels_every_n_epochs", "kernels/<conv>: filter grid of every "
                                                      "conv layer")
     options = (Option("kernel_scaling", "per_filter", str, _scaling,
@@ -38,8 +39,11 @@ class Kernels(VisualHook):
 
 
 def _rgb_layer(model: Any, layers: dict[str, Any]) -> str | None:
-    """The first layer, if it has kernels and reads the 3-channel input image: its tiles are
-    colours. A later layer's 3 input channels are filters, not colours."""
+    """The first layer, if it has kernels whose filters read all 3 channels of the input
+    image: its tiles are colours. A later layer's 3 input channels are filters, not colours,
+    and a grouped first layer's filters see one channel each (grey tiles)."""
     first = next(iter(getattr(model, "layers", None) or {}), None)
     shape = getattr(model, "input_shape", None)
-    return first if first in layers and shape and int(shape[0]) == 3 else None
+    if first not in layers or not shape or int(shape[0]) != 3:
+        return None
+    return first if int(layers[first].params["weight"].shape[1]) == 3 else None

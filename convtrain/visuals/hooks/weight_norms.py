@@ -16,8 +16,11 @@ from convtrain.visuals.hook import VisualHook, period_option, spatial_kernel_lay
 
 
 class WeightNorms(VisualHook):
+    place = 40
+    # off by default: one scalar per filter, and TensorBoard's HParams dashboard turns every
+    # scalar tag into a metric column
     period = period_option("weight_norms_every_n_epochs", "weight_norms/<conv>/filter_<k>: "
-                                                          "L2 norm of each conv filter")
+                                                          "L2 norm of each conv filter", default=0)
 
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer
