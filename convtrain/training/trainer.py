@@ -193,9 +193,25 @@ class Trainer:
             error = exc
             raise
         finally:
-            for hook in self.hooks:
-                hook.on_fit_end(state, error)
+            self._end_hooks(error)
         return state.metrics
+
+    def _end_hooks(self, error: BaseException | None) -> None:
+        """Every hook's ``on_fit_end`` runs (files closed, progress bar ended) even when one
+        of them fails. The error that stopped training stays the one raised (a hook's failure
+        is logged beside it); after a clean run, the first hook failure is raised."""
+        failure = None
+        for hook in self.hooks:
+            try:
+                hook.on_fit_end(self.state, error)
+            except Exception as exc:  # noqa: BLE001 - reported below, never swallowed
+                if error is None and failure is None:
+                    failure = exc
+                else:
+                    log.error("%s could not finish: %s", type(hook).__name__, exc,
+                              exc_info=exc)
+        if failure is not None:
+            raise failure
 
     def _train_one_epoch(self, state: TrainState) -> None:
         """One pass over the shuffled training split; the mean loss and accuracy over its

@@ -80,6 +80,28 @@ def test_hooks_are_told_why_training_stopped(tmp_path):
     assert recorder.calls[-1] == ("fit_end", info.value)
 
 
+class FailsAtEnd(Hook):
+    def on_fit_end(self, state, error):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_hook_failing_at_the_end_neither_hides_the_error_nor_skips_the_others(tmp_path,
+                                                                                  caplog):
+    recorder = Recorder()
+    with caplog.at_level(logging.ERROR, logger="convtrain"):
+        with pytest.raises(TrainingDiverged) as info:
+            make_trainer(tmp_path, blobs(), opt={"name": "sgd", "lr": 1e38},
+                         hooks=[FailsAtEnd(), recorder]).fit()
+    assert recorder.calls[-1] == ("fit_end", info.value)
+    assert "FailsAtEnd could not finish: [Errno 28] No space left on device" in caplog.text
+    # after a clean run the hook's failure is the error
+    recorder = Recorder()
+    with pytest.raises(OSError, match="No space left"):
+        make_trainer(tmp_path / "clean", blobs(), max_epochs=1,
+                     hooks=[FailsAtEnd(), recorder]).fit()
+    assert recorder.calls[-1] == ("fit_end", None)
+
+
 def test_a_hook_used_out_of_order_is_a_bug(tmp_path):
     logger = VisualLogger(None, hparams={})
     with pytest.raises(InternalError, match="on_epoch_end called before on_fit_start"):
