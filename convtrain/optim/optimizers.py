@@ -27,7 +27,7 @@ from convtrain import validate as check
 from convtrain.errors import ConfigError, InternalError
 from convtrain.optim.options import Configurable, Flag, Real, Reals, parse_config
 from convtrain.registry import Registry
-from convtrain.runtime.backend import array_module
+from convtrain.runtime.backend import array_module, to_host
 
 #: ``@OPTIMIZERS.register("sgd")`` registers an Optimizer subclass under its config ``name``.
 OPTIMIZERS: Registry[type["Optimizer"]] = Registry("optimizer")
@@ -40,7 +40,7 @@ EPS = Real(1e-8, "added to the denominator for numerical stability", low=0.0, lo
 MOMENTUM = Real(0.0, "momentum factor (0 = none)", low=0.0, high=1.0, high_open=True)
 
 
-def _to_host(a: Any) -> np.ndarray:
+def _host_copy(a: Any) -> np.ndarray:
     """A host NumPy COPY of ``a`` (copies so that later in-place updates cannot alter it)."""
     if array_module(a) is not np:
         return a.get()
@@ -151,7 +151,7 @@ class Optimizer(Configurable):
             out[f"{name}/step"] = np.array(state["step"], dtype=np.int64)
             for slot in self.slots:
                 if slot in state:
-                    out[f"{name}/{slot}"] = _to_host(state[slot])
+                    out[f"{name}/{slot}"] = _host_copy(state[slot])
         return out
 
     def load_state_dict(self, sd: Mapping[str, Any], strict: bool = True) -> None:
@@ -167,7 +167,7 @@ class Optimizer(Configurable):
         steps = 0
         for full_key, value in sd.items():
             if full_key == "steps":
-                steps = int(np.asarray(value))
+                steps = int(to_host(value))
                 continue
             name, _, slot = full_key.rpartition("/")
             if name not in params:
@@ -180,14 +180,16 @@ class Optimizer(Configurable):
             p = params[name]
             entry = new_state.setdefault(name, {"step": 0})
             if slot == "step":
-                entry["step"] = int(np.asarray(value))
+                entry["step"] = int(to_host(value))
             elif slot in self.slots:
                 if tuple(value.shape) != tuple(p.shape):
                     raise ConfigError(
                         f"optimizer state '{full_key}' has shape {tuple(value.shape)}, the "
                         f"parameter has {tuple(p.shape)}"
                     )
-                entry[slot] = array_module(p).array(value, dtype=p.dtype, copy=True)
+                xp = array_module(p)  # saved state may sit on either backend
+                entry[slot] = xp.array(to_host(value) if xp is np else value, dtype=p.dtype,
+                                       copy=True)
             else:
                 raise ConfigError(
                     f"optimizer state '{full_key}': '{slot}' is not a state of optimizer "

@@ -81,6 +81,11 @@ class TrainState:
     totals: Totals = dataclasses.field(default_factory=Totals)
 
     @property
+    def base_lr(self) -> float:
+        """The configured lr (the schedule's base): what the user can change."""
+        return float(getattr(self.schedule, "base_lr", self.optimizer.lr))
+
+    @property
     def step(self) -> int:
         """The epoch's step on TensorBoard's x axis: epochs completed (0 = before training)."""
         return self.epoch + 1

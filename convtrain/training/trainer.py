@@ -280,13 +280,10 @@ class Trainer:
         epoch, step = state.epoch, state.global_step
         message = (f"training diverged: the loss became {loss} in epoch {epoch + 1}, step "
                    f"{step} (lr={state.lr:g}). Lower the learning rate, e.g. "
-                   f"optimizer.lr={self._base_lr() / 10:g}, or add a warm-up "
+                   f"optimizer.lr={state.base_lr / 10:g}, or add a warm-up "
                    f"(scheduler.warmup_epochs)")
         if epoch > 0:
             kept = "checkpoints and metrics.json" if self.checkpoint else "metrics.json"
             message += f"; {kept} of the completed epochs 1-{epoch} are kept in {self.run_dir}"
         return TrainingDiverged(message + ".", epoch=epoch + 1, step=step, lr=state.lr)
 
-    def _base_lr(self) -> float:
-        """The configured lr (the schedule's base), which is what the user can change."""
-        return float(getattr(self.schedule, "base_lr", self.optimizer.lr))

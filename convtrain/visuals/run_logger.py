@@ -43,7 +43,7 @@ class VisualLogger(Hook):
         hparams = self.hparams if self.hparams is not None else flatten_config({
             "seed": state.seed, "trainer.max_epochs": state.max_epochs,
             "trainer.batch_size": state.batch_size,
-            "optimizer.lr": float(getattr(state.schedule, "base_lr", state.optimizer.lr))})
+            "optimizer.lr": state.base_lr})
         self.writer = TensorBoardWriter(run_dir / "tensorboard",
                                         enabled=self.settings.tensorboard)
         if self.config_text:
