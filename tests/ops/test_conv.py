@@ -492,6 +492,30 @@ def check_device_convolution_matches_numpy(cupy):
         np.testing.assert_allclose(cupy.asnumpy(gpu), ours, rtol=1e-4, atol=1e-4)
 
 
+def test_reference_route_keeps_the_workspace_limit(strict_cupy):
+    """Device arrays take the reference route; over the workspace limit it runs in chunks of
+    samples that keep no columns (as the CPU paths do), with the same results."""
+    from convtrain.ops.fast.conv import ReferenceChunks
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 4, 9, 8))
+    weight = rng.standard_normal((6, 2, 3, 3))
+    bias = rng.standard_normal(6)
+    kwargs = dict(stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=2)
+    y, cache = reference.conv2d_forward(x, weight, bias, **kwargs)
+    dy = rng.standard_normal(y.shape)
+    expected = reference.conv2d_backward(dy, cache)
+    device = [strict_cupy.asarray(a) for a in (x, weight, bias)]
+    # a 12 KiB limit: less than one sample's columns, output and padded input (float64)
+    y_dev, cache_dev = conv2d_forward(*device, **kwargs, max_workspace_mb=12 / 1024)
+    assert isinstance(cache_dev, ReferenceChunks) and 1 <= cache_dev.chunk < 5
+    np.testing.assert_allclose(strict_cupy.asnumpy(y_dev), y, rtol=1e-12, atol=1e-12)
+    for ours, dev in zip(expected, conv2d_backward(strict_cupy.asarray(dy), cache_dev)):
+        np.testing.assert_allclose(strict_cupy.asnumpy(dev), ours, rtol=1e-12, atol=1e-12)
+    _, dw_only, _ = conv2d_backward(strict_cupy.asarray(dy), cache_dev, input_grad=False)
+    np.testing.assert_allclose(strict_cupy.asnumpy(dw_only), expected[1], rtol=1e-12)
+
+
 # --- the reference and its naive twin -----------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}C{}H{}W{}F{}k{}x{}s{}p{}d{}g{}b{}".format(

@@ -39,7 +39,7 @@ class Conv2d(Layer):
         dtype: float32 (default) or float64.
         where: config path for error messages (set by :meth:`from_config`).
         max_workspace_mb: cap on this layer's im2col scratch memory in MiB (None: the
-            process-wide :func:`convtrain.ops.set_max_workspace_mb` setting). Over it the
+            process-wide :func:`convtrain.runtime.set_max_workspace_mb` setting). Over it the
             batch is processed in chunks of samples; results are unchanged.
 
     Scratch buffers are kept between calls (reusing them avoids page faults); they are bounded

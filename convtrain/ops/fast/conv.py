@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from convtrain.errors import InternalError
 from convtrain.ops import conv as reference
 from convtrain.ops._checks import require_ndim, require_same_dtype, require_shape
+from convtrain.ops.im2col import im2col
 from convtrain.ops.fast import conv_rows
 from convtrain.ops.fast.layout import (ConvGeometry, cols_view, flat_view, gather_dy,
                                        grouped_gemm, padded_chunk, write_output)
@@ -65,6 +66,17 @@ class ConvCache(NamedTuple):
         return self.plan.chunk
 
 
+class ReferenceChunks(NamedTuple):
+    """Cache of a reference-route convolution over the workspace limit (CuPy's large layers):
+    the input, whose columns the backward pass recomputes chunk by chunk."""
+
+    x: Any  # (N, C, H, W)
+    weight: Any  # (F, C//groups, kh, kw)
+    has_bias: bool
+    args: reference.ConvArguments
+    chunk: int  # samples per chunk
+
+
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                    dilation: Any = 1, groups: int = 1, *, workspace: Workspace | None = None,
                    max_workspace_mb: float | None = None,
@@ -93,6 +105,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
                      args.dilation, args.out_hw, args.groups, xp, x.dtype.itemsize,
                      max_workspace_mb, routes)
     if plan.route == "reference":
+        if not plan.keeps_columns:
+            return _reference_chunks_forward(x, weight, bias, args, plan.chunk)
         return reference.conv2d_forward(x, weight, bias, args.stride, args.padding,
                                         args.dilation, args.groups)
     ws = scratch_or(workspace)
@@ -111,6 +125,8 @@ def conv2d_backward(dy: Any, cache: Any, input_grad: bool = True) -> tuple[Any, 
     may have taken the reference route): ``(dx, dweight, dbias)``."""
     if isinstance(cache, reference.ConvCache):
         return reference.conv2d_backward(dy, cache, input_grad)
+    if isinstance(cache, ReferenceChunks):
+        return _reference_chunks_backward(dy, cache, input_grad)
     g, weight, ws = cache.geometry, cache.weight, cache.workspace
     if not ws.is_current(cache.generation):
         # The kept columns live in a reused buffer that a later forward pass overwrote.
@@ -132,6 +148,45 @@ def conv2d_backward(dy: Any, cache: Any, input_grad: bool = True) -> tuple[Any, 
         _im2col_backward_parts(dy, cache, dweight, dbias, dx)
     else:
         _im2col_backward_chunks(dy, cache, dweight, dbias, dx)
+    return dx, dweight, dbias
+
+
+def _reference_chunks_forward(x: Any, weight: Any, bias: Any, args: reference.ConvArguments,
+                              chunk: int) -> tuple[Any, ReferenceChunks]:
+    """The reference convolution, ``chunk`` samples at a time, keeping no columns (so the
+    workspace limit holds on CuPy too)."""
+    xp = array_module(x)
+    n, filters = int(x.shape[0]), int(weight.shape[0])
+    y = xp.empty((n, filters, *args.out_hw), dtype=x.dtype)
+    for a in range(0, n, chunk):
+        y[a:a + chunk] = reference.conv2d_forward(x[a:a + chunk], weight, bias, args.stride,
+                                                  args.padding, args.dilation, args.groups)[0]
+    return y, ReferenceChunks(x, weight, bias is not None, args, chunk)
+
+
+def _reference_chunks_backward(dy: Any, cache: ReferenceChunks,
+                               input_grad: bool) -> tuple[Any, Any, Any]:
+    """The reference backward pass chunk by chunk, each chunk's columns recomputed; the
+    chunks' weight and bias gradients summed."""
+    x, weight, args = cache.x, cache.weight, cache.args
+    require_shape(dy, (int(x.shape[0]), int(weight.shape[0]), *args.out_hw),
+                  f"{_OP} backward", "dy")
+    xp = array_module(dy)
+    dweight = xp.zeros(weight.shape, dtype=dy.dtype)
+    dbias = xp.zeros(weight.shape[0], dtype=dy.dtype) if cache.has_bias else None
+    dx = xp.empty(x.shape, dtype=dy.dtype) if input_grad else None
+    for a in range(0, int(x.shape[0]), cache.chunk):
+        part = x[a:a + cache.chunk]
+        cols = im2col(part, weight.shape[2:], args.stride, args.padding, args.dilation)
+        dx_part, dw_part, db_part = reference.conv2d_backward(
+            dy[a:a + cache.chunk],
+            reference.ConvCache(tuple(int(s) for s in part.shape), cols, weight,
+                                cache.has_bias, args), input_grad)
+        dweight += dw_part
+        if dbias is not None:
+            dbias += db_part
+        if dx is not None:
+            dx[a:a + cache.chunk] = dx_part
     return dx, dweight, dbias
 
 

@@ -132,11 +132,12 @@ def plan_conv(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: t
     wide = not reference and _use_wide_columns(sh, sw, oh, ow, wp, filters, c, routes)
     g = ConvGeometry(n, c, h, w, filters, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, wide,
                      (oh - 1) * wp + ow if wide else oh * ow)
-    if reference:
-        return ConvPlan("reference", g, groups, max(1, n), 1, False, False, False, 0)
+    limit_mb = get_max_workspace_mb() if max_workspace_mb is None else max_workspace_mb
+    if reference:  # im2col columns and their gradient: the workspace limit chunks it too
+        chunk = _chunk_size(g, itemsize, limit_mb, False, False, routes.target_chunk_bytes)
+        return ConvPlan("reference", g, groups, chunk, 1, False, False, False, 0)
     rows = _use_row_columns(g, groups, routes)
     row_fold = _use_row_fold(g, routes)
-    limit_mb = get_max_workspace_mb() if max_workspace_mb is None else max_workspace_mb
     chunk = _chunk_size(g, itemsize, limit_mb, rows, row_fold, routes.target_chunk_bytes)
     parts, alone = _plan_parts(g, xp, itemsize, min(chunk, n), routes)
     per_sample = (routes.per_sample and not rows and not g.wide and groups == 1
