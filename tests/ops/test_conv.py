@@ -139,9 +139,10 @@ STRIDE_ONE_CASES = [  # (x_shape, weight_shape, stride, padding, dilation, group
 
 @pytest.fixture(params=["row_fold", "col2im"])
 def input_grad_method(request):
-    """Force one of the two stride-1 input-gradient methods, on wide columns (the only layout
-    the row fold runs on), whatever the cost rules would pick for the shape."""
-    with force_routes(input_grad=request.param, wide="always"):
+    """Force one of the two stride-1 input-gradient methods on wide im2col columns (the row
+    fold needs wide columns; kernel-row columns always fold by rows), whatever the cost rules
+    would pick for the shape."""
+    with force_routes(input_grad=request.param, wide="always", columns="im2col"):
         yield request.param
 
 
@@ -220,7 +221,8 @@ def test_input_grad_methods_agree_on_a_lenet_sized_layer():
         ws = Workspace()
         for dy_seed in (0, 1):
             y, cache = conv2d_forward(x, weight, None, workspace=ws,
-                                      routes=ConvRoutes(input_grad=method))
+                                      routes=ConvRoutes(columns="im2col", input_grad=method))
+            assert cache.plan.route == "im2col"
             assert cache.plan.row_fold is (method == "row_fold")
             dy = np.random.default_rng(dy_seed).standard_normal(y.shape)
             results[method, dy_seed] = conv2d_backward(dy, cache)[0]
@@ -676,13 +678,28 @@ def test_forced_routes_apply_inside_the_block_only_and_reject_unknown_names():
     assert current_routes() == ConvRoutes()
     with force_routes(columns="rows", parts=False) as routes:
         assert current_routes() is routes and routes.columns == "rows" and not routes.parts
-        with force_routes(input_grad="col2im"):
+        with force_routes(wide="always"):
             assert current_routes().columns == "rows"  # nested blocks add to the outer one
-            assert current_routes().input_grad == "col2im"
+            assert current_routes().wide == "always"
+        with pytest.raises(InternalError, match="contradict"):  # rows always fold dx by rows
+            with force_routes(input_grad="col2im"):
+                pass
     assert current_routes() == ConvRoutes()
     for bad in (dict(columns="fastest"), dict(wide="yes"), dict(input_grad="fold")):
         with pytest.raises(InternalError, match="ConvRoutes"):
             ConvRoutes(**bad)
+
+
+def test_the_plan_says_what_runs():
+    """A chunked im2col layer runs one batch-GEMM piece a chunk (no parts, no per-sample
+    GEMMs); kernel-row columns always fold dx by rows."""
+    _, cache = conv2d_forward(np.zeros((64, 1, 28, 28), np.float32),
+                              np.zeros((6, 1, 5, 5), np.float32), padding=2, max_workspace_mb=1)
+    assert cache.plan.route == "im2col" and cache.plan.chunk < 64
+    assert (cache.plan.parts, cache.plan.alone, cache.plan.per_sample) == (1, False, False)
+    _, cache = conv2d_forward(np.zeros((4, 16, 28, 28)), np.zeros((16, 16, 3, 3)), padding=1,
+                              routes=ConvRoutes(columns="rows"))
+    assert cache.plan.route == "rows" and cache.plan.row_fold
 
 
 def test_the_plan_object_is_frozen():

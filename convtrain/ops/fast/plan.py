@@ -48,6 +48,9 @@ class ConvRoutes:
     target_chunk_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.columns == "rows" and self.input_grad == "col2im":
+            raise InternalError("ConvRoutes: kernel-row columns compute dx by the row fold; "
+                                "columns='rows' and input_grad='col2im' contradict each other")
         for name, allowed in (("columns", ("auto", "reference", "im2col", "rows")),
                               ("wide", ("auto", "always", "never")),
                               ("input_grad", ("auto", "row_fold", "col2im"))):
@@ -137,11 +140,15 @@ def plan_conv(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: t
         chunk = _chunk_size(g, itemsize, limit_mb, False, False, routes.target_chunk_bytes)
         return ConvPlan("reference", g, groups, chunk, 1, False, False, False, 0)
     rows = _use_row_columns(g, groups, routes)
-    row_fold = _use_row_fold(g, routes)
+    row_fold = rows or _use_row_fold(g, routes)  # kernel-row columns always fold dx by rows
     chunk = _chunk_size(g, itemsize, limit_mb, rows, row_fold, routes.target_chunk_bytes)
     parts, alone = _plan_parts(g, xp, itemsize, min(chunk, n), routes)
     per_sample = (routes.per_sample and not rows and not g.wide and groups == 1
                   and g.rows < g.oh * g.ow)
+    if not rows and chunk < n:
+        # im2col over the workspace limit: one piece a chunk (copies split between threads,
+        # the BLAS's own threads), batch GEMMs
+        parts, alone, per_sample = 1, False, False
     return ConvPlan("rows" if rows else "im2col", g, groups, chunk, parts, alone, per_sample,
                     row_fold, _head_start(g, groups, routes))
 
@@ -169,8 +176,8 @@ def _use_row_columns(g: ConvGeometry, groups: int, routes: ConvRoutes) -> bool:
     and no groups, when they move under 3/4 of im2col's memory traffic (in column rows a
     sample: im2col's ``C*kh*kw`` rows are written and read by two GEMMs, 3x; kernel-row
     columns are ``C*kh`` rows, 3x, plus the forward GEMM's ``F*kw`` rows written and read)."""
-    if not g.wide or groups != 1 or routes.columns == "im2col":
-        return False
+    if not g.wide or groups != 1 or routes.columns == "im2col" or routes.input_grad == "col2im":
+        return False  # (kernel-row columns fold dx by rows: forcing col2im rules them out)
     if routes.columns == "rows":
         return True
     return 4 * (3 * g.c * g.kh + 2 * g.filters * g.kw) < 3 * (3 * g.rows)
