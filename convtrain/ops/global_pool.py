@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convtrain.ops._checks import require_float, require_ndim
+from convtrain.ops._checks import require_float, require_ndim, require_shape
 from convtrain.runtime.backend import array_module
 
 
@@ -31,6 +31,7 @@ def global_avgpool2d_backward(dy: Any, cache: tuple[int, int, int, int]) -> Any:
     """``dy`` ``(N, C)`` -> ``dx`` ``(N, C, H, W)``: ``dy / (H·W)`` spread over each map."""
     n, c, h, w = cache
     require_ndim(dy, 2, "global_avgpool2d backward", "dy", "(N, C)")
+    require_shape(dy, (n, c), "global_avgpool2d backward", "dy")  # no silent broadcasting
     xp = array_module(dy)
     dx = xp.empty((n, c, h, w), dtype=dy.dtype)
     dx[...] = (dy / (h * w))[:, :, None, None]

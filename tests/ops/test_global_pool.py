@@ -39,6 +39,11 @@ def test_rejects_arrays_that_are_not_batches_of_maps():
         global_avgpool2d_forward(np.zeros((2, 3, 4)))
     with pytest.raises(InternalError, match=r"global_avgpool2d: x must be a floating-point"):
         global_avgpool2d_forward(np.zeros((2, 3, 4, 4), np.int32))
+    _, cache = global_avgpool2d_forward(np.zeros((2, 3, 4, 4)))
+    for wrong in ((1, 3), (2, 4)):  # (1, 3) would broadcast to both samples
+        with pytest.raises(InternalError, match=r"global_avgpool2d backward: dy must have shape "
+                                                r"\(2, 3\)"):
+            global_avgpool2d_backward(np.zeros(wrong), cache)
 
 
 def test_matches_torch_adaptive_avg_pool_and_flatten():
