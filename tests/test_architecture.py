@@ -3,6 +3,7 @@ below it. Read from the source, so a new import that points up or sideways fails
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -85,17 +86,51 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     assert upward_imports() == ["convtrain.ops.bad (ops) imports nn"]
 
 
-def test_the_math_never_meets_the_machine_directly():
-    """``ops/*.py`` (the readable math) may use the backend, but threads, BLAS control and
-    workspaces belong to the speed paths in ``ops/fast/``."""
-    machine = {"convtrain.runtime.threads", "convtrain.runtime.blas", "convtrain.runtime.memory",
-               "convtrain.runtime.workspace"}
-    for path in sorted((PACKAGE / "ops").glob("*.py")):
-        assert not machine & set(imported_modules(path)), path.name
+MACHINE = ("convtrain.runtime.threads", "convtrain.runtime.blas", "convtrain.runtime.memory",
+           "convtrain.runtime.workspace", "convtrain.ops.fast")
 
 
-@pytest.mark.parametrize("module", ["convtrain.ops", "convtrain.runtime", "convtrain.nn",
-                                    "convtrain.training"])
+def defining_modules(path: Path) -> set[str]:
+    """The modules a file takes names from, a package's re-exports resolved to the module
+    that defines them (``from convtrain.runtime import Workspace`` ->
+    ``convtrain.runtime.workspace``)."""
+    found = set(imported_modules(path))
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.startswith("convtrain"):
+            package = importlib.import_module(node.module)
+            for alias in node.names:
+                value = getattr(package, alias.name, None)
+                defined_in = getattr(value, "__module__", None) or getattr(value, "__name__", "")
+                if defined_in.startswith("convtrain"):
+                    found.add(defined_in)
+    return found
+
+
+def machine_met(path: Path) -> list[str]:
+    return sorted(m for m in defining_modules(path)
+                  if any(m == machine or m.startswith(machine + ".") for machine in MACHINE))
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "ops").glob("*.py")), ids=lambda p: p.name)
+def test_the_readable_math_never_meets_the_machine(path):
+    """``ops/*.py`` (the readable math) may use the backend, but threads, BLAS control,
+    workspaces and the speed paths belong to ``ops/fast/``."""
+    assert machine_met(path) == []
+
+
+def test_the_machine_check_sees_through_re_exports(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from convtrain.runtime import Workspace, set_num_threads\n"
+                      "from convtrain.ops.fast import conv2d_forward\n")
+    assert machine_met(sample) == ["convtrain.ops.fast", "convtrain.ops.fast.conv",
+                                   "convtrain.runtime.threads", "convtrain.runtime.workspace"]
+    sample.write_text("from convtrain.runtime import Backend\n")  # the backend is allowed
+    assert machine_met(sample) == []
+
+
+@pytest.mark.parametrize("module", ["convtrain.ops", "convtrain.ops.fast", "convtrain.runtime",
+                                    "convtrain.nn", "convtrain.training"])
 def test_lower_rooms_load_without_hydra(module):
     code = (f"import sys, {module}; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')))")

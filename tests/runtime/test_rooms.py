@@ -1,11 +1,9 @@
 """The machine room's pieces: part-scoped workspaces, memory settings, and no math."""
-import ast
-from pathlib import Path
+import platform
+import sys
 
 import numpy as np
-import pytest
 
-import convtrain.runtime
 from convtrain.runtime.memory import keep_freed_memory
 from convtrain.runtime.workspace import Workspace, scratch_or
 
@@ -34,13 +32,7 @@ def test_throw_away_scratch_parts_are_throw_away_too():
     assert not np.shares_memory(first, scratch.part(0).get("cols", (2, 2), np.float32))
 
 
-def test_keep_freed_memory_reports_whether_it_applied():
-    assert isinstance(keep_freed_memory(), bool)
-
-
-@pytest.mark.parametrize("path", sorted(Path(convtrain.runtime.__file__).parent.glob("*.py")),
-                         ids=lambda p: p.name)
-def test_the_machine_imports_no_math(path):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            assert not node.module.startswith(("convtrain.ops", "convtrain.nn")), node.module
+def test_keep_freed_memory_applies_on_glibc_linux():
+    # the same settings every training run applies (engine.keep_freed_memory, default true)
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc
