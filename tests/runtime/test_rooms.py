@@ -1,4 +1,4 @@
-"""The machine room's pieces: part-scoped workspaces, memory settings, and no math."""
+"""The machine room's pieces: part-scoped workspaces and memory settings."""
 import platform
 import sys
 

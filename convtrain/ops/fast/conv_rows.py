@@ -28,8 +28,8 @@ shrinks from ``C*kh*kw`` to ``C*kh`` rows, and both GEMMs that read the columns 
 ``F`` and the fold reads them back. :func:`convtrain.ops.fast.plan.plan_conv` decides per
 layer (measurements: benchmarks/RESULTS.md).
 
-Groups are not supported here (the im2col path runs grouped convolutions); every function
-works on NumPy and CuPy arrays alike.
+Groups are not supported here (the im2col path runs grouped convolutions). Written against
+``xp``, but only NumPy arrays come here: CuPy takes the reference route.
 """
 from __future__ import annotations
 

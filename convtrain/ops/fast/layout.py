@@ -2,7 +2,7 @@
 
 Shared by the two ways :mod:`convtrain.ops.fast.conv` computes a convolution: im2col columns
 (:mod:`convtrain.ops.fast.conv`) and kernel-row columns (:mod:`convtrain.ops.fast.conv_rows`).
-Every function works on NumPy and CuPy arrays alike (``xp``).
+Written against ``xp``, but only NumPy arrays come here: CuPy takes the reference route.
 """
 from __future__ import annotations
 
