@@ -1,7 +1,7 @@
 """The training loop, its hooks, checkpoints and run metrics (see :mod:`.trainer`).
 
 Names are imported on first use, so the config schema can read :mod:`.options` without
-loading the loop (and with it the data loaders, the math and TensorBoard).
+loading the loop (and with it the data loaders and the math).
 """
 from __future__ import annotations
 

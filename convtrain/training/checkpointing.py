@@ -73,8 +73,8 @@ def run_record(state: TrainState, config_text: str | None) -> dict[str, Any]:
 
 class CheckpointHook(Hook):
     """``checkpoints/last`` every epoch; ``checkpoints/best`` too when the monitored metric
-    improved. Runs before ``metrics.json`` is written, so a crash leaves the files of the
-    previous epoch together."""
+    improved. Runs before ``metrics.json`` is written (the checkpoints are what a resume
+    needs; ``metrics.json`` of the same epoch follows them)."""
 
     def __init__(self, config_text: str | None):
         self.config_text = config_text

@@ -57,12 +57,6 @@ class EpochProgress:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> "EpochProgress":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
 
 def epoch_line(state: TrainState) -> str:
     """``epoch 3/10  lr 0.1  train loss 0.4123 acc 0.8812  val ...  2.1s 4571 img/s  *best``."""

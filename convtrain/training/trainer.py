@@ -79,7 +79,7 @@ class Trainer:
         max_epochs, batch_size, eval_batch_size, drop_last, progress, log_every_n_steps,
             checkpoint, monitor, resume: the ``trainer.*`` options, checked and documented in
             :class:`convtrain.training.options.TrainerOptions` (defaults from there too).
-        config_text: the composed config (YAML), stored in checkpoints and TensorBoard.
+        config_text: the composed config (YAML), stored in checkpoints.
         augment: ``data.augment``, checked against the image size and passed to the loader
             for training batches only.
         hooks: further :class:`~convtrain.training.hooks.Hook` objects (the app passes the

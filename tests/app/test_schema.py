@@ -280,3 +280,38 @@ def test_layer_appended_after_the_logits_is_warned_about(caplog):
     with caplog.at_level("WARNING", logger="convtrain"):
         preflight.build(cfg, preflight.check(cfg), plan.input_shape)
     assert "output layer" not in caplog.text
+
+
+# The values a user gets for each choice, as the shipped YAML files stated them before the
+# defaults were declared once in convtrain/optim/ (PyTorch's defaults, plus the project's own
+# SGD settings and schedule steps): whatever moves behind them, these must not change.
+COMPOSED_CHOICES = {
+    ("optimizer", "sgd"): {"name": "sgd", "lr": 0.05, "momentum": 0.9, "dampening": 0.0,
+                           "nesterov": False, "weight_decay": 0.0005},
+    ("optimizer", "adam"): {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-08,
+                            "weight_decay": 0.0},
+    ("optimizer", "adamw"): {"name": "adamw", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-08,
+                             "weight_decay": 0.01},
+    ("optimizer", "rmsprop"): {"name": "rmsprop", "lr": 0.001, "alpha": 0.99, "eps": 1e-08,
+                               "momentum": 0.0, "weight_decay": 0.0},
+    ("scheduler", "constant"): {"name": "constant", "warmup_epochs": 0},
+    ("scheduler", "cosine"): {"name": "cosine", "t_max": None, "eta_min": 0.0,
+                              "warmup_epochs": 0},
+    ("scheduler", "step"): {"name": "step", "step_size": 10, "gamma": 0.1, "warmup_epochs": 0},
+    ("scheduler", "multistep"): {"name": "multistep", "milestones": [10, 20], "gamma": 0.1,
+                                 "warmup_epochs": 0},
+    ("scheduler", "exponential"): {"name": "exponential", "gamma": 0.95, "warmup_epochs": 0},
+}
+
+
+@pytest.mark.parametrize("group, choice", sorted(COMPOSED_CHOICES))
+def test_each_choice_composes_to_the_values_users_had(group, choice):
+    composed = OmegaConf.to_container(make_cfg(f"{group}={choice}")[group])
+    assert composed == COMPOSED_CHOICES[group, choice]
+    assert list(composed) == list(COMPOSED_CHOICES[group, choice])  # --cfg job's key order
+
+
+def test_every_choice_has_its_expected_values():
+    shipped = {(group, path.stem) for group in ("optimizer", "scheduler")
+               for path in (Path(config_dir()) / group).glob("*.yaml")}
+    assert shipped == set(COMPOSED_CHOICES)
