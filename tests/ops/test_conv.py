@@ -8,7 +8,7 @@ from scipy.signal import correlate
 from convtrain.errors import ConfigError, InternalError
 from convtrain.ops import conv as reference
 from convtrain.ops.fast import conv2d_backward, conv2d_forward, force_routes
-from convtrain.ops.fast.plan import ConvPlan, ConvRoutes, current_routes
+from convtrain.ops.fast.plan import ConvPlan, Routes, current_routes
 from convtrain.runtime.backend import cupy_available
 from tests.gradcheck import check_gradients, projected_sum
 
@@ -81,7 +81,7 @@ def threading_mode(request):
     """Run a test both ways a whole-batch convolution can run: on the calling thread alone
     (what these small test batches get by default) and as batch parts on the engine's threads
     (forced by dropping the size threshold; what large batches get)."""
-    threshold = 0 if request.param == "parts" else ConvRoutes().min_part_column_bytes
+    threshold = 0 if request.param == "parts" else Routes().min_part_column_bytes
     with force_routes(min_part_column_bytes=threshold):
         yield request.param
 
@@ -221,7 +221,7 @@ def test_input_grad_methods_agree_on_a_lenet_sized_layer():
         ws = Workspace()
         for dy_seed in (0, 1):
             y, cache = conv2d_forward(x, weight, None, workspace=ws,
-                                      routes=ConvRoutes(columns="im2col", input_grad=method))
+                                      routes=Routes(columns="im2col", input_grad=method))
             assert cache.plan.route == "im2col"
             assert cache.plan.row_fold is (method == "row_fold")
             dy = np.random.default_rng(dy_seed).standard_normal(y.shape)
@@ -306,7 +306,7 @@ def test_columns_methods_agree_in_float32_through_a_reused_workspace():
         results = {}
         for method, ws in (("rows", shared), ("im2col", Workspace())):
             y, cache = conv2d_forward(x, weight, bias, 1, padding, workspace=ws,
-                                      routes=ConvRoutes(columns=method, min_part_column_bytes=0))
+                                      routes=Routes(columns=method, min_part_column_bytes=0))
             assert cache.method == method
             dy = np.random.default_rng(100 + call).standard_normal(y.shape).astype(np.float32)
             results[method] = (y, *conv2d_backward(dy, cache, input_grad=call % 3 != 1))
@@ -325,7 +325,7 @@ def test_the_cost_rule_picks_kernel_rows_only_where_they_move_less_memory():
         w = rng.standard_normal(w_shape).astype(np.float32)
         return conv2d_forward(x, w, None, stride, padding, groups=groups)[1].method
 
-    assert current_routes() == ConvRoutes()  # nothing forced: the rules decide
+    assert current_routes() == Routes()  # nothing forced: the rules decide
     assert method((2, 6, 14, 14), (16, 6, 5, 5)) == "rows"  # layer (b)
     assert method((2, 16, 28, 28), (16, 16, 3, 3), 1) == "rows"
     assert method((2, 32, 32, 32), (64, 32, 3, 3), 1) == "im2col"  # layer (c)
@@ -348,7 +348,7 @@ def test_batch_parts_give_the_calling_thread_a_head_start(n, parts):
                             1, np, 4, None, routes)  # layer (b)
         return dataclasses.replace(planned, parts=parts, alone=False)
 
-    defaults = ConvRoutes()
+    defaults = Routes()
     assert plan(defaults).geometry.length == 136  # wide columns
     sample_flops = 1.5 * 2 * 16 * 6 * 25 * 136  # 1.5 forward GEMMs a sample
     ranges = plan(defaults).ranges(10, 10 + n)
@@ -362,7 +362,7 @@ def test_batch_parts_give_the_calling_thread_a_head_start(n, parts):
                                    zip(sizes[1:], even[1:]))
     if n == 64 and parts == 2:
         assert sizes == [35, 29]  # layer (b): ~23 us of GEMM work a sample, 3 samples ahead
-    sizes = [b - a for a, b in plan(ConvRoutes(head_start_s=0)).ranges(0, n)]
+    sizes = [b - a for a, b in plan(Routes(head_start_s=0)).ranges(0, n)]
     assert max(sizes) - min(sizes) <= 1
 
 
@@ -618,7 +618,7 @@ def test_every_fast_route_equals_the_reference(shape, route, threads, max_worksp
     y_ref, cache_ref = reference.conv2d_forward(x, weight, bias, **kwargs)
     dy = rng.standard_normal(y_ref.shape).astype(dtype)
     want = (y_ref, *reference.conv2d_backward(dy, cache_ref))
-    threshold = 0 if threads == "parts" else ConvRoutes().min_part_column_bytes
+    threshold = 0 if threads == "parts" else Routes().min_part_column_bytes
     with force_routes(min_part_column_bytes=threshold, **forced):
         y, cache = conv2d_forward(x, weight, bias, **kwargs, max_workspace_mb=max_workspace_mb)
         got = (y, *conv2d_backward(dy, cache))
@@ -657,7 +657,7 @@ def test_non_numpy_arrays_take_the_reference_route():
     args = ((2, 3, 8, 8), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), (8, 8), 1)
     assert plan_conv(*args, OtherArrayModule(), 4, None).route == "reference"
     assert plan_conv(*args, np, 4, None).route in ("im2col", "rows")
-    assert plan_conv(*args, np, 4, None, ConvRoutes(columns="reference")).route == "reference"
+    assert plan_conv(*args, np, 4, None, Routes(columns="reference")).route == "reference"
 
 
 def test_a_reference_route_cache_goes_back_through_the_fast_backward():
@@ -675,7 +675,7 @@ def test_a_reference_route_cache_goes_back_through_the_fast_backward():
 
 
 def test_forced_routes_apply_inside_the_block_only_and_reject_unknown_names():
-    assert current_routes() == ConvRoutes()
+    assert current_routes() == Routes()
     with force_routes(columns="rows", parts=False) as routes:
         assert current_routes() is routes and routes.columns == "rows" and not routes.parts
         with force_routes(wide="always"):
@@ -684,10 +684,10 @@ def test_forced_routes_apply_inside_the_block_only_and_reject_unknown_names():
         with pytest.raises(InternalError, match="contradict"):  # rows always fold dx by rows
             with force_routes(input_grad="col2im"):
                 pass
-    assert current_routes() == ConvRoutes()
+    assert current_routes() == Routes()
     for bad in (dict(columns="fastest"), dict(wide="yes"), dict(input_grad="fold")):
-        with pytest.raises(InternalError, match="ConvRoutes"):
-            ConvRoutes(**bad)
+        with pytest.raises(InternalError, match="Routes"):
+            Routes(**bad)
 
 
 def test_the_plan_says_what_runs():
@@ -698,7 +698,7 @@ def test_the_plan_says_what_runs():
     assert cache.plan.route == "im2col" and cache.plan.chunk < 64
     assert (cache.plan.parts, cache.plan.alone, cache.plan.per_sample) == (1, False, False)
     _, cache = conv2d_forward(np.zeros((4, 16, 28, 28)), np.zeros((16, 16, 3, 3)), padding=1,
-                              routes=ConvRoutes(columns="rows"))
+                              routes=Routes(columns="rows"))
     assert cache.plan.route == "rows" and cache.plan.row_fold
 
 

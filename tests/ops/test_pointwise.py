@@ -314,25 +314,26 @@ def test_cross_entropy_rejects_bad_labels(labels, match):
         softmax_cross_entropy(np.zeros((3, 3)), labels)
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (3, 2 * 2**20 + 1)])  # the second: split
+@pytest.mark.parametrize("split", [False, True], ids=["alone", "split"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_relu_equals_the_reference(shape, dtype):
-    """The CPU ReLU (cached zeros, large arrays split between the engine's threads) gives the
-    reference's output, mask and gradient bitwise, also for a non-contiguous input."""
+def test_fast_relu_equals_the_reference(split, dtype):
+    """The CPU ReLU (cached zeros, arrays split between the engine's threads from a size on)
+    gives the reference's output, mask and gradient bitwise, also for a non-contiguous
+    input. (4 MiB touched: over the threads' own 2 MiB floor for a split.)"""
     from convtrain.ops import fast
-    from convtrain.ops.fast.activations import RELU_MIN_PARALLEL_BYTES
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape).astype(dtype)
+    x = rng.standard_normal((4, 16, 64, 65)).astype(dtype)
     x.flat[::7] = 0.0
-    assert (x.nbytes >= RELU_MIN_PARALLEL_BYTES) is (len(shape) == 2)
-    for array in (x, x[..., ::2]):
-        y, mask = fast.relu_forward(array)
-        y_ref, mask_ref = relu_forward(array)
-        np.testing.assert_array_equal(y, y_ref)
-        np.testing.assert_array_equal(mask, mask_ref)
-        dy = rng.standard_normal(array.shape).astype(dtype)
-        np.testing.assert_array_equal(fast.relu_backward(dy, mask), relu_backward(dy, mask_ref))
+    with fast.force_routes(relu_min_parallel_bytes=0 if split else 1 << 62):
+        for array in (x, x[..., ::2]):
+            y, mask = fast.relu_forward(array)
+            y_ref, mask_ref = relu_forward(array)
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_array_equal(mask, mask_ref)
+            dy = rng.standard_normal(array.shape).astype(dtype)
+            np.testing.assert_array_equal(fast.relu_backward(dy, mask),
+                                          relu_backward(dy, mask_ref))
 
 
 def test_fast_dense_equals_the_reference():
@@ -349,3 +350,26 @@ def test_fast_dense_equals_the_reference():
         np.testing.assert_allclose(a, b, rtol=1e-14)
     with pytest.raises(InternalError, match="x must be 2-D"):
         fast.dense_forward(np.zeros((2, 1, 5)), weight)
+
+
+def test_fast_dense_runs_small_gemms_on_one_blas_thread(monkeypatch):
+    """Under Routes.dense_single_thread_macs the GEMMs run in a one-thread BLAS block."""
+    from convtrain.ops import fast
+    from convtrain.ops.fast import dense as fast_dense
+
+    entered = []
+
+    class Recording:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(fast_dense, "blas_single_thread", Recording)
+    x, weight = np.ones((6, 5)), np.ones((3, 5))  # 90 multiply-adds
+    fast.dense_forward(x, weight)
+    assert entered == [True]
+    with fast.force_routes(dense_single_thread_macs=90):
+        fast.dense_forward(x, weight)
+    assert entered == [True]

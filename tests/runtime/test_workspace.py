@@ -14,7 +14,7 @@ import pytest
 
 from convtrain import runtime
 from convtrain.errors import ConfigError, InternalError
-from convtrain.ops.fast import ConvRoutes, conv2d_backward, conv2d_forward, force_routes
+from convtrain.ops.fast import Routes, conv2d_backward, conv2d_forward, force_routes
 from convtrain.runtime.threads import get_num_threads, set_num_threads, split_ranges
 from convtrain.runtime.workspace import Workspace, get_max_workspace_mb, set_max_workspace_mb
 from convtrain.nn import Conv2d
@@ -120,7 +120,7 @@ def test_float32_chunked_matches_unchunked():
 def test_input_grad_false_skips_dx_only(method, parts):
     """Skipping dx changes nothing else, bitwise: also as batch parts (whose dW shares are
     summed, so the batch must be split alike with and without dx)."""
-    threshold = 0 if parts else ConvRoutes().min_part_column_bytes
+    threshold = 0 if parts else Routes().min_part_column_bytes
     with force_routes(columns=method, min_part_column_bytes=threshold):
         _check_input_grad_false_skips_dx_only(method)
 

@@ -8,11 +8,11 @@ Convolution routes are decided by :func:`~convtrain.ops.fast.plan.plan_conv` alo
 from convtrain.ops.fast.activations import relu_backward, relu_forward
 from convtrain.ops.fast.conv import conv2d_backward, conv2d_forward
 from convtrain.ops.fast.dense import dense_backward, dense_forward
-from convtrain.ops.fast.plan import ConvPlan, ConvRoutes, force_routes, plan_conv
+from convtrain.ops.fast.plan import ConvPlan, Routes, force_routes, plan_conv
 from convtrain.ops.fast.pool import maxpool2d_backward, maxpool2d_forward
 
 __all__ = [
-    "ConvPlan", "ConvRoutes", "conv2d_backward", "conv2d_forward", "dense_backward",
+    "ConvPlan", "Routes", "conv2d_backward", "conv2d_forward", "dense_backward",
     "dense_forward", "force_routes", "maxpool2d_backward", "maxpool2d_forward", "plan_conv",
     "relu_backward", "relu_forward",
 ]

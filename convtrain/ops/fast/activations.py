@@ -9,6 +9,7 @@ import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
 
 from convtrain.ops import activations as reference
 from convtrain.ops._checks import require_float
+from convtrain.ops.fast.plan import current_routes
 from convtrain.runtime.backend import array_module
 from convtrain.runtime.threads import run_split
 
@@ -19,10 +20,6 @@ def _flat_pieces(*arrays: Any) -> tuple[Any, ...] | None:
         return None
     return tuple(a.reshape(-1) for a in arrays)
 
-
-#: ReLUs on fewer input bytes run on the calling thread: handing half to a pool thread costs
-#: more than it saves below this (benchmarks/RESULTS.md).
-RELU_MIN_PARALLEL_BYTES = 8 * 2**20
 
 _ZEROS: dict[Any, Any] = {}  # read-only NumPy zeros per dtype, grown on demand
 
@@ -57,7 +54,7 @@ def relu_forward(x: Any) -> tuple[Any, Any]:
         xp.maximum(fx[a:b], zeros[a:b], out=fy[a:b])
         xp.greater(fx[a:b], zero, out=fm[a:b])
 
-    if x.nbytes < RELU_MIN_PARALLEL_BYTES:
+    if x.nbytes < current_routes().relu_min_parallel_bytes:
         work(0, fx.size)
     else:
         run_split(work, fx.size, 2 * x.nbytes, xp)
@@ -75,7 +72,7 @@ def relu_backward(dy: Any, cache: Any) -> Any:
     dx = xp.empty(dy.shape, dtype=dy.dtype)
     fdy, fm = flat
     fdx = dx.reshape(-1)
-    if dy.nbytes < RELU_MIN_PARALLEL_BYTES:
+    if dy.nbytes < current_routes().relu_min_parallel_bytes:
         xp.multiply(fdy, fm, out=fdx)
         return dx
     run_split(lambda a, b: xp.multiply(fdy[a:b], fm[a:b], out=fdx[a:b]), fdy.size,

@@ -33,7 +33,7 @@ from convtrain.ops.im2col import im2col
 from convtrain.ops.fast import conv_rows
 from convtrain.ops.fast.layout import (ConvGeometry, cols_view, flat_view, gather_dy,
                                        grouped_gemm, padded_chunk, write_output)
-from convtrain.ops.fast.plan import ConvPlan, ConvRoutes, plan_conv
+from convtrain.ops.fast.plan import ConvPlan, Routes, plan_conv
 from convtrain.runtime.backend import array_module
 from convtrain.runtime.threads import run_alone, run_parts, run_split
 from convtrain.runtime.workspace import Workspace, check_workspace_mb, scratch_or
@@ -80,7 +80,7 @@ class ReferenceChunks(NamedTuple):
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                    dilation: Any = 1, groups: int = 1, *, workspace: Workspace | None = None,
                    max_workspace_mb: float | None = None,
-                   routes: ConvRoutes | None = None) -> tuple[Any, Any]:
+                   routes: Routes | None = None) -> tuple[Any, Any]:
     """:func:`convtrain.ops.conv.conv2d_forward`, planned and run on the fastest route.
 
     Args:

@@ -1,5 +1,5 @@
 """The dense layer's math on the CPU: :mod:`convtrain.ops.dense`, with GEMMs below
-:data:`SINGLE_THREAD_MACS` multiply-adds run on one BLAS thread (after a multi-threaded GEMM
+``Routes.dense_single_thread_macs`` multiply-adds (:mod:`.plan`) run on one BLAS thread (after a multi-threaded GEMM
 OpenBLAS's worker busy-waits on the other core, slowing the convolutions' own threads that
 follow; small GEMMs gain less than that costs: benchmarks/RESULTS.md)."""
 from __future__ import annotations
@@ -11,15 +11,13 @@ import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
 
 from convtrain.ops import dense as reference
 from convtrain.ops.dense import DenseCache
+from convtrain.ops.fast.plan import current_routes
 from convtrain.runtime.backend import array_module
 from convtrain.runtime.blas import blas_single_thread
 
-SINGLE_THREAD_MACS = 1 << 24
-
-
 def _blas_context(x: Any, macs: int) -> Any:
     """A single-threaded-BLAS block for a small NumPy GEMM, else a no-op context."""
-    if array_module(x) is np and macs < SINGLE_THREAD_MACS:
+    if array_module(x) is np and macs < current_routes().dense_single_thread_macs:
         return blas_single_thread()
     return nullcontext()
 

@@ -1,9 +1,11 @@
-"""Every route decision of a convolution, made in one place: :func:`plan_conv` returns a
-:class:`ConvPlan` that the fast paths (:mod:`convtrain.ops.fast.conv`) only follow.
+"""Every route decision of the speed paths, made in one place: :class:`Routes` holds the knobs
+and thresholds of all of them; for a convolution :func:`plan_conv` returns a :class:`ConvPlan`
+that :mod:`convtrain.ops.fast.conv` only follows (the ReLU and dense paths read their
+thresholds from :func:`current_routes`).
 
 The rules compare memory traffic and work sizes; the measurements behind each threshold are
 in benchmarks/RESULTS.md, "Why the fast paths are what they are". Tests (and anyone curious)
-force a route with :func:`force_routes` or by passing a :class:`ConvRoutes` to the entry point
+force a route with :func:`force_routes` or by passing a :class:`Routes` to the entry point
 instead of the defaults.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from convtrain.runtime.workspace import get_max_workspace_mb
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvRoutes:
+class Routes:
     """The knobs of the planner: "auto" lets the rules decide, anything else forces a route."""
 
     #: "auto", "reference" (:mod:`convtrain.ops.conv`), "im2col" or "rows" (kernel-row
@@ -46,26 +48,32 @@ class ConvRoutes:
     narrow_single_channel: bool = True
     #: scratch bytes per chunk for cache blocking; None: one chunk whenever the limit allows
     target_chunk_bytes: int | None = None
+    # --- the other operations' speed paths (ops/fast/activations.py, ops/fast/dense.py) ---
+    #: ReLUs on fewer input bytes run on the calling thread (a thread hand-off costs more)
+    relu_min_parallel_bytes: int = 8 << 20
+    #: dense GEMMs under this many multiply-adds run on one BLAS thread (a multi-threaded
+    #: GEMM leaves OpenBLAS's worker busy-waiting on the core the conv threads need next)
+    dense_single_thread_macs: int = 1 << 24
 
     def __post_init__(self) -> None:
         if self.columns == "rows" and self.input_grad == "col2im":
-            raise InternalError("ConvRoutes: kernel-row columns compute dx by the row fold; "
+            raise InternalError("Routes: kernel-row columns compute dx by the row fold; "
                                 "columns='rows' and input_grad='col2im' contradict each other")
         for name, allowed in (("columns", ("auto", "reference", "im2col", "rows")),
                               ("wide", ("auto", "always", "never")),
                               ("input_grad", ("auto", "row_fold", "col2im"))):
             if getattr(self, name) not in allowed:
-                raise InternalError(f"ConvRoutes.{name} must be one of {allowed}, got "
+                raise InternalError(f"Routes.{name} must be one of {allowed}, got "
                                     f"{getattr(self, name)!r}")
 
 
-_ROUTES: contextvars.ContextVar[ConvRoutes] = contextvars.ContextVar("conv_routes",
-                                                                     default=ConvRoutes())
+_ROUTES: contextvars.ContextVar[Routes] = contextvars.ContextVar("conv_routes",
+                                                                     default=Routes())
 
 
 @contextmanager
-def force_routes(**changes: Any) -> Iterator[ConvRoutes]:
-    """Plan every convolution in the block with these :class:`ConvRoutes` fields changed, e.g.
+def force_routes(**changes: Any) -> Iterator[Routes]:
+    """Plan every convolution in the block with these :class:`Routes` fields changed, e.g.
     ``with force_routes(columns="rows", min_part_column_bytes=0): ...``."""
     routes = dataclasses.replace(_ROUTES.get(), **changes)
     token = _ROUTES.set(routes)
@@ -75,7 +83,7 @@ def force_routes(**changes: Any) -> Iterator[ConvRoutes]:
         _ROUTES.reset(token)
 
 
-def current_routes() -> ConvRoutes:
+def current_routes() -> Routes:
     """The routes in force (the defaults outside :func:`force_routes`)."""
     return _ROUTES.get()
 
@@ -121,7 +129,7 @@ class ConvPlan:
 def plan_conv(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: tuple[int, int],
               padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
               groups: int, xp: Any, itemsize: int, max_workspace_mb: float | None,
-              routes: ConvRoutes | None = None) -> ConvPlan:
+              routes: Routes | None = None) -> ConvPlan:
     """Decide how a convolution with these (checked) sizes runs on ``xp``'s arrays.
 
     Any array module other than NumPy (CuPy) takes the reference route: the speed paths are
@@ -154,7 +162,7 @@ def plan_conv(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: t
 
 
 def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int,
-                      channels: int, routes: ConvRoutes) -> bool:
+                      channels: int, routes: Routes) -> bool:
     """Wide columns (stride 1: one column per flat position ``y*Wp + x``, so every im2col row
     is one contiguous run) make the copies 2-2.5x faster but every GEMM
     ``((oh-1)*Wp + ow) / (oh*ow)`` times longer; the GEMM cost grows with ``filters``, the
@@ -171,7 +179,7 @@ def _use_wide_columns(sh: int, sw: int, oh: int, ow: int, wp: int, filters: int,
     return extra * filters < 8
 
 
-def _use_row_columns(g: ConvGeometry, groups: int, routes: ConvRoutes) -> bool:
+def _use_row_columns(g: ConvGeometry, groups: int, routes: Routes) -> bool:
     """Kernel-row columns (:mod:`convtrain.ops.fast.conv_rows`) for stride 1 with wide columns
     and no groups, when they move under 3/4 of im2col's memory traffic (in column rows a
     sample: im2col's ``C*kh*kw`` rows are written and read by two GEMMs, 3x; kernel-row
@@ -183,7 +191,7 @@ def _use_row_columns(g: ConvGeometry, groups: int, routes: ConvRoutes) -> bool:
     return 4 * (3 * g.c * g.kh + 2 * g.filters * g.kw) < 3 * (3 * g.rows)
 
 
-def _use_row_fold(g: ConvGeometry, routes: ConvRoutes) -> bool:
+def _use_row_fold(g: ConvGeometry, routes: Routes) -> bool:
     """The row fold for ``dx`` (wide columns only) when it moves under 3/4 of col2im's memory
     traffic: it copies ``F*kw`` shifted rows of ``dY`` and folds ``C*kh`` rows with ``kh``
     adds, where col2im writes ``C*kh*kw`` column-gradient rows and folds them with
@@ -224,7 +232,7 @@ def _chunk_size(g: ConvGeometry, itemsize: int, limit_mb: float | None, row_colu
 
 
 def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int, n: int,
-                routes: ConvRoutes) -> tuple[int, bool]:
+                routes: Routes) -> tuple[int, bool]:
     """``(parts, alone)`` for ``n`` samples (a full chunk: a shorter last chunk is cut alike, so
     no part's buffers outgrow a full chunk's). One part per engine thread when the BLAS can
     be set to one thread; under ``min_part_column_bytes`` of im2col columns a part (the
@@ -239,7 +247,7 @@ def _plan_parts(g: ConvGeometry, xp: Any, itemsize: int, n: int,
     return parts, False
 
 
-def _head_start(g: ConvGeometry, groups: int, routes: ConvRoutes) -> int:
+def _head_start(g: ConvGeometry, groups: int, routes: Routes) -> int:
     """Samples of work in ``head_start_s`` (about one thread wake-up): the calling thread
     starts its part at once, the worker only after waking, so this evens their ends. A
     sample's work is 1.5 forward GEMMs (the mean of a forward and a backward pass)."""
