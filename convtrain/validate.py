@@ -38,7 +38,7 @@ from convtrain.errors import ConfigError
 __all__ = [
     "boolean", "closest", "did_you_mean", "integer", "is_bool", "is_int", "is_real", "mapping",
     "non_negative_int", "positive_int", "progress", "real", "real_sequence",
-    "reject_unknown_keys", "seed",
+    "reject_unknown_keys", "seed", "unknown_key",
 ]
 
 
@@ -174,6 +174,13 @@ def did_you_mean(name: Any, candidates: Iterable[Any], prefix: str = "") -> str:
     """
     match = closest(name, candidates)
     return f"; did you mean '{prefix}{match}'?" if match is not None else ""
+
+
+def unknown_key(group: str, key: Any, known: Sequence[str]) -> ConfigError:
+    """The error for ``<group>.<key>`` not among a fixed group's ``known`` keys:
+    ``trainer.max_epoch: unknown key; did you mean 'trainer.max_epochs'? (valid keys: ...)``."""
+    hint = did_you_mean(str(key), known, f"{group}.")
+    return ConfigError(f"{group}.{key}: unknown key{hint} (valid keys: {', '.join(known)})")
 
 
 def reject_unknown_keys(group: str, kind: str, name: str, given: Mapping[str, Any],

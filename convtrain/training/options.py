@@ -90,7 +90,6 @@ def check_trainer_options(values: Mapping[str, Any]) -> dict[str, Any]:
     known = [f.name for f in fields]
     for key in values:
         if key not in known:
-            hint = validate.did_you_mean(str(key), known, "trainer.")
-            raise ConfigError(f"trainer.{key}: unknown key{hint} (valid keys: {', '.join(known)})")
+            raise validate.unknown_key("trainer", key, known)
     return {f.name: f.metadata["check"](f"trainer.{f.name}", values.get(f.name, f.default))
             for f in fields}

@@ -13,7 +13,7 @@ import enum
 from typing import Any, Mapping
 
 from convtrain import validate
-from convtrain.errors import ConfigError, InternalError
+from convtrain.errors import InternalError
 from convtrain.visuals import hooks as _hooks  # noqa: F401  (registers every visual)
 from convtrain.visuals.hook import VISUAL_HOOKS, Option
 
@@ -66,8 +66,7 @@ def parse_logger_settings(logger: Mapping[str, Any] | Any | None) -> Any:
     checked = {}
     for key, value in logger.items():
         if key not in LOGGER_OPTIONS:
-            raise ConfigError(f"logger.{key}: unknown key (known keys: "
-                              f"{', '.join(LOGGER_OPTIONS)})")
+            raise validate.unknown_key("logger", key, list(LOGGER_OPTIONS))
         # the schema may hold enum members: check their values
         value = value.value if isinstance(value, enum.Enum) else value
         checked[key] = LOGGER_OPTIONS[key].check(f"logger.{key}", value)

@@ -398,3 +398,10 @@ def test_logger_defaults_are_the_schema_defaults():
     assert (settings.tensorboard, settings.png, settings.hparams) == (True, True, True)
     assert settings.kernel_scaling == "per_filter"
     assert parse_logger_settings({"kernels_every_n_epochs": 5}).kernels_every_n_epochs == 5
+
+
+def test_a_mistyped_logger_key_gets_the_closest_one():
+    with pytest.raises(ConfigError, match=r"^logger\.kernel_every_n_epochs: unknown key; did you "
+                                          r"mean 'logger\.kernels_every_n_epochs'\? \(valid keys: "
+                                          r"tensorboard, kernels_every_n_epochs, "):
+        parse_logger_settings({"kernel_every_n_epochs": 1})
