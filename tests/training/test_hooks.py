@@ -85,6 +85,7 @@ class FailsAtEnd(Hook):
         raise OSError(28, "No space left on device")
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
 def test_a_hook_failing_at_the_end_neither_hides_the_error_nor_skips_the_others(tmp_path,
                                                                                   caplog):
     recorder = Recorder()
