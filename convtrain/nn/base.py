@@ -268,12 +268,6 @@ class Layer:
         """Subclasses override; the default keeps the shape (pointwise layers)."""
         return tuple(input_shape)
 
-    def check_rank(self, input_shape: Shape, rank: int, what: str) -> None:
-        """Raise unless the per-sample shape has ``rank`` dimensions (``what`` names them)."""
-        if len(input_shape) != rank:
-            raise ConfigError(f"{self.where}: expects per-sample input {what}, got shape "
-                              f"{tuple(input_shape)}")
-
     def check_leading_size(self, input_shape: Shape, size: int, what: str) -> None:
         """Raise unless the per-sample shape's first axis is ``size`` (``what``: "input
         channels", "input features", ...), naming the layer and the shape it got."""
@@ -292,8 +286,9 @@ class Layer:
         """
         shape = tuple(getattr(x, "shape", ()))
         if len(shape) != rank + 1 or (axis_size and shape[axis_size[0]] != axis_size[1]):
+            hint = f"; {self.input_hint}" if len(shape) != rank + 1 and self.input_hint else ""
             raise InternalError(f"{self.where}: expects batches of per-sample shape {what}, "
-                                f"got a batch of shape {shape} (per-sample {shape[1:]})")
+                                f"got a batch of shape {shape} (per-sample {shape[1:]}){hint}")
 
     def flops(self, input_shape: Shape) -> int:
         """Forward FLOPs (a multiply-add counts 2) for ONE sample of ``input_shape``."""

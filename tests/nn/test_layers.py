@@ -203,7 +203,7 @@ def test_forward_checks_the_per_sample_shape():
         Dense(5, 2, name="fc").forward(np.zeros((2, 7), np.float32))
     with pytest.raises(InternalError, match=r"layer 'conv2d'.*C=3.*\(2, 1, 8, 8\)"):
         Conv2d(3, 2, 3).forward(np.zeros((2, 1, 8, 8), np.float32))
-    with pytest.raises(InternalError, match=r"layer 'dense'.*add a Flatten"):
+    with pytest.raises(InternalError, match=r"layer 'dense'.*add a `flatten` layer before it"):
         Dense(12, 2).forward(np.zeros((2, 3, 2, 2), np.float32))
     with pytest.raises(InternalError, match=r"layer 'batchnorm2d'.*C=4"):
         BatchNorm2d(4).forward(np.zeros((2, 3, 2, 2), np.float32))

@@ -71,7 +71,7 @@ class BatchNorm2d(Layer):
         return dx
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        self.check_rank(input_shape, 3, f"(C={self.num_features}, H, W)")
+        self.check_input_rank(self.where, input_shape)
         self.check_leading_size(input_shape, self.num_features, "channels")
         return tuple(input_shape)
 

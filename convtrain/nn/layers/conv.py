@@ -118,7 +118,7 @@ class Conv2d(Layer):
 
     # --- shapes and description --------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        self.check_rank(input_shape, 3, f"(C={self.in_channels}, H, W)")
+        self.check_input_rank(self.where, input_shape)
         self.check_leading_size(input_shape, self.in_channels, "input channels")
         oh, ow = window_output_size(self.where, input_shape, self.kernel_size, self.stride,
                                     self.padding, self.dilation)

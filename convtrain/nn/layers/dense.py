@@ -6,7 +6,6 @@ from typing import Any
 import numpy as np
 
 from convtrain.ops.fast import dense_backward, dense_forward
-from convtrain.errors import ConfigError, InternalError
 from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import PARAMETER_OPTIONS, Option
 
@@ -53,12 +52,6 @@ class Dense(Layer):
 
     def forward(self, x, training: bool = True):
         """``x`` ``(N, in_features)`` -> ``(N, out_features)``."""
-        shape = tuple(getattr(x, "shape", ()))
-        if len(shape) != 2:
-            raise InternalError(
-                f"{self.where}: expects batches of flat samples (N, {self.in_features}), got a "
-                f"batch of shape {shape}" + ("; add a Flatten layer before it"
-                                            if len(shape) > 2 else ""))
         self.check_batch(x, 1, (1, self.in_features), f"({self.in_features},)")
         y, self.cache = dense_forward(x, self.params["weight"], self.params.get("bias"))
         return y
@@ -73,10 +66,7 @@ class Dense(Layer):
         return dx
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 1:
-            raise ConfigError(f"{self.where}: expects a flat per-sample input "
-                              f"({self.in_features},), got shape {tuple(input_shape)}; add a "
-                              f"flatten layer before it")
+        self.check_input_rank(self.where, input_shape)
         self.check_leading_size(input_shape, self.in_features, "input features")
         return (self.out_features,)
 

@@ -40,7 +40,7 @@ class GlobalAvgPool2d(Layer):
         return dx
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        self.check_rank(input_shape, 3, "(C, H, W)")
+        self.check_input_rank(self.where, input_shape)
         return (input_shape[0],)
 
     def flops(self, input_shape: Shape) -> int:

@@ -48,7 +48,7 @@ class _Pool2d(Layer):
         self.cache = None
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        self.check_rank(input_shape, 3, "(C, H, W)")
+        self.check_input_rank(self.where, input_shape)
         oh, ow = window_output_size(self.where, input_shape, self.kernel_size, self.stride,
                                     self.padding)
         return (input_shape[0], oh, ow)
