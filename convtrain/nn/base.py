@@ -122,6 +122,11 @@ class Layer:
             dataclasses.replace(option, default=parameters[option.arg].default)
             if option.constructor else option for option in cls.options)
 
+    @classmethod
+    def option_default(cls, key: str) -> Any:
+        """The declared default of option ``key`` (from the public signature)."""
+        return next(option.default for option in cls.options if option.key == key)
+
     def __init__(self, name: str | None = None, where: str | None = None):
         self.name = name or type(self).__name__.lower()
         self.where = where or f"layer '{self.name}'"

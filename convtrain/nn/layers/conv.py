@@ -147,6 +147,6 @@ class Conv2d(Layer):
             parts.append(f"g{self.groups}")
         if not self.use_bias:
             parts.append("no bias")
-        if self.init != "he_normal":
+        if self.init != self.option_default("init"):
             parts.append(self.init)
         return ", ".join(parts)

@@ -79,6 +79,6 @@ class Dense(Layer):
         parts = [f"{self.in_features}->{self.out_features}"]
         if not self.use_bias:
             parts.append("no bias")
-        if self.init != "he_normal":
+        if self.init != self.option_default("init"):
             parts.append(self.init)
         return ", ".join(parts)
