@@ -107,7 +107,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     cols = im2col(x, weight.shape[2:], args.stride, args.padding, args.dilation)
     w_mat = weight.reshape(filters, -1)  # (F, C/groups*kh*kw)
     y_mat = xp.empty((filters, n * oh * ow), dtype=x.dtype)
-    for rows, filt in _group_blocks(cols.shape[0], filters, args.groups):
+    for rows, filt in group_blocks(cols.shape[0], filters, args.groups):
         xp.matmul(w_mat[filt], cols[rows], out=y_mat[filt])
     if bias is not None:
         y_mat += bias[:, None]
@@ -128,7 +128,7 @@ def conv2d_backward(dy: Any, cache: ConvCache, input_grad: bool = True) -> tuple
     dbias = dy_mat.sum(axis=1) if cache.has_bias else None
     w_mat = weight.reshape(filters, -1)
     dw_mat = xp.empty(w_mat.shape, dtype=dy.dtype)
-    blocks = _group_blocks(cache.cols.shape[0], filters, args.groups)
+    blocks = group_blocks(cache.cols.shape[0], filters, args.groups)
     for rows, filt in blocks:
         xp.matmul(dy_mat[filt], cache.cols[rows].T, out=dw_mat[filt])
     dx = None
@@ -141,7 +141,7 @@ def conv2d_backward(dy: Any, cache: ConvCache, input_grad: bool = True) -> tuple
     return dx, dw_mat.reshape(weight.shape), dbias
 
 
-def _group_blocks(rows: int, filters: int, groups: int) -> list[tuple[slice, slice]]:
+def group_blocks(rows: int, filters: int, groups: int) -> list[tuple[slice, slice]]:
     """``(column rows, filters)`` of each group: the rows are channel-major, so a group's
     channels are one contiguous block of ``rows/groups`` rows."""
     r, f = rows // groups, filters // groups

@@ -525,18 +525,11 @@ def _col2im_chunk(dcols: Any, dx: Any, n0: int, g: ConvGeometry, ws: Any) -> Non
 
 def _grouped_dw(xp: Any, dy_mat: Any, cols: Any, out: Any, groups: int) -> None:
     """``out[group] = dY[group] @ cols[group].T`` per group (out rows: filters)."""
-    fo, rows = dy_mat.shape[0] // groups, cols.shape[0] // groups
-    for k in range(groups):
-        xp.matmul(dy_mat[k * fo:(k + 1) * fo], cols[k * rows:(k + 1) * rows].T,
-                  out=out[k * fo:(k + 1) * fo])
+    for rows, filt in reference.group_blocks(cols.shape[0], dy_mat.shape[0], groups):
+        xp.matmul(dy_mat[filt], cols[rows].T, out=out[filt])
 
 
 def _grouped_dcols(xp: Any, w_t: Any, dy_mat: Any, out: Any, groups: int) -> None:
     """``out[group rows] = W[group].T @ dY[group]``; ``w_t`` is ``W_mat.T (rows/g, F)``."""
-    if groups == 1:
-        xp.matmul(w_t, dy_mat, out=out)
-        return
-    fo, rows = dy_mat.shape[0] // groups, out.shape[0] // groups
-    for k in range(groups):
-        xp.matmul(w_t[:, k * fo:(k + 1) * fo], dy_mat[k * fo:(k + 1) * fo],
-                  out=out[k * rows:(k + 1) * rows])
+    for rows, filt in reference.group_blocks(out.shape[0], dy_mat.shape[0], groups):
+        xp.matmul(w_t[:, filt], dy_mat[filt], out=out[rows])

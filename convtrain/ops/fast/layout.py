@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from convtrain.ops.conv import group_blocks
 from convtrain.runtime.backend import array_module
 from convtrain.runtime.threads import run_split
 
@@ -161,9 +162,5 @@ def grouped_gemm(xp: Any, a: Any, b: Any, out: Any, groups: int) -> None:
     """``out = a @ b`` per channel group: ``a``, ``b`` and ``out`` are each cut into ``groups``
     equal blocks of rows, and block ``k`` of ``out`` is block ``k`` of ``a`` times block ``k``
     of ``b`` (the block-diagonal product of a grouped convolution)."""
-    if groups == 1:
-        xp.matmul(a, b, out=out)
-        return
-    ra, rb = a.shape[0] // groups, b.shape[0] // groups
-    for k in range(groups):
-        xp.matmul(a[k * ra:(k + 1) * ra], b[k * rb:(k + 1) * rb], out=out[k * ra:(k + 1) * ra])
+    for b_rows, a_rows in group_blocks(b.shape[0], a.shape[0], groups):
+        xp.matmul(a[a_rows], b[b_rows], out=out[a_rows])
