@@ -15,6 +15,9 @@ directory behind::
 Reproducibility: batches are shuffled by a NumPy Generator seeded from ``seed``; checkpoints
 carry its state and every layer's ``rng`` (dropout), so ``resume=`` a checkpoint of epoch k
 reproduces an uninterrupted run bit for bit on the NumPy backend (:mod:`.resume`).
+
+SIGINT / SIGTERM stop the loop after the current batch (:mod:`.interrupts`): ``fit`` raises
+``TrainingInterrupted`` and a resume replays the interrupted epoch from its start.
 """
 from __future__ import annotations
 
