@@ -10,11 +10,17 @@ reporter, which prints it, exit status 1.
 
 In a ``-m`` sweep a failing job does not stop the others: its error goes to its own log and
 ``error.txt``, and the command ends with one line listing the failed jobs and exit status 1.
+
+Ctrl-C (SIGINT) or SIGTERM stops training cleanly (:mod:`convtrain.training.interrupts`): one
+line saying where it stopped and the command that resumes it, exit status 130 / 143; in a
+sweep the remaining jobs are not started.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from convtrain.app import sweep
 from convtrain.app.schema import register_configs
 from convtrain.errors import ConfigError
+from convtrain.training.interrupts import TrainingInterrupted, exit_status, signal_name
 from convtrain.app.hydra_errors import explain, friendly_errors, print_error
 
 log = logging.getLogger("convtrain")
@@ -74,6 +81,12 @@ def _app(cfg: DictConfig) -> float | None:
 
         check_overrides(list(HydraConfig.get().overrides.task))
         return run(cfg, run_dir=run_dir)
+    except TrainingInterrupted as exc:
+        message = exc.message(_resume_command(run_dir) if exc.resumable else None)
+        _log_to_files(message)
+        sweep.write_error(run_dir, message)
+        print(f"convtrain: {message}", file=sys.stderr)
+        sys.exit(exc.exit_status)
     except Exception as exc:
         message = _describe(exc)
         if in_sweep:
@@ -86,6 +99,31 @@ def _app(cfg: DictConfig) -> float | None:
         sweep.write_error(run_dir, message)
         print_error(message)
         sys.exit(2)
+
+
+_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def _resume_command(run_dir: Path) -> str:
+    """The command that resumes this job in place: its own overrides (a sweep job's values),
+    the config flags it was started with, ``trainer.resume`` and ``hydra.run.dir``."""
+    keep = [o for o in HydraConfig.get().overrides.task
+            if o.split("=", 1)[0].lstrip("+~") != "trainer.resume"]
+    argv, flags = sys.argv[1:], []
+    for i, arg in enumerate(argv):
+        name = arg.split("=", 1)[0]
+        if name in _CONFIG_FLAGS:
+            flags += [arg] if "=" in arg else argv[i:i + 2]
+    return shlex.join(["convtrain", *flags, *keep, f"trainer.resume={run_dir}",
+                       f"hydra.run.dir={run_dir}"])
+
+
+class _Terminated(BaseException):
+    """SIGTERM outside training (inside it the trainer stops cleanly)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def _raised_by_hydra(exc: BaseException) -> bool:
@@ -110,14 +148,21 @@ def main() -> None:
     """Console-script entry point (also ``python -m convtrain``).
 
     Exit status: 0 success, 1 a job of a sweep failed or a bug (printed with its traceback),
-    2 a user mistake (one line).
+    2 a user mistake (one line), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (one line).
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with friendly_errors():
             _app()
-    except SystemExit:
-        _report_failed_jobs()
+    except SystemExit as exc:
+        if exc.code not in (exit_status(signal.SIGINT), exit_status(signal.SIGTERM)):
+            _report_failed_jobs()  # after an interrupt its one line is the only one
         raise
+    except (KeyboardInterrupt, _Terminated) as exc:
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        print(f"convtrain: interrupted ({signal_name(signum)}) outside the training loop, no "
+              f"epoch was in progress", file=sys.stderr)
+        sys.exit(exit_status(signum))
     except ValueError as exc:
         # Hydra checks its command-line flags outside its error reporter ("Only one of --run,
         # --multirun, --cfg, ... can be specified"); a ValueError from anywhere else is a bug

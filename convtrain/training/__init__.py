@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "METRIC_KEYS": "metrics", "MONITORS": "options", "Hook": "hooks", "TrainState": "hooks",
-    "Trainer": "trainer", "TrainingDiverged": "trainer",
+    "Trainer": "trainer", "TrainingDiverged": "trainer", "TrainingInterrupted": "interrupts",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,7 @@ import numpy as np
 import convtrain
 from convtrain.training.checkpoint import save_checkpoint
 from convtrain.training.hooks import Hook, TrainState
+from convtrain.training.interrupts import TrainingInterrupted
 from convtrain.training.metrics import json_safe
 
 log = logging.getLogger("convtrain")
@@ -43,8 +44,10 @@ def resolved_schedule(schedule: Any) -> dict[str, Any] | None:
     return json_safe(resolved()) if callable(resolved) else None
 
 
-def run_record(state: TrainState, config_text: str | None) -> dict[str, Any]:
-    """The checkpoint metadata of the epoch ``state`` has just completed."""
+def run_record(state: TrainState, config_text: str | None,
+               epoch: int | None = None) -> dict[str, Any]:
+    """The checkpoint metadata of the epoch ``state`` has just completed (``epoch``: the
+    epochs completed, when ``state`` is not at the end of one, e.g. at the start of training)."""
     rng_states = {}
     for layer_name, rng in layer_rngs(state.model).items():
         if isinstance(rng, np.random.Generator):
@@ -54,7 +57,7 @@ def run_record(state: TrainState, config_text: str | None) -> dict[str, Any]:
                         "will not reproduce its random masks exactly", layer_name,
                         type(rng).__name__)
     return {
-        "epoch": state.epoch + 1,
+        "epoch": state.epoch + 1 if epoch is None else epoch,
         "global_step": state.global_step,
         "metrics": json_safe(state.metrics),
         "monitor": state.monitor,
@@ -74,10 +77,33 @@ def run_record(state: TrainState, config_text: str | None) -> dict[str, Any]:
 class CheckpointHook(Hook):
     """``checkpoints/last`` every epoch; ``checkpoints/best`` too when the monitored metric
     improved. Runs before ``metrics.json`` is written (the checkpoints are what a resume
-    needs; ``metrics.json`` of the same epoch follows them)."""
+    needs; ``metrics.json`` of the same epoch follows them).
+
+    When training is interrupted (:class:`~convtrain.training.interrupts.TrainingInterrupted`)
+    before this run directory has a ``last`` of this run, the state from the start of training
+    (kept in memory until the first epoch ends) is written as ``last``, so every interrupted
+    run can be resumed and replays its interrupted epoch from the start.
+
+    Attributes:
+        saved: ``(epoch, global_step)`` held by this run directory's ``last``, None before one
+            is written (or found: resuming from this directory's own ``last``).
+    """
 
     def __init__(self, config_text: str | None):
         self.config_text = config_text
+        self.saved: tuple[int, int] | None = None
+        self._start: tuple[dict, dict, dict] | None = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.saved, self._start = None, None
+        last = state.run_dir / "checkpoints" / "last.safetensors"
+        if state.resumed_from is not None and last.is_file() \
+                and state.resumed_from.resolve() == last.resolve():
+            self.saved = (state.start_epoch, state.global_step)
+            return
+        # host copies: training changes the live arrays in place
+        self._start = (state.model.state_dict(), state.optimizer.state_dict(),
+                       run_record(state, self.config_text, epoch=state.start_epoch))
 
     def on_epoch_end(self, state: TrainState) -> None:
         # best before last: a crash in between must not leave `last` (what a resume reads)
@@ -89,3 +115,12 @@ class CheckpointHook(Hook):
         for name in names:
             save_checkpoint(state.run_dir / "checkpoints", name, model_state, optimizer_state,
                             meta)
+        self.saved, self._start = (meta["epoch"], meta["global_step"]), None
+
+    def on_fit_end(self, state: TrainState, error: BaseException | None) -> None:
+        start, self._start = self._start, None
+        if isinstance(error, TrainingInterrupted) and start is not None:
+            model_state, optimizer_state, meta = start
+            save_checkpoint(state.run_dir / "checkpoints", "last", model_state,
+                            optimizer_state, meta)
+            self.saved = (meta["epoch"], meta["global_step"])

@@ -67,6 +67,7 @@ class TrainState:
     monitor: str  # the metric actually monitored (val_* falls back to train_* without val data)
     shuffle_rng: Any  # NumPy Generator of the batch order; checkpoints carry its state
     start_epoch: int = 0  # epochs completed before this fit() (> 0 after a resume)
+    resumed_from: Path | None = None  # the checkpoint file trainer.resume named, if any
     epoch: int = 0  # 0-based epoch in progress (its step in TensorBoard is epoch + 1)
     global_step: int = 0  # training batches done, over all epochs
     lr: float = 0.0  # the epoch's learning rate

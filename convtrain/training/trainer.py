@@ -15,6 +15,9 @@ directory behind::
 Reproducibility: batches are shuffled by a NumPy Generator seeded from ``seed``; checkpoints
 carry its state and every layer's ``rng`` (dropout), so ``resume=`` a checkpoint of epoch k
 reproduces an uninterrupted run bit for bit on the NumPy backend (:mod:`.resume`).
+
+SIGINT / SIGTERM stop the loop after the current batch (:mod:`.interrupts`): ``fit`` raises
+``TrainingInterrupted`` and a resume replays the interrupted epoch from its start.
 """
 from __future__ import annotations
 
@@ -31,9 +34,11 @@ from convtrain.data.augment import check_augment_fits, parse_augment
 from convtrain.data.loader import iterate_batches, num_batches
 from convtrain.errors import ConfigError
 from convtrain.ops.losses import softmax_cross_entropy
+from convtrain.training.checkpoint import resolve_checkpoint_path
 from convtrain.training.checkpointing import CheckpointHook
 from convtrain.training.fit_checks import check_model_fits_data, resolve_drop_last
 from convtrain.training.hooks import Best, Hook, TrainState
+from convtrain.training.interrupts import InterruptGuard, TrainingInterrupted
 from convtrain.training.metrics import MetricsFileHook, RunningAverage, count_correct, evaluate
 from convtrain.training.options import MONITORS, TRAINER_DEFAULTS as DEFAULTS, \
     check_trainer_options
@@ -136,9 +141,11 @@ class Trainer:
             monitor=monitor,
             shuffle_rng=np.random.default_rng([self.seed, _SHUFFLE_STREAM]),
             batches_per_epoch=num_batches(len(data.train), self.batch_size, self.drop_last))
+        self._checkpoints = CheckpointHook(config_text) if self.checkpoint else None
+        self._guard = InterruptGuard()
         #: called in this order at every moment of the loop
         self.hooks: list[Hook] = [
-            *([CheckpointHook(config_text)] if self.checkpoint else []),
+            *([self._checkpoints] if self._checkpoints is not None else []),
             MetricsFileHook(), *hooks, ConsoleHook(resolve_progress(options["progress"]))]
 
     @property
@@ -166,35 +173,59 @@ class Trainer:
         Raises:
             TrainingDiverged: when the training loss becomes NaN/inf (earlier epochs' files
                 stay intact).
+            TrainingInterrupted: on SIGINT / SIGTERM, after the current batch (or the
+                evaluation, or the epoch's hooks) has finished, with ``checkpoints/last``
+                holding the state from the start of the interrupted epoch
+                (:mod:`convtrain.training.interrupts`).
         """
         state = self.state
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resume is not None:
             state.start_epoch = restore(state, self.resume)
+            state.resumed_from = resolve_checkpoint_path(self.resume)
         session_start = time.perf_counter()
         wall_before = state.totals.wall_time_s
         error = None
-        try:
-            self._call_hooks("on_fit_start")
-            for epoch in range(state.start_epoch, self.max_epochs):
-                state.epoch = epoch
-                epoch_start = time.perf_counter()
-                state.lr = float(self.schedule.lr_at(epoch))
-                self.optimizer.lr = state.lr
-                self._call_hooks("on_epoch_start")
-                self._train_one_epoch(state)
-                val = self._evaluate(self.data.val)
-                test = self._evaluate(self.data.test)
-                state.epoch_time_s = time.perf_counter() - epoch_start
-                state.totals.wall_time_s = wall_before + (time.perf_counter() - session_start)
-                self._record_epoch(state, val, test)
-                self._call_hooks("on_epoch_end")
-        except BaseException as exc:  # the hooks learn why training stopped (Ctrl-C too)
-            error = exc
-            raise
-        finally:
-            self._end_hooks(error)
+        with self._guard:
+            try:
+                self._call_hooks("on_fit_start")
+                for epoch in range(state.start_epoch, self.max_epochs):
+                    self._stop_if_interrupted(completed=epoch)
+                    state.epoch = epoch
+                    epoch_start = time.perf_counter()
+                    state.lr = float(self.schedule.lr_at(epoch))
+                    self.optimizer.lr = state.lr
+                    self._call_hooks("on_epoch_start")
+                    self._train_one_epoch(state)
+                    val = self._evaluate(self.data.val)
+                    test = self._evaluate(self.data.test)
+                    self._stop_if_interrupted(completed=epoch)
+                    state.epoch_time_s = time.perf_counter() - epoch_start
+                    state.totals.wall_time_s = wall_before + (time.perf_counter() - session_start)
+                    self._record_epoch(state, val, test)
+                    self._call_hooks("on_epoch_end")
+            except BaseException as exc:  # the hooks learn why training stopped (Ctrl-C too)
+                error = exc
+                raise
+            finally:
+                self._end_hooks(error)
+                if isinstance(error, TrainingInterrupted):
+                    error.saved = self._checkpoints.saved if self._checkpoints else None
+            # a signal while the last epoch's files were written: the run is complete
+            self._stop_if_interrupted(completed=self.max_epochs)
         return state.metrics
+
+    def _stop_if_interrupted(self, completed: int) -> None:
+        """Raise :class:`TrainingInterrupted` if SIGINT/SIGTERM arrived; ``completed``: the
+        epochs whose files are whole."""
+        if not self._guard.interrupted:
+            return
+        state = self.state
+        raise TrainingInterrupted(
+            self._guard.signum, epoch=state.epoch + 1, step=state.global_step,
+            completed=completed, max_epochs=self.max_epochs, run_dir=self.run_dir,
+            checkpointing=self._checkpoints is not None,
+            saved=self._checkpoints.saved if self._checkpoints else None)
 
     def _end_hooks(self, error: BaseException | None) -> None:
         """Every hook's ``on_fit_end`` runs (files closed, progress bar ended) even when one
@@ -234,6 +265,7 @@ class Trainer:
             state.running.add(loss, correct, int(yb.shape[0]))
             state.batch_loss = loss
             self._call_hooks("on_train_batch_end")
+            self._stop_if_interrupted(completed=state.epoch)
         self.backend.synchronize()
         state.epoch_train_s = time.perf_counter() - start
         state.totals.train_time_s += state.epoch_train_s
