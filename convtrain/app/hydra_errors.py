@@ -19,6 +19,7 @@ import re
 import sys
 from typing import Any, Callable, Iterator
 
+import yaml
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -95,8 +96,30 @@ def _missing_option_message(exc: MissingConfigException) -> str:
     return message
 
 
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error or duplicate key in one line: file, line and column first.
+
+    PyYAML's marks are 0-based; editors (and this message) count from 1.
+    """
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return f"invalid YAML: {_first_line(str(exc))}"
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+    problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    message = f"{where}: invalid YAML: {problem}"
+    if context:
+        message += f" ({' '.join(str(context).split())}"
+        if context_mark is not None and context_mark is not mark:
+            message += f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        message += ")"
+    return message
+
+
 def explain(exc: BaseException) -> str | None:
     """One line describing a config mistake, or None when ``exc`` is not one (a bug, I/O)."""
+    if isinstance(exc, yaml.YAMLError):
+        return _yaml_message(exc)
     if isinstance(exc, MissingConfigException):
         return _missing_option_message(exc)
     if isinstance(exc, OverrideParseException):
@@ -136,8 +159,8 @@ def friendly_errors() -> Iterator[None]:
         try:
             return func()
         except Exception as exc:  # noqa: BLE001 - sorted below; the rest goes to Hydra
-            message = explain(exc) if isinstance(exc, (HydraException, OmegaConfBaseException)) \
-                else None
+            message = explain(exc) if isinstance(
+                exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)) else None
             if message is not None:
                 print_error(message)
                 sys.exit(2)
