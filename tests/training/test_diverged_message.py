@@ -12,13 +12,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
 
 def diverge(run_dir, data, **kw):
     with pytest.raises(TrainingDiverged, match="epoch 2") as info:
-        make_trainer(run_dir, data, opt={"name": "sgd", "lr": 1e38}, max_epochs=3, **kw).fit()
+        make_trainer(run_dir, data, sched=TwoPhase(), max_epochs=3, **kw).fit()
     return str(info.value)
 
 
 def test_a_resumed_run_points_at_its_checkpoint_not_at_its_empty_run_dir(tmp_path):
     data = blobs()
-    make_trainer(tmp_path / "first", data, max_epochs=1).fit()
+    make_trainer(tmp_path / "first", data, sched=TwoPhase(), max_epochs=1).fit()
     message = diverge(tmp_path / "resumed", data, resume=str(tmp_path / "first"))
     assert "kept in " + str(tmp_path / "resumed") not in message, message
     assert message.endswith(f"; epochs 1-1 are kept in the resumed checkpoint "
