@@ -56,3 +56,22 @@ def test_metrics_keys_cannot_replace_the_reports_own_columns(sweep):
     assert "fake" not in rows
     assert rows["3"]["status"] == "failed" and rows["3"]["error"] == "stopped"
     assert rows["3"]["val_accuracy"] == "0.5"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"\x00\x9f\x92\x96\xff binary", "not text (a binary or damaged file)"),
+    (b"5\n", "not a list of overrides"),
+    (b"seed: 1\n", "not a list of overrides"),
+])
+def test_a_damaged_overrides_file_is_named_in_one_line(sweep, capsys, content, problem):
+    """The report refuses a row without its settings (as for invalid YAML): one line naming
+    the file; the sweep's end-of-run summary, sharing the reader, shows no overrides."""
+    from convtrain.app.sweep import read_overrides
+
+    bad = sweep / "1" / ".hydra" / "overrides.yaml"
+    bad.write_bytes(content)
+    assert main([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"convtrain-report: error: {bad}: {problem}"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert read_overrides(sweep / "1") == []
