@@ -132,6 +132,14 @@ def damaged(good_run, tmp_path, how):
         del optimizer["fc2.bias/step"]
     elif how == "no state":
         optimizer = {k: v for k, v in optimizer.items() if not k.startswith("fc2.bias/")}
+    elif how == "no tensor":
+        del model["fc2.bias"]
+        optimizer = {k: v for k, v in optimizer.items() if not k.startswith("fc2.bias/")}
+    elif how == "shape":
+        model["fc2.bias"] = np.zeros(11, np.float32)
+        optimizer["fc2.bias/momentum_buffer"] = np.zeros(11, np.float32)
+    elif how == "slot shape":
+        optimizer["fc2.bias/momentum_buffer"] = np.zeros(11, np.float32)
     elif how == "int weight":
         model["fc2.bias"] = model["fc2.bias"].astype(np.int32)
     elif how == "rng":
@@ -147,6 +155,11 @@ def damaged(good_run, tmp_path, how):
     ("no state", "resume '{path}': optimizer/fc2.bias/step is missing: the checkpoint's "
                  "optimizer took 41 steps but kept no state for the trainable parameter "
                  "'fc2.bias'"),
+    ("no tensor", "resume '{path}': load_state_dict: missing keys: fc2.bias (model keys: "),
+    ("shape", "resume '{path}': load_state_dict: 'fc2.bias' has shape (11,) in the state dict "
+              "but (10,) in the model"),
+    ("slot shape", "checkpoint '{path}': optimizer/fc2.bias/momentum_buffer has shape (11,), the "
+                   "tensor model.fc2.bias has (10,)"),
     ("int weight", "resume '{path}': model.fc2.bias has dtype int32 in the checkpoint, the "
                    "model holds float32"),
     ("rng", "resume '{path}': the shuffle order's rng state in the checkpoint does not fit its "
