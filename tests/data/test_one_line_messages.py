@@ -19,3 +19,14 @@ def test_missing_mnist_directory_is_one_line(convtrain, capsys, tmp_path):
         f"(searched {root}); add data.download=true to download them into {root}, point "
         "data.root=DIR at a directory that holds them, or set $CONVTRAIN_DATA to a parent "
         "directory containing 'mnist/'"], err
+
+
+def test_a_data_root_that_is_a_file_is_called_one(convtrain, capsys, tmp_path):
+    root = tmp_path / "mnist.tar"
+    root.write_bytes(b"not a directory")
+    code = convtrain("data=mnist", f"data.root={root}", "data.download=false",
+                     "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"(searched {root} (a file, not a directory)); " in err, err
