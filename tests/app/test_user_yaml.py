@@ -70,3 +70,22 @@ def test_a_tab_indent_is_a_scanner_error_in_one_line(convtrain, capsys, tmp_path
     assert convtrain("--config-dir", str(tmp_path / "cd"), "+experiment=tab") == 2
     line = _one_line(capsys.readouterr().err)
     assert f"{bad}, line 3, column 1: invalid YAML:" in line, line
+
+
+def test_a_latin1_config_file_names_the_line_of_its_first_bad_byte(convtrain, capsys, tmp_path):
+    """Beyond the first chunk Python decodes, too: the position is found in the whole file."""
+    bad = tmp_path / "cd" / "experiment" / "latin1.yaml"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"# @package _global_\n" + b"# padding\n" * 2000
+                    + b"trainer: {max_epochs: 2}  # r\xe9sum\xe9\n")
+    assert convtrain("--config-dir", str(tmp_path / "cd"), "+experiment=latin1") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.endswith(f"{bad}, line 2002, column 29: not UTF-8 text (byte 0xe9); config "
+                         "files are UTF-8 YAML"), line
+
+
+def test_a_config_file_holding_a_number_is_named(convtrain, capsys, tmp_path):
+    bad = _write(tmp_path / "cd" / "experiment" / "num.yaml", "5\n")
+    assert convtrain("--config-dir", str(tmp_path / "cd"), "+experiment=num") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{bad}: a config file must hold a YAML mapping" in line, line
