@@ -80,7 +80,7 @@ def test_a_latin1_config_file_names_the_line_of_its_first_bad_byte(convtrain, ca
                     + b"trainer: {max_epochs: 2}  # r\xe9sum\xe9\n")
     assert convtrain("--config-dir", str(tmp_path / "cd"), "+experiment=latin1") == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.endswith(f"{bad}, line 2002, column 29: not UTF-8 text (byte 0xe9); config "
+    assert line.endswith(f"{bad}, line 2002, column 30: not UTF-8 text (byte 0xe9); config "
                          "files are UTF-8 YAML"), line
 
 
