@@ -17,8 +17,10 @@ import dataclasses
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import yaml
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -95,8 +97,68 @@ def _missing_option_message(exc: MissingConfigException) -> str:
     return message
 
 
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error or duplicate key in one line: file, line and column first.
+
+    PyYAML's marks are 0-based; editors (and this message) count from 1.
+    """
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return f"invalid YAML: {_first_line(str(exc))}"
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+    problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    message = f"{where}: invalid YAML: {problem}"
+    if context:
+        message += f" ({' '.join(str(context).split())}"
+        if context_mark is not None and context_mark is not mark:
+            message += f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        message += ")"
+    return message
+
+
+def _config_file_read_by(exc: BaseException) -> str | None:
+    """The config file Hydra was reading when ``exc`` came up: the ``full_path`` of its
+    ``FileConfigSource.load_config`` frame, None when ``exc`` came from elsewhere."""
+    tb, path = exc.__traceback__, None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "load_config" and "file_config_source" in \
+                frame.f_code.co_filename and isinstance(frame.f_locals.get("full_path"), str):
+            path = frame.f_locals["full_path"]
+        tb = tb.tb_next
+    return path
+
+
+def _unreadable_file_message(exc: BaseException) -> str | None:
+    """A config file that is not UTF-8 text, cannot be read, or whose YAML is a lone number
+    or string instead of a mapping; None for any other error."""
+    path = _config_file_read_by(exc)
+    if path is None:
+        return None
+    if isinstance(exc, UnicodeDecodeError):
+        try:  # the error's offset counts from the decoded chunk: find it in the whole file
+            raw = Path(path).read_bytes()
+            raw.decode("utf-8")
+        except UnicodeDecodeError as whole:
+            line = raw.count(b"\n", 0, whole.start) + 1
+            column = whole.start - (raw.rfind(b"\n", 0, whole.start) + 1) + 1
+            return (f"{path}, line {line}, column {column}: not UTF-8 text (byte "
+                    f"0x{raw[whole.start]:02x}); config files are UTF-8 YAML")
+        except OSError:
+            pass
+        return f"{path}: not UTF-8 text; config files are UTF-8 YAML"
+    if isinstance(exc, OSError):
+        if str(exc).startswith("Invalid loaded object type"):
+            return f"{path}: a config file must hold a YAML mapping ({exc})"
+        return f"{path}: cannot be read ({exc.strerror or exc})"
+    return None
+
+
 def explain(exc: BaseException) -> str | None:
     """One line describing a config mistake, or None when ``exc`` is not one (a bug, I/O)."""
+    if isinstance(exc, yaml.YAMLError):
+        return _yaml_message(exc)
     if isinstance(exc, MissingConfigException):
         return _missing_option_message(exc)
     if isinstance(exc, OverrideParseException):
@@ -136,8 +198,9 @@ def friendly_errors() -> Iterator[None]:
         try:
             return func()
         except Exception as exc:  # noqa: BLE001 - sorted below; the rest goes to Hydra
-            message = explain(exc) if isinstance(exc, (HydraException, OmegaConfBaseException)) \
-                else None
+            message = explain(exc) if isinstance(
+                exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)) \
+                else _unreadable_file_message(exc)
             if message is not None:
                 print_error(message)
                 sys.exit(2)

@@ -1,9 +1,11 @@
 """``convtrain-report DIR``: one table of every run under a (multi)run directory.
 
 Each job directory holds ``metrics.json`` and ``.hydra/overrides.yaml``; the report has one row
-per job with its status (ok / failed / incomplete) and overrides as columns, sorted by a metric
-(jobs without it last), written as Markdown (stdout or a file) and CSV. A failed job (its
-``error.txt``, see :mod:`convtrain.app.sweep`) shows the first line of its error.
+per job with its status (ok / failed / incomplete / unreadable) and overrides as columns, sorted
+by a metric (jobs without it last), written as Markdown (stdout or a file) and CSV. A failed job
+(its ``error.txt``, see :mod:`convtrain.app.sweep`) shows the first line of its error; a job
+whose metrics.json is binary, not JSON or not a JSON object is ``unreadable``, with what is
+wrong in its ``error`` column, and the other jobs are reported as usual.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ _OVERRIDE_KEYS = "__override_keys__"
 
 
 class ReportError(ValueError):
-    """A missing directory, an unreadable metrics file or an unknown sort key."""
+    """A missing directory, an unreadable overrides file or an unknown sort key."""
 
 
 def _read_overrides(job_dir: Path) -> dict[str, str]:
@@ -53,11 +55,42 @@ def _job_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda d: job_sort_key(root, d))
 
 
-def _status(job_dir: Path, has_metrics: bool) -> tuple[str, str | None]:
-    """``("ok" | "failed" | "incomplete", first line of the error or None)``."""
+# the row fields the report sets itself: a metrics.json key of the same name does not replace them
+_OWN_FIELDS = ("run", "status", "error", _OVERRIDE_KEYS)
+_JSON_TYPES = {list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def _read_metrics(path: Path) -> tuple[dict[str, Any], str | None]:
+    """``(metrics, None)``, or ``({}, what is wrong with the file)``; ``({}, None)`` when the
+    job wrote none."""
+    if not path.is_file():
+        return {}, None
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        return {}, f"metrics.json cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        return {}, "metrics.json is not text (a binary or damaged file)"
+    try:
+        metrics = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {}, (f"metrics.json is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                    f"{exc.msg})")
+    if not isinstance(metrics, dict):
+        return {}, (f"metrics.json holds {_JSON_TYPES.get(type(metrics), 'a value')}, not an "
+                    "object of metrics")
+    return {k: v for k, v in metrics.items() if k not in _OWN_FIELDS}, None
+
+
+def _status(job_dir: Path, has_metrics: bool, problem: str | None) -> tuple[str, str | None]:
+    """``("ok" | "failed" | "incomplete" | "unreadable", the error or None)``: the first line
+    of ``error.txt`` and what is wrong with metrics.json."""
     error = first_error_line(job_dir)
     if error is not None:
-        return "failed", error[:200]
+        return "failed", "; ".join(e for e in (error[:200], problem) if e)
+    if problem is not None:
+        return "unreadable", problem
     return ("ok", None) if has_metrics else ("incomplete", None)
 
 
@@ -68,14 +101,8 @@ def collect(root: Path) -> list[dict[str, Any]]:
         raise ReportError(f"{root}: no such directory")
     rows = []
     for job_dir in _job_dirs(root):
-        metrics_path = job_dir / "metrics.json"
-        metrics = {}
-        if metrics_path.is_file():
-            try:
-                metrics = json.loads(metrics_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ReportError(f"{metrics_path}: unreadable metrics file ({exc})") from None
-        status, error = _status(job_dir, bool(metrics))
+        metrics, problem = _read_metrics(job_dir / "metrics.json")
+        status, error = _status(job_dir, bool(metrics), problem)
         row: dict[str, Any] = {"run": str(job_dir.relative_to(root).as_posix()) or ".",
                                "status": status}
         overrides = _read_overrides(job_dir)

@@ -79,6 +79,10 @@ def read_overrides(job_dir: Path, strict: bool = False) -> list[str]:
         if strict:
             raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         return []
+    except UnicodeDecodeError:
+        if strict:
+            raise ValueError(f"{path}: not text (a binary or damaged file)") from None
+        return []
     except yaml.YAMLError as exc:
         if strict:
             # one line: PyYAML's own message spans several, with a caret diagram
@@ -87,7 +91,12 @@ def read_overrides(job_dir: Path, strict: bool = False) -> list[str]:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ValueError(f"{path}: not valid YAML ({where}{problem})") from None
         return []
-    return [str(item) for item in items]
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        if strict:
+            raise ValueError(f"{path}: not a list of overrides (Hydra writes one "
+                             "'- key=value' line per override)")
+        return []
+    return items
 
 
 def failed_jobs() -> list[tuple[Path, str]]:

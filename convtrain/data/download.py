@@ -211,8 +211,8 @@ def download_first(
             failures.append(exc)
     if len(failures) == 1:
         raise failures[0]
-    details = "\n".join(f"  - {exc}" for exc in failures)
-    raise DataError(f"could not download {Path(dest).name} from any mirror:\n{details}")
+    details = "; ".join(str(exc) for exc in failures)
+    raise DataError(f"could not download {Path(dest).name} from any mirror: {details}")
 
 
 def fetch_dataset_file(

@@ -69,10 +69,11 @@ def missing_files_error(
     options: StorageOptions, missing: Sequence[str], dirs: Sequence[Path]
 ) -> DataError:
     """The error for files that were not found and may not be downloaded."""
-    searched = "\n".join(f"  - {d}" for d in dirs)
+    searched = ", ".join(f"{d} (a file, not a directory)" if d.exists() and not d.is_dir()
+                         else str(d) for d in dirs)
     return DataError(
-        f"{options.name}: missing dataset file(s) {', '.join(missing)}. Searched:\n{searched}\n"
-        f"Add data.download=true to download them into {dirs[0]}, point data.root=DIR at a "
-        f"directory that holds them, or set ${ENV_DATA_DIR} to a parent directory containing "
-        f"'{options.name}/'."
+        f"{options.name}: missing dataset file(s) {', '.join(missing)} (searched "
+        f"{searched}); add data.download=true to download them into "
+        f"{dirs[0]}, point data.root=DIR at a directory that holds them, or set "
+        f"${ENV_DATA_DIR} to a parent directory containing '{options.name}/'"
     )

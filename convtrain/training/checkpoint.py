@@ -11,6 +11,13 @@ reader, e.g. ``safetensors.torch.load_file``):
   the same atomic replace as the arrays, so arrays and metadata can never disagree.
 
 ``<dir>/<name>.json`` is a human-readable copy of the metadata, also written atomically.
+
+:func:`load_checkpoint` checks what it reads before anyone trains on it (:func:`validate`): a
+damaged or hand-edited file is refused in one line naming the file and the field -- a tensor
+holding NaN or inf, a step count that is not a non-negative integer, an optimizer entry for a tensor the model lacks, a
+parameter with optimizer slots but no ``step`` (or other slots than its siblings), an
+``epoch`` or ``global_step`` that is not a non-negative integer, an rng state that is not a
+NumPy bit-generator state. Header fields it does not know are left alone.
 """
 from __future__ import annotations
 
@@ -135,7 +142,120 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     model_state = {k: v for k, v in tensors.items() if not k.startswith(_OPTIMIZER_PREFIX)}
     optimizer_state = {k[len(_OPTIMIZER_PREFIX):]: v for k, v in tensors.items()
                        if k.startswith(_OPTIMIZER_PREFIX)}
-    return Checkpoint(file, model_state, optimizer_state, meta)
+    checkpoint = Checkpoint(file, model_state, optimizer_state, meta)
+    validate(checkpoint)
+    return checkpoint
+
+
+def validate(ckpt: Checkpoint) -> None:
+    """Refuse a checkpoint whose content cannot be what :func:`save_checkpoint` wrote for a
+    training run (see the module docstring); extra header fields are fine.
+
+    Raises:
+        ConfigError: ``checkpoint '<file>': <field> ...``, one line.
+    """
+    where = f"checkpoint '{ckpt.path}'"
+    for prefix, state in (("model.", ckpt.model_state), (_OPTIMIZER_PREFIX, ckpt.optimizer_state)):
+        for name, value in state.items():
+            _check_finite(where, f"{prefix}{name}", value)
+    _check_optimizer_state(where, ckpt.optimizer_state, ckpt.model_state)
+    _check_header(where, ckpt.meta)
+
+
+def _check_finite(where: str, field: str, value: np.ndarray) -> None:
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+        held = " and ".join(f"{what} ({count} of {value.size} values)"
+                            for what, count in (("NaN", nan), ("inf", inf)) if count)
+        raise ConfigError(f"{where}: {field} holds {held}; the run it came from had diverged "
+                          "or the file was damaged, so training cannot continue from it")
+
+
+def _check_counter(where: str, field: str, value: np.ndarray) -> int:
+    if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+        raise ConfigError(f"{where}: {field} must be a non-negative integer scalar, got "
+                          f"dtype {value.dtype} shape {tuple(value.shape)}")
+    return int(value)
+
+
+def _check_optimizer_state(where: str, state: Mapping[str, np.ndarray],
+                           model_state: Mapping[str, np.ndarray]) -> None:
+    """Entries ``steps`` and ``<param>/<slot>``: each parameter is a model tensor, has a
+    ``step`` no larger than ``steps``, and the same slots as every other parameter."""
+    if not state:
+        return
+    if "steps" not in state:
+        raise ConfigError(f"{where}: the optimizer state lacks its step count "
+                          f"'{_OPTIMIZER_PREFIX}steps'")
+    steps = _check_counter(where, f"{_OPTIMIZER_PREFIX}steps", state["steps"])
+    slots: dict[str, set[str]] = {}
+    for key in state:
+        if key == "steps":
+            continue
+        name, _, slot = key.rpartition("/")
+        if not name or not slot:
+            raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{key} is not an optimizer entry "
+                              "(expected optimizer/<parameter>/<slot>)")
+        if name not in model_state:
+            raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{key} belongs to no tensor of the "
+                              "checkpoint's model")
+        slots.setdefault(name, set()).add(slot)
+    for name, found in slots.items():
+        if "step" not in found:
+            raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{name}/step is missing (parameter "
+                              f"'{name}' has optimizer state {', '.join(sorted(found))} but "
+                              "no step count)")
+        step = _check_counter(where, f"{_OPTIMIZER_PREFIX}{name}/step", state[f"{name}/step"])
+        if step > steps:
+            raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{name}/step is {step}, more than "
+                              f"the optimizer's {_OPTIMIZER_PREFIX}steps {steps}")
+        for slot in sorted(found - {"step"}):
+            shape, expected = state[f"{name}/{slot}"].shape, model_state[name].shape
+            if shape != expected:
+                raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{name}/{slot} has shape "
+                                  f"{tuple(shape)}, the tensor model.{name} has {tuple(expected)}")
+    reference_name, reference = max(slots.items(), key=lambda item: len(item[1]))
+    for name, found in slots.items():
+        if found != reference:
+            missing = sorted(reference - found)
+            raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{name}/{missing[0]} is missing "
+                              f"(parameter '{reference_name}' has it; every parameter keeps "
+                              "the same optimizer state)")
+
+
+def _header_int(where: str, meta: Mapping[str, Any], key: str) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        what = "missing" if key not in meta else f"{value!r}"
+        raise ConfigError(f"{where}: header field '{key}' must be a non-negative integer, got "
+                          f"{what}")
+    return value
+
+
+def _check_rng_state(where: str, field: str, state: Any) -> None:
+    if not (isinstance(state, dict) and isinstance(state.get("bit_generator"), str)
+            and "state" in state):
+        raise ConfigError(f"{where}: header field '{field}' is not a NumPy bit-generator state "
+                          "(a mapping with 'bit_generator' and 'state')")
+
+
+def _check_header(where: str, meta: Mapping[str, Any]) -> None:
+    epoch = _header_int(where, meta, "epoch")
+    global_step = _header_int(where, meta, "global_step")
+    if global_step < epoch:
+        raise ConfigError(f"{where}: header field 'global_step' is {global_step}, fewer than "
+                          f"its {epoch} completed epochs (each epoch takes at least one step)")
+    rng = meta.get("rng")
+    if not isinstance(rng, dict):
+        raise ConfigError(f"{where}: header field 'rng' must be a mapping of rng states, got "
+                          f"{'nothing' if rng is None else type(rng).__name__}")
+    _check_rng_state(where, "rng.shuffle", rng.get("shuffle"))
+    layers = rng.get("layers", {})
+    if not isinstance(layers, dict):
+        raise ConfigError(f"{where}: header field 'rng.layers' must be a mapping of layer "
+                          f"names to rng states, got {type(layers).__name__}")
+    for layer, state in layers.items():
+        _check_rng_state(where, f"rng.layers.{layer}", state)
 
 
 def _header_metadata(data: bytes) -> dict[str, str]:

@@ -76,8 +76,10 @@ def restore(state: TrainState, path: str | Path) -> int:
                           f"set trainer.max_epochs above {epoch} to train further")
     _check_same_data(state, meta, where)
     _compare_schedule(state.schedule, meta.get("schedule"), epoch, where)
+    _check_dtypes(state, ckpt.model_state, where)
     try:
         state.model.load_state_dict(ckpt.model_state, strict=True)
+        _check_optimizer_coverage(state, ckpt.optimizer_state)
         state.optimizer.load_state_dict(ckpt.optimizer_state)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -92,6 +94,30 @@ def restore(state: TrainState, path: str | Path) -> int:
     state.global_step = global_step
     log.info("resumed from %s after epoch %d (global step %d)", ckpt.path, epoch, global_step)
     return epoch
+
+
+def _check_dtypes(state: TrainState, model_state: Mapping[str, np.ndarray], where: str) -> None:
+    """A floating-point tensor of the model must come as floating point from the checkpoint
+    (names and shapes are the model's own load check)."""
+    for name, value in state.model.state_dict().items():
+        saved = model_state.get(name)
+        if saved is not None and np.asarray(value).dtype.kind == "f" and saved.dtype.kind != "f":
+            raise ConfigError(f"{where}: model.{name} has dtype {saved.dtype} in the checkpoint, "
+                              f"the model holds {np.asarray(value).dtype}")
+
+
+def _check_optimizer_coverage(state: TrainState,
+                              optimizer_state: Mapping[str, np.ndarray]) -> None:
+    """Once the optimizer has stepped, every trainable parameter has its state (at least its
+    ``step``); the optimizer's own load checks names, slots and shapes."""
+    steps = optimizer_state.get("steps")
+    if steps is None or int(steps) == 0:
+        return
+    for name, _, _ in state.optimizer.trainable_parameters():
+        if f"{name}/step" not in optimizer_state:
+            raise ConfigError(f"optimizer/{name}/step is missing: the checkpoint's optimizer "
+                              f"took {int(steps)} steps but kept no state for the trainable "
+                              f"parameter '{name}'")
 
 
 def _restore_layer_rngs(model: Any, layer_states: Mapping[str, Any], where: str) -> None:

@@ -314,8 +314,15 @@ class Trainer:
                    f"{step} (lr={state.lr:g}). Lower the learning rate, e.g. "
                    f"optimizer.lr={state.base_lr / 10:g}, or add a warm-up "
                    f"(scheduler.warmup_epochs)")
-        if epoch > 0:
-            kept = "checkpoints and metrics.json" if self.checkpoint else "metrics.json"
-            message += f"; {kept} of the completed epochs 1-{epoch} are kept in {self.run_dir}"
+        if epoch > 0:  # name only the files that are there (none yet if resumed elsewhere)
+            files = {"checkpoints": self.run_dir / "checkpoints" / "last.safetensors",
+                     "metrics.json": self.run_dir / "metrics.json"}
+            kept = [name for name, path in files.items()
+                    if path.is_file() and (name != "checkpoints" or self.checkpoint)]
+            if kept:
+                message += (f"; {' and '.join(kept)} of the completed epochs 1-{epoch} are "
+                            f"kept in {self.run_dir}")
+            elif self.resume is not None:
+                message += f"; epochs 1-{epoch} are kept in the resumed checkpoint {self.resume}"
         return TrainingDiverged(message + ".", epoch=epoch + 1, step=step, lr=state.lr)
 

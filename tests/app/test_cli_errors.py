@@ -20,6 +20,8 @@ def convtrain(monkeypatch, tmp_path):
     """``convtrain(*args)`` runs the CLI in this process in ``tmp_path``; returns the exit code."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    # as in a fresh process: no sweep of an earlier test whose failed jobs the CLI would list
+    monkeypatch.setattr("convtrain.app.sweep._sweep", None)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level  # Hydra configures logging for its job
 
