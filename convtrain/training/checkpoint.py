@@ -214,6 +214,8 @@ def _check_optimizer_state(where: str, state: Mapping[str, np.ndarray],
             if shape != expected:
                 raise ConfigError(f"{where}: {_OPTIMIZER_PREFIX}{name}/{slot} has shape "
                                   f"{tuple(shape)}, the tensor model.{name} has {tuple(expected)}")
+    if not slots:  # no step taken yet (a run stopped in its first epoch): nothing to compare
+        return
     reference_name, reference = max(slots.items(), key=lambda item: len(item[1]))
     for name, found in slots.items():
         if found != reference:
