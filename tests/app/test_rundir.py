@@ -103,7 +103,7 @@ def test_a_second_live_run_is_refused_naming_the_first(tmp_path):
     run = tmp_path / "D"
     try:
         deadline = time.time() + 120
-        while not (run / ".hydra" / "config.yaml").is_file():
+        while not (run / "metrics.json").is_file():  # training: .hydra/ is complete
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.1)
         hydra_before = hashes(run / ".hydra")
