@@ -17,6 +17,7 @@ sweep the remaining jobs are not started.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -30,7 +31,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from convtrain.app import sweep
+from convtrain.app import rundir, sweep
+from convtrain.app.rundir import RunDirError
 from convtrain.app.schema import register_configs
 from convtrain.errors import ConfigError
 from convtrain.training.interrupts import TrainingInterrupted, exit_status, signal_name
@@ -48,14 +50,30 @@ def config_dir() -> str:
     return str(package.parent / "configs")
 
 
-def _describe(exc: Exception) -> str | None:
-    """The one-line message of a user mistake, None for anything else (a bug, InternalError
-    included)."""
+def _describe(exc: Exception, run_dir: Path | None = None) -> str | None:
+    """The one-line message of a user mistake or of the user's disk (full, read-only, no
+    permission), None for anything else (a bug, InternalError included)."""
     if isinstance(exc, ConfigError):  # DataError too
         return str(exc)
+    if isinstance(exc, OSError):
+        return rundir.describe_os_error(exc, run_dir)
     if isinstance(exc, OmegaConfBaseException):  # e.g. an interpolation that does not resolve
         return explain(exc)
     return None
+
+
+def _quiet_log_file_errors() -> None:
+    """A log file that cannot be written (disk full) is closed and dropped, instead of
+    ``logging`` printing a traceback for every record: the run's own one-line error (a full
+    disk hits the checkpoints and metrics.json too) tells the user."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            def handle_error(record: logging.LogRecord, handler: logging.Handler = handler) -> None:
+                root.removeHandler(handler)
+                with contextlib.suppress(Exception):
+                    handler.close()
+            handler.handleError = handle_error  # type: ignore[method-assign]
 
 
 def _log_to_files(message: str) -> None:
@@ -75,8 +93,22 @@ def _app(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    sweep.clear_failure(run_dir)
+    _quiet_log_file_errors()
     try:
+        # a sweep job locks its own directory; a single run's was locked by RunDirGuard
+        rundir.hold(run_dir)
+    except RunDirError as exc:
+        # the directory belongs to another live run: write nothing into it
+        if in_sweep:
+            log.error("job failed: %s", exc)
+            return None
+        print_error(str(exc))
+        sys.exit(2)
+    try:
+        if in_sweep:
+            # the sweep directory was checked as a whole (RunDirGuard); this job's part of it
+            rundir.replace_job_results(run_dir, cfg)
+        sweep.clear_failure(run_dir)
         from convtrain.app.preflight import check_overrides  # noqa: PLC0415
 
         check_overrides(list(HydraConfig.get().overrides.task))
@@ -88,7 +120,7 @@ def _app(cfg: DictConfig) -> float | None:
         print(f"convtrain: {message}", file=sys.stderr)
         sys.exit(exc.exit_status)
     except Exception as exc:
-        message = _describe(exc)
+        message = _describe(exc, run_dir)
         if in_sweep:
             # the other jobs go on; the main process lists this one at the end
             sweep.record_failure(run_dir, exc, message)
@@ -97,8 +129,11 @@ def _app(cfg: DictConfig) -> float | None:
             raise
         _log_to_files(message)
         sweep.write_error(run_dir, message)
+        rundir.restore_start_files(run_dir)  # a refused resume leaves the run as it was
         print_error(message)
         sys.exit(2)
+    finally:
+        rundir.release(run_dir)
 
 
 _CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")

@@ -128,6 +128,8 @@ class TrainConfig:
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     task: Task = Task.train
     seed: int = 0
+    # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
+    overwrite_run_dir: bool = False
 
 
 def register_configs() -> None:

@@ -38,7 +38,10 @@ class SweepMonitor(Callback):
 
 def clear_failure(job_dir: Path) -> None:
     """Remove a stale ``error.txt`` (a re-used job directory must not look failed)."""
-    (job_dir / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        (job_dir / ERROR_FILE).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", job_dir / ERROR_FILE, exc.strerror or exc)
 
 
 def record_failure(job_dir: Path, exc: BaseException, message: str | None) -> None:
@@ -58,8 +61,11 @@ def record_failure(job_dir: Path, exc: BaseException, message: str | None) -> No
 
 def write_error(run_dir: Path, message: str) -> None:
     """``<run dir>/error.txt``: how convtrain-report and the sweep summary tell a failed run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / ERROR_FILE).write_text(message.rstrip() + "\n")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(message.rstrip() + "\n")
+    except OSError as exc:  # a full or read-only disk: the console has the message anyway
+        log.warning("cannot write %s: %s", run_dir / ERROR_FILE, exc.strerror or exc)
 
 
 def read_overrides(job_dir: Path, strict: bool = False) -> list[str]:

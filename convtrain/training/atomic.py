@@ -3,7 +3,9 @@
 A checkpoint or ``metrics.json`` is first written completely to a temporary file in the same
 directory, flushed to disk with ``fsync``, then moved over the old file with ``os.replace``
 (atomic on POSIX and Windows). A crash at any point leaves either the old file or the new one,
-never a truncated mix.
+never a truncated mix. A write that fails (a full or read-only disk) removes its temporary file
+and raises the OSError with ``filename`` set to the file it was replacing, so that the message
+names the file the user knows.
 """
 from __future__ import annotations
 
@@ -14,8 +16,22 @@ from pathlib import Path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (parent directories are created)."""
+    """Replace ``path`` with ``data`` atomically (parent directories are created).
+
+    Raises:
+        OSError: the write failed; ``path`` is unchanged, ``exc.filename`` is ``path``.
+    """
     path = Path(path)
+    try:
+        _replace(path, data)
+    except OSError as exc:
+        if exc.filename == str(path):
+            raise
+        error = OSError(exc.errno, exc.strerror or str(exc), str(path))
+        raise error from exc
+
+
+def _replace(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

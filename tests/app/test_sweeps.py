@@ -75,9 +75,10 @@ def test_successful_sweep_exits_zero_and_stale_errors_do_not_count(tmp_path):
                      f"hydra.sweep.dir={sweep}", *TINY)
     assert proc.returncode == 1
     assert (sweep / "0" / "error.txt").is_file()
-    # the same directory again, now without mistakes: job 0's old error.txt is cleared
+    # the same directory again (it holds job 1's results: replacing them needs
+    # overwrite_run_dir=true), now without mistakes: job 0's old error.txt is cleared
     proc = convtrain(tmp_path, "-m", "model.layers.conv1.filters=1,2",
-                     f"hydra.sweep.dir={sweep}", *TINY)
+                     f"hydra.sweep.dir={sweep}", "overwrite_run_dir=true", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert not (sweep / "0" / "error.txt").exists()
     assert "failed" not in proc.stderr

@@ -1,0 +1,160 @@
+"""Run directories are owned: a live run's directory is locked, a finished run is not
+overwritten (nor its ``.hydra/``) unless resumed or ``overwrite_run_dir=true``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from convtrain.app.report import collect
+from convtrain.app.rundir import LOCK_FILE
+
+FAST = ["trainer.max_epochs=2"]
+
+
+def convtrain(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", "convtrain", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def hashes(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` -> sha256 of its bytes."""
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def finished_run(tmp_path: Path) -> Path:
+    proc = convtrain(tmp_path, *FAST, "hydra.run.dir=D")
+    assert proc.returncode == 0, proc.stderr
+    return tmp_path / "D"
+
+
+def test_a_failed_command_into_a_finished_run_leaves_it_byte_identical(tmp_path):
+    run = finished_run(tmp_path)
+    before = hashes(run)
+    proc = convtrain(tmp_path, *FAST, "hydra.run.dir=D", "optimizer.lr=-1")
+    assert_one_line_error(proc, str(run), "already holds a run", "trainer.resume=",
+                          "overwrite_run_dir=true")
+    assert hashes(run) == before
+    [row] = collect(run.parent)
+    assert row["status"] == "ok" and "optimizer.lr" not in row
+
+
+def test_a_good_command_into_a_finished_run_is_refused_too(tmp_path):
+    run = finished_run(tmp_path)
+    before = hashes(run)
+    assert_one_line_error(convtrain(tmp_path, *FAST, "hydra.run.dir=D"), str(run))
+    assert_one_line_error(convtrain(tmp_path, "task=summary", "hydra.run.dir=D"), str(run))
+    assert hashes(run) == before
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_resuming_in_place_is_allowed(tmp_path):
+    run = finished_run(tmp_path)
+    proc = convtrain(tmp_path, "trainer.max_epochs=3", "hydra.run.dir=D", "trainer.resume=D")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 3
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_a_refused_resume_in_place_keeps_the_runs_config(tmp_path):
+    run = finished_run(tmp_path)
+    before = hashes(run)
+    # the checkpoint already completed 2 epochs: nothing to train, refused by the resume check
+    proc = convtrain(tmp_path, "trainer.max_epochs=1", "hydra.run.dir=D", "trainer.resume=D")
+    assert_one_line_error(proc, "trainer.max_epochs")
+    after = hashes(run)
+    log = after.pop("convtrain.log")  # the log keeps the refusal, appended
+    assert log != before.pop("convtrain.log")
+    assert after == before  # .hydra/ as the finished run wrote it, no error.txt
+
+
+def test_overwrite_run_dir_replaces_the_earlier_run(tmp_path):
+    run = finished_run(tmp_path)
+    proc = convtrain(tmp_path, "trainer.max_epochs=1", "hydra.run.dir=D", "overwrite_run_dir=true")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 1
+    # the earlier run's event file is gone: TensorBoard shows one run
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+
+
+def test_a_second_live_run_is_refused_naming_the_first(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    first = subprocess.Popen([sys.executable, "-m", "convtrain", "trainer.max_epochs=100000",
+                              "hydra.run.dir=D"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "D"
+    try:
+        deadline = time.time() + 120
+        while not (run / "metrics.json").is_file():  # training: .hydra/ is complete
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        hydra_before = hashes(run / ".hydra")
+        proc = convtrain(tmp_path, *FAST, "hydra.run.dir=D", "seed=5")
+        assert_one_line_error(proc, str(run), "in use by another convtrain run",
+                              f"pid {first.pid} on {socket.gethostname()}", "started ")
+        assert hashes(run / ".hydra") == hydra_before
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # killed: its lock is stale, and the next run into the directory takes it over
+    assert (run / LOCK_FILE).is_file()
+    proc = convtrain(tmp_path, "trainer.max_epochs=1", "hydra.run.dir=D", "overwrite_run_dir=true")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / LOCK_FILE).exists()
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    run = tmp_path / "D"
+    run.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (run / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
+                                             "started": "2020-01-01T00:00:00+00:00"}))
+    proc = convtrain(tmp_path, *FAST, "hydra.run.dir=D")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "metrics.json").is_file()
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_the_lock_is_released_when_a_run_fails(tmp_path):
+    proc = convtrain(tmp_path, *FAST, "hydra.run.dir=D", "optimizer.lr=-1")
+    assert_one_line_error(proc, "optimizer.lr")
+    assert not (tmp_path / "D" / LOCK_FILE).exists()
+    # nothing was finished there: the directory may be used again
+    assert convtrain(tmp_path, *FAST, "hydra.run.dir=D").returncode == 0
+
+
+def test_a_sweep_into_a_sweep_directory_with_results_is_refused(tmp_path):
+    proc = convtrain(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=1", "hydra.sweep.dir=S")
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "S"
+    before = hashes(sweep)
+    proc = convtrain(tmp_path, "-m", "seed=3,4", "trainer.max_epochs=1", "hydra.sweep.dir=S")
+    assert_one_line_error(proc, str(sweep), "already holds runs")
+    assert hashes(sweep) == before
+    assert not list(sweep.rglob(LOCK_FILE))
+    # overwrite_run_dir=true replaces each job's results: one event file per job afterwards
+    proc = convtrain(tmp_path, "-m", "seed=3,4", "trainer.max_epochs=1", "hydra.sweep.dir=S",
+                     "overwrite_run_dir=true")
+    assert proc.returncode == 0, proc.stderr
+    for job in ("0", "1"):
+        assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert not list(sweep.rglob(LOCK_FILE))
