@@ -116,7 +116,8 @@ def _app(cfg: DictConfig) -> float | None:
     except TrainingInterrupted as exc:
         message = exc.message(_resume_command(run_dir) if exc.resumable else None)
         _log_to_files(message)
-        sweep.write_error(run_dir, message)
+        if not exc.finished:  # a run whose epochs are all done is complete, not failed
+            sweep.write_error(run_dir, message)
         print(f"convtrain: {message}", file=sys.stderr)
         sys.exit(exc.exit_status)
     except Exception as exc:

@@ -87,15 +87,18 @@ class CheckpointHook(Hook):
     Attributes:
         saved: ``(epoch, global_step)`` held by this run directory's ``last``, None before one
             is written (or found: resuming from this directory's own ``last``).
+        save_error: why the ``last`` written on the way out of an interrupted run could not be
+            written (``cannot write PATH: No space left on device``), else None.
     """
 
     def __init__(self, config_text: str | None):
         self.config_text = config_text
         self.saved: tuple[int, int] | None = None
+        self.save_error: str | None = None
         self._start: tuple[dict, dict, dict] | None = None
 
     def on_fit_start(self, state: TrainState) -> None:
-        self.saved, self._start = None, None
+        self.saved, self._start, self.save_error = None, None, None
         last = state.run_dir / "checkpoints" / "last.safetensors"
         if state.resumed_from is not None and last.is_file() \
                 and state.resumed_from.resolve() == last.resolve():
@@ -121,6 +124,12 @@ class CheckpointHook(Hook):
         start, self._start = self._start, None
         if isinstance(error, TrainingInterrupted) and start is not None:
             model_state, optimizer_state, meta = start
-            save_checkpoint(state.run_dir / "checkpoints", "last", model_state,
-                            optimizer_state, meta)
+            try:
+                save_checkpoint(state.run_dir / "checkpoints", "last", model_state,
+                                optimizer_state, meta)
+            except OSError as exc:
+                # a full disk: the interrupt's one line says why there is nothing to resume
+                where = f" {exc.filename}" if exc.filename else ""
+                self.save_error = f"cannot write{where}: {exc.strerror or exc}"
+                return
             self.saved = (meta["epoch"], meta["global_step"])

@@ -58,14 +58,19 @@ class TrainingInterrupted(BaseException):
         checkpointing: whether the run writes checkpoints (``trainer.checkpoint``).
         saved: ``(epoch, global_step)`` held by ``run_dir/checkpoints/last`` once training
             stopped, None when there is none (filled in after the hooks' ``on_fit_end``).
+        save_error: why ``last`` could not be written on the way out (``cannot write
+            .../last.safetensors: No space left on device``), None when it was not tried or
+            was written.
     """
 
     def __init__(self, signum: int, *, epoch: int, step: int, completed: int, max_epochs: int,
-                 run_dir: Path, checkpointing: bool, saved: tuple[int, int] | None = None):
+                 run_dir: Path, checkpointing: bool, saved: tuple[int, int] | None = None,
+                 save_error: str | None = None):
         super().__init__(signum)
         self.signum, self.epoch, self.step = int(signum), epoch, step
         self.completed, self.max_epochs = completed, max_epochs
         self.run_dir, self.checkpointing, self.saved = Path(run_dir), checkpointing, saved
+        self.save_error = save_error
 
     def __str__(self) -> str:
         return self.message()
@@ -95,6 +100,8 @@ class TrainingInterrupted(BaseException):
         if not self.checkpointing:
             return (f"{head}; {kept}, and with trainer.checkpoint=false there is no checkpoint "
                     f"to resume from in {self.run_dir}")
+        if self.saved is None and self.save_error:
+            return f"{head}; {kept}, but checkpoints/last could not be written: {self.save_error}"
         if self.saved is None:
             return (f"{head}; {kept}, but no checkpoint could be written to "
                     f"{self.run_dir / 'checkpoints'} (see the log)")
@@ -110,7 +117,8 @@ class InterruptGuard:
 
     Use as a context manager; :attr:`signum` is the first signal received (None before).
     Installed only in the main thread (the only one Python delivers signals to); restores the
-    previous handlers on exit.
+    previous handlers on exit. A signal that is ignored (``SIG_IGN``, as SIGINT is for a
+    background job started by a non-interactive shell) stays ignored.
     """
 
     def __init__(self) -> None:
@@ -121,6 +129,8 @@ class InterruptGuard:
         self.signum = None
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
+                if signal.getsignal(signum) is signal.SIG_IGN:
+                    continue
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

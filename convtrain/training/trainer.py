@@ -211,6 +211,8 @@ class Trainer:
                 self._end_hooks(error)
                 if isinstance(error, TrainingInterrupted):
                     error.saved = self._checkpoints.saved if self._checkpoints else None
+                    error.save_error = self._checkpoints.save_error if self._checkpoints \
+                        else None
             # a signal while the last epoch's files were written: the run is complete
             self._stop_if_interrupted(completed=self.max_epochs)
         return state.metrics
@@ -239,8 +241,10 @@ class Trainer:
                 if error is None and failure is None:
                     failure = exc
                 else:
+                    # a disk error is one line (its path and reason say it all); a bug keeps
+                    # its traceback
                     log.error("%s could not finish: %s", type(hook).__name__, exc,
-                              exc_info=exc)
+                              exc_info=None if isinstance(exc, OSError) else exc)
         if failure is not None:
             raise failure
 

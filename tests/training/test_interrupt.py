@@ -6,7 +6,9 @@ end-to-end ones send it to a real ``convtrain`` process once its log shows progr
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shlex
@@ -19,10 +21,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from convtrain.training import interrupts
+from convtrain.training import checkpointing, interrupts
 from convtrain.training.checkpoint import load_checkpoint
 from convtrain.training.hooks import Hook
 from convtrain.training.interrupts import InterruptGuard, TrainingInterrupted
+from tests.app.test_cli_errors import convtrain  # noqa: F401 - the in-process CLI fixture
 from tests.training.test_trainer import blobs, make_trainer, real_model
 
 # metrics.json keys that measure time, not results
@@ -154,6 +157,70 @@ def test_signal_during_the_last_epochs_files_keeps_the_complete_run(tmp_path):
     assert_same_results(tmp_path / "full", tmp_path / "b")
 
 
+def test_full_disk_on_the_way_out_is_one_line_naming_the_cause(tmp_path, monkeypatch, caplog):
+    """Interrupted in the first epoch on a full disk: the epoch-0 ``last`` cannot be written.
+    The interrupt's line names the file and the reason; a hook's disk error in ``on_fit_end``
+    is logged as one line, without a traceback."""
+    def full_disk(directory, name, *args):
+        raise OSError(errno.ENOSPC, "No space left on device",
+                      str(Path(directory) / f"{name}.safetensors"))
+
+    class FailsToClose(Hook):
+        def on_fit_end(self, state, error):
+            raise OSError(errno.ENOSPC, "No space left on device",
+                          str(state.run_dir / "tensorboard" / "events"))
+
+    monkeypatch.setattr(checkpointing, "save_checkpoint", full_disk)
+    with caplog.at_level(logging.INFO, logger="convtrain"), \
+            pytest.raises(TrainingInterrupted) as info:
+        trainer(tmp_path, blobs(), hooks=[SignalAt(2, signal.SIGTERM), FailsToClose()]).fit()
+    exc = info.value
+    assert exc.exit_status == 143 and exc.saved is None
+    assert str(exc) == (
+        f"interrupted (SIGTERM) at epoch 1, step 2; no epoch was completed, but checkpoints/last "
+        f"could not be written: cannot write {tmp_path / 'checkpoints' / 'last.safetensors'}: "
+        f"No space left on device")
+    [record] = [r for r in caplog.records if "could not finish" in r.getMessage()]
+    assert record.getMessage() == (f"FailsToClose could not finish: [Errno 28] No space left on "
+                                   f"device: '{tmp_path / 'tensorboard' / 'events'}'")
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_signal_after_the_last_epoch_does_not_mark_the_run_failed(  # noqa: F811
+        convtrain, tmp_path, monkeypatch):
+    """SIGTERM while the last epoch's files were written: exit 143, but the complete run has
+    no error.txt (convtrain-report would list it as failed); a stale one is removed."""
+    run_dir = tmp_path / "r"
+
+    def finished(cfg, *, run_dir):
+        raise TrainingInterrupted(signal.SIGTERM, epoch=3, step=18, completed=3, max_epochs=3,
+                                  run_dir=run_dir, checkpointing=True, saved=(3, 18))
+
+    monkeypatch.setattr("convtrain.app.run.run", finished)
+    run_dir.mkdir()
+    (run_dir / "error.txt").write_text("an earlier failure\n")
+    assert convtrain(f"hydra.run.dir={run_dir}") == 143
+    assert not (run_dir / "error.txt").exists()
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path):
+    """A background job of a non-interactive shell inherits SIGINT ignored: a Ctrl-C meant
+    for the script must not stop its training."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        guard = InterruptGuard()
+        with guard:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == guard._handle
+            os.kill(os.getpid(), signal.SIGINT)
+            assert guard.signum is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        trainer(tmp_path, blobs(), max_epochs=1, hooks=[SignalAt(2, signal.SIGINT)]).fit()
+        assert json.loads((tmp_path / "metrics.json").read_text())["epochs_completed"] == 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_second_signal_exits_at_once(monkeypatch, capfd):
     exits = []
     monkeypatch.setattr(interrupts.os, "_exit", exits.append)
@@ -179,14 +246,13 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def signal_after(proc: subprocess.Popen, pattern: str, signum: int, times: int = 1) -> str:
+def signal_after(proc: subprocess.Popen, pattern: str, signum: int) -> str:
     """Send ``signum`` once a log line (on stdout) contains ``pattern``; stdout and stderr."""
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if pattern in line:
-            for _ in range(times):
-                proc.send_signal(signum)
+            proc.send_signal(signum)
             break
     out, err = proc.communicate(timeout=300)
     return "".join(lines) + out, err
@@ -231,13 +297,58 @@ def test_real_signal_to_convtrain_then_the_printed_command_resumes_bitwise(tmp_p
     assert not (part / "error.txt").exists()
 
 
+# ``convtrain`` (its very ``main``) with two lines on stdout: once the first training batch
+# has begun and once the guard has handled the first signal, so that a test sends the second
+# signal only then (signals sent back to back are merged into one, which only stops cleanly)
+TRACED_CONVTRAIN = """
+import os, sys
+from convtrain.app import cli
+from convtrain.training import trainer
+from convtrain.training.interrupts import InterruptGuard
+batches, handle = trainer.iterate_batches, InterruptGuard._handle
+def traced_batches(*args, **kwargs):
+    for batch in batches(*args, **kwargs):
+        os.write(1, b"test: batch begins\\n")
+        yield batch
+def traced_handle(self, signum, frame):
+    first = self.signum is None
+    handle(self, signum, frame)
+    if first:
+        os.write(1, b"test: first signal handled\\n")
+trainer.iterate_batches, InterruptGuard._handle = traced_batches, traced_handle
+sys.argv[0] = "convtrain"
+cli.main()
+"""
+
+
 @pytest.mark.slow
 def test_second_ctrl_c_to_convtrain_exits_at_once_without_traceback(tmp_path):
-    proc = start(tmp_path, *ARGS, f"hydra.run.dir={tmp_path / 'run'}")
-    stdout, stderr = signal_after(proc, "epoch 1/3", signal.SIGINT, times=2)
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    # one training batch of about 2 s: the clean stop after the first signal waits for the
+    # end of the batch, long after the second signal
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TRACED_CONVTRAIN, "data.subset=600", "trainer.batch_size=540",
+         "trainer.max_epochs=3", "logger.png=false",
+         "model.layers.conv1.filters=512", "model.layers.conv2.filters=512",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(("test: batch begins", "test: first signal handled")):
+            proc.send_signal(signal.SIGINT)
+        if line.startswith("test: first signal handled"):
+            break
+    stdout, stderr = proc.communicate(timeout=300)
+    stdout = "".join(lines) + stdout
+    assert "test: first signal handled" in stdout, stdout + stderr
     assert proc.returncode == 130 and "Traceback" not in stdout + stderr
     [line] = user_lines(stderr)
-    assert "interrupted" in line
+    assert line.startswith("interrupted again (SIGINT): stopped at once"), line
+    # stopped at once: the epoch-0 `last` of a clean stop in the first epoch was not written
+    assert not (run_dir / "checkpoints" / "last.safetensors").exists()
+    assert not (run_dir / "metrics.json").exists()
 
 
 @pytest.mark.slow
