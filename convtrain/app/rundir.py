@@ -374,6 +374,21 @@ def _refuse(exc: RunDirError) -> None:
     sys.exit(2)
 
 
+def _sweep_go_on(directory: Path) -> str:
+    """How to go on with a sweep directory holding runs (an interrupted sweep, say): its
+    jobs resume one by one in place; a sweep cannot be continued as a whole."""
+    resumable = sorted((p.parent.parent for p in directory.glob("**/checkpoints/last.safetensors")),
+                       key=lambda job: [(0, int(x), "") if x.isdigit() else (1, 0, x)
+                                        for x in job.relative_to(directory).parts])
+    replace = "replace them with overwrite_run_dir=true, or choose another hydra.sweep.dir"
+    if not resumable:
+        return replace
+    job = resumable[0]
+    return (f"continue a job in place with its overrides plus trainer.resume={job} "
+            f"hydra.run.dir={job} (an interrupted job's error.txt holds the whole command), run "
+            f"the jobs still to do with another hydra.sweep.dir, or {replace.split(', or ')[0]}")
+
+
 class RunDirGuard(Callback):
     """Locks and checks the run directory before Hydra writes anything into it.
 
@@ -415,7 +430,6 @@ class RunDirGuard(Callback):
                 if found:
                     raise RunDirError(
                         f"sweep directory {directory} already holds runs ({', '.join(found[:3])}"
-                        f"{', ...' if len(found) > 3 else ''}); replace them with "
-                        f"overwrite_run_dir=true or choose another hydra.sweep.dir")
+                        f"{', ...' if len(found) > 3 else ''}); {_sweep_go_on(directory)}")
         except RunDirError as exc:
             _refuse(exc)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from convtrain.app.report import collect
 from convtrain.app.rundir import LOCK_FILE
 
@@ -173,6 +175,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_run_into_a_live_sweeps_directory_is_refused_before_it_writes(tmp_path):
     # review finding 1: the run took S/1 first, then the sweep's job 1 rewrote its .hydra/
     # and log and failed unseen (sweep exit 0)
@@ -251,4 +254,28 @@ def test_a_finished_run_without_checkpoints_is_not_offered_a_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = assert_one_line_error(convtrain(tmp_path, *FAST, "hydra.run.dir=D"),
                                  "already holds a run (metrics.json)", "overwrite_run_dir=true")
+    assert "trainer.resume" not in line
+
+
+@pytest.mark.slow
+def test_a_refused_sweep_says_how_its_jobs_go_on(tmp_path):
+    # review finding 5: re-running a sweep into its directory is refused; the line must say how
+    # to go on (each job resumes in place), and that way must work
+    proc = convtrain(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=1", "hydra.sweep.dir=S")
+    assert proc.returncode == 0, proc.stderr
+    job = tmp_path / "S" / "0"
+    proc = convtrain(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=2", "hydra.sweep.dir=S")
+    assert_one_line_error(proc, "already holds runs", f"trainer.resume={job} hydra.run.dir={job}",
+                          "another hydra.sweep.dir", "overwrite_run_dir=true")
+    proc = convtrain(tmp_path, "seed=1", "trainer.max_epochs=2", f"trainer.resume={job}",
+                     f"hydra.run.dir={job}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == 2
+    # without checkpoints there is nothing to resume
+    proc = convtrain(tmp_path, "-m", "seed=1", "trainer.max_epochs=1", "trainer.checkpoint=false",
+                     "hydra.sweep.dir=T")
+    assert proc.returncode == 0, proc.stderr
+    line = assert_one_line_error(
+        convtrain(tmp_path, "-m", "seed=1", "trainer.max_epochs=1", "hydra.sweep.dir=T"),
+        "already holds runs", "overwrite_run_dir=true", "another hydra.sweep.dir")
     assert "trainer.resume" not in line
