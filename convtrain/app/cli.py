@@ -131,7 +131,7 @@ def _app(cfg: DictConfig) -> float | None:
             raise
         _log_to_files(message)
         sweep.write_error(run_dir, message)
-        rundir.restore_start_files(run_dir)  # a resume refused before training: as it was
+        rundir.restore_start_files(run_dir)  # a refused resume leaves the run as it was
         print_error(message)
         sys.exit(2)
     finally:
