@@ -98,9 +98,11 @@ def _app(cfg: DictConfig) -> float | None:
         # a sweep job locks its own directory; a single run's was locked by RunDirGuard
         rundir.hold(run_dir)
     except RunDirError as exc:
-        # the directory belongs to another live run: write nothing into it
+        # the directory belongs to another live run: write nothing into it (neither its log
+        # nor error.txt); the sweep counts the job as failed
         if in_sweep:
-            log.error("job failed: %s", exc)
+            print(f"convtrain: job {run_dir} not run: {exc}", file=sys.stderr)
+            sweep.record_refused(run_dir, str(exc))
             return None
         print_error(str(exc))
         sys.exit(2)

@@ -10,9 +10,21 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from convtrain.app import preflight
+from convtrain.app import preflight, rundir
+from convtrain.training.hooks import Hook
 
 log = logging.getLogger("convtrain")
+
+
+class _Started(Hook):
+    """Tells :mod:`convtrain.app.rundir` that training began (a resume was accepted): a later
+    failure no longer puts the run directory's earlier ``.hydra/`` and ``error.txt`` back."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def on_fit_start(self, state: object) -> None:
+        rundir.training_started(self.run_dir)
 
 
 def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
@@ -59,7 +71,7 @@ def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
     trainer = Trainer(
         parts.model, parts.optimizer, parts.schedule, data,
         run_dir=run_dir, backend=plan.backend, seed=plan.seed, **plan.trainer,
-        config_text=config_text, augment=plan.augment, hooks=[visuals],
+        config_text=config_text, augment=plan.augment, hooks=[_Started(run_dir), visuals],
     )
     metrics = trainer.fit()
     test_acc = metrics.get("test_accuracy")

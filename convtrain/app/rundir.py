@@ -10,8 +10,10 @@
   (``trainer.resume=DIR``) or ``overwrite_run_dir=true`` is set.
 * Both checks run in :class:`RunDirGuard`, a Hydra callback (``configs/hydra/default.yaml``)
   called before Hydra creates the job's log file and writes ``.hydra/``: a refused start leaves
-  the earlier run's files as they were. Sweep jobs lock their own directory when they start
-  (:func:`owned`), the sweep directory is guarded as a whole.
+  the earlier run's files as they were. The sweep directory is guarded and locked as a whole
+  for the sweep; a run inside a locked directory, or a sweep over a live run, is refused
+  (:func:`check_not_inside_live_run`, :func:`live_runs_below`). Sweep jobs lock their own
+  directory too when they start (their ``.hydra/`` is written before any callback can check).
 * Disk and permission trouble (read-only, no permission, disk full) is the user's environment,
   not a bug: :func:`describe_os_error` gives the one line, naming the path, what failed, and
   which completed epochs the run directory still keeps.
@@ -38,6 +40,7 @@ from omegaconf import DictConfig
 
 from convtrain.app.hydra_errors import print_error
 from convtrain.errors import ConfigError
+from convtrain.training.atomic import atomic_write_bytes
 
 log = logging.getLogger("convtrain")
 
@@ -76,13 +79,17 @@ def kept_results(run_dir: Path) -> str:
     if epochs:
         kept.append(f"metrics.json of {_epochs(epochs)}")
     epoch = _epochs_in(run_dir / "checkpoints" / "last.json", "epoch")
-    if epoch and (run_dir / "checkpoints" / "last.safetensors").is_file():
+    has_last = (run_dir / "checkpoints" / "last.safetensors").is_file()
+    if epoch and has_last:
         kept.append(f"the checkpoint of epoch {epoch}")
+    resume = f"resume with trainer.resume={run_dir}"
     if not kept:
-        return f"no completed epoch is saved in {run_dir}"
+        message = f"no completed epoch is saved in {run_dir}"
+        # an interrupt in the first epoch saves the start (epoch 0): it still resumes
+        return f"{message} ({resume} to start over from its checkpoint)" if has_last else message
     message = f"{' and '.join(kept)} {'are' if len(kept) > 1 else 'is'} kept in {run_dir}"
-    if epoch:
-        message += f" (resume with trainer.resume={run_dir})"
+    if has_last:
+        message += f" ({resume})"
     return message
 
 
@@ -156,14 +163,17 @@ class RunDirLock:
         os.pwrite(fd, data, 0)
         os.fsync(fd)
 
-    def _in_use(self) -> str:
+    def owner(self) -> str:
+        """``pid 4242 on vm, started 2026-...`` from the lock file."""
         try:
             owner = json.loads(self.path.read_text())
-            who = (f"pid {owner['pid']} on {owner['host']}, started {owner['started']}")
+            return f"pid {owner['pid']} on {owner['host']}, started {owner['started']}"
         except (OSError, ValueError, KeyError, TypeError):
-            who = "owner unknown"
-        return (f"run directory {self.directory} is in use by another convtrain run ({who}); "
-                f"wait for it to end or choose another hydra.run.dir")
+            return "owner unknown"
+
+    def _in_use(self) -> str:
+        return (f"run directory {self.directory} is in use by another convtrain run "
+                f"({self.owner()}); wait for it to end or choose another hydra.run.dir")
 
     def release(self) -> None:
         if self._fd is None:
@@ -173,6 +183,48 @@ class RunDirLock:
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._fd = None
+
+
+def held_elsewhere(directory: Path) -> bool:
+    """True when ``directory``'s lock is held by another process (a live run or sweep).
+
+    A shared ``flock`` probe: it conflicts with the owner's exclusive lock and is dropped at
+    once. A lock this process holds is not "elsewhere"."""
+    directory = Path(directory).absolute()
+    if directory in _held:
+        return False
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file (or an unreadable one: the owner's own check refuses)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the probe's lock
+    return False
+
+
+def check_not_inside_live_run(directory: Path) -> None:
+    """Refuse a run whose directory lies inside a live run's or sweep's directory (a sweep's
+    jobs write ``.hydra/`` and their log before any job can check its own lock)."""
+    directory = Path(directory).absolute()
+    for parent in directory.parents:
+        if held_elsewhere(parent):
+            raise RunDirError(
+                f"run directory {directory} lies inside {parent}, which is in use by another "
+                f"convtrain run ({RunDirLock(parent).owner()}); wait for it to end or choose "
+                f"another directory")
+
+
+def live_runs_below(directory: Path) -> list[Path]:
+    """Directories below ``directory`` whose lock another process holds."""
+    directory = Path(directory).absolute()
+    return sorted(lock.parent for lock in directory.rglob(LOCK_FILE)
+                  if lock.parent != directory and held_elsewhere(lock.parent))
 
 
 def hold(directory: Path) -> bool:
@@ -235,10 +287,11 @@ def check_reuse(directory: Path, *, resume: Any, overwrite: bool) -> None:
         return
     if _resumes(resume, directory):
         return
+    go_on = (f"continue it with trainer.resume={directory}, "
+             if (directory / "checkpoints" / "last.safetensors").is_file() else "")
     raise RunDirError(
-        f"run directory {directory} already holds a run ({', '.join(found)}); continue it with "
-        f"trainer.resume={directory}, replace it with overwrite_run_dir=true, or choose "
-        f"another hydra.run.dir")
+        f"run directory {directory} already holds a run ({', '.join(found)}); {go_on}replace it "
+        f"with overwrite_run_dir=true, or choose another hydra.run.dir")
 
 
 #: what a run writes besides its log: removed when ``overwrite_run_dir=true`` replaces a run
@@ -266,6 +319,12 @@ def replace_job_results(job_dir: Path, config: DictConfig) -> None:
         clear_results(job_dir)
 
 
+def training_started(directory: Path) -> None:
+    """The resume was accepted and training began: a failure from now on is the run's own
+    (its ``error.txt`` and ``.hydra/`` stay as this run wrote them)."""
+    _start_files.pop(Path(directory).absolute(), None)
+
+
 class StartFiles:
     """The files Hydra rewrites at a start (``.hydra/``, ``error.txt``) of a directory with
     results, kept so that a resume refused before it saved anything can put them back."""
@@ -286,7 +345,7 @@ class StartFiles:
                 if data is None:
                     path.unlink(missing_ok=True)
                 elif _read(path) != data:
-                    path.write_bytes(data)
+                    atomic_write_bytes(path, data)  # the old file whole, or the new one
 
 
 def _read(path: Path) -> bytes | None:
@@ -300,7 +359,8 @@ _start_files: dict[Path, StartFiles] = {}
 
 
 def restore_start_files(directory: Path) -> None:
-    """After a refused resume: the directory's ``.hydra/`` and ``error.txt`` as before."""
+    """After a resume refused before training started (:func:`training_started` not
+    called): the directory's ``.hydra/`` and ``error.txt`` as before."""
     saved = _start_files.pop(Path(directory).absolute(), None)
     if saved is not None:
         saved.restore_if_unchanged_results()
@@ -312,6 +372,21 @@ def _refuse(exc: RunDirError) -> None:
         raise exc
     print_error(str(exc))
     sys.exit(2)
+
+
+def _sweep_go_on(directory: Path) -> str:
+    """How to go on with a sweep directory holding runs (an interrupted sweep, say): its
+    jobs resume one by one in place; a sweep cannot be continued as a whole."""
+    resumable = sorted((p.parent.parent for p in directory.glob("**/checkpoints/last.safetensors")),
+                       key=lambda job: [(0, int(x), "") if x.isdigit() else (1, 0, x)
+                                        for x in job.relative_to(directory).parts])
+    replace = "replace them with overwrite_run_dir=true, or choose another hydra.sweep.dir"
+    if not resumable:
+        return replace
+    job = resumable[0]
+    return (f"continue a job in place with its overrides plus trainer.resume={job} "
+            f"hydra.run.dir={job} (an interrupted job's error.txt holds the whole command), run "
+            f"the jobs still to do with another hydra.sweep.dir, or {replace.split(', or ')[0]}")
 
 
 class RunDirGuard(Callback):
@@ -326,7 +401,8 @@ class RunDirGuard(Callback):
         HydraConfig.instance().set_config(config)
         directory = Path(str(config.hydra.run.dir)).absolute()
         try:
-            hold(directory)
+            hold(directory)  # before looking at the parents: two racing starts cannot both pass
+            check_not_inside_live_run(directory)
             resume = config.trainer.get("resume") if "trainer" in config else None
             overwrite = bool(config.get("overwrite_run_dir", False))
             check_reuse(directory, resume=resume, overwrite=overwrite)
@@ -341,13 +417,19 @@ class RunDirGuard(Callback):
         directory = Path(str(config.hydra.sweep.dir)).absolute()
         try:
             hold(directory)
+            check_not_inside_live_run(directory)
+            live = live_runs_below(directory)
+            if live:
+                raise RunDirError(
+                    f"sweep directory {directory} holds a live run in {live[0]} "
+                    f"({RunDirLock(live[0]).owner()}); wait for it to end or choose another "
+                    f"hydra.sweep.dir")
             if not config.get("overwrite_run_dir", False):
                 found = sorted({str(p.relative_to(directory)) for name in RESULT_FILES
                                 for p in directory.glob(f"**/{name}")})
                 if found:
                     raise RunDirError(
                         f"sweep directory {directory} already holds runs ({', '.join(found[:3])}"
-                        f"{', ...' if len(found) > 3 else ''}); replace them with "
-                        f"overwrite_run_dir=true or choose another hydra.sweep.dir")
+                        f"{', ...' if len(found) > 3 else ''}); {_sweep_go_on(directory)}")
         except RunDirError as exc:
             _refuse(exc)

@@ -36,6 +36,18 @@ class SweepMonitor(Callback):
         _sweep = (Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0)
 
 
+# Jobs of this process refused because their directory belongs to another live run: they
+# must not write error.txt there, so the main process learns of them here (in-process
+# launchers; a job in another process still fails its sweep through its log line).
+_refused: list[tuple[Path, str]] = []
+
+
+def record_refused(job_dir: Path, message: str) -> None:
+    """A job that could not run because its directory is another run's: a failure of the
+    sweep, recorded without writing into that directory."""
+    _refused.append((Path(job_dir).absolute(), message))
+
+
 def clear_failure(job_dir: Path) -> None:
     """Remove a stale ``error.txt`` (a re-used job directory must not look failed)."""
     try:
@@ -110,9 +122,9 @@ def failed_jobs() -> list[tuple[Path, str]]:
     if _sweep is None:
         return []
     root, started = _sweep
+    found = list(_refused)  # this process's sweep's (a job's directory may lie elsewhere)
     if not root.is_dir():
-        return []
-    found = []
+        return found
     for path in root.rglob(ERROR_FILE):
         try:
             if path.stat().st_mtime < started:
@@ -120,7 +132,7 @@ def failed_jobs() -> list[tuple[Path, str]]:
         except OSError:
             continue
         error = first_error_line(path.parent)
-        if error is not None:
+        if error is not None and all(path.parent != job_dir for job_dir, _ in found):
             found.append((path.parent, error))
     return sorted(found, key=lambda item: job_sort_key(root, item[0]))
 
@@ -145,8 +157,15 @@ def jobs_started() -> int:
 
 def job_sort_key(root: Path, job_dir: Path) -> tuple:
     """Natural order of job directories under ``root`` (``2`` before ``10``)."""
-    rel = job_dir.relative_to(root).parts
+    rel = Path(_relative(root, job_dir)).parts
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in rel)
+
+
+def _relative(root: Path, job_dir: Path) -> str:
+    try:
+        return job_dir.relative_to(root).as_posix()
+    except ValueError:  # a hydra.sweep.subdir outside the sweep directory
+        return str(job_dir)
 
 
 def summary_line(failures: list[tuple[Path, str]]) -> str:
@@ -156,7 +175,7 @@ def summary_line(failures: list[tuple[Path, str]]) -> str:
     parts = []
     for job_dir, message in failures:
         overrides = " ".join(read_overrides(job_dir))
-        rel = job_dir.relative_to(root).as_posix()
+        rel = _relative(root, job_dir)
         parts.append(f"job {rel} ({overrides}): {message}" if overrides else f"job {rel}: {message}")
     total = max(jobs_started(), len(failures))
     return (f"convtrain: {len(failures)} of {total} jobs failed in {root} (details in each "

@@ -218,3 +218,22 @@ def test_a_run_directory_without_permission_is_one_line(tmp_path):
                     f"{tmp_path / 'D' / '.convtrain.lock'}: Permission denied")
     assert not (tmp_path / "D" / ".hydra").exists()
 
+
+
+def test_an_epoch_0_checkpoint_is_offered_as_a_resume(tmp_path):
+    # review finding 9: an interrupt in epoch 1 saves checkpoints/last at epoch 0; a resume in
+    # place that then hits a full disk must still say how to go on from it
+    from convtrain.app.rundir import describe_os_error
+
+    run = tmp_path / "D"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.json").write_text(json.dumps({"epoch": 0}))
+    (run / "checkpoints" / "last.safetensors").write_bytes(b"x")
+    exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run / "metrics.json"))
+    line = describe_os_error(exc, run)
+    assert line.startswith(f"cannot write {run}/metrics.json: No space left on device; "), line
+    assert f"no completed epoch is saved in {run}" in line
+    assert f"trainer.resume={run}" in line
+    # without the checkpoint there is nothing to resume from
+    (run / "checkpoints" / "last.safetensors").unlink()
+    assert "trainer.resume" not in describe_os_error(exc, run)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from convtrain.app.report import collect
 from convtrain.app.rundir import LOCK_FILE
 
@@ -158,3 +160,122 @@ def test_a_sweep_into_a_sweep_directory_with_results_is_refused(tmp_path):
     for job in ("0", "1"):
         assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 1
     assert not list(sweep.rglob(LOCK_FILE))
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen([sys.executable, "-m", "convtrain", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_run_into_a_live_sweeps_directory_is_refused_before_it_writes(tmp_path):
+    # review finding 1: the run took S/1 first, then the sweep's job 1 rewrote its .hydra/
+    # and log and failed unseen (sweep exit 0)
+    sweep_proc = _start(tmp_path, "-m", "seed=7,8", "trainer.max_epochs=40", "hydra.sweep.dir=S")
+    sweep = tmp_path / "S"
+    try:
+        _wait_for(sweep / "0" / ".hydra" / "overrides.yaml", sweep_proc)
+        proc = convtrain(tmp_path, "trainer.max_epochs=1", f"hydra.run.dir={sweep / '1'}")
+        assert_one_line_error(proc, f"run directory {sweep / '1'} lies inside {sweep}",
+                              f"pid {sweep_proc.pid} on {socket.gethostname()}")
+        assert sweep_proc.poll() is None, "the run took longer than the sweep: a weak check"
+        out, err = sweep_proc.communicate(timeout=600)
+    finally:
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+            sweep_proc.wait()
+    assert sweep_proc.returncode == 0, err
+    config = (sweep / "1" / ".hydra" / "config.yaml").read_text()
+    assert "seed: 8" in config and "max_epochs: 40" in config
+    assert "in use" not in (sweep / "1" / "convtrain.log").read_text()
+
+
+def test_a_sweep_over_a_live_run_is_refused(tmp_path):
+    live = _start(tmp_path, "trainer.max_epochs=100000", "hydra.run.dir=S/1")
+    run = tmp_path / "S" / "1"
+    try:
+        _wait_for(run / "metrics.json", live)
+        before = hashes(run / ".hydra")
+        proc = convtrain(tmp_path, "-m", "seed=7,8", "trainer.max_epochs=1", "hydra.sweep.dir=S")
+        assert_one_line_error(proc, f"sweep directory {tmp_path / 'S'} holds a live run in {run}",
+                              f"pid {live.pid}")
+        assert hashes(run / ".hydra") == before
+        assert not (tmp_path / "S" / "0").exists()
+        assert live.poll() is None
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_sweep_job_whose_directory_is_a_live_runs_fails_the_sweep(tmp_path):
+    # a hydra.sweep.subdir outside the sweep directory: the job finds the lock taken
+    live = _start(tmp_path, "trainer.max_epochs=100000", "hydra.run.dir=L")
+    run = tmp_path / "L"
+    try:
+        _wait_for(run / "metrics.json", live)
+        proc = convtrain(tmp_path, "-m", "seed=7", "trainer.max_epochs=1", "hydra.sweep.dir=S",
+                         f"hydra.sweep.subdir={run}")
+        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        assert "1 of 1 jobs failed" in proc.stderr and "in use" in proc.stderr, proc.stderr
+        assert not (run / "error.txt").exists()  # nothing written as the other run's failure
+        assert "in use" not in (run / "convtrain.log").read_text()
+        assert live.poll() is None
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_resume_in_place_that_fails_while_training_keeps_its_failure(tmp_path):
+    # review finding 2: the old .hydra/ and error.txt were put back over the new failure
+    run = finished_run(tmp_path)
+    proc = convtrain(tmp_path, "trainer.max_epochs=3", "optimizer.lr=1000", "hydra.run.dir=D",
+                     "trainer.resume=D")
+    # (NumPy's overflow warnings come before the line)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("convtrain: error: training diverged"), line
+    assert (run / "error.txt").read_text().strip() == line.removeprefix("convtrain: error: ")
+    assert "optimizer.lr=1000" in (run / ".hydra" / "overrides.yaml").read_text()
+    [row] = collect(run.parent)
+    assert row["status"] != "ok"
+
+
+def test_a_finished_run_without_checkpoints_is_not_offered_a_resume(tmp_path):
+    # review finding 6: trainer.resume=DIR cannot work without checkpoints/last
+    proc = convtrain(tmp_path, *FAST, "trainer.checkpoint=false", "hydra.run.dir=D")
+    assert proc.returncode == 0, proc.stderr
+    line = assert_one_line_error(convtrain(tmp_path, *FAST, "hydra.run.dir=D"),
+                                 "already holds a run (metrics.json)", "overwrite_run_dir=true")
+    assert "trainer.resume" not in line
+
+
+@pytest.mark.slow
+def test_a_refused_sweep_says_how_its_jobs_go_on(tmp_path):
+    # review finding 5: re-running a sweep into its directory is refused; the line must say how
+    # to go on (each job resumes in place), and that way must work
+    proc = convtrain(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=1", "hydra.sweep.dir=S")
+    assert proc.returncode == 0, proc.stderr
+    job = tmp_path / "S" / "0"
+    proc = convtrain(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=2", "hydra.sweep.dir=S")
+    assert_one_line_error(proc, "already holds runs", f"trainer.resume={job} hydra.run.dir={job}",
+                          "another hydra.sweep.dir", "overwrite_run_dir=true")
+    proc = convtrain(tmp_path, "seed=1", "trainer.max_epochs=2", f"trainer.resume={job}",
+                     f"hydra.run.dir={job}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == 2
+    # without checkpoints there is nothing to resume
+    proc = convtrain(tmp_path, "-m", "seed=1", "trainer.max_epochs=1", "trainer.checkpoint=false",
+                     "hydra.sweep.dir=T")
+    assert proc.returncode == 0, proc.stderr
+    line = assert_one_line_error(
+        convtrain(tmp_path, "-m", "seed=1", "trainer.max_epochs=1", "hydra.sweep.dir=T"),
+        "already holds runs", "overwrite_run_dir=true", "another hydra.sweep.dir")
+    assert "trainer.resume" not in line
