@@ -186,7 +186,9 @@ class Trainer:
         session_start = time.perf_counter()
         wall_before = state.totals.wall_time_s
         error = None
-        with self._guard:
+        # A loss that overflows is caught and reported in one line (TrainingDiverged); NumPy's
+        # overflow/invalid-value warnings on the way there would only bury that line.
+        with self._guard, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 self._call_hooks("on_fit_start")
                 for epoch in range(state.start_epoch, self.max_epochs):
