@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from convtrain.app import sweep
+from convtrain.app.yaml_errors import yaml_error_line
 from convtrain.validate import did_you_mean
 
 #: groups whose options come from pip-installed Hydra plugins.
@@ -97,26 +98,6 @@ def _missing_option_message(exc: MissingConfigException) -> str:
     return message
 
 
-def _yaml_message(exc: yaml.YAMLError) -> str:
-    """A YAML syntax error or duplicate key in one line: file, line and column first.
-
-    PyYAML's marks are 0-based; editors (and this message) count from 1.
-    """
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    if mark is None:
-        return f"invalid YAML: {_first_line(str(exc))}"
-    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
-    problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
-    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    message = f"{where}: invalid YAML: {problem}"
-    if context:
-        message += f" ({' '.join(str(context).split())}"
-        if context_mark is not None and context_mark is not mark:
-            message += f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
-        message += ")"
-    return message
-
-
 def _config_file_read_by(exc: BaseException) -> str | None:
     """The config file Hydra was reading when ``exc`` came up: the ``full_path`` of its
     ``FileConfigSource.load_config`` frame, None when ``exc`` came from elsewhere."""
@@ -158,7 +139,7 @@ def _unreadable_file_message(exc: BaseException) -> str | None:
 def explain(exc: BaseException) -> str | None:
     """One line describing a config mistake, or None when ``exc`` is not one (a bug, I/O)."""
     if isinstance(exc, yaml.YAMLError):
-        return _yaml_message(exc)
+        return yaml_error_line(exc)
     if isinstance(exc, MissingConfigException):
         return _missing_option_message(exc)
     if isinstance(exc, OverrideParseException):

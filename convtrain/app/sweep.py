@@ -103,11 +103,9 @@ def read_overrides(job_dir: Path, strict: bool = False) -> list[str]:
         return []
     except yaml.YAMLError as exc:
         if strict:
-            # one line: PyYAML's own message spans several, with a caret diagram
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ValueError(f"{path}: not valid YAML ({where}{problem})") from None
+            from convtrain.app.yaml_errors import yaml_error_line  # noqa: PLC0415
+
+            raise ValueError(yaml_error_line(exc, str(path))) from None
         return []
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         if strict:

@@ -60,7 +60,7 @@ def test_an_invalid_overrides_file_is_named_by_the_report_and_skipped_by_the_sum
     bad.write_text("- seed=1\n- [unclosed\n")
     assert main([str(sweep)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}: not valid YAML" in err and len(err.strip().splitlines()) == 1
+    assert f"{bad}, line 3, column 1: invalid YAML: " in err and len(err.strip().splitlines()) == 1
     assert read_overrides(sweep / "1") == []
     assert read_overrides(sweep / "0", strict=True) == ["model.layers.conv1.filters=4", "seed=1"]
     assert read_overrides(sweep / "missing", strict=True) == []
