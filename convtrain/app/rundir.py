@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 
 from convtrain.app.hydra_errors import print_error
 from convtrain.errors import ConfigError
-from convtrain.training.atomic import atomic_write_bytes
+from convtrain.training.atomic import atomic_write_bytes, os_error_line
 
 log = logging.getLogger("convtrain")
 
@@ -52,24 +52,10 @@ _START_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yam
 #: errors of the user's environment (disk, permissions), not of convtrain
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                       errno.EFBIG, errno.EIO}
-_WRITE_ONLY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 class RunDirError(ConfigError):
     """A run directory that cannot be used (in use, holds a finished run, not writable)."""
-
-
-def _where(exc: OSError) -> str:
-    return str(exc.filename) if exc.filename else ""
-
-
-def os_error_line(exc: OSError, action: str = "write") -> str:
-    """``cannot write /d/metrics.json: No space left on device``."""
-    reason = exc.strerror or str(exc)
-    path = _where(exc)
-    if exc.errno in _WRITE_ONLY_ERRNOS or action != "write":
-        return f"cannot {action} {path}: {reason}" if path else f"cannot {action}: {reason}"
-    return f"{path}: {reason}" if path else reason
 
 
 def kept_results(run_dir: Path) -> str:

@@ -10,6 +10,7 @@ names the file the user knows.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -65,3 +66,17 @@ def _fsync_directory(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: errors that only a write meets (``cannot write PATH: ...`` reads right for them)
+_WRITE_ONLY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def os_error_line(exc: OSError, action: str = "write") -> str:
+    """``cannot write /d/metrics.json: No space left on device``: a failed file operation in
+    one line, the path first."""
+    reason = exc.strerror or str(exc)
+    path = str(exc.filename) if exc.filename else ""
+    if exc.errno in _WRITE_ONLY_ERRNOS or action != "write":
+        return f"cannot {action} {path}: {reason}" if path else f"cannot {action}: {reason}"
+    return f"{path}: {reason}" if path else reason

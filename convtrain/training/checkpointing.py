@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 import convtrain
+from convtrain.training.atomic import os_error_line
 from convtrain.training.checkpoint import save_checkpoint
 from convtrain.training.hooks import Hook, TrainState
 from convtrain.training.interrupts import TrainingInterrupted
@@ -129,7 +130,6 @@ class CheckpointHook(Hook):
                                 optimizer_state, meta)
             except OSError as exc:
                 # a full disk: the interrupt's one line says why there is nothing to resume
-                where = f" {exc.filename}" if exc.filename else ""
-                self.save_error = f"cannot write{where}: {exc.strerror or exc}"
+                self.save_error = os_error_line(exc)
                 return
             self.saved = (meta["epoch"], meta["global_step"])
