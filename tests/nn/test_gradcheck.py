@@ -281,3 +281,18 @@ def test_cifar_cnn_on_two_32x32_samples_takes_seconds():
     assert sum(t.checked for t in report.tensors) > 16 * 32
     print(f"\ncifar_cnn gradcheck on 2 x 3x32x32: {seconds:.1f} s")
     assert seconds < 30
+
+
+def test_a_device_model_is_checked_like_a_host_one(strict_cupy):
+    """On the CuPy stand-in (device arrays that refuse implicit host conversion) the check
+    perturbs device arrays in place and passes (the dropout masks differ from NumPy's: a device
+    generator draws them, so the values are not compared)."""
+    model, x, labels = model_and_batch("cifar_cnn")
+    model.to_backend("cupy")
+    before = {key: value.get() for key, value in model.layers["conv1"].params.items()}
+    report = check_model(model, x, labels, entries_per_tensor=3)
+    assert report.passed, str(report)
+    assert len(report.tensors) == 17 and all(t.checked == 3 for t in report.tensors)
+    weight = model.layers["conv1"].params["weight"]
+    assert type(weight) is strict_cupy.ndarray
+    np.testing.assert_array_equal(weight.get(), before["weight"])
