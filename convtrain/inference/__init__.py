@@ -1,0 +1,1 @@
+"""After training: reading a user's inputs and reporting predictions of a trained run."""
