@@ -24,6 +24,8 @@ from convtrain.errors import ConfigError, InternalError
 from convtrain.training.atomic import atomic_write_text
 
 TOP_K_KEY = "predict.top_k"
+#: classes listed per input when ``predict.top_k`` is not set (every class when there are fewer)
+DEFAULT_TOP_K = 3
 CSV_NAME = "predictions.csv"
 JSON_NAME = "predictions.json"
 COLUMNS = ("input", "rank", "class_index", "class_name", "probability")
@@ -40,9 +42,15 @@ class Prediction:
     probability: float
 
 
-def check_top_k(top_k: Any, num_classes: int) -> int:
-    """``predict.top_k`` as an int in ``1 .. num_classes``, or a ConfigError naming the key."""
+def check_top_k(top_k: Any, num_classes: int | None = None) -> int | None:
+    """``predict.top_k`` as an int in ``1 .. num_classes``, or a ConfigError naming the key.
+    None means :data:`DEFAULT_TOP_K` (at most ``num_classes``); without ``num_classes`` only
+    the value itself is checked (None stays None)."""
+    if top_k is None:
+        return None if num_classes is None else min(DEFAULT_TOP_K, num_classes)
     k = validate.positive_int(TOP_K_KEY, top_k)
+    if num_classes is None:
+        return k
     if k > num_classes:
         raise ConfigError(f"{TOP_K_KEY}: must be at most the number of classes, "
                           f"{num_classes}; got {k}")
@@ -57,7 +65,7 @@ def top_k_predictions(probabilities: np.ndarray, names: Sequence[str],
         probabilities: host ``(N, K)``, one row per input (the model's softmax output).
         names: ``N`` input names.
         class_names: ``K`` names, or None where the dataset has none.
-        top_k: how many classes per input (checked by :func:`check_top_k`).
+        top_k: how many classes per input (checked by :func:`check_top_k`; None: the default).
     """
     probs = np.asarray(probabilities)
     if probs.ndim != 2 or probs.shape[0] != len(names):
@@ -77,7 +85,7 @@ def top_k_predictions(probabilities: np.ndarray, names: Sequence[str],
 
 def format_table(rows: Sequence[Prediction]) -> str:
     """An aligned table for the terminal: the input's name on its first row only, the class as
-    ``index name``, the probability with 4 decimals.
+    ``index name`` (the index alone where that is the name), the probability with 4 decimals.
 
     >>> print(format_table([Prediction("a.png", 1, 7, "sneaker", 0.91),
     ...                     Prediction("a.png", 2, 5, "sandal", 0.06)]))
@@ -87,14 +95,21 @@ def format_table(rows: Sequence[Prediction]) -> str:
     """
     header = ("input", "rank", "class", "probability")
     cells = [(row.input if row.rank == 1 else "", str(row.rank),
-              f"{row.class_index} {row.class_name}".rstrip(), f"{row.probability:.4f}")
-             for row in rows]
+              _class_cell(row), f"{row.probability:.4f}") for row in rows]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
     right = (False, True, False, True)  # numbers align right
     lines = ["  ".join(cell.rjust(width) if r else cell.ljust(width)
                        for cell, width, r in zip(line, widths, right)).rstrip()
              for line in [header, *cells]]
     return "\n".join(lines)
+
+
+def _class_cell(row: Prediction) -> str:
+    """``7 sneaker``; ``7`` alone where the class has no name or its name is its index
+    (digits)."""
+    if row.class_name in ("", str(row.class_index)):
+        return str(row.class_index)
+    return f"{row.class_index} {row.class_name}"
 
 
 def _shortest(probability: float) -> float:

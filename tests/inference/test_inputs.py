@@ -97,13 +97,16 @@ def test_palette_png_with_and_without_transparency(tmp_path):
                                   expected.transpose(2, 0, 1))
 
 
-@pytest.mark.parametrize("shape", [(8, 8), (8, 8, 3)])
-def test_jpeg_within_compression_tolerance(tmp_path, shape):
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+def test_jpeg_within_compression_tolerance(tmp_path, mode):
     ramp = np.add.outer(np.arange(8) * 12, np.arange(8) * 9).astype(np.uint8) + 20
-    image = ramp if len(shape) == 2 else np.stack([ramp, ramp[::-1], ramp.T], axis=-1)
-    target = GREY if len(shape) == 2 else RGB
-    got = read(save(tmp_path / "x.jpg", image, quality=95, subsampling=0), target).pixels[0]
-    expected = image[None] if len(shape) == 2 else image.transpose(2, 0, 1)
+    image = ramp if mode == "L" else np.stack([ramp, ramp[::-1], ramp.T], axis=-1)
+    target = GREY if mode == "L" else RGB
+    path = tmp_path / "x.jpg"
+    Image.fromarray(image).convert(mode).save(path, quality=95, subsampling=0)
+    assert Image.open(path).mode == mode
+    got = read(path, target).pixels[0]
+    expected = image[None] if mode == "L" else image.transpose(2, 0, 1)
     np.testing.assert_allclose(got, expected, atol=6)
 
 
