@@ -140,3 +140,12 @@ def test_command_line_end_to_end(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "convtrain: error: imgs/notes.png: not a PNG or JPEG image (Pillow cannot identify it)"]
+
+
+def test_the_run_dir_of_a_task_on_a_trained_run_takes_the_schemas_enum():
+    # ${task} resolves to the schema's Task member, not its name
+    from convtrain.app.schema import Task
+    from convtrain.app.tasks import task_run_dir
+
+    assert task_run_dir(Task.predict, "runs/a", "outputs/x") == str(Path("runs/a/predict"))
+    assert task_run_dir(Task.train, "runs/a", "outputs/x") == "outputs/x"
