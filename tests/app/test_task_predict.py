@@ -142,10 +142,16 @@ def test_command_line_end_to_end(tmp_path):
         "convtrain: error: imgs/notes.png: not a PNG or JPEG image (Pillow cannot identify it)"]
 
 
-def test_the_run_dir_of_a_task_on_a_trained_run_takes_the_schemas_enum():
+def test_the_run_dir_of_a_task_on_a_trained_run(tmp_path):
     # ${task} resolves to the schema's Task member, not its name
     from convtrain.app.schema import Task
     from convtrain.app.tasks import task_run_dir
 
-    assert task_run_dir(Task.predict, "runs/a", "outputs/x") == str(Path("runs/a/predict"))
-    assert task_run_dir(Task.train, "runs/a", "outputs/x") == "outputs/x"
+    run = tmp_path / "runs" / "a"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.safetensors").write_bytes(b"")
+    for resume in (run, run / "checkpoints", run / "checkpoints" / "best.safetensors"):
+        assert task_run_dir(Task.predict, str(resume), "outputs/x") == str(run / "predict")
+    assert task_run_dir(Task.train, str(run), "outputs/x") == "outputs/x"
+    # a mistyped run directory is not created: the task goes to the default and says why
+    assert task_run_dir(Task.predict, str(tmp_path / "typo"), "outputs/x") == "outputs/x"
