@@ -11,7 +11,9 @@ What :func:`check_model` checks, and why these numbers
 * **The loss** is the trainer's: mean softmax cross-entropy of the logits of a forward pass in
   training mode (dropout active, batch norm on batch statistics). Weight decay is not part of
   it: the optimizers add ``weight_decay * w`` to the gradient *after* the backward pass, so the
-  backward pass (what this checks) never sees it.
+  backward pass (what this checks) never sees it. The parameters' gradients come from the
+  backward pass training runs (``input_grad=False``: the first layer skips the input's
+  gradient), the input's from a second one that computes it.
 * **Randomness**: every layer with a random stream (dropout) is reset to the state it had
   before the check ahead of every forward pass, so all perturbed losses use the same masks.
   Parameters, batch-norm running statistics and random states are as before afterwards.
@@ -366,38 +368,39 @@ def check_model(model, x: Any, labels: Any, *, eps: float = DEFAULT_EPS,
     position = {id(layer): i for i, layer in enumerate(order)}
     state = _ModelState(order)
 
-    # the analytic pass, keeping each layer's input for the perturbed passes that start there
-    state.reset_random()
-    saved_inputs = [batch]
-    out = batch
-    for i, layer in enumerate(order):
-        out = layer.forward(out, training=True)
-        if i + 1 < len(order):
-            saved_inputs.append(out.copy())  # a layer may reuse its output buffer
-    base, dlogits = softmax_cross_entropy(out, labels)
-    scale = max(1.0, abs(base), float(np.max(np.abs(to_host(out)))))
-    noise = ROUNDING_NOISE_FACTOR * _UNIT_ROUNDOFF * scale / eps
-    floor = noise / threshold
-    input_grad = to_host(model.backward(dlogits, input_grad=True)).copy()
-
-    targets = [(INPUT_NAME, batch, input_grad, 0, False)]
-    for layer_name, layer in model.layers.items():
-        for key in layer.params:
-            targets.append((f"{layer_name}.{key}", layer.params[key],
-                            to_host(layer.grads[key]).copy(), position[id(layer)],
-                            not layer.trainable))
+    def forward_from(first: int):
+        state.reset_random()  # the same dropout masks in every pass
+        out = saved_inputs[first]
+        for layer in order[first:]:
+            out = layer.forward(out, training=True)
+        return out
 
     def loss_from(first: int) -> Callable[[], float]:
-        def loss() -> float:
-            state.reset_random()
-            out = saved_inputs[first]
-            for layer in order[first:]:
-                out = layer.forward(out, training=True)
-            return softmax_cross_entropy(out, labels)[0]
-        return loss
+        return lambda: softmax_cross_entropy(forward_from(first), labels)[0]
 
-    checks = []
     try:
+        # the analytic pass, keeping each layer's input for the perturbed passes that start there
+        state.reset_random()
+        saved_inputs = [batch]
+        out = batch
+        for i, layer in enumerate(order):
+            out = layer.forward(out, training=True)
+            if i + 1 < len(order):
+                saved_inputs.append(out.copy())  # a layer may reuse its output buffer
+        base, dlogits = softmax_cross_entropy(out, labels)
+        scale = max(1.0, abs(base), float(np.max(np.abs(to_host(out)))))
+        floor = ROUNDING_NOISE_FACTOR * _UNIT_ROUNDOFF * scale / eps / threshold
+        # the parameters' gradients as training computes them (the first layer skips the
+        # input's gradient there: a route of its own), then the input's in a second pass
+        model.backward(dlogits, input_grad=False)
+        targets = [(f"{layer_name}.{key}", layer.params[key], to_host(layer.grads[key]).copy(),
+                    position[id(layer)], not layer.trainable)
+                   for layer_name, layer in model.layers.items() for key in layer.params]
+        _, dlogits = softmax_cross_entropy(forward_from(0), labels)
+        input_grad = to_host(model.backward(dlogits, input_grad=True)).copy()
+        targets.insert(0, (INPUT_NAME, batch, input_grad, 0, False))
+
+        checks = []
         for name, array, analytic, first, frozen in targets:
             indices = _sample(int(array.size), entries_per_tensor, rng)
             differences = central_differences(loss_from(first), array, indices, eps, base)
