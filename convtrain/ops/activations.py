@@ -126,7 +126,7 @@ def gelu_forward(x: Any, approximate: str = "none") -> tuple[Any, Any]:
     (:mod:`convtrain.ops.special`: erfc rather than ``1 + erf`` keeps the tiny ``Φ`` of very
     negative ``x`` exact); ``"tanh"`` is the approximation
     ``Φ(x) ≈ (1 + tanh(√(2/π) · (x + 0.044715 x³))) / 2`` of Hendrycks & Gimpel, cheaper
-    (one ``tanh`` instead of ~70 elementwise passes of the erfc).
+    (one ``tanh`` instead of the ~110 elementwise passes of the erfc).
     The cache is the local slope ``dy/dx``: ``Φ(x) + x · φ(x)`` for the exact form.
     """
     require_float(x, "gelu", "x")

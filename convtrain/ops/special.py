@@ -13,12 +13,13 @@ elementwise arithmetic and ``exp`` that every backend has:
 
 and ``erf = 1 - erfc``, ``erfc(-x) = 2 - erfc(x)``. ``exp(-x²)`` is computed as
 ``exp(-t²) · exp(-(|x| - t)(|x| + t))`` with ``t`` = ``|x|`` rounded down to a multiple of 1/16,
-so the rounding error of ``x²`` (up to ~700 ulp of ``exp``'s argument at |x| = 26) does not
-reach the result.
+so the rounding error of ``x²`` (6e-14 at |x| = 26, which ``exp`` would turn into a relative
+error of 6e-14, ~250 ulp) does not reach the result.
 
 Every element evaluates every branch (on clamped arguments, so no branch overflows) and the
-masks pick one: about 40 elementwise passes, no Python loop and no ``where``. Outputs keep the
-input's shape and float dtype; in float32 the same formulas are accurate to float32 rounding.
+masks pick one: about 110 elementwise passes (~50 ms per million float32 elements on a 2-core
+CPU), no Python loop and no ``where``, no data-dependent branch on a GPU. Outputs keep the
+input's shape and float dtype; in float32 the same formulas are accurate to a few float32 ulp.
 """
 from __future__ import annotations
 

@@ -144,7 +144,8 @@ class GELU(_Activation):
     ``approximate: none`` (the default, PyTorch's) is exact: ``Φ(x) = erfc(-x/√2) / 2``, with
     the erfc evaluated to float rounding by :mod:`convtrain.ops.special`. ``approximate: tanh``
     uses ``Φ(x) ≈ (1 + tanh(√(2/π)·(x + 0.044715·x³))) / 2`` (PyTorch's
-    ``GELU(approximate="tanh")``), several times cheaper on a CPU; the two differ by < 5e-4.
+    ``GELU(approximate="tanh")``), ~4x cheaper on a CPU (~12 instead of ~50 ms per million
+    float32 elements on 2 cores); the two differ by < 5e-4.
 
     YAML: ``{type: gelu}`` or ``{type: gelu, approximate: tanh}``.
     """
