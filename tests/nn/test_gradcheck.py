@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from convtrain.errors import ConfigError, InternalError
-from convtrain.nn import gradcheck
+from convtrain.nn import LAYERS, gradcheck
 from convtrain.nn.gradcheck import INPUT_NAME, check_model
 from convtrain.nn.model import build_model
 from convtrain.ops.losses import softmax_cross_entropy
@@ -50,6 +50,37 @@ def test_every_shipped_model_passes(path):
     assert [t.name for t in report.tensors] == expected  # frozen parameters too
     assert all(0 < t.checked <= 6 for t in report.tensors)
     assert report.verdict().startswith("gradcheck passed: worst relative error")
+
+
+#: every layer type convtrain has, in one model (a test below keeps it complete)
+EVERY_LAYER = {"name": "every_layer", "layers": {
+    "conv1": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": "same"},
+    "bn1": {"type": "batchnorm2d"}, "relu1": {"type": "relu"},
+    "pool1": {"type": "maxpool2d", "kernel_size": 2},
+    "drop2d": {"type": "dropout2d", "p": 0.25},
+    "conv2": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": 1, "groups": 2},
+    "leaky": {"type": "leaky_relu", "negative_slope": 0.1},
+    "conv3": {"type": "conv2d", "filters": 6, "kernel_size": 3, "dilation": 2, "padding": 2},
+    "elu": {"type": "elu"}, "tanh": {"type": "tanh"},
+    "pool2": {"type": "avgpool2d", "kernel_size": 3, "stride": 1, "padding": 1,
+              "count_include_pad": False},
+    "gelu": {"type": "gelu"},
+    "conv4": {"type": "conv2d", "filters": 6, "kernel_size": 1},
+    "silu": {"type": "silu"}, "gap": {"type": "global_avgpool2d"}, "flat": {"type": "flatten"},
+    "fc1": {"type": "dense", "units": 12}, "bn1d": {"type": "batchnorm1d"},
+    "sig": {"type": "sigmoid"}, "drop": {"type": "dropout", "p": 0.3},
+    "fc2": {"type": "dense", "units": 6}, "softmax": {"type": "softmax"},
+    "fc3": {"type": "dense", "units": 5}}}
+
+
+def test_a_model_with_every_layer_type_passes():
+    assert {spec["type"] for spec in EVERY_LAYER["layers"].values()} == set(LAYERS)
+    model = build_model(EVERY_LAYER, (3, 8, 8), seed=1, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    report = check_model(model, rng.standard_normal((4, 3, 8, 8)), rng.integers(0, 5, 4),
+                         entries_per_tensor=8, rng=rng)
+    assert report.passed, str(report)
+    assert len(report.tensors) == 1 + 2 * 7 + 2 * 2  # input, 4 conv + 3 dense, 2 batch norms
 
 
 def full_forward_loss(model, x, labels, dropout_states):
