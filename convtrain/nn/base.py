@@ -101,6 +101,10 @@ class Layer:
     #: the layer draws random numbers in training (dropout masks): ``build_model`` gives it an
     #: independent stream derived from the run seed through ``seed_rng(seed)``.
     uses_random_stream: ClassVar[bool] = False
+    #: the layer joins several inputs (add, concat): ``forward`` takes a list of batches,
+    #: ``backward`` returns a list of gradients (one per input, in order), and its input shape
+    #: is a tuple of per-sample shapes (see :mod:`convtrain.nn.layers.merge`).
+    merges_inputs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Fill each constructor option's default from the ``__init__`` signature (the one place
