@@ -105,7 +105,7 @@ def test_resnet20_equals_a_hand_written_torch_resnet20(shape):
     state = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
-    assert model.num_params() == sum(p.numel() for p in net.parameters())  # 272,474 at 1 channel
+    assert model.num_params() == sum(p.numel() for p in net.parameters())
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, *shape)).astype(np.float32)
     labels = np.array([1, 3, 5, 7])
@@ -208,3 +208,11 @@ def test_residual_model_resumes_bitwise_and_logs_expanded_names(tmp_path):
     assert "stage.block2.conv1.weight" in full.model.state_dict()
     tags = set(read_tb(tmp_path / "full").Tags()["images"])
     assert {"kernels/stage.block1.conv1", "feature_maps/stage.block2.conv1"} <= tags
+
+
+def test_the_readme_graph_example_builds():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = readme[readme.index("name: tiny_resnet"):]
+    model = build_model(yaml.safe_load(text[:text.index("```")]), (1, 28, 28))
+    assert model.inputs_of("stage2.block1.add") == ("stage2.block1.bn2", "stage2.block1.proj_bn")
+    assert model.inputs_of("stage1.block1.add") == ("stage1.block1.bn2", "stem")
