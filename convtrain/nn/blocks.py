@@ -164,11 +164,20 @@ def _substitute(value: Any, values: Mapping[str, Any]) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Repeat:
+    """One repeat of an instance: its layers and where their ``$`` values came from."""
+
+    layers: dict[str, Any]  # local layer name -> layer spec, parameters substituted
+    #: local layer name -> {key: the config key that gave its value (for messages)}
+    origins: dict[str, dict[str, str]]
+
+
 def instance_repeats(where: str, spec: Mapping[str, Any], blocks: Mapping[str, Block]
-                     ) -> tuple[Block, list[dict[str, Any]]]:
+                     ) -> tuple[Block, list[Repeat]]:
     """The block of instance ``spec`` (at config path ``where``, e.g. ``model.layers.stage2``)
-    and one ``{local layer name: layer spec}`` per repeat: parameters substituted, the
-    ``block<i>`` overrides merged in.
+    and one :class:`Repeat` per repeat: parameters substituted, the ``block<i>`` overrides
+    merged in.
 
     Raises:
         ConfigError: an unknown block (did-you-mean), a bad ``repeat``, an unknown key, a
@@ -224,9 +233,25 @@ def instance_repeats(where: str, spec: Mapping[str, Any], blocks: Mapping[str, B
             else:
                 layers[layer_name] = {**layers[layer_name], **change}
             _check_references(at, layers[layer_name], block)
-        repeats.append(_substitute(layers, values))
+        sources = {param: (f"{where}.{param}" if param in given and not (
+            index > 1 and param in block.first_only) else f"{block.where}.params.{param}")
+            for param in block.params}
+        origins = {layer_name: {key: f"{sources[match.group(1)]} through ${match.group(1)}"
+                                for key, value in (layer or {}).items()
+                                for match in [_first_reference(value)] if match}
+                   for layer_name, layer in layers.items() if isinstance(layer, Mapping)}
+        repeats.append(Repeat(_substitute(layers, values), origins))
     return block, repeats
 
 
-__all__ = ["Block", "BLOCK_KEYS", "INSTANCE_KEYS", "REQUIRED", "instance_repeats",
+def _first_reference(value: Any) -> "re.Match[str] | None":
+    """The first ``$name`` in ``value`` (a string or a list of them), or None."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        match = _REFERENCE.match(item) if isinstance(item, str) else None
+        if match:
+            return match
+    return None
+
+
+__all__ = ["Block", "BLOCK_KEYS", "INSTANCE_KEYS", "REQUIRED", "Repeat", "instance_repeats",
            "is_instance", "parse_blocks"]

@@ -49,11 +49,14 @@ class Graph:
             removed), in topological order; expanded block layers carry dotted names.
         inputs: ``{name: (input names, ...)}``; :data:`INPUT` is the model input.
         output: the name of the layer whose output is the model's output (the last one).
+        origins: for expanded block layers, ``{name: {key: "model.layers.stage2.filters
+            through $filters"}}``: where a ``$`` value came from (for error messages).
     """
 
     specs: dict[str, dict[str, Any]]
     inputs: dict[str, tuple[str, ...]]
     output: str
+    origins: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def order(self) -> list[str]:
@@ -196,9 +199,11 @@ class _Expander:
         self.inputs: dict[str, tuple[str, ...]] = {}
         self.dotted: list[tuple[str, int, str]] = []  # (layer, position, dotted ref) to check
         self.stack: list[str] = []  # blocks being expanded (a block may not contain itself)
+        self.origins: dict[str, dict[str, str]] = {}
 
     def scope(self, where: str, prefix: str, entries: Mapping[str, Any], input_full: str,
-              path_of: Callable[[str], str], top: bool) -> str:
+              path_of: Callable[[str], str], top: bool,
+              origins: Mapping[str, dict[str, str]] | None = None) -> str:
         """Expand one scope; returns the full name of its output."""
         wired = _wire_scope(where, entries, path_of, top)
         outputs: dict[str, str] = {}  # local name -> full output name, once known
@@ -238,7 +243,7 @@ class _Expander:
                 raise ConfigError(f"{block.where}: a block cannot contain itself "
                                   f"({' -> '.join(self.stack + [block.name])})")
             self.stack.append(block.name)
-            for index, layers in enumerate(repeats, 1):
+            for index, repeat in enumerate(repeats, 1):
                 repeat_prefix = f"{prefix}{name}.block{index}."
                 repeat_where = f"model.layers.{repeat_prefix[:-1]}"
                 overridden = set((spec.get(f"block{index}") or {}))
@@ -249,8 +254,8 @@ class _Expander:
                         return f"{block.where}.layers.{local}"
                     return f"{repeat_where}.{local}"
 
-                current = self.scope(repeat_where, repeat_prefix, layers, current,
-                                     path_of_layer, top=False)
+                current = self.scope(repeat_where, repeat_prefix, repeat.layers, current,
+                                     path_of_layer, top=False, origins=repeat.origins)
             self.stack.pop()
             expanding.remove(name)
             outputs[name] = current
@@ -265,6 +270,8 @@ class _Expander:
                 if "." in ref:
                     self.dotted.append((prefix + name, position, ref))
             self.specs[prefix + name] = _strip(wired.specs[name])
+            if origins and origins.get(name):
+                self.origins[prefix + name] = origins[name]
             self.inputs[prefix + name] = tuple(resolved)
             outputs[name] = prefix + name
         return full(wired.output, wired.output)
@@ -326,7 +333,7 @@ def expand_graph(layers: Any, blocks: Any = None) -> Graph:
                           f"a layer's inputs or remove it (unused layers: {', '.join(unused)})")
     output = sinks[0]
     return Graph({name: specs[name] for name in order}, {name: inputs[name] for name in order},
-                 output)
+                 output, expander.origins)
 
 
 def _ancestors(name: str, inputs: Mapping[str, tuple[str, ...]]) -> set[str]:

@@ -577,6 +577,16 @@ def _layer_seeds(root_seed: int) -> tuple[np.random.Generator, np.random.SeedSeq
     return np.random.default_rng(init_seq), dropout_seq
 
 
+def _with_origin(exc: ConfigError, name: str, origins: Mapping[str, str] | None) -> ConfigError:
+    """``exc`` about ``model.layers.<name>.<key>`` with where the key's value came from when a
+    block parameter gave it: ``... (set by model.layers.stage2.filters through $filters)``."""
+    message = str(exc)
+    for key, origin in (origins or {}).items():
+        if message.startswith(f"model.layers.{name}.{key}:"):
+            return ConfigError(f"{message} (set by {origin})")
+    return exc
+
+
 def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
                 dtype: Any = np.float32, backend: Backend | str | None = None) -> Model:
     """Build a :class:`Model` from a model config.
@@ -645,13 +655,16 @@ def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
         inputs = graph.inputs[layer_name]
         layer_cls = layer_class(f"model.layers.{layer_name}", spec)
         check_inputs_fit(f"model.layers.{layer_name}", layer_cls, inputs)
-        if layer_cls.merges_inputs:
-            options = {key: value for key, value in spec.items() if key != "type"}
-            layer = layer_cls.from_config(layer_name, options,
-                                          tuple(shapes[ref] for ref in inputs),
-                                          {**defaults, "input_names": inputs})
-        else:
-            layer = build_layer(layer_name, spec, shapes[inputs[0]], defaults)
+        try:
+            if layer_cls.merges_inputs:
+                options = {key: value for key, value in spec.items() if key != "type"}
+                layer = layer_cls.from_config(layer_name, options,
+                                              tuple(shapes[ref] for ref in inputs),
+                                              {**defaults, "input_names": inputs})
+            else:
+                layer = build_layer(layer_name, spec, shapes[inputs[0]], defaults)
+        except ConfigError as exc:
+            raise _with_origin(exc, layer_name, graph.origins.get(layer_name)) from None
         layers[layer_name] = layer
         shapes[layer_name] = tuple(layer.output_shape())
 

@@ -481,3 +481,16 @@ def test_residual_graph_runs_on_the_cupy_stand_in_like_numpy(strict_cupy):
         results.append(out)
     for cpu, gpu in zip(*results):
         np.testing.assert_allclose(gpu, cpu, rtol=1e-9, atol=1e-12)
+
+
+def test_a_bad_parameter_value_names_the_expanded_key_and_where_the_value_came_from():
+    with pytest.raises(ConfigError, match=r"^model\.layers\.stage\.block1\.conv1\.filters: must "
+                                          r"be >= 1, got 0 \(set by model\.layers\.stage\.filters "
+                                          r"through \$filters\)$"):
+        build_model(residual(filters=0), (1, 8, 8))
+    config = residual()
+    config["blocks"]["basic"]["params"]["stride"] = 0
+    with pytest.raises(ConfigError, match=r"^model\.layers\.stage\.block2\.conv1\.stride: must be "
+                                          r">= 1, got 0 \(set by model\.blocks\.basic\.params\."
+                                          r"stride through \$stride\)$"):
+        build_model(config, (1, 8, 8))
