@@ -41,6 +41,7 @@ from typing import Any, Mapping
 
 from convtrain.errors import ConfigError
 from convtrain.nn.layer_order import POSITION_KEYS, WIRING_KEYS
+from convtrain.nn.layer_types import check_layer_keys
 from convtrain.validate import did_you_mean, is_int
 
 #: the keys of a block definition under ``model.blocks.<name>``.
@@ -131,6 +132,10 @@ def _parse_block(name: str, spec: Any) -> Block:
     block = Block(name, dict(params), tuple(first_only), dict(layers))
     for layer_name, layer in block.layers.items():
         _check_references(f"{where}.layers.{layer_name}", layer, block)
+        if (isinstance(layer, Mapping) and not is_instance(layer)
+                and not _REFERENCE.match(str(layer.get("type")))):
+            # a typo in the definition is named there, not in each expanded copy
+            check_layer_keys(f"{where}.layers.{layer_name}", layer)
     return block
 
 

@@ -301,7 +301,7 @@ class Model:
     def _run_order(self) -> list[Layer]:
         """The forward execution order (computed once: the layers never change after build)."""
         if self._order is None:
-            self._order = ([layer for layer in self._compute_run_order()] if self.is_chain
+            self._order = (self._compute_run_order() if self.is_chain
                            else [step.layer for step in self._graph_plan()])
         return self._order
 

@@ -494,3 +494,16 @@ def test_a_bad_parameter_value_names_the_expanded_key_and_where_the_value_came_f
                                           r">= 1, got 0 \(set by model\.blocks\.basic\.params\."
                                           r"stride through \$stride\)$"):
         build_model(config, (1, 8, 8))
+
+
+def test_a_typo_in_a_block_definition_is_named_in_the_definition():
+    config = residual()
+    config["blocks"]["basic"]["layers"]["conv2"]["filtrs"] = 3
+    with pytest.raises(ConfigError, match=r"^model\.blocks\.basic\.layers\.conv2\.filtrs: unknown "
+                                          r"key for layer type 'conv2d'; did you mean "
+                                          r"'model\.blocks\.basic\.layers\.conv2\.filters'\?"):
+        build_model(config, (1, 8, 8))
+    config = residual(block2={"conv2": {"kernel_sise": 3}})
+    with pytest.raises(ConfigError, match=r"^model\.layers\.stage\.block2\.conv2\.kernel_sise: "
+                                          r"unknown key"):
+        build_model(config, (1, 8, 8))

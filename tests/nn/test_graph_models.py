@@ -42,6 +42,9 @@ def test_fmnist_bn_mobile_cnn_and_seed_example_parameter_counts_follow_the_formu
     assert mobile.layers["sep3.block2.dw"].groups == 64
     assert mobile.output_shape == (10,) and mobile.layer_shapes["pool"][0] == (128, 7, 7)
 
+    for model, count in ((fmnist, fmnist.num_params()), (mobile, expected)):
+        assert f"Total params:         {count:,}" in model.summary()
+
     seed = build_model(shipped("seed_example"), (3, 224, 224))
     chain = [(3, 64, 7), (64, 128, 3), (128, 256, 3), (256, 512, 3), (512, 512, 3)]
     assert seed.num_params() == sum(conv(c, f, k) for c, f, k in chain) + 512 * 1000 + 1000
@@ -216,3 +219,22 @@ def test_the_readme_graph_example_builds():
     model = build_model(yaml.safe_load(text[:text.index("```")]), (1, 28, 28))
     assert model.inputs_of("stage2.block1.add") == ("stage2.block1.bn2", "stage2.block1.proj_bn")
     assert model.inputs_of("stage1.block1.add") == ("stage1.block1.bn2", "stem")
+
+
+def test_preflight_checks_the_graph_before_any_data_or_shape():
+    from omegaconf import OmegaConf
+
+    from convtrain.app.preflight import check_layers
+    from convtrain.errors import ConfigError
+
+    config = OmegaConf.create(shipped("resnet20"))
+    check_layers(config)
+    config.layers.fc.inputs = "pol"
+    with pytest.raises(ConfigError, match=r"^model\.layers\.fc\.inputs: unknown layer 'pol'; "
+                                          r"did you mean 'pool'\?"):
+        check_layers(config)
+    config = OmegaConf.create(shipped("resnet20"))
+    config.blocks.basic.layers.bn2 = {"type": "batchnorm2d", "inputs": ["conv2", "relu1"]}
+    with pytest.raises(ConfigError, match=r"^model\.layers\.stage1\.block1\.bn2\.inputs: "
+                                          r"batchnorm2d takes one input, got 2"):
+        check_layers(config)
