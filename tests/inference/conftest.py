@@ -21,11 +21,15 @@ The runs are SHARED by every test of the session: never change their files. A ta
 into ``RUN_DIR/<task>/`` is fine (that is what the tasks do); a test that needs a damaged or
 changed run copies it first with :func:`copy_run`.
 
-Test modules outside ``tests/inference/`` import the fixtures they use::
+Test modules outside ``tests/inference/`` take the fixtures they use from here (see
+tests/app/test_task_eval.py)::
 
-    from tests.inference.conftest import cifar_run, cifar_root, digits_run  # noqa: F401
+    from tests.inference import conftest as trained_runs
+    digits_run, cifar_run = trained_runs.digits_run, trained_runs.cifar_run
 
-Both imports share one training per session (the runs are cached in this module).
+and share one training per session with tests/inference/ (the runs are cached in this module).
+Helpers: :func:`run_convtrain` (the CLI in a subprocess), :func:`copy_run`,
+:func:`write_synthetic_cifar`.
 """
 from __future__ import annotations
 
