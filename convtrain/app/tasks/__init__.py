@@ -51,7 +51,9 @@ def works_on_trained_run(task: Any) -> bool:
 
 def task_run_dir(task: Any, resume: Any, default: str) -> str:
     """Hydra's run directory (``hydra.run.dir``, see configs/hydra/default.yaml): the trained
-    run's ``<task>/`` subdirectory for a task that works on one, else ``default``."""
+    run's ``<task>/`` subdirectory for a task that works on one (when that run exists), else
+    ``default``.
+    ``task``: the name, or the schema's ``Task`` enum member that ``${task}`` resolves to."""
     task = str(getattr(task, "value", task))
     if works_on_trained_run(task) and resume not in (None, ""):
         path = Path(str(resume)).expanduser()
@@ -59,7 +61,8 @@ def task_run_dir(task: Any, resume: Any, default: str) -> str:
             path = path.parent  # a checkpoint file: its folder (checkpoints/ -> the run)
         if path.name == "checkpoints":
             path = path.parent
-        return str(path / task)
+        if path.is_dir():  # a mistyped path must not become a new directory: the task's
+            return str(path / task)  # own check names it (and the run goes to `default`)
     return default
 
 
