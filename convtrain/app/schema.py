@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from convtrain.app.tasks import TASKS, task_run_dir
+from convtrain.app.tasks.eval import EvalConfig
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
 from convtrain.visuals.settings import LoggerSettings
@@ -120,6 +121,15 @@ class EngineConfig:
 
 
 @dataclasses.dataclass
+class PredictConfig:
+    """``task=predict`` (convtrain/app/tasks/predict.py; what is read: convtrain/inference/inputs.py)."""
+
+    inputs: Any = None  # a file, a directory or a glob pattern (or a list of them)
+    top_k: Optional[int] = None  # classes listed per input; null: 3 (every class when fewer)
+    resize: bool = False  # resize inputs of another height/width (Pillow, bilinear) instead of refusing them
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -136,6 +146,8 @@ class TrainConfig:
     # tasks on a trained run (eval, predict, export): which checkpoint of trainer.resume's run
     # directory they load, best (by trainer.monitor) or last; a checkpoint file is used as is
     checkpoint: str = "best"
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # task=eval: eval.split, ...
+    predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False
 

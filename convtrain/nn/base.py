@@ -101,6 +101,9 @@ class Layer:
     #: the layer draws random numbers in training (dropout masks): ``build_model`` gives it an
     #: independent stream derived from the run seed through ``seed_rng(seed)``.
     uses_random_stream: ClassVar[bool] = False
+    #: the output is a probability distribution (softmax), not logits: the trainer refuses it as
+    #: a model's output, since its loss applies a softmax of its own.
+    outputs_probabilities: ClassVar[bool] = False
     #: the layer joins several inputs (add, concat): ``forward`` takes a list of batches,
     #: ``backward`` returns a list of gradients (one per input, in order), and its input shape
     #: is a tuple of per-sample shapes (see :mod:`convtrain.nn.layers.merge`).
