@@ -11,7 +11,9 @@ A block definition::
           conv1: {type: conv2d, filters: $filters, kernel_size: 3, stride: $stride, padding: 1}
           ...
 
-A block's layers are ordinary layers (``inputs``, ``after``/``before``, ``enabled`` included).
+A block's layers are ordinary layers (``inputs``, ``after``/``before``, ``enabled`` included)
+or instances of other blocks (``stage.block1.down.block1.conv1``; a block may not contain
+itself).
 Inside them a value that is exactly ``$name`` is replaced by parameter ``name`` of the instance
 (``$`` without braces is plain text to OmegaConf, so it never clashes with ``${...}``
 interpolation); it may stand for a whole value or an item of a list (``[$k, $k]``). The name

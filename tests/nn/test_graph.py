@@ -507,3 +507,16 @@ def test_a_typo_in_a_block_definition_is_named_in_the_definition():
     with pytest.raises(ConfigError, match=r"^model\.layers\.stage\.block2\.conv2\.kernel_sise: "
                                           r"unknown key"):
         build_model(config, (1, 8, 8))
+
+
+def test_blocks_nest_and_pass_their_parameters_on():
+    config = residual()
+    config["blocks"]["stage"] = {"params": {"width": "???"}, "layers": {
+        "down": {"block": "basic", "filters": "$width", "stride": 2, "project": True},
+        "rest": {"block": "basic", "filters": "$width", "repeat": 2}}}
+    config["layers"]["stage"] = {"block": "stage", "width": 6}
+    model = build_model(config, (1, 8, 8))
+    assert model.layers["stage.block1.down.block1.conv1"].stride == (2, 2)
+    assert model.layers["stage.block1.rest.block2.conv2"].out_channels == 6
+    assert model.inputs_of("stage.block1.rest.block1.conv1") == ("stage.block1.down.block1.relu2",)
+    assert model.inputs_of("pool") == ("stage.block1.rest.block2.relu2",)

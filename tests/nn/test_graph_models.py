@@ -99,8 +99,7 @@ def torch_resnet20(torch, in_channels):
     return ResNet20()
 
 
-@pytest.mark.parametrize("shape", [(1, 28, 28),
-                                   pytest.param((3, 32, 32), marks=pytest.mark.slow)])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_resnet20_equals_a_hand_written_torch_resnet20(shape):
     torch = pytest.importorskip("torch")
     model = build_model(shipped("resnet20"), shape, seed=0)
