@@ -67,6 +67,7 @@ import numpy as np
 
 from convtrain import validate
 from convtrain.errors import InternalError
+from convtrain.nn.graph import INPUT
 from convtrain.ops.losses import softmax_cross_entropy
 from convtrain.runtime.backend import to_host
 
@@ -304,6 +305,48 @@ class _ModelState:
             store[key] = value
 
 
+class _Replay:
+    """The model's forward pass as the model runs it (its steps: a graph's, or a stack's with
+    the ReLU after a max pooling), keeping a copy of every activation of one recorded pass,
+    so that the pass after perturbing a layer's parameter can start at that layer's step
+    (a perturbed input: at the first step, from the perturbed array itself)."""
+
+    def __init__(self, model, batch, state: _ModelState):
+        self.model, self.state = model, state
+        self.steps = model._graph_plan()
+        self.saved: dict[str, Any] = {INPUT: batch}
+        self._step_of = {id(step.layer): i for i, step in enumerate(self.steps)}
+        # the activations a pass starting at step i reads but does not write itself
+        self.needs = []
+        for i in range(len(self.steps)):
+            later = self.steps[i:]
+            self.needs.append({key for step in later for key in step.reads}
+                              - {step.writes for step in later})
+
+    def step_of(self, layer) -> int:
+        return self._step_of[id(layer)]
+
+    def record(self):
+        """One full forward pass, keeping copies of all activations; returns the logits."""
+        self.state.reset_random()
+        values = {INPUT: self.saved[INPUT]}
+        for step in self.steps:
+            values[step.writes] = self.model._run_step(step, values, True)
+            self.saved[step.writes] = values[step.writes].copy()  # layers may reuse buffers
+        return values[self.steps[-1].writes]
+
+    def output(self):
+        return self.saved[self.steps[-1].writes]
+
+    def run_from(self, first: int):
+        """The logits of a forward pass from step ``first`` on, the same dropout masks."""
+        self.state.reset_random()
+        values = {key: self.saved[key] for key in self.needs[first]}
+        for step in self.steps[first:]:
+            values[step.writes] = self.model._run_step(step, values, True)
+        return values[self.steps[-1].writes]
+
+
 def _sample(size: int, count: int | None, rng: np.random.Generator) -> np.ndarray:
     """All of ``range(size)`` when it has at most ``count`` entries, else ``count`` of them at
     random, sorted."""
@@ -364,39 +407,24 @@ def check_model(model, x: Any, labels: Any, *, eps: float = DEFAULT_EPS,
     if input_noise:
         batch += model.backend.asarray(rng.standard_normal(batch.shape) * input_noise)
     labels = model.backend.asarray(labels)
-    order = model._run_order()  # the order forward runs the layers (ReLU after max pooling)
-    position = {id(layer): i for i, layer in enumerate(order)}
-    state = _ModelState(order)
-
-    def forward_from(first: int):
-        state.reset_random()  # the same dropout masks in every pass
-        out = saved_inputs[first]
-        for layer in order[first:]:
-            out = layer.forward(out, training=True)
-        return out
+    state = _ModelState(model.layers.values())
+    replay = _Replay(model, batch, state)
 
     def loss_from(first: int) -> Callable[[], float]:
-        return lambda: softmax_cross_entropy(forward_from(first), labels)[0]
+        return lambda: softmax_cross_entropy(replay.run_from(first), labels)[0]
 
     try:
-        # the analytic pass, keeping each layer's input for the perturbed passes that start there
-        state.reset_random()
-        saved_inputs = [batch]
-        out = batch
-        for i, layer in enumerate(order):
-            out = layer.forward(out, training=True)
-            if i + 1 < len(order):
-                saved_inputs.append(out.copy())  # a layer may reuse its output buffer
-        base, dlogits = softmax_cross_entropy(out, labels)
-        scale = max(1.0, abs(base), float(np.max(np.abs(to_host(out)))))
+        # the analytic pass, keeping every activation for the perturbed passes
+        base, dlogits = softmax_cross_entropy(replay.record(), labels)
+        scale = max(1.0, abs(base), float(np.max(np.abs(to_host(replay.output())))))
         floor = ROUNDING_NOISE_FACTOR * _UNIT_ROUNDOFF * scale / eps / threshold
-        # the parameters' gradients as training computes them (the first layer skips the
-        # input's gradient there: a route of its own), then the input's in a second pass
+        # the parameters' gradients as training computes them (the layers reading the input
+        # skip its gradient there: a route of their own), then the input's in a second pass
         model.backward(dlogits, input_grad=False)
         targets = [(f"{layer_name}.{key}", layer.params[key], to_host(layer.grads[key]).copy(),
-                    position[id(layer)], not layer.trainable)
+                    replay.step_of(layer), not layer.trainable)
                    for layer_name, layer in model.layers.items() for key in layer.params]
-        _, dlogits = softmax_cross_entropy(forward_from(0), labels)
+        _, dlogits = softmax_cross_entropy(replay.run_from(0), labels)
         input_grad = to_host(model.backward(dlogits, input_grad=True)).copy()
         targets.insert(0, (INPUT_NAME, batch, input_grad, 0, False))
 
