@@ -22,7 +22,8 @@ ALLOWED = {
     "data": {"runtime"},
     "training": {"nn", "optim", "data", "ops", "runtime"},
     "visuals": {"training", "nn", "ops", "runtime"},
-    "app": {"training", "visuals", "nn", "optim", "data", "ops", "runtime"},
+    "export": {"training", "nn", "data", "ops", "runtime"},
+    "app": {"training", "visuals", "export", "nn", "optim", "data", "ops", "runtime"},
 }
 
 

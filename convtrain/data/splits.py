@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from convtrain.errors import DataError
+from convtrain.errors import ConfigError, DataError
 
 # Samples per chunk when accumulating variance (bounded temporary memory).
 _STATS_CHUNK = 4096
@@ -90,19 +90,100 @@ class Normalization:
         std = np.where(std > 1e-12, std, 1.0)
         return cls(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
 
+    def constants(self, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, inv_std)`` ``(C,)`` in ``dtype``: :meth:`apply_` subtracts the first and
+        multiplies by the second (``1 / std`` rounded once, from float64)."""
+        mean = np.asarray(self.mean, dtype=dtype)
+        inv_std = (1.0 / np.asarray(self.std, dtype=np.float64)).astype(dtype)
+        return mean, inv_std
+
     def apply_(self, x: np.ndarray) -> np.ndarray:
         """Normalise float ``x`` ``(N, C, H, W)`` in place and return it."""
-        mean = np.asarray(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)
-        inv_std = (
-            (1.0 / np.asarray(self.std, dtype=np.float64)).astype(x.dtype).reshape(1, -1, 1, 1)
-        )
-        x -= mean
-        x *= inv_std
+        mean, inv_std = self.constants(x.dtype)
+        x -= mean.reshape(1, -1, 1, 1)
+        x *= inv_std.reshape(1, -1, 1, 1)
         return x
 
     def as_dict(self) -> dict[str, list[float]]:
         """Plain lists, for metrics files and checkpoint metadata."""
         return {"mean": list(self.mean), "std": list(self.std)}
+
+
+def scale_pixels(raw: Any, pixel_max: float) -> np.ndarray:
+    """Raw pixels (uint8 or float, any shape) -> a new float32 array in ``[0, 1]``: one float32
+    division by ``pixel_max`` (16 for digits, 255 for 8-bit images). Training and
+    :meth:`Preprocessing.apply` both scale with it, so their inputs agree bit for bit."""
+    return np.divide(raw, np.float32(pixel_max), dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Raw pixels as the dataset stores them -> the model's input: ``x / pixel_max``, then
+    ``(x - mean) / std`` per channel (the same float32 arithmetic as training).
+
+    The one description of a model's input that everything after training shares: the
+    exported ONNX graph and PyTorch module start with it, and loaded runs apply it before
+    ``predict``, so every route takes raw pixels (float32 ``(N, C, H, W)``, 0..255 for the
+    8-bit image datasets, 0..16 for digits).
+
+    Attributes:
+        pixel_max: the raw value that maps to 1.0.
+        mean, std: one value per channel, in the ``[0, 1]`` scale (:class:`Normalization`).
+    """
+
+    pixel_max: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        # Catch a bad checkpoint header or API misuse here, not as garbage logits later.
+        if not (np.isfinite(self.pixel_max) and self.pixel_max > 0):
+            raise ValueError(f"Preprocessing.pixel_max must be a positive number, got "
+                             f"{self.pixel_max!r}")
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError(f"Preprocessing needs one mean and one std per channel, got "
+                             f"mean {self.mean!r} and std {self.std!r}")
+        if not all(np.isfinite(m) for m in self.mean) or not all(
+                np.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"Preprocessing needs finite means and positive stds, got mean "
+                             f"{self.mean!r}, std {self.std!r}")
+
+    @classmethod
+    def of(cls, pixel_max: float, normalization: Normalization) -> Preprocessing:
+        """The preprocessing of a dataset with ``pixel_max`` and the fitted ``normalization``."""
+        return cls(pixel_max=float(pixel_max), mean=tuple(float(m) for m in normalization.mean),
+                   std=tuple(float(s) for s in normalization.std))
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(mean=self.mean, std=self.std)
+
+    def apply(self, raw_pixels: Any) -> np.ndarray:
+        """Raw pixels ``(N, C, H, W)`` (any real dtype; the input is not modified) -> a new
+        float32 array, normalised exactly as the training images were.
+
+        Raises:
+            ConfigError: ``raw_pixels`` is not ``(N, C, H, W)`` with this preprocessing's C.
+        """
+        shape = tuple(getattr(raw_pixels, "shape", ()))
+        if len(shape) != 4 or shape[1] != self.channels:
+            raise ConfigError(f"preprocessing: expected raw pixels of shape (N, C={self.channels}, "
+                              f"H, W), got {shape if shape else type(raw_pixels).__name__}")
+        return self.normalization.apply_(scale_pixels(raw_pixels, self.pixel_max))
+
+    def constants(self) -> tuple[np.float32, np.ndarray, np.ndarray]:
+        """``(pixel_max, mean, inv_std)`` as float32 (``mean``, ``inv_std``: ``(C,)``):
+        :meth:`apply` is ``(raw / pixel_max - mean) * inv_std`` per channel in float32, and an
+        exported model that computes the same operations gets the same input bit for bit."""
+        return (np.float32(self.pixel_max),) + self.normalization.constants(np.float32)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, for checkpoint metadata and exported files."""
+        return {"pixel_max": self.pixel_max, "mean": list(self.mean), "std": list(self.std)}
 
 
 @dataclasses.dataclass(frozen=True)

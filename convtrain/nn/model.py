@@ -158,6 +158,12 @@ class Model:
         except ConfigError as exc:
             raise _naming(layer, exc) from None
 
+    def named_run_order(self) -> list[tuple[str, Layer]]:
+        """``(name, layer)`` pairs in the order :meth:`forward` runs them (config order, except
+        the ReLU/max-pool swap of :meth:`_compute_run_order`); exporters walk this."""
+        name_of = {id(layer): name for name, layer in self.layers.items()}
+        return [(name_of[id(layer)], layer) for layer in self._run_order()]
+
     def _run_order(self) -> list[Layer]:
         """The forward execution order (computed once: the layers never change after build)."""
         if self._order is None:

@@ -1,0 +1,356 @@
+"""The PyTorch route: a convtrain model as the source of an equivalent ``torch.nn.Module``.
+
+:func:`torch_module_source` writes a self-contained ``model.py`` (a module-level usage note,
+then one class: the preprocessing as non-persistent buffers, one submodule per layer named
+after its config key, and a ``forward`` in config order); :func:`write_torch_export` saves it
+next to ``model.safetensors`` with the weights. The class's ``state_dict`` names are
+convtrain's (``conv1.weight``, ``bn1.running_var``; PyTorch's BatchNorm adds its own
+``num_batches_tracked``, which it fills in on load), so ``load_state_dict(load_file(...))``
+loads the safetensors file as is, and the preprocessing constants, which belong to the code,
+are not among them.
+
+Writing needs neither torch nor onnx; running the code needs torch
+(:func:`verify_torch_export` compares it with convtrain's forward pass).
+
+One exporter per layer type in :data:`TORCH_EXPORTERS`, keyed by the layer's YAML ``type``:
+each returns the constructor expression of the equivalent ``torch.nn`` module. Dropout stays
+(``nn.Dropout``: the identity after ``model.eval()``, and the model can be fine-tuned).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import keyword
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import convtrain
+from convtrain.data.splits import Preprocessing
+from convtrain.errors import ConfigError
+from convtrain.export.optional import require
+from convtrain.export.walk import LayerStep, exporter_for, model_steps
+from convtrain.nn.model import Model
+from convtrain.runtime.backend import to_host
+from convtrain.training.atomic import atomic_write_bytes, atomic_write_text
+
+SOURCE_FILE = "model.py"
+WEIGHTS_FILE = "model.safetensors"
+#: the preprocessing constants (buffers of the generated module, not in its state_dict).
+PREPROCESSING_BUFFERS = ("input_pixel_max", "input_mean", "input_inv_std")
+#: what ``torch.nn.Module`` (torch 2.x) already has: a submodule cannot take these names.
+#: tests/export/test_torch_code.py checks the list against the installed torch.
+MODULE_ATTRIBUTES = frozenset("""
+    T_destination _apply _backward_hooks _backward_pre_hooks _buffers _call_impl
+    _compiled_call_impl _forward_hooks _forward_hooks_always_called _forward_hooks_with_kwargs
+    _forward_pre_hooks _forward_pre_hooks_with_kwargs _get_backward_hooks
+    _get_backward_pre_hooks _get_name _is_full_backward_hook _load_from_state_dict
+    _load_state_dict_post_hooks _load_state_dict_pre_hooks _maybe_warn_non_full_backward_hook
+    _modules _named_members _non_persistent_buffers_set _parameters
+    _register_load_state_dict_pre_hook _register_state_dict_hook _replicate_for_data_parallel
+    _save_to_state_dict _slow_forward _state_dict_hooks _state_dict_pre_hooks _version
+    _wrapped_call_impl add_module apply bfloat16 buffers call_super_init children compile cpu
+    cuda double dump_patches eval extra_repr float forward get_buffer get_extra_state
+    get_parameter get_submodule half ipu load_state_dict modules mtia named_buffers
+    named_children named_modules named_parameters parameters register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
+    set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
+""".split())
+
+#: ``step -> "nn.Conv2d(...)"``: the constructor expression of the equivalent module.
+TorchExporter = Callable[[LayerStep], str]
+#: layer ``type`` -> its exporter.
+TORCH_EXPORTERS: dict[str, TorchExporter] = {}
+
+
+def torch_exporter(*type_names: str) -> Callable[[TorchExporter], TorchExporter]:
+    """Decorator: ``@torch_exporter("conv2d")`` makes the function the exporter of that type."""
+
+    def register(function: TorchExporter) -> TorchExporter:
+        for type_name in type_names:
+            if type_name in TORCH_EXPORTERS:
+                raise ValueError(f"torch exporter of '{type_name}' is registered twice")
+            TORCH_EXPORTERS[type_name] = function
+        return function
+
+    return register
+
+
+def _call(constructor: str, *positional: Any, **keywords: Any) -> str:
+    """``nn.Conv2d(1, 16, kernel_size=(3, 3))``: Python literals (``repr`` round-trips floats)."""
+    arguments = [repr(value) for value in positional]
+    arguments += [f"{key}={value!r}" for key, value in keywords.items()]
+    return f"{constructor}({', '.join(arguments)})"
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return tuple(int(v) for v in value)
+
+
+@torch_exporter("conv2d")
+def _conv2d(step: LayerStep) -> str:
+    layer = step.layer
+    keywords: dict[str, Any] = {"kernel_size": _pair(layer.kernel_size)}
+    # non-default settings only; "same" is written out as the padding it resolved to
+    for key, value, default in (("stride", _pair(layer.stride), (1, 1)),
+                                ("padding", _pair(layer.padding), (0, 0)),
+                                ("dilation", _pair(layer.dilation), (1, 1)),
+                                ("groups", int(layer.groups), 1),
+                                ("bias", bool(layer.use_bias), True)):
+        if value != default:
+            keywords[key] = value
+    return _call("nn.Conv2d", int(layer.in_channels), int(layer.out_channels), **keywords)
+
+
+@torch_exporter("batchnorm2d")
+def _batchnorm2d(step: LayerStep) -> str:
+    layer = step.layer
+    return _call("nn.BatchNorm2d", int(layer.num_features), eps=float(layer.eps),
+                 momentum=float(layer.momentum))
+
+
+def _window_keywords(layer: Any) -> dict[str, Any]:
+    return {"kernel_size": _pair(layer.kernel_size), "stride": _pair(layer.stride),
+            "padding": _pair(layer.padding)}
+
+
+@torch_exporter("maxpool2d")
+def _maxpool2d(step: LayerStep) -> str:
+    return _call("nn.MaxPool2d", **_window_keywords(step.layer))
+
+
+@torch_exporter("avgpool2d")
+def _avgpool2d(step: LayerStep) -> str:
+    keywords = _window_keywords(step.layer)
+    if not step.layer.count_include_pad:
+        keywords["count_include_pad"] = False
+    return _call("nn.AvgPool2d", **keywords)
+
+
+@torch_exporter("global_avgpool2d")
+def _global_avgpool2d(step: LayerStep) -> str:
+    return "nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())"
+
+
+@torch_exporter("flatten")
+def _flatten(step: LayerStep) -> str:
+    return "nn.Flatten()"
+
+
+@torch_exporter("dense")
+def _dense(step: LayerStep) -> str:
+    layer = step.layer
+    keywords = {} if layer.use_bias else {"bias": False}
+    return _call("nn.Linear", int(layer.in_features), int(layer.out_features), **keywords)
+
+
+torch_exporter("relu")(lambda step: "nn.ReLU()")
+torch_exporter("tanh")(lambda step: "nn.Tanh()")
+torch_exporter("sigmoid")(lambda step: "nn.Sigmoid()")
+
+
+@torch_exporter("leaky_relu")
+def _leaky_relu(step: LayerStep) -> str:
+    return _call("nn.LeakyReLU", negative_slope=float(step.layer.negative_slope))
+
+
+@torch_exporter("dropout")
+def _dropout(step: LayerStep) -> str:
+    return _call("nn.Dropout", p=float(step.layer.p))
+
+
+# --- the source ------------------------------------------------------------------------------
+def torch_class_name(model: Model) -> str:
+    """``small_cnn`` -> ``SmallCnn``; ``ConvtrainModel`` when the name gives no identifier."""
+    words = re.findall(r"[A-Za-z0-9]+", model.name or "")
+    name = "".join(word[:1].upper() + word[1:] for word in words)
+    return name if name.isidentifier() and not keyword.iskeyword(name) else "ConvtrainModel"
+
+
+def _attribute(step: LayerStep) -> tuple[str, str]:
+    """``(assignment target, call target)`` of the layer's submodule: ``self.conv1`` when the
+    name is a plain identifier, else ``add_module`` / ``getattr`` with the name as a string.
+
+    Raises:
+        ConfigError: the name is taken by ``torch.nn.Module`` itself or by the preprocessing.
+    """
+    if step.name in MODULE_ATTRIBUTES or step.name in PREPROCESSING_BUFFERS:
+        raise ConfigError(f"{step.where}: the layer name '{step.name}' is an attribute of the "
+                          f"exported torch.nn.Module (torch.nn.Module or the preprocessing "
+                          f"already use it); rename the layer to export it to PyTorch")
+    if step.name.isidentifier() and not keyword.iskeyword(step.name):
+        return f"self.{step.name} = ", f"self.{step.name}"
+    return f"self.add_module({step.name!r}, ", f"getattr(self, {step.name!r})"
+
+
+def _floats(values: np.ndarray) -> str:
+    """``[0.1, 0.2]``: float32 values written so that ``torch.tensor(...)`` gets them exactly."""
+    return "[" + ", ".join(repr(float(v)) for v in values) + "]"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return repr(tuple(int(s) for s in shape))
+
+
+def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
+    """Python source of a ``torch.nn.Module`` equal to ``model`` with ``preprocessing`` first.
+
+    The module's input is raw pixels float32 ``(N, C, H, W)`` as the dataset stores them and
+    its output the logits; its state_dict names are the model's (see the module docstring).
+
+    Raises:
+        ConfigError: a layer type without a torch exporter, a layer name PyTorch cannot use,
+            or a preprocessing that does not fit the model.
+    """
+    if len(model.input_shape) != 3 or model.input_shape[0] != preprocessing.channels:
+        raise ConfigError(f"export: the preprocessing has {preprocessing.channels} channel(s) "
+                          f"but the model takes inputs of shape {model.input_shape}")
+    class_name = torch_class_name(model)
+    pixel_max, mean, inv_std = preprocessing.constants()
+    steps = model_steps(model, run_order=False)
+    channels, height, width = model.input_shape
+    label = model.name or "convtrain_model"
+    lines = [
+        f'"""{class_name}: the convtrain model \'{label}\' as a torch.nn.Module '
+        f"(written by convtrain {convtrain.__version__}).",
+        "",
+        "Usage (the weights are in model.safetensors next to this file):",
+        "",
+        "    import torch",
+        "    from safetensors.torch import load_file",
+        f"    from model import {class_name}",
+        "",
+        f"    model = {class_name}()",
+        '    model.load_state_dict(load_file("model.safetensors"))',
+        "    model.eval()",
+        "    with torch.no_grad():",
+        "        logits = model(pixels)",
+        "    classes = logits.argmax(dim=1)",
+        "",
+        f"Input: raw pixels, float32 (N, {channels}, {height}, {width}), as the dataset stores "
+        f"them (0..{float(pixel_max):g}).",
+        f"Output: logits, (N, {', '.join(map(str, model.output_shape))}).",
+        "forward() first applies the training preprocessing, (pixels / pixel_max - mean) / std per",
+        "channel; its constants are buffers outside the state_dict (persistent=False). The",
+        "state_dict names are convtrain's (layer.weight, ...); BatchNorm adds num_batches_tracked",
+        "itself. Dropout layers are the identity after model.eval().",
+        '"""',
+        "import torch",
+        "from torch import nn",
+        "",
+        "",
+        f"class {class_name}(nn.Module):",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        "        # preprocessing, in the float32 operations convtrain trains with",
+        f"        self.register_buffer({PREPROCESSING_BUFFERS[0]!r}, "
+        f"torch.tensor({float(pixel_max)!r}), persistent=False)",
+        f"        self.register_buffer({PREPROCESSING_BUFFERS[1]!r}, torch.tensor("
+        f"{_floats(mean)}).reshape(1, -1, 1, 1), persistent=False)",
+        f"        self.register_buffer({PREPROCESSING_BUFFERS[2]!r}, torch.tensor("
+        f"{_floats(inv_std)}).reshape(1, -1, 1, 1), persistent=False)",
+    ]
+    calls = []
+    for step in steps:
+        constructor = exporter_for(TORCH_EXPORTERS, step, "PyTorch",
+                                   "convtrain/export/torch_code.py")(step)
+        assign, call = _attribute(step)
+        closing = ")" if assign.endswith(", ") else ""
+        lines.append(f"        {assign}{constructor}{closing}  # -> {_shape(step.output_shape)}")
+        calls.append(f"        x = {call}(x)")
+    lines += [
+        "",
+        "    def forward(self, pixels: torch.Tensor) -> torch.Tensor:",
+        f'        """Raw pixels (N, {channels}, {height}, {width}) -> logits '
+        f'(N, {", ".join(map(str, model.output_shape))})."""',
+        f"        x = (pixels / self.{PREPROCESSING_BUFFERS[0]} - self.{PREPROCESSING_BUFFERS[1]})"
+        f" * self.{PREPROCESSING_BUFFERS[2]}",
+        *calls,
+        "        return x",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchExport:
+    """What :func:`write_torch_export` wrote."""
+
+    source: Path  # model.py
+    weights: Path  # model.safetensors
+    class_name: str
+
+
+def write_torch_export(model: Model, directory: str | os.PathLike, *,
+                       preprocessing: Preprocessing) -> TorchExport:
+    """Write ``directory/model.py`` (:func:`torch_module_source`) and
+    ``directory/model.safetensors`` (the model's state_dict, float32), each atomically.
+
+    Raises:
+        ConfigError: see :func:`torch_module_source`.
+        OSError: a file cannot be written (``filename`` names it).
+    """
+    from safetensors.numpy import save  # noqa: PLC0415 - a core dependency, loaded on use
+
+    source = torch_module_source(model, preprocessing=preprocessing)
+    tensors = {name: np.ascontiguousarray(value, dtype=np.float32)
+               for name, value in model.state_dict().items()}
+    weights = save(tensors, metadata={"format": "pt"})
+    directory = Path(directory)
+    export = TorchExport(directory / SOURCE_FILE, directory / WEIGHTS_FILE,
+                         torch_class_name(model))
+    atomic_write_bytes(export.weights, weights)
+    atomic_write_text(export.source, source)
+    return export
+
+
+def load_torch_export(export: TorchExport) -> Any:
+    """The written module, built from ``model.py`` with ``model.safetensors`` loaded (strict)
+    and in eval mode. Needs torch.
+
+    Raises:
+        ConfigError: torch is not installed.
+    """
+    require("torch", "run the PyTorch export", command="pip install torch")
+    from safetensors.torch import load_file  # noqa: PLC0415 - needs torch
+
+    module_name = f"_convtrain_torch_export_{abs(hash(str(export.source)))}"
+    spec = importlib.util.spec_from_file_location(module_name, export.source)
+    source_module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = source_module
+    try:
+        spec.loader.exec_module(source_module)
+    finally:
+        del sys.modules[module_name]
+    module = getattr(source_module, export.class_name)()
+    module.load_state_dict(load_file(str(export.weights)))
+    return module.eval()
+
+
+def verify_torch_export(export: TorchExport, model: Model, preprocessing: Preprocessing,
+                        raw_batch: Any) -> float:
+    """Max abs difference between the written module's logits on ``raw_batch`` (raw pixels
+    ``(N, C, H, W)``) and convtrain's ``model.forward(preprocessing.apply(raw_batch),
+    training=False)``; ``inf`` when anything is not finite. Needs torch."""
+    torch = require("torch", "run the PyTorch export", command="pip install torch")
+    module = load_torch_export(export)
+    batch = np.ascontiguousarray(to_host(raw_batch), dtype=np.float32)
+    with torch.no_grad():
+        exported = module(torch.from_numpy(batch)).numpy().astype(np.float64)
+    reference = to_host(model.forward(preprocessing.apply(batch), training=False))
+    if exported.shape != reference.shape:
+        return math.inf
+    difference = np.abs(exported - reference.astype(np.float64))
+    return float(difference.max()) if np.all(np.isfinite(difference)) else math.inf
+
+
+__all__ = ["TORCH_EXPORTERS", "TorchExport", "load_torch_export", "torch_class_name",
+           "torch_exporter", "torch_module_source", "verify_torch_export", "write_torch_export"]
