@@ -22,8 +22,9 @@ ALLOWED = {
     "data": {"runtime"},
     "training": {"nn", "optim", "data", "ops", "runtime"},
     "visuals": {"training", "nn", "ops", "runtime"},
+    "inference": {"training", "nn", "data", "ops", "runtime"},
     "export": {"training", "nn", "data", "ops", "runtime"},
-    "app": {"training", "visuals", "export", "nn", "optim", "data", "ops", "runtime"},
+    "app": {"inference", "export", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},
 }
 
 

@@ -375,6 +375,15 @@ def _sweep_go_on(directory: Path) -> str:
             f"the jobs still to do with another hydra.sweep.dir, or {replace.split(', or ')[0]}")
 
 
+def _works_on_trained_run(config: DictConfig) -> bool:
+    """True for a task such as eval that reads a trained run (convtrain.app.tasks)."""
+    from convtrain.app.tasks import TASKS  # noqa: PLC0415
+
+    task = config.get("task")
+    task = str(getattr(task, "value", task))
+    return task in TASKS and TASKS.get(task).after_training
+
+
 class RunDirGuard(Callback):
     """Locks and checks the run directory before Hydra writes anything into it.
 
@@ -386,6 +395,14 @@ class RunDirGuard(Callback):
         # resolve hydra.run.dir as run_job will (same config object: `now` is cached)
         HydraConfig.instance().set_config(config)
         directory = Path(str(config.hydra.run.dir)).absolute()
+        if _works_on_trained_run(config):
+            # eval/predict/export write only their own RUN_DIR/<task>/ (replaced each time) and
+            # read the run's atomically written checkpoints, so a live run may be read
+            try:
+                hold(directory)
+            except RunDirError as exc:
+                _refuse(exc)
+            return
         try:
             hold(directory)  # before looking at the parents: two racing starts cannot both pass
             check_not_inside_live_run(directory)

@@ -22,8 +22,9 @@ import enum
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
+from convtrain.app.tasks import TASKS, task_run_dir
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
 from convtrain.visuals.settings import LoggerSettings
@@ -39,9 +40,8 @@ class DType(enum.Enum):
     float64 = "float64"
 
 
-class Task(enum.Enum):
-    train = "train"
-    summary = "summary"
+#: ``task=`` choices: the tasks registered in :mod:`convtrain.app.tasks` (one module each)
+Task = enum.Enum("Task", {name: name for name in TASKS.names()})  # type: ignore[misc]
 
 
 @dataclasses.dataclass
@@ -126,14 +126,20 @@ class TrainConfig:
     backend: BackendConfig = dataclasses.field(default_factory=BackendConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
-    task: Task = Task.train
+    task: Task = Task.train  # type: ignore[attr-defined]
     seed: int = 0
+    # tasks on a trained run (eval, predict, export): which checkpoint of trainer.resume's run
+    # directory they load, best (by trainer.monitor) or last; a checkpoint file is used as is
+    checkpoint: str = "best"
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False
 
 
 def register_configs() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent: re-storing replaces)."""
+    """Store the schemas in Hydra's ConfigStore and the resolver that puts a task on a trained
+    run into that run's directory (``${convtrain_task_dir:...}`` in configs/hydra/default.yaml);
+    idempotent: re-storing replaces."""
+    OmegaConf.register_new_resolver("convtrain_task_dir", task_run_dir, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=TrainConfig)
     for group, schemas in (("optimizer", OPTIMIZER_SCHEMAS), ("scheduler", SCHEDULER_SCHEMAS)):

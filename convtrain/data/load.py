@@ -107,6 +107,7 @@ def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSp
         subset=config.subset,
         val_fraction=config.val_fraction,
         normalize=config.normalize,
+        pixel_max=float(raw.pixel_max),
     )
 
 

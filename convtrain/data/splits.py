@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from convtrain.errors import ConfigError, DataError
+from convtrain.runtime.backend import to_host
 
 # Samples per chunk when accumulating variance (bounded temporary memory).
 _STATS_CHUNK = 4096
@@ -118,17 +119,24 @@ def scale_pixels(raw: Any, pixel_max: float) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    """Raw pixels as the dataset stores them -> the model's input: ``x / pixel_max``, then
-    ``(x - mean) / std`` per channel (the same float32 arithmetic as training).
+    """From pixels as the dataset stores them to what the model was trained on.
 
-    The one description of a model's input that everything after training shares: the
-    exported ONNX graph and PyTorch module start with it, and loaded runs apply it before
-    ``predict``, so every route takes raw pixels (float32 ``(N, C, H, W)``, 0..255 for the
-    8-bit image datasets, 0..16 for digits).
+    ``(raw / pixel_max - mean) / std`` per channel: the same float32 operations as
+    :func:`convtrain.data.load.load_dataset` (:func:`scale_pixels`, then
+    :meth:`Normalization.apply_`), so a model fed ``apply(raw)`` sees exactly the values it saw
+    in training. Checkpoints store it (``inputs`` record), so prediction and export reuse the
+    training statistics instead of recomputing them; the exported ONNX graph and PyTorch module
+    start with the same operations (:meth:`constants`), so every route takes raw pixels
+    (float32 ``(N, C, H, W)``, 0..255 for the 8-bit image datasets, 0..16 for digits).
 
     Attributes:
-        pixel_max: the raw value that maps to 1.0.
-        mean, std: one value per channel, in the ``[0, 1]`` scale (:class:`Normalization`).
+        pixel_max: the stored pixel value that maps to 1.0 (16 for digits, 255 for 8-bit images).
+        mean, std: the training split's per-channel statistics in the [0, 1] scale (tuples of
+            floats, whatever sequence was given).
+
+    Raises:
+        ConfigError: on construction, a pixel_max that is not positive, means and stds of
+            different lengths, or a non-finite mean or non-positive std (a damaged checkpoint).
     """
 
     pixel_max: float
@@ -136,23 +144,26 @@ class Preprocessing:
     std: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        # Catch a bad checkpoint header or API misuse here, not as garbage logits later.
+        # plain floats (lists and NumPy scalars from JSON or arrays compare equal afterwards)
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(self, "pixel_max", float(self.pixel_max))
+        # caught here rather than as garbage logits later
         if not (np.isfinite(self.pixel_max) and self.pixel_max > 0):
-            raise ValueError(f"Preprocessing.pixel_max must be a positive number, got "
-                             f"{self.pixel_max!r}")
+            raise ConfigError(f"preprocessing: pixel_max must be a positive number, got "
+                              f"{self.pixel_max!r}")
         if len(self.mean) != len(self.std) or not self.mean:
-            raise ValueError(f"Preprocessing needs one mean and one std per channel, got "
-                             f"mean {self.mean!r} and std {self.std!r}")
-        if not all(np.isfinite(m) for m in self.mean) or not all(
-                np.isfinite(s) and s > 0 for s in self.std):
-            raise ValueError(f"Preprocessing needs finite means and positive stds, got mean "
-                             f"{self.mean!r}, std {self.std!r}")
+            raise ConfigError(f"preprocessing: needs one mean and one std per channel, got mean "
+                              f"{list(self.mean)} and std {list(self.std)}")
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
+                and min(self.std) > 0):
+            raise ConfigError(f"preprocessing: needs finite means and positive stds, got mean "
+                              f"{list(self.mean)}, std {list(self.std)}")
 
     @classmethod
     def of(cls, pixel_max: float, normalization: Normalization) -> Preprocessing:
         """The preprocessing of a dataset with ``pixel_max`` and the fitted ``normalization``."""
-        return cls(pixel_max=float(pixel_max), mean=tuple(float(m) for m in normalization.mean),
-                   std=tuple(float(s) for s in normalization.std))
+        return cls(pixel_max, normalization.mean, normalization.std)
 
     @property
     def channels(self) -> int:
@@ -162,18 +173,18 @@ class Preprocessing:
     def normalization(self) -> Normalization:
         return Normalization(mean=self.mean, std=self.std)
 
-    def apply(self, raw_pixels: Any) -> np.ndarray:
-        """Raw pixels ``(N, C, H, W)`` (any real dtype; the input is not modified) -> a new
-        float32 array, normalised exactly as the training images were.
+    def apply(self, raw: Any) -> np.ndarray:
+        """Raw pixels ``(N, C, H, W)`` (any real dtype, host or device; not modified) -> a new
+        host float32 array, normalised exactly as the training images were.
 
         Raises:
-            ConfigError: ``raw_pixels`` is not ``(N, C, H, W)`` with this preprocessing's C.
+            ConfigError: ``raw`` is not ``(N, C, H, W)`` with this preprocessing's C.
         """
-        shape = tuple(getattr(raw_pixels, "shape", ()))
-        if len(shape) != 4 or shape[1] != self.channels:
+        pixels = to_host(raw)
+        if pixels.ndim != 4 or pixels.shape[1] != self.channels:
             raise ConfigError(f"preprocessing: expected raw pixels of shape (N, C={self.channels}, "
-                              f"H, W), got {shape if shape else type(raw_pixels).__name__}")
-        return self.normalization.apply_(scale_pixels(raw_pixels, self.pixel_max))
+                              f"H, W), got {tuple(pixels.shape)}")
+        return self.normalization.apply_(scale_pixels(pixels, self.pixel_max))
 
     def constants(self) -> tuple[np.float32, np.ndarray, np.ndarray]:
         """``(pixel_max, mean, inv_std)`` as float32 (``mean``, ``inv_std``: ``(C,)``):
@@ -215,6 +226,7 @@ class DataSplits:
         normalization: the per-channel mean/std that was applied to all three splits.
         subset, val_fraction, normalize: the ``data.*`` settings that, with the run seed,
             decide which images are in each split (see :meth:`identity`).
+        pixel_max: the stored pixel value that maps to 1.0 (see :class:`Preprocessing`).
     """
 
     train: ArraySplit
@@ -228,6 +240,12 @@ class DataSplits:
     subset: int | None
     val_fraction: float
     normalize: bool
+    pixel_max: float = 255.0
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What turns this dataset's stored pixels into the model's inputs."""
+        return Preprocessing(self.pixel_max, self.normalization.mean, self.normalization.std)
 
     def identity(self) -> dict[str, Any]:
         """The ``data.*`` keys that decide the splits' contents, plus the fitted statistics.

@@ -78,6 +78,13 @@ def test_wrong_input_shape_is_one_line():
                                     (255.0, (0.5, 0.1), (0.2,)), (255.0, (), ()),
                                     (float("nan"), (0.5,), (0.2,)),
                                     (255.0, (float("inf"),), (0.2,))])
-def test_impossible_statistics_are_refused(fields):
-    with pytest.raises(ValueError, match="^Preprocessing"):
+def test_impossible_statistics_are_one_line(fields):
+    with pytest.raises(ConfigError, match="^preprocessing: ") as error:
         Preprocessing(*fields)
+    assert "\n" not in str(error.value)
+
+
+def test_sequences_become_tuples_of_floats():
+    from_json = Preprocessing(np.float32(16), [np.float64(0.25)], [0.5])
+    assert from_json == Preprocessing(16.0, (0.25,), (0.5,))
+    assert type(from_json.pixel_max) is float and type(from_json.mean[0]) is float
