@@ -9,8 +9,9 @@ The graph (opset >= 17, dynamic batch dimension ``batch``)::
 
 Names: each layer's node is called after the layer's config key (``conv1``), its output
 ``conv1.out``, its weights keep their ``state_dict`` names (``conv1.weight``); dropout (the
-identity at inference) makes no node. The preprocessing and the model's name are also stored
-as metadata (``convtrain.preprocessing``, JSON).
+identity at inference) makes no node. The preprocessing, the model's name and, when given,
+the class names are stored as metadata (``convtrain.preprocessing``, ``convtrain.model``,
+``convtrain.class_names``; JSON).
 
 One exporter per layer type, in :data:`ONNX_EXPORTERS` keyed by the layer's YAML ``type``: a
 new layer type needs one ``@onnx_exporter("type")`` function here (and one entry in
@@ -18,14 +19,14 @@ new layer type needs one ``@onnx_exporter("type")`` function here (and one entry
 
 :func:`export_onnx` checks the graph (``onnx.checker``) and, given a batch of raw inputs,
 compares onnxruntime's logits with convtrain's before anything is written; a difference above
-:data:`TOLERANCE` is a one-line error and leaves an existing file alone.
+the tolerance (:func:`convtrain.export.settings.allowed_difference`) is a one-line error and
+leaves an existing file alone.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,20 +35,19 @@ from convtrain import validate
 from convtrain.data.splits import Preprocessing
 from convtrain.errors import ConfigError
 from convtrain.export.optional import require
-from convtrain.export.walk import LayerStep, exporter_for, model_steps
+from convtrain.export.settings import MIN_OPSET, TOLERANCE
+from convtrain.export.walk import (LayerStep, LogitCheck, checked_raw_batch, exporter_for,
+                                  model_steps, reference_logits)
 from convtrain.nn.model import Model
-from convtrain.runtime.backend import to_host
 from convtrain.training.atomic import atomic_write_bytes
 
-#: the oldest opset the exporters are written for (issue #12 asks for >= 17).
-MIN_OPSET = 17
-#: the export-time check: max abs difference of the logits, onnxruntime vs convtrain.
-TOLERANCE = 1e-5
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 #: metadata key of the preprocessing (JSON: pixel_max, mean, std).
 PREPROCESSING_KEY = "convtrain.preprocessing"
+#: metadata key of the class names, one per logit (JSON list), when known.
+CLASS_NAMES_KEY = "convtrain.class_names"
 
 
 class OnnxGraph:
@@ -248,8 +248,10 @@ def _preprocessing_nodes(graph: OnnxGraph, preprocessing: Preprocessing) -> str:
                       "preprocessing.normalize", "preprocessing.out")
 
 
-def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MIN_OPSET) -> Any:
-    """The checked ``onnx.ModelProto`` of ``model`` with ``preprocessing`` in front.
+def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MIN_OPSET, *,
+                     class_names: Sequence[str] | None = None) -> Any:
+    """The checked ``onnx.ModelProto`` of ``model`` with ``preprocessing`` in front;
+    ``class_names`` (one per logit) go into its metadata (``convtrain.class_names``, JSON).
 
     Raises:
         ConfigError: onnx missing (naming ``pip install -e ".[export]"``), a bad opset, a
@@ -283,8 +285,10 @@ def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MI
                     f"-> logits (N, {', '.join(map(str, model.output_shape))})"))
     # the oldest IR version that carries this opset: older runtimes load the file too
     proto.ir_version = helper.find_min_ir_version_for(opsets)
-    helper.set_model_props(proto, {PREPROCESSING_KEY: json.dumps(preprocessing.as_dict()),
-                                   "convtrain.model": name})
+    metadata = {PREPROCESSING_KEY: json.dumps(preprocessing.as_dict()), "convtrain.model": name}
+    if class_names is not None:
+        metadata[CLASS_NAMES_KEY] = json.dumps([str(c) for c in class_names])
+    helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -299,31 +303,12 @@ def _session(model_source: str | bytes) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
-def _raw_batch(model: Model, raw_batch: Any) -> np.ndarray:
-    """``raw_batch`` as host float32 ``(N, *model.input_shape)``, N >= 1."""
-    batch = np.asarray(to_host(raw_batch), dtype=np.float32)
-    if batch.ndim != len(model.input_shape) + 1 or batch.shape[1:] != model.input_shape \
-            or batch.shape[0] == 0:
-        raise ConfigError(f"export: the verification batch must be raw pixels of shape (N, "
-                          f"{', '.join(map(str, model.input_shape))}) with N >= 1, got "
-                          f"{batch.shape}")
-    return batch
-
-
-def _logit_difference(session: Any, model: Model, preprocessing: Preprocessing,
-                      raw_batch: Any) -> tuple[float, float]:
-    """``(max |onnx - convtrain|, max |convtrain logit|)`` over ``raw_batch``; inf when the
-    shapes differ or anything is not finite."""
-    batch = _raw_batch(model, raw_batch)
+def _check(session: Any, model: Model, preprocessing: Preprocessing, raw_batch: Any,
+           tolerance: float) -> LogitCheck:
+    batch = checked_raw_batch(model, raw_batch)
     exported = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-    reference = to_host(model.forward(preprocessing.apply(batch), training=False))
-    if exported.shape != reference.shape:
-        return math.inf, math.inf
-    difference = np.abs(exported.astype(np.float64) - reference.astype(np.float64))
-    largest = float(np.max(np.abs(reference)))
-    if not (np.all(np.isfinite(difference)) and math.isfinite(largest)):
-        return math.inf, largest
-    return float(difference.max()), largest
+    return LogitCheck.compare("onnxruntime", exported,
+                              reference_logits(model, preprocessing, batch), tolerance)
 
 
 def verify_onnx(path: str | os.PathLike, model: Model, preprocessing: Preprocessing,
@@ -338,12 +323,13 @@ def verify_onnx(path: str | os.PathLike, model: Model, preprocessing: Preprocess
     Raises:
         ConfigError: onnxruntime missing, or a batch of the wrong shape.
     """
-    return _logit_difference(_session(os.fspath(path)), model, preprocessing, raw_batch)[0]
+    return _check(_session(os.fspath(path)), model, preprocessing, raw_batch, TOLERANCE).difference
 
 
 def export_onnx(model: Model, path: str | os.PathLike, *, preprocessing: Preprocessing,
                 opset: int = MIN_OPSET, verify_batch: Any = None,
-                tolerance: float = TOLERANCE) -> float | None:
+                tolerance: float = TOLERANCE,
+                class_names: Sequence[str] | None = None) -> LogitCheck | None:
     """Write ``model`` with ``preprocessing`` in front as an ONNX file at ``path`` (atomic).
 
     Args:
@@ -352,28 +338,27 @@ def export_onnx(model: Model, path: str | os.PathLike, *, preprocessing: Preproc
         preprocessing: raw pixels -> the model's input (:class:`Preprocessing`).
         opset: the ONNX opset, at least :data:`MIN_OPSET`.
         verify_batch: raw pixels ``(N, C, H, W)``: before writing, onnxruntime's logits on them
-            must agree with convtrain's within ``tolerance`` (None: no check).
+            must agree with convtrain's within ``tolerance`` (x the largest |logit| when above
+            1: :func:`convtrain.export.settings.allowed_difference`; None: no check).
+        class_names: one name per logit, stored in the file's metadata.
 
     Returns:
-        The max abs logit difference of the check (None without ``verify_batch``).
+        The check (its ``difference`` is the printed figure); None without ``verify_batch``.
 
     Raises:
-        ConfigError: see :func:`onnx_model_proto`; a check above ``tolerance`` (one line;
-            nothing is written).
+        ConfigError: see :func:`onnx_model_proto`; a failed check (one line; nothing is
+            written).
         OSError: the file cannot be written (``filename`` is ``path``).
     """
-    data = onnx_model_proto(model, preprocessing, opset).SerializeToString()
-    difference = None
+    data = onnx_model_proto(model, preprocessing, opset,
+                            class_names=class_names).SerializeToString()
+    check = None
     if verify_batch is not None:
-        difference, largest = _logit_difference(_session(data), model, preprocessing,
-                                                verify_batch)
-        if not difference <= tolerance:
-            raise ConfigError(
-                f"export: the ONNX model's logits differ from convtrain's by up to "
-                f"{difference:.3g} on {len(verify_batch)} inputs (tolerance {tolerance:g}, "
-                f"largest logit {largest:.3g}); {os.fspath(path)} was not written")
+        check = _check(_session(data), model, preprocessing, verify_batch, tolerance)
+        if not check.passed:
+            raise check.failure("the ONNX model", f"{os.fspath(path)} was not written")
     atomic_write_bytes(path, data)
-    return difference
+    return check
 
 
 __all__ = ["ONNX_EXPORTERS", "OnnxGraph", "TOLERANCE", "MIN_OPSET", "check_opset",

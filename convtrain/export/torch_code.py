@@ -19,14 +19,11 @@ each returns the constructor expression of the equivalent ``torch.nn`` module. D
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import keyword
-import math
 import os
 import re
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -34,9 +31,10 @@ import convtrain
 from convtrain.data.splits import Preprocessing
 from convtrain.errors import ConfigError
 from convtrain.export.optional import require
-from convtrain.export.walk import LayerStep, exporter_for, model_steps
+from convtrain.export.settings import TOLERANCE
+from convtrain.export.walk import (LayerStep, LogitCheck, checked_raw_batch, exporter_for,
+                                  model_steps, reference_logits)
 from convtrain.nn.model import Model
-from convtrain.runtime.backend import to_host
 from convtrain.training.atomic import atomic_write_bytes, atomic_write_text
 
 SOURCE_FILE = "model.py"
@@ -282,20 +280,53 @@ def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class TorchExport:
-    """What :func:`write_torch_export` wrote."""
+    """What :func:`write_torch_export` wrote, and its check (None when not checked)."""
 
     source: Path  # model.py
     weights: Path  # model.safetensors
     class_name: str
+    check: LogitCheck | None = None
+
+
+def _require_torch(purpose: str) -> Any:
+    return require("torch", purpose, command="pip install torch")
+
+
+def _instantiate(source: str, class_name: str, weights: Mapping[str, Any],
+                 filename: str = SOURCE_FILE) -> Any:
+    """Run ``source`` (a generated model.py), build its class and load ``weights`` (torch
+    tensors, strictly); the module in eval mode."""
+    namespace: dict[str, Any] = {"__name__": "convtrain_torch_export"}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
+    module = namespace[class_name]()
+    module.load_state_dict(dict(weights))
+    return module.eval()
+
+
+def _check(torch: Any, module: Any, model: Model, preprocessing: Preprocessing,
+           raw_batch: Any, tolerance: float) -> LogitCheck:
+    batch = checked_raw_batch(model, raw_batch)
+    with torch.no_grad():
+        exported = module(torch.from_numpy(batch)).numpy()
+    return LogitCheck.compare("PyTorch", exported, reference_logits(model, preprocessing, batch),
+                              tolerance)
 
 
 def write_torch_export(model: Model, directory: str | os.PathLike, *,
-                       preprocessing: Preprocessing) -> TorchExport:
+                       preprocessing: Preprocessing, verify_batch: Any = None,
+                       tolerance: float = TOLERANCE) -> TorchExport:
     """Write ``directory/model.py`` (:func:`torch_module_source`) and
     ``directory/model.safetensors`` (the model's state_dict, float32), each atomically.
 
+    Args:
+        verify_batch: raw pixels ``(N, C, H, W)``: before anything is written, PyTorch runs the
+            code with the weights on them and its logits must agree with convtrain's within
+            ``tolerance`` (x the largest |logit| when above 1; needs torch; None: no check,
+            and torch is not needed).
+
     Raises:
-        ConfigError: see :func:`torch_module_source`.
+        ConfigError: see :func:`torch_module_source`; torch missing for the check; a failed
+            check (one line; nothing is written).
         OSError: a file cannot be written (``filename`` names it).
     """
     from safetensors.numpy import save  # noqa: PLC0415 - a core dependency, loaded on use
@@ -305,34 +336,34 @@ def write_torch_export(model: Model, directory: str | os.PathLike, *,
                for name, value in model.state_dict().items()}
     weights = save(tensors, metadata={"format": "pt"})
     directory = Path(directory)
-    export = TorchExport(directory / SOURCE_FILE, directory / WEIGHTS_FILE,
-                         torch_class_name(model))
+    class_name = torch_class_name(model)
+    check = None
+    if verify_batch is not None:
+        torch = _require_torch("check the PyTorch export")
+        from safetensors.torch import load  # noqa: PLC0415 - needs torch
+
+        module = _instantiate(source, class_name, load(weights))
+        check = _check(torch, module, model, preprocessing, verify_batch, tolerance)
+        if not check.passed:
+            raise check.failure("the PyTorch module", f"nothing was written to {directory}")
+    export = TorchExport(directory / SOURCE_FILE, directory / WEIGHTS_FILE, class_name, check)
     atomic_write_bytes(export.weights, weights)
     atomic_write_text(export.source, source)
     return export
 
 
 def load_torch_export(export: TorchExport) -> Any:
-    """The written module, built from ``model.py`` with ``model.safetensors`` loaded (strict)
-    and in eval mode. Needs torch.
+    """The written module, built from ``model.py`` with ``model.safetensors`` loaded (strict),
+    in eval mode. Needs torch.
 
     Raises:
         ConfigError: torch is not installed.
     """
-    require("torch", "run the PyTorch export", command="pip install torch")
+    _require_torch("run the PyTorch export")
     from safetensors.torch import load_file  # noqa: PLC0415 - needs torch
 
-    module_name = f"_convtrain_torch_export_{abs(hash(str(export.source)))}"
-    spec = importlib.util.spec_from_file_location(module_name, export.source)
-    source_module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = source_module
-    try:
-        spec.loader.exec_module(source_module)
-    finally:
-        del sys.modules[module_name]
-    module = getattr(source_module, export.class_name)()
-    module.load_state_dict(load_file(str(export.weights)))
-    return module.eval()
+    return _instantiate(export.source.read_text(), export.class_name,
+                        load_file(str(export.weights)), filename=str(export.source))
 
 
 def verify_torch_export(export: TorchExport, model: Model, preprocessing: Preprocessing,
@@ -340,16 +371,9 @@ def verify_torch_export(export: TorchExport, model: Model, preprocessing: Prepro
     """Max abs difference between the written module's logits on ``raw_batch`` (raw pixels
     ``(N, C, H, W)``) and convtrain's ``model.forward(preprocessing.apply(raw_batch),
     training=False)``; ``inf`` when anything is not finite. Needs torch."""
-    torch = require("torch", "run the PyTorch export", command="pip install torch")
-    module = load_torch_export(export)
-    batch = np.ascontiguousarray(to_host(raw_batch), dtype=np.float32)
-    with torch.no_grad():
-        exported = module(torch.from_numpy(batch)).numpy().astype(np.float64)
-    reference = to_host(model.forward(preprocessing.apply(batch), training=False))
-    if exported.shape != reference.shape:
-        return math.inf
-    difference = np.abs(exported - reference.astype(np.float64))
-    return float(difference.max()) if np.all(np.isfinite(difference)) else math.inf
+    torch = _require_torch("run the PyTorch export")
+    return _check(torch, load_torch_export(export), model, preprocessing, raw_batch,
+                  TOLERANCE).difference
 
 
 __all__ = ["TORCH_EXPORTERS", "TorchExport", "load_torch_export", "torch_class_name",

@@ -48,8 +48,8 @@ def test_every_layer_option_matches_onnxruntime(case, tmp_path):
         assert logits.shape == expected.shape == (len(batch), *model.output_shape)
         difference = float(np.abs(logits - expected).max())
         assert difference <= TOLERANCE, (case, difference)
-    assert checked <= TOLERANCE
-    assert verify_onnx(path, model, preprocessing, raw) == pytest.approx(checked, abs=1e-12)
+    assert checked.passed and checked.difference <= TOLERANCE and checked.samples == 7
+    assert verify_onnx(path, model, preprocessing, raw) == checked.difference
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -128,9 +128,9 @@ def test_float64_model_exports_as_float32(tmp_path):
     model = build_model({"layers": LAYER_CASES["batchnorm"][0]}, (2, 6, 6), dtype=np.float64)
     preprocessing = preprocessing_for(model)
     raw = image_pixels(3, model.input_shape)
-    difference = export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing,
-                             verify_batch=raw)
-    assert difference <= TOLERANCE
+    check = export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing,
+                        verify_batch=raw)
+    assert check.difference <= TOLERANCE
 
 
 def test_opset(tmp_path):
@@ -214,7 +214,7 @@ def test_cupy_backend_model_exports(strict_cupy, tmp_path):
     raw = image_pixels(3, model.input_shape)
     expected = convtrain_logits(model, preprocessing, raw)
     model.to_backend("cupy")
-    difference = export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing,
-                             verify_batch=raw)
-    assert difference <= TOLERANCE
+    check = export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing,
+                        verify_batch=raw)
+    assert check.difference <= TOLERANCE
     assert float(np.abs(run_onnx(tmp_path / "m.onnx", raw) - expected).max()) <= TOLERANCE

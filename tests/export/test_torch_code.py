@@ -140,3 +140,27 @@ def test_writing_needs_no_torch(monkeypatch, tmp_path):
         verify_torch_export(export, model, preprocessing_for(model),
                             image_pixels(1, model.input_shape))
 
+
+
+def test_a_failed_check_writes_nothing(torch, monkeypatch, tmp_path):
+    # a wrong exporter (tanh for sigmoid) is caught before any file is written
+    monkeypatch.setitem(TORCH_EXPORTERS, "sigmoid", TORCH_EXPORTERS["tanh"])
+    model = case_model("activations")
+    raw = image_pixels(3, model.input_shape)
+    with pytest.raises(ConfigError) as error:
+        write_torch_export(model, tmp_path / "out", preprocessing=preprocessing_for(model),
+                           verify_batch=raw)
+    assert str(error.value).startswith("export: the PyTorch module's logits differ from "
+                                       "convtrain's by up to ")
+    assert str(error.value).endswith(f"nothing was written to {tmp_path / 'out'}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_check_before_writing(torch, tmp_path):
+    model = case_model("conv_depthwise")
+    raw = image_pixels(4, model.input_shape)
+    export = write_torch_export(model, tmp_path, preprocessing=preprocessing_for(model),
+                                verify_batch=raw)
+    assert export.check.passed and export.check.difference <= TOLERANCE
+    assert export.check.difference == verify_torch_export(export, model,
+                                                          preprocessing_for(model), raw)

@@ -45,6 +45,7 @@ def register_task(name: str, *, after_training: bool = False) -> Callable[[TaskF
 def task_run_dir(task: str, resume: Any, default: str) -> str:
     """Hydra's run directory (``hydra.run.dir``, see configs/hydra/default.yaml): the trained
     run's ``<task>/`` subdirectory for a task that works on one, else ``default``."""
+    task = str(getattr(task, "value", task))  # the schema's Task enum arrives as itself
     if task in TASKS and TASKS.get(task).after_training and resume not in (None, ""):
         path = Path(str(resume)).expanduser()
         if path.is_file() or path.suffix in (".safetensors", ".json"):

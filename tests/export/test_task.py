@@ -1,0 +1,203 @@
+"""``task=export`` end to end: a trained run's export, checked at export time, loads in
+onnxruntime (or runs in PyTorch) and gives the trained model's logits on raw pixels.
+
+The reference is ``convtrain.load_run`` (the model as training left it, on raw pixels) and the
+dataset's own files, read here independently of the task."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from convtrain.app.cli import config_dir
+from convtrain.app.run import run
+from convtrain.data.digits import read_digits
+from convtrain.errors import ConfigError
+from convtrain.inference import load_run
+from tests.export.cases import image_pixels
+
+ort = pytest.importorskip("onnxruntime")
+
+TOLERANCE = 1e-5
+QUIET = ["logger.tensorboard=false", "logger.png=false", "trainer.progress=false"]
+FIGURE = re.compile(r"^(onnxruntime|PyTorch) vs convtrain on (\d+) test images: max abs logit "
+                    r"difference (\S+) \(largest \|logit\| (\S+), allowed (\S+)\)$", re.M)
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def compose_run(*overrides: str):
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def export_in_process(trained: Path, *overrides: str) -> Path:
+    """``task=export`` on ``trained`` as the CLI runs it, in RUN_DIR/export."""
+    run_dir = trained / "export"
+    run(compose_run("task=export", f"trainer.resume={trained}", *overrides), run_dir=run_dir)
+    return run_dir
+
+
+def onnx_logits(path: Path, raw: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"pixels": raw.astype(np.float32)})[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """small_cnn trained on digits for one epoch."""
+    run_dir = tmp_path_factory.mktemp("run")
+    run(compose_run("trainer.max_epochs=1", *QUIET), run_dir=run_dir)
+    return run_dir
+
+
+def test_onnx_export_gives_the_trained_models_logits_on_raw_pixels(trained, capsys):
+    export_dir = export_in_process(trained)
+    out = capsys.readouterr().out
+    raw = read_digits(None).test.x  # 0..16, as the dataset stores them
+    exported = onnx_logits(export_dir / "model.onnx", raw)
+    expected = load_run(trained).logits(raw)
+    assert float(np.abs(exported - expected).max()) <= TOLERANCE
+    assert np.array_equal(exported.argmax(axis=1), expected.argmax(axis=1))
+
+    runtime, samples, figure, largest, allowed = FIGURE.search(out).groups()
+    assert runtime == "onnxruntime" and int(samples) == 256 and float(figure) <= TOLERANCE
+    assert float(allowed) == pytest.approx(TOLERANCE * max(1.0, float(largest)), rel=0.05)
+    record = json.loads((export_dir / "export.json").read_text())["onnx"]
+    assert record["files"] == ["model.onnx"] and record["opset"] == 17
+    assert record["check"]["max_abs_difference"] == pytest.approx(float(figure), rel=1e-2)
+    assert record["checkpoint"] == str(trained / "checkpoints" / "best.safetensors")
+    assert record["class_names"] == [str(d) for d in range(10)]
+    assert record["preprocessing"]["pixel_max"] == 16.0
+
+
+def test_torch_export_gives_the_trained_models_logits(trained, capsys):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    export_dir = export_in_process(trained, "export.format=torch", "checkpoint=last")
+    runtime, _, figure, _, _ = FIGURE.search(capsys.readouterr().out).groups()
+    assert runtime == "PyTorch" and float(figure) <= TOLERANCE
+    namespace: dict = {}
+    exec((export_dir / "model.py").read_text(), namespace)
+    module = namespace["SmallCnn"]()
+    module.load_state_dict(load_file(str(export_dir / "model.safetensors")))
+    raw = read_digits(None).test.x.astype(np.float32)
+    with torch.no_grad():
+        logits = module.eval()(torch.from_numpy(raw)).numpy()
+    expected = load_run(trained, checkpoint="last").logits(raw)
+    assert float(np.abs(logits - expected).max()) <= TOLERANCE
+    record = json.loads((export_dir / "export.json").read_text())
+    assert record["torch"]["files"] == ["model.py", "model.safetensors"]
+    assert record["torch"]["checkpoint"].endswith("last.safetensors")
+
+
+def test_settings_and_a_failed_check_are_one_line(trained, capsys):
+    with pytest.raises(ConfigError, match=r"^export\.opset: must be >= 17, got 13$"):
+        export_in_process(trained, "export.opset=13")
+    with pytest.raises(ConfigError, match=r"^export\.verify_samples: expected an integer >= 0"):
+        export_in_process(trained, "export.verify_samples=-2")
+    target = trained / "export" / "model.onnx"
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(b"an earlier export")
+    with pytest.raises(ConfigError, match=r"^export: the ONNX model's logits differ from "
+                                          r"convtrain's by up to .* was not written$"):
+        export_in_process(trained, "export.tolerance=0.0")
+    assert target.read_bytes() == b"an earlier export"
+    export_in_process(trained, "export.verify_samples=0")
+    assert "not checked (export.verify_samples=0)" in capsys.readouterr().out
+    assert "check" not in json.loads((trained / "export" / "export.json").read_text())["onnx"]
+
+
+def test_a_run_is_needed(tmp_path):
+    with pytest.raises(ConfigError, match=r"^task=export works on a trained run: set "
+                                          r"trainer\.resume=RUN_DIR"):
+        run(compose_run("task=export"), run_dir=tmp_path)
+
+
+# --- from the command line --------------------------------------------------------------------
+def convtrain(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run([sys.executable, "-m", "convtrain", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def train_and_export(tmp_path: Path, *train_args: str) -> Path:
+    """Train from the command line, export the run (checked), return RUN_DIR."""
+    run_dir = tmp_path / "run"
+    convtrain(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *QUIET, *train_args)
+    proc = convtrain(tmp_path, "task=export", f"trainer.resume={run_dir}")
+    assert f"written to {run_dir / 'export' / 'model.onnx'}" in proc.stdout
+    _, _, figure, largest, allowed = FIGURE.search(proc.stdout).groups()
+    assert float(figure) <= float(allowed)
+    assert float(allowed) == pytest.approx(TOLERANCE * max(1.0, float(largest)), rel=0.05)
+    return run_dir
+
+
+def assert_agrees(exported: np.ndarray, expected: np.ndarray) -> None:
+    """Within 1e-5, or 1e-5 of the largest |logit| when that is above 1 (float32 rounding
+    grows with the logits; convtrain/export/settings.py)."""
+    largest = float(np.abs(expected).max())
+    assert float(np.abs(exported - expected).max()) <= TOLERANCE * max(1.0, largest)
+
+
+@pytest.mark.slow
+def test_cli_small_cnn_on_digits(tmp_path):
+    run_dir = train_and_export(tmp_path)
+    raw = read_digits(None).test.x
+    assert_agrees(onnx_logits(run_dir / "export" / "model.onnx", raw),
+                  load_run(run_dir).logits(raw))
+    bad = subprocess.run([sys.executable, "-m", "convtrain", "task=export",
+                          f"trainer.resume={run_dir}", "export.format=tflite"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "export.format" in bad.stderr and "onnx, torch" in bad.stderr
+
+
+def write_synthetic_cifar(root: Path, per_batch: int = 24, test: int = 40) -> np.ndarray:
+    """CIFAR-10's binary layout (label byte + 3072 pixel bytes per record) with image-like
+    pixels; returns the test images ``(test, 3, 32, 32)`` uint8."""
+    directory = root / "cifar-10-batches-bin"
+    directory.mkdir(parents=True)
+    test_images = None
+    for seed, name in enumerate([f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]):
+        count = test if name == "test_batch.bin" else per_batch
+        images = image_pixels(count, (3, 32, 32), seed=seed).astype(np.uint8)
+        labels = np.arange(count) % 10
+        directory.joinpath(name).write_bytes(b"".join(
+            bytes([int(label)]) + image.tobytes() for label, image in zip(labels, images)))
+        test_images = images
+    return test_images
+
+
+@pytest.mark.slow
+def test_cli_cifar_cnn_on_synthetic_cifar(tmp_path):
+    test_images = write_synthetic_cifar(tmp_path / "data")
+    run_dir = train_and_export(tmp_path, "model=cifar_cnn", "data=cifar10",
+                                  f"data.root={tmp_path / 'data'}", "trainer.batch_size=20")
+    raw = test_images.astype(np.float32)  # 0..255 RGB, as the files store them
+    exported = onnx_logits(run_dir / "export" / "model.onnx", raw)
+    assert exported.shape == (40, 10)
+    assert_agrees(exported, load_run(run_dir).logits(raw))
+
+
+@pytest.mark.slow  # reading the 70,000 images takes ~10 s
+@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason=f"Fashion-MNIST not in {FASHION_MNIST}")
+def test_cli_lenet5_on_fashion_mnist(tmp_path):
+    run_dir = train_and_export(tmp_path, "model=lenet5", "data=fashion_mnist",
+                                  f"data.root={FASHION_MNIST}", "data.subset=600")
+    loaded = load_run(run_dir)
+    from convtrain.data import DATASETS, StorageOptions
+
+    raw = DATASETS.get("fashion_mnist")(
+        StorageOptions("fashion_mnist", str(FASHION_MNIST), False, None)).test.x[:500]
+    exported = onnx_logits(run_dir / "export" / "model.onnx", raw.astype(np.float32))
+    assert_agrees(exported, loaded.logits(raw))
