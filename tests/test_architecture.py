@@ -21,7 +21,7 @@ ALLOWED = {
     "optim": {"runtime"},
     "data": {"runtime"},
     "training": {"nn", "optim", "data", "ops", "runtime"},
-    "visuals": {"training", "nn", "ops", "runtime"},
+    "visuals": {"training", "nn", "data", "ops", "runtime"},
     "inference": {"training", "nn", "data", "ops", "runtime"},
     "export": {"training", "nn", "data", "ops", "runtime"},
     "app": {"inference", "export", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},

@@ -116,6 +116,15 @@ class EngineConfig:
 
 
 @dataclasses.dataclass
+class PredictConfig:
+    """``task=predict`` (convtrain/app/tasks/predict.py; what is read: convtrain/inference/inputs.py)."""
+
+    inputs: Any = None  # a file, a directory or a glob pattern (or a list of them)
+    top_k: Optional[int] = None  # classes listed per input; null: 3 (every class when fewer)
+    resize: bool = False  # resize inputs of another height/width (Pillow, bilinear) instead of refusing them
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -132,6 +141,7 @@ class TrainConfig:
     # tasks on a trained run (eval, predict, export): which checkpoint of trainer.resume's run
     # directory they load, best (by trainer.monitor) or last; a checkpoint file is used as is
     checkpoint: str = "best"
+    predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
     export: ExportSettings = dataclasses.field(default_factory=ExportSettings)  # task=export
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False

@@ -44,15 +44,18 @@ def register_task(name: str, *, after_training: bool = False) -> Callable[[TaskF
 
 def task_run_dir(task: str, resume: Any, default: str) -> str:
     """Hydra's run directory (``hydra.run.dir``, see configs/hydra/default.yaml): the trained
-    run's ``<task>/`` subdirectory for a task that works on one, else ``default``."""
-    task = str(getattr(task, "value", task))  # the schema's Task enum arrives as itself
+    run's ``<task>/`` subdirectory for a task that works on one (when that run exists), else
+    ``default``.
+    ``task``: the name, or the schema's ``Task`` enum member that ``${task}`` resolves to."""
+    task = str(getattr(task, "value", task))
     if task in TASKS and TASKS.get(task).after_training and resume not in (None, ""):
         path = Path(str(resume)).expanduser()
         if path.is_file() or path.suffix in (".safetensors", ".json"):
             path = path.parent  # a checkpoint file: its folder (checkpoints/ -> the run)
         if path.name == "checkpoints":
             path = path.parent
-        return str(path / task)
+        if path.is_dir():  # a mistyped path must not become a new directory: the task's
+            return str(path / task)  # own check names it (and the run goes to `default`)
     return default
 
 
