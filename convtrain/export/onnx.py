@@ -25,6 +25,7 @@ leaves an existing file alone.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Callable, Sequence
 
@@ -58,8 +59,9 @@ class OnnxGraph:
     dot, so nothing collides with the graph's input ``pixels`` or output ``logits``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, opset: int = MIN_OPSET) -> None:
         self.onnx = require("onnx", "export ONNX models")
+        self.opset = opset  # exporters may use newer ops where the opset has them
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
 
@@ -75,6 +77,10 @@ class OnnxGraph:
         self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [output], name=name,
                                                      **attributes))
         return output
+
+    def scalar(self, step: LayerStep, label: str, value: float) -> str:
+        """A float32 scalar constant of the layer, called ``<layer>.<label>``."""
+        return self.constant(f"{step.name}.{label}", np.float32(value))
 
     def parameter(self, step: LayerStep, key: str) -> str:
         """The layer's ``state[key]`` as a constant named like its state_dict entry."""
@@ -135,8 +141,9 @@ def _conv2d(graph: OnnxGraph, step: LayerStep, x: str) -> str:
                       **_window(layer.kernel_size, layer.stride, layer.padding))
 
 
-@onnx_exporter("batchnorm2d")
-def _batchnorm2d(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+@onnx_exporter("batchnorm2d", "batchnorm1d")
+def _batchnorm(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+    # (N, C, H, W) or (N, F): ONNX normalises axis 1 of either
     # inference: the running statistics, as convtrain's forward(training=False)
     inputs = [x] + [graph.parameter(step, key)
                     for key in ("weight", "bias", "running_mean", "running_var")]
@@ -195,13 +202,58 @@ onnx_exporter("tanh")(_elementwise("Tanh"))
 onnx_exporter("sigmoid")(_elementwise("Sigmoid"))
 
 
+@onnx_exporter("softmax")
+def _softmax(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+    # over the first per-sample axis (features, or the channels at each pixel); opset >= 13
+    # normalises along that one axis, like convtrain and torch.nn.Softmax(dim=1)
+    return graph.node("Softmax", [x], step.name, _out(step), axis=1)
+
+
+@onnx_exporter("elu")
+def _elu(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+    return graph.node("Elu", [x], step.name, _out(step), alpha=float(step.layer.alpha))
+
+
+@onnx_exporter("silu")
+def _silu(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+    # x * sigmoid(x): no SiLU op before opset 24
+    gate = graph.node("Sigmoid", [x], f"{step.name}.sigmoid", f"{step.name}.gate")
+    return graph.node("Mul", [x, gate], step.name, _out(step))
+
+
+@onnx_exporter("gelu")
+def _gelu(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+    approximate = str(step.layer.approximate)
+    if graph.opset >= 20:  # the opset that introduced Gelu
+        return graph.node("Gelu", [x], step.name, _out(step), approximate=approximate)
+    name = step.name
+
+    def node(op_type: str, inputs: list[str], label: str) -> str:
+        return graph.node(op_type, inputs, f"{name}.{label}", f"{name}.{label}")
+
+    if approximate == "tanh":  # tanh(sqrt(2/pi) * (x + 0.044715 x^3))
+        cube = node("Mul", [node("Mul", [x, x], "square"), x], "cube")
+        inner = node("Add", [x, node("Mul", [cube, graph.scalar(step, "cubic_coefficient",
+                                                                 0.044715)], "cubic")], "inner")
+        inner = node("Mul", [inner, graph.scalar(step, "sqrt_2_over_pi", math.sqrt(2 / math.pi))],
+                     "scaled")
+        shape = node("Tanh", [inner], "tanh")
+    else:  # erf(x / sqrt(2))
+        shape = node("Erf", [node("Mul", [x, graph.scalar(step, "sqrt_half", math.sqrt(0.5))],
+                                  "scaled")], "erf")
+    # x * Phi(x) = (x / 2) * (1 + shape)
+    one_plus = node("Add", [shape, graph.scalar(step, "one", 1.0)], "one_plus")
+    half_x = node("Mul", [x, graph.scalar(step, "half", 0.5)], "half_x")
+    return graph.node("Mul", [half_x, one_plus], name, _out(step))
+
+
 @onnx_exporter("leaky_relu")
 def _leaky_relu(graph: OnnxGraph, step: LayerStep, x: str) -> str:
     return graph.node("LeakyRelu", [x], step.name, _out(step),
                       alpha=float(step.layer.negative_slope))
 
 
-@onnx_exporter("dropout")
+@onnx_exporter("dropout", "dropout2d")
 def _dropout(graph: OnnxGraph, step: LayerStep, x: str) -> str:
     return x  # the identity at inference: no node
 
@@ -261,7 +313,7 @@ def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MI
     helper = onnx.helper
     opset = check_opset(opset)
     _check_preprocessing(model, preprocessing)
-    graph = OnnxGraph()
+    graph = OnnxGraph(opset)
 
     x = _preprocessing_nodes(graph, preprocessing)
     for step in model_steps(model, run_order=True):

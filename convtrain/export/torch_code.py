@@ -108,11 +108,17 @@ def _conv2d(step: LayerStep) -> str:
     return _call("nn.Conv2d", int(layer.in_channels), int(layer.out_channels), **keywords)
 
 
-@torch_exporter("batchnorm2d")
-def _batchnorm2d(step: LayerStep) -> str:
-    layer = step.layer
-    return _call("nn.BatchNorm2d", int(layer.num_features), eps=float(layer.eps),
-                 momentum=float(layer.momentum))
+def _batchnorm(constructor: str) -> TorchExporter:
+    def export(step: LayerStep) -> str:
+        layer = step.layer
+        return _call(constructor, int(layer.num_features), eps=float(layer.eps),
+                     momentum=float(layer.momentum))
+
+    return export
+
+
+torch_exporter("batchnorm2d")(_batchnorm("nn.BatchNorm2d"))
+torch_exporter("batchnorm1d")(_batchnorm("nn.BatchNorm1d"))
 
 
 def _window_keywords(layer: Any) -> dict[str, Any]:
@@ -153,6 +159,19 @@ def _dense(step: LayerStep) -> str:
 torch_exporter("relu")(lambda step: "nn.ReLU()")
 torch_exporter("tanh")(lambda step: "nn.Tanh()")
 torch_exporter("sigmoid")(lambda step: "nn.Sigmoid()")
+torch_exporter("silu")(lambda step: "nn.SiLU()")
+torch_exporter("softmax")(lambda step: "nn.Softmax(dim=1)")
+
+
+@torch_exporter("elu")
+def _elu(step: LayerStep) -> str:
+    return _call("nn.ELU", alpha=float(step.layer.alpha))
+
+
+@torch_exporter("gelu")
+def _gelu(step: LayerStep) -> str:
+    approximate = str(step.layer.approximate)
+    return "nn.GELU()" if approximate == "none" else _call("nn.GELU", approximate=approximate)
 
 
 @torch_exporter("leaky_relu")
@@ -163,6 +182,11 @@ def _leaky_relu(step: LayerStep) -> str:
 @torch_exporter("dropout")
 def _dropout(step: LayerStep) -> str:
     return _call("nn.Dropout", p=float(step.layer.p))
+
+
+@torch_exporter("dropout2d")
+def _dropout2d(step: LayerStep) -> str:
+    return _call("nn.Dropout2d", p=float(step.layer.p))
 
 
 # --- the source ------------------------------------------------------------------------------

@@ -71,6 +71,20 @@ LAYER_CASES = {
                      "c3": conv(4, padding=1), "a3": {"type": "leaky_relu",
                                                       "negative_slope": 0.2},
                      "c4": conv(4, padding=1), "a4": {"type": "relu"}, **head()}, (1, 6, 6)),
+    "activations_issue14": ({"c": conv(4, padding=1), "a1": {"type": "elu", "alpha": 0.7},
+                             "c2": conv(4, padding=1), "a2": {"type": "silu"},
+                             "c3": conv(4, padding=1), "a3": {"type": "gelu"},
+                             "c4": conv(4, padding=1), "a4": {"type": "gelu", "approximate": "tanh"},
+                             "c5": conv(4, padding=1), "s": {"type": "softmax"}, **head()},
+                            (1, 6, 6)),
+    "softmax_features": ({"flat": {"type": "flatten"}, "fc1": {"type": "dense", "units": 6},
+                          "s": {"type": "softmax"}, "fc2": {"type": "dense", "units": 3}},
+                         (2, 3, 3)),
+    "batchnorm1d": ({"flat": {"type": "flatten"}, "fc1": {"type": "dense", "units": 8},
+                     "bn1d": {"type": "batchnorm1d", "eps": 1e-3, "momentum": 0.3},
+                     "fc2": {"type": "dense", "units": 3}}, (1, 4, 4)),
+    "dropout2d_removed": ({"c": conv(4, padding=1), "drop": {"type": "dropout2d", "p": 0.4},
+                           **head()}, (2, 5, 5)),
     "dropout_removed": ({"flat": {"type": "flatten"}, "fc1": {"type": "dense", "units": 6},
                          "drop": {"type": "dropout", "p": 0.5},
                          "fc2": {"type": "dense", "units": 3},
@@ -90,7 +104,7 @@ def case_model(name: str, seed: int = 0) -> Model:
             state[key] = rng.normal(0, 0.5, value.shape).astype(np.float32)
         elif key.endswith("running_var"):
             state[key] = rng.uniform(0.2, 3.0, value.shape).astype(np.float32)
-        elif key.startswith("bn") and key.endswith("weight"):
+        elif key.startswith("bn") and key.endswith(".weight"):
             state[key] = rng.uniform(0.5, 2.0, value.shape).astype(np.float32)
     model.load_state_dict(state)
     return model

@@ -124,6 +124,20 @@ def test_preprocessing_in_the_graph_equals_training_bit_for_bit(tmp_path):
                                 for k, v in stored.items()}) == preprocessing
 
 
+@pytest.mark.parametrize("opset", [17, 20])
+def test_gelu_below_and_from_opset_20(opset, tmp_path):
+    # opsets 17-19 spell GELU out (Erf / Tanh); 20 has the Gelu op
+    model = case_model("activations_issue14")
+    preprocessing = preprocessing_for(model)
+    proto = onnx_model_proto(model, preprocessing, opset=opset)
+    op_types = {n.op_type for n in proto.graph.node}
+    assert ("Gelu" in op_types) == (opset >= 20) and ("Erf" in op_types) == (opset < 20)
+    path = tmp_path / "gelu.onnx"
+    path.write_bytes(proto.SerializeToString())
+    raw = image_pixels(7, model.input_shape, seed=6)
+    assert verify_onnx(path, model, preprocessing, raw) <= TOLERANCE
+
+
 def test_float64_model_exports_as_float32(tmp_path):
     model = build_model({"layers": LAYER_CASES["batchnorm"][0]}, (2, 6, 6), dtype=np.float64)
     preprocessing = preprocessing_for(model)
@@ -152,7 +166,8 @@ def test_a_layer_type_without_exporter_is_one_line_naming_it(monkeypatch, tmp_pa
         export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing_for(model))
     message = str(error.value)
     assert message.startswith("model.layers.a1: layer type 'tanh' has no ONNX exporter "
-                              "(exportable types: avgpool2d, batchnorm2d, conv2d, ")
+                              "(exportable types: avgpool2d, batchnorm1d, batchnorm2d, ")
+    assert message.endswith("; a new type needs one entry in convtrain/export/onnx.py)")
     assert "\n" not in message and not (tmp_path / "m.onnx").exists()
 
 

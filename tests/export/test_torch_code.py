@@ -21,7 +21,8 @@ TOLERANCE = 1e-5
 TORCH_CASES = ["conv_groups", "conv_pair_dilation_same", "conv_same", "batchnorm",
                "avgpool_padding_include", "avgpool_padding_exclude", "maxpool_padding",
                "activations", "global_avgpool", "dense_stack_no_bias", "dropout_removed",
-               "conv_depthwise", "conv_pair_kernel_stride_padding"]
+               "conv_depthwise", "conv_pair_kernel_stride_padding", "activations_issue14",
+               "softmax_features", "batchnorm1d", "dropout2d_removed"]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_a_layer_type_without_exporter(monkeypatch):
     monkeypatch.delitem(TORCH_EXPORTERS, "avgpool2d")
     model = case_model("avgpool_plain")
     with pytest.raises(ConfigError, match=r"^model\.layers\.pool: layer type 'avgpool2d' has no "
-                                          r"PyTorch exporter \(exportable types: batchnorm2d, "):
+                                          r"PyTorch exporter \(exportable types: batchnorm1d, "):
         torch_module_source(model, preprocessing=preprocessing_for(model))
 
 
