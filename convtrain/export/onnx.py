@@ -3,7 +3,7 @@
 The graph (opset >= 17, dynamic batch dimension ``batch``)::
 
     pixels (batch, C, H, W) float32, raw as the dataset stores them (0..255, digits 0..16)
-      -> Div pixel_max, Sub mean, Mul 1/std (per channel): Preprocessing.apply's arithmetic
+      -> Div pixel_max, Sub channel_mean, Mul channel_inv_std: Preprocessing.apply's arithmetic
       -> one node (or two) per layer, in the order convtrain's forward runs them
       -> logits (batch, K)
 
@@ -54,9 +54,12 @@ CLASS_NAMES_KEY = "convtrain.class_names"
 class OnnxGraph:
     """The nodes and constants of a graph under construction.
 
-    Exporters add to it and return the name of their output tensor. Tensor names of convtrain
-    layers end in ``.out`` and constants are ``<layer>.<key>``: layer names never contain a
-    dot, so nothing collides with the graph's input ``pixels`` or output ``logits``.
+    Exporters add to it and return the name of their output tensor. A layer's tensors and
+    constants are called ``<layer>.<what>`` (``conv1.out``, ``conv1.weight``) and its nodes
+    ``<layer>`` or ``<layer>.<what>``; layer names never contain a dot, so the dot-free names
+    of the graph's own tensors (``pixels``, ``normalized_pixels``, ``logits``, ``pixel_max``,
+    ...) and the preprocessing's nodes (``preprocessing.divide``, ...; no layer labels its
+    nodes so) cannot collide with them, whatever the layers are called.
     """
 
     def __init__(self, opset: int = MIN_OPSET) -> None:
@@ -290,14 +293,13 @@ def _preprocessing_nodes(graph: OnnxGraph, preprocessing: Preprocessing) -> str:
     to 5e-6 more logit difference, half of the check's 1e-5, for two fewer elementwise ops.)"""
     pixel_max, mean, inv_std = preprocessing.constants()
     channels = (1, preprocessing.channels, 1, 1)
-    x = graph.node("Div", [INPUT_NAME, graph.constant("preprocessing.pixel_max",
+    x = graph.node("Div", [INPUT_NAME, graph.constant("pixel_max",
                                                       np.reshape(pixel_max, (1, 1, 1, 1)))],
-                   "preprocessing.scale", "preprocessing.scaled")
-    x = graph.node("Sub", [x, graph.constant("preprocessing.mean", mean.reshape(channels))],
-                   "preprocessing.center", "preprocessing.centered")
-    return graph.node("Mul", [x, graph.constant("preprocessing.inv_std",
-                                                inv_std.reshape(channels))],
-                      "preprocessing.normalize", "preprocessing.out")
+                   "preprocessing.divide", "unit_pixels")
+    x = graph.node("Sub", [x, graph.constant("channel_mean", mean.reshape(channels))],
+                   "preprocessing.subtract", "centered_pixels")
+    return graph.node("Mul", [x, graph.constant("channel_inv_std", inv_std.reshape(channels))],
+                      "preprocessing.multiply", "normalized_pixels")
 
 
 def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MIN_OPSET, *,

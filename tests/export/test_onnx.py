@@ -83,7 +83,8 @@ def test_dynamic_batch_and_names_in_the_graph(tmp_path):
     # nodes after the layers, constants after the state_dict
     layer_nodes = [n.name for n in graph.node if not n.name.startswith("preprocessing.")]
     assert layer_nodes == list(model.layers)
-    constants = {i.name for i in graph.initializer if not i.name.startswith("preprocessing.")}
+    constants = {i.name for i in graph.initializer} - {"pixel_max", "channel_mean",
+                                                       "channel_inv_std"}
     assert constants == set(model.state_dict())
     for initializer in graph.initializer:
         if initializer.name in model.state_dict():
@@ -101,6 +102,19 @@ def test_dropout_makes_no_node_and_the_run_order_is_followed(tmp_path):
                                preprocessing_for(case_model("relu_then_maxpool")))
     names = [n.name for n in swapped.graph.node]
     assert names.index("pool") < names.index("r")
+
+
+def test_layers_may_be_called_like_the_graphs_own_names(tmp_path):
+    layers = {"pixels": {"type": "conv2d", "filters": 2, "kernel_size": 3},
+              "preprocessing": {"type": "gelu"}, "normalized_pixels": {"type": "silu"},
+              "logits": {"type": "global_avgpool2d"}, "pixel_max": {"type": "dense", "units": 3}}
+    model = build_model({"layers": layers}, (1, 5, 5))
+    preprocessing = preprocessing_for(model)
+    raw = image_pixels(3, model.input_shape)
+    check = export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing, verify_batch=raw)
+    assert check.difference <= TOLERANCE
+    names = [n.name for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert len(names) == len(set(names))
 
 
 def test_preprocessing_in_the_graph_equals_training_bit_for_bit(tmp_path):
