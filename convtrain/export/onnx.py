@@ -37,8 +37,8 @@ from convtrain.data.splits import Preprocessing
 from convtrain.errors import ConfigError
 from convtrain.export.optional import require
 from convtrain.export.settings import MIN_OPSET, TOLERANCE
-from convtrain.export.walk import (LayerStep, LogitCheck, checked_raw_batch, exporter_for,
-                                  model_steps, reference_logits)
+from convtrain.export.walk import (LayerStep, LogitCheck, check_preprocessing, checked_raw_batch,
+                                  exporter_for, model_steps, reference_logits)
 from convtrain.nn.model import Model
 from convtrain.training.atomic import atomic_write_bytes
 
@@ -277,15 +277,6 @@ def check_opset(opset: Any, key: str = "export.opset") -> int:
     return value
 
 
-def _check_preprocessing(model: Model, preprocessing: Preprocessing) -> None:
-    if not isinstance(preprocessing, Preprocessing):
-        raise ConfigError(f"export: preprocessing must be a convtrain.data.splits.Preprocessing, "
-                          f"got {type(preprocessing).__name__}")
-    if len(model.input_shape) != 3 or model.input_shape[0] != preprocessing.channels:
-        raise ConfigError(f"export: the preprocessing has {preprocessing.channels} channel(s) "
-                          f"but the model takes inputs of shape {model.input_shape}")
-
-
 def _preprocessing_nodes(graph: OnnxGraph, preprocessing: Preprocessing) -> str:
     """``(pixels / pixel_max - mean) * (1 / std)`` per channel: the float32 operations of
     :meth:`Preprocessing.apply` in its order, so the graph's normalised input equals training's
@@ -314,7 +305,7 @@ def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MI
     onnx = require("onnx", "export ONNX models")
     helper = onnx.helper
     opset = check_opset(opset)
-    _check_preprocessing(model, preprocessing)
+    check_preprocessing(model, preprocessing)
     graph = OnnxGraph(opset)
 
     x = _preprocessing_nodes(graph, preprocessing)

@@ -32,8 +32,8 @@ from convtrain.data.splits import Preprocessing
 from convtrain.errors import ConfigError
 from convtrain.export.optional import require
 from convtrain.export.settings import TOLERANCE
-from convtrain.export.walk import (LayerStep, LogitCheck, checked_raw_batch, exporter_for,
-                                  model_steps, reference_logits)
+from convtrain.export.walk import (LayerStep, LogitCheck, check_preprocessing, checked_raw_batch,
+                                  exporter_for, model_steps, reference_logits)
 from convtrain.nn.model import Model
 from convtrain.training.atomic import atomic_write_bytes, atomic_write_text
 
@@ -232,14 +232,13 @@ def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
         ConfigError: a layer type without a torch exporter, a layer name PyTorch cannot use,
             or a preprocessing that does not fit the model.
     """
-    if len(model.input_shape) != 3 or model.input_shape[0] != preprocessing.channels:
-        raise ConfigError(f"export: the preprocessing has {preprocessing.channels} channel(s) "
-                          f"but the model takes inputs of shape {model.input_shape}")
+    check_preprocessing(model, preprocessing)
     class_name = torch_class_name(model)
     pixel_max, mean, inv_std = preprocessing.constants()
     steps = model_steps(model, run_order=False)
     channels, height, width = model.input_shape
-    label = model.name or "convtrain_model"
+    # the name goes into a docstring: quotes and backslashes would end or bend it
+    label = re.sub(r"[^\w .,:;()+-]", "_", model.name or "convtrain_model")
     lines = [
         f'"""{class_name}: the convtrain model \'{label}\' as a torch.nn.Module '
         f"(written by convtrain {convtrain.__version__}).",

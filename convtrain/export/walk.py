@@ -77,6 +77,21 @@ def exporter_for(table: Mapping[str, T], step: LayerStep, route: str, module: st
                           f"entry in {module})") from None
 
 
+def check_preprocessing(model: Model, preprocessing: Preprocessing) -> None:
+    """Raise unless ``preprocessing`` is a :class:`Preprocessing` whose channels are the
+    model's input channels (an image model ``(C, H, W)``).
+
+    Raises:
+        ConfigError: one line with both.
+    """
+    if not isinstance(preprocessing, Preprocessing):
+        raise ConfigError(f"export: preprocessing must be a convtrain.data.splits.Preprocessing, "
+                          f"got {type(preprocessing).__name__}")
+    if len(model.input_shape) != 3 or model.input_shape[0] != preprocessing.channels:
+        raise ConfigError(f"export: the preprocessing has {preprocessing.channels} channel(s) "
+                          f"but the model takes inputs of shape {model.input_shape}")
+
+
 def checked_raw_batch(model: Model, raw_batch: Any) -> np.ndarray:
     """``raw_batch`` as host float32 ``(N, *model.input_shape)`` with N >= 1 (a check's inputs).
 

@@ -93,7 +93,7 @@ def test_layer_names_that_are_not_identifiers(torch, tmp_path):
     layers = {"conv-1": {"type": "conv2d", "filters": 2, "kernel_size": 3},
               "class": {"type": "relu"}, "flat": {"type": "flatten"},
               "fc": {"type": "dense", "units": 3}}
-    model = build_model({"name": "9 odd-name!", "layers": layers}, (1, 5, 5))
+    model = build_model({"name": '9 odd-name """\\', "layers": layers}, (1, 5, 5))
     preprocessing = preprocessing_for(model)
     source = torch_module_source(model, preprocessing=preprocessing)
     assert "self.add_module('conv-1', nn.Conv2d(1, 2, kernel_size=(3, 3)))" in source
