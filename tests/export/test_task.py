@@ -115,6 +115,20 @@ def test_settings_and_a_failed_check_are_one_line(trained, capsys):
     assert "check" not in json.loads((trained / "export" / "export.json").read_text())["onnx"]
 
 
+def test_missing_dataset_files_say_how_to_export_without_the_check(trained, monkeypatch):
+    from convtrain.data import DATASETS
+    from convtrain.errors import DataError
+
+    def missing(options):
+        raise DataError("digits: /nowhere/digits.npz not found")
+
+    monkeypatch.setitem(DATASETS._entries, "digits", missing)
+    with pytest.raises(DataError, match=r"^digits: /nowhere/digits\.npz not found \(the export "
+                                        r"is checked on the run's test images; "
+                                        r"export\.verify_samples=0 exports without the check\)$"):
+        export_in_process(trained)
+
+
 def test_a_run_is_needed(tmp_path):
     with pytest.raises(ConfigError, match=r"^task=export works on a trained run: set "
                                           r"trainer\.resume=RUN_DIR"):

@@ -31,7 +31,7 @@ from convtrain import validate
 from convtrain.app import preflight
 from convtrain.app.tasks import register_task
 from convtrain.app.tasks._trained import load_trained
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, DataError
 from convtrain.inference import TrainedRun
 
 #: what ``export.json`` is called (beside the exported files).
@@ -48,7 +48,8 @@ def verification_images(trained: TrainedRun, count: int) -> np.ndarray | None:
     exactly as the files store them; None for ``count`` 0.
 
     Raises:
-        DataError: the dataset's files are missing or damaged (one line from its reader).
+        DataError: the dataset's files are missing or damaged (its reader's line, and how to
+            export without the check).
         ConfigError: the dataset's images no longer have the model's input shape.
     """
     if count == 0:
@@ -56,8 +57,12 @@ def verification_images(trained: TrainedRun, count: int) -> np.ndarray | None:
     from convtrain.data import DATASETS, StorageOptions, parse_data_config  # noqa: PLC0415
 
     data = parse_data_config(trained.config.get("data") or {})
-    raw = DATASETS.get(data.name, where="data.name")(
-        StorageOptions(data.name, data.root, data.download, data.mirror))
+    try:
+        raw = DATASETS.get(data.name, where="data.name")(
+            StorageOptions(data.name, data.root, data.download, data.mirror))
+    except DataError as exc:
+        raise DataError(f"{exc} (the export is checked on the run's test images; "
+                        f"export.verify_samples=0 exports without the check)") from None
     split = raw.test if len(raw.test) else raw.train
     images = split.x[:count]
     if tuple(images.shape[1:]) != tuple(trained.input_shape):
@@ -110,7 +115,7 @@ def export(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
         record["class"] = written.class_name
         print(f"PyTorch module {written.class_name} written to {written.source} (weights: "
               f"{written.weights})")
-    record["files"] = [path.name for path in files]
+    record["files"] = [file.name for file in files]
     if check is not None:
         record["check"] = check.as_dict()
         print(check.summary("test images"))
