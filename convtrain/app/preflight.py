@@ -158,19 +158,22 @@ def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
 def check(cfg: DictConfig) -> Plan:
     """Check everything that does not need the data; raise ConfigError naming the key."""
     from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
+    from convtrain.app.tasks import works_on_trained_run  # noqa: PLC0415
     from convtrain.data.registry import declared_input_shape  # noqa: PLC0415
 
     check_schema_keys(cfg)
     check_layers(cfg.model)
     seed = validate.seed(cfg.seed)
     trainer = check_trainer(cfg.trainer)
-    check_logger_and_resume(cfg, trainer["resume"])
+    task = str(_value(cfg.task))
+    # a task on a trained run resolves its own checkpoint (best or last: app/tasks/_trained.py)
+    check_logger_and_resume(cfg, None if works_on_trained_run(task) else trainer["resume"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
     parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
     reader = DATASETS.get(data["name"], where="data.name")
     augment = data.pop("augment", None)
     backend = get_backend(str(_value(cfg.backend.name)))
-    return Plan(task=str(_value(cfg.task)), seed=seed, backend=backend,
+    return Plan(task=task, seed=seed, backend=backend,
                 dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
                 trainer=trainer, engine=check_engine(cfg.engine),
                 input_shape=declared_input_shape(reader))

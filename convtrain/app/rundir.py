@@ -352,7 +352,7 @@ def restore_start_files(directory: Path) -> None:
         saved.restore_if_unchanged_results()
 
 
-def _refuse(exc: RunDirError) -> None:
+def _refuse(exc: RunDirError | ConfigError) -> None:
     release_all()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
@@ -398,9 +398,11 @@ class RunDirGuard(Callback):
         if _works_on_trained_run(config):
             # eval/predict/export write only their own RUN_DIR/<task>/ (replaced each time) and
             # read the run's atomically written checkpoints, so a live run may be read
+            from convtrain.app.tasks._trained import checkpoint_file  # noqa: PLC0415
             try:
+                checkpoint_file(config)  # a mistyped run: refused before RUN_DIR/<task>/ is made
                 hold(directory)
-            except RunDirError as exc:
+            except (RunDirError, ConfigError) as exc:
                 _refuse(exc)
             return
         try:

@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from convtrain.app.tasks import TASKS, task_run_dir
+from convtrain.app.tasks.eval import EvalConfig
 from convtrain.export.settings import ExportSettings
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
@@ -141,6 +142,7 @@ class TrainConfig:
     # tasks on a trained run (eval, predict, export): which checkpoint of trainer.resume's run
     # directory they load, best (by trainer.monitor) or last; a checkpoint file is used as is
     checkpoint: str = "best"
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # task=eval: eval.split, ...
     predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
     export: ExportSettings = dataclasses.field(default_factory=ExportSettings)  # task=export
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)

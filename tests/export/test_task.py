@@ -1,15 +1,14 @@
 """``task=export`` end to end: a trained run's export, checked at export time, loads in
-onnxruntime (or runs in PyTorch) and gives the trained model's logits on raw pixels.
+onnxruntime (or runs in PyTorch) and gives the trained model's logits on raw pixels. In process
+on digits (fast); through the command line on digits, on cifar_cnn with synthetic CIFAR-10 and on
+lenet5 with Fashion-MNIST (slow; the session's shared runs of tests/inference/conftest.py).
 
 The reference is ``convtrain.load_run`` (the model as training left it, on raw pixels) and the
 dataset's own files, read here independently of the task."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,22 @@ from hydra import compose, initialize_config_dir
 
 from convtrain.app.cli import config_dir
 from convtrain.app.run import run
+from convtrain.data import DATASETS, StorageOptions
 from convtrain.data.digits import read_digits
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, DataError
 from convtrain.inference import load_run
-from tests.export.cases import image_pixels
+from tests.inference import conftest as trained_runs
+from tests.inference.conftest import FASHION_MNIST_DIR, copy_run, run_convtrain
 
 ort = pytest.importorskip("onnxruntime")
 
+# the session's trained runs, shared with tests/inference/ (each trained once per session)
+digits_run, cifar_root = trained_runs.digits_run, trained_runs.cifar_root
+cifar_run, fmnist_run = trained_runs.cifar_run, trained_runs.fmnist_run
+
 TOLERANCE = 1e-5
-QUIET = ["logger.tensorboard=false", "logger.png=false", "trainer.progress=false"]
 FIGURE = re.compile(r"^(onnxruntime|PyTorch) vs convtrain on (\d+) test images: max abs logit "
                     r"difference (\S+) \(largest \|logit\| (\S+), allowed (\S+)\)$", re.M)
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def compose_run(*overrides: str):
@@ -50,11 +53,10 @@ def onnx_logits(path: Path, raw: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """small_cnn trained on digits for one epoch."""
-    run_dir = tmp_path_factory.mktemp("run")
-    run(compose_run("trainer.max_epochs=1", *QUIET), run_dir=run_dir)
-    return run_dir
+def trained(digits_run, tmp_path_factory) -> Path:
+    """A private copy of the session's digits run (small_cnn, 2 epochs): these tests also
+    leave damaged exports in its export/ folder."""
+    return copy_run(digits_run, tmp_path_factory.mktemp("export_run"))
 
 
 def test_onnx_export_gives_the_trained_models_logits_on_raw_pixels(trained, capsys):
@@ -116,9 +118,6 @@ def test_settings_and_a_failed_check_are_one_line(trained, capsys):
 
 
 def test_missing_dataset_files_say_how_to_export_without_the_check(trained, monkeypatch):
-    from convtrain.data import DATASETS
-    from convtrain.errors import DataError
-
     def missing(options):
         raise DataError("digits: /nowhere/digits.npz not found")
 
@@ -136,24 +135,16 @@ def test_a_run_is_needed(tmp_path):
 
 
 # --- from the command line --------------------------------------------------------------------
-def convtrain(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run([sys.executable, "-m", "convtrain", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def train_and_export(tmp_path: Path, *train_args: str) -> Path:
-    """Train from the command line, export the run (checked), return RUN_DIR."""
-    run_dir = tmp_path / "run"
-    convtrain(tmp_path, f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *QUIET, *train_args)
-    proc = convtrain(tmp_path, "task=export", f"trainer.resume={run_dir}")
-    assert f"written to {run_dir / 'export' / 'model.onnx'}" in proc.stdout
+def export_cli(run_dir: Path, *args: str) -> Path:
+    """``convtrain task=export trainer.resume=RUN_DIR ARGS``: checks what it prints, returns the
+    ONNX file."""
+    proc = run_convtrain(run_dir.parent, "task=export", f"trainer.resume={run_dir}", *args)
+    target = run_dir / "export" / "model.onnx"
+    assert f"written to {target}" in proc.stdout
     _, _, figure, largest, allowed = FIGURE.search(proc.stdout).groups()
     assert float(figure) <= float(allowed)
     assert float(allowed) == pytest.approx(TOLERANCE * max(1.0, float(largest)), rel=0.05)
-    return run_dir
+    return target
 
 
 def assert_agrees(exported: np.ndarray, expected: np.ndarray) -> None:
@@ -164,54 +155,27 @@ def assert_agrees(exported: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.mark.slow
-def test_cli_small_cnn_on_digits(tmp_path):
-    run_dir = train_and_export(tmp_path)
+def test_cli_small_cnn_on_digits(digits_run):
     raw = read_digits(None).test.x
-    assert_agrees(onnx_logits(run_dir / "export" / "model.onnx", raw),
-                  load_run(run_dir).logits(raw))
-    bad = subprocess.run([sys.executable, "-m", "convtrain", "task=export",
-                          f"trainer.resume={run_dir}", "export.format=tflite"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    exported = onnx_logits(export_cli(digits_run), raw)
+    assert float(np.abs(exported - load_run(digits_run).logits(raw)).max()) <= TOLERANCE
+    bad = run_convtrain(digits_run.parent, "task=export", f"trainer.resume={digits_run}",
+                        "export.format=tflite", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "export.format" in bad.stderr and "onnx, torch" in bad.stderr
 
 
-def write_synthetic_cifar(root: Path, per_batch: int = 24, test: int = 40) -> np.ndarray:
-    """CIFAR-10's binary layout (label byte + 3072 pixel bytes per record) with image-like
-    pixels; returns the test images ``(test, 3, 32, 32)`` uint8."""
-    directory = root / "cifar-10-batches-bin"
-    directory.mkdir(parents=True)
-    test_images = None
-    for seed, name in enumerate([f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]):
-        count = test if name == "test_batch.bin" else per_batch
-        images = image_pixels(count, (3, 32, 32), seed=seed).astype(np.uint8)
-        labels = np.arange(count) % 10
-        directory.joinpath(name).write_bytes(b"".join(
-            bytes([int(label)]) + image.tobytes() for label, image in zip(labels, images)))
-        test_images = images
-    return test_images
-
-
 @pytest.mark.slow
-def test_cli_cifar_cnn_on_synthetic_cifar(tmp_path):
-    test_images = write_synthetic_cifar(tmp_path / "data")
-    run_dir = train_and_export(tmp_path, "model=cifar_cnn", "data=cifar10",
-                                  f"data.root={tmp_path / 'data'}", "trainer.batch_size=20")
-    raw = test_images.astype(np.float32)  # 0..255 RGB, as the files store them
-    exported = onnx_logits(run_dir / "export" / "model.onnx", raw)
-    assert exported.shape == (40, 10)
-    assert_agrees(exported, load_run(run_dir).logits(raw))
+def test_cli_cifar_cnn_on_synthetic_cifar(cifar_run, cifar_root):
+    raw = DATASETS.get("cifar10")(StorageOptions("cifar10", str(cifar_root), False, None)).test.x
+    exported = onnx_logits(export_cli(cifar_run), raw)  # 0..255 RGB, as the files store them
+    assert exported.shape == (100, 10)
+    assert_agrees(exported, load_run(cifar_run).logits(raw))
 
 
 @pytest.mark.slow  # reading the 70,000 images takes ~10 s
-@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason=f"Fashion-MNIST not in {FASHION_MNIST}")
-def test_cli_lenet5_on_fashion_mnist(tmp_path):
-    run_dir = train_and_export(tmp_path, "model=lenet5", "data=fashion_mnist",
-                                  f"data.root={FASHION_MNIST}", "data.subset=600")
-    loaded = load_run(run_dir)
-    from convtrain.data import DATASETS, StorageOptions
-
+def test_cli_lenet5_on_fashion_mnist(fmnist_run):
     raw = DATASETS.get("fashion_mnist")(
-        StorageOptions("fashion_mnist", str(FASHION_MNIST), False, None)).test.x[:500]
-    exported = onnx_logits(run_dir / "export" / "model.onnx", raw.astype(np.float32))
-    assert_agrees(exported, loaded.logits(raw))
+        StorageOptions("fashion_mnist", str(FASHION_MNIST_DIR), False, None)).test.x[:500]
+    exported = onnx_logits(export_cli(fmnist_run), raw)
+    assert_agrees(exported, load_run(fmnist_run).logits(raw))

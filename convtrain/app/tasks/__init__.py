@@ -42,13 +42,20 @@ def register_task(name: str, *, after_training: bool = False) -> Callable[[TaskF
     return register
 
 
-def task_run_dir(task: str, resume: Any, default: str) -> str:
+def works_on_trained_run(task: Any) -> bool:
+    """True for a registered task marked ``after_training`` (``task`` a name or the schema's
+    enum member, which is what ``${task}`` interpolates to)."""
+    name = str(getattr(task, "value", task))
+    return name in TASKS and TASKS.get(name).after_training
+
+
+def task_run_dir(task: Any, resume: Any, default: str) -> str:
     """Hydra's run directory (``hydra.run.dir``, see configs/hydra/default.yaml): the trained
     run's ``<task>/`` subdirectory for a task that works on one (when that run exists), else
     ``default``.
     ``task``: the name, or the schema's ``Task`` enum member that ``${task}`` resolves to."""
     task = str(getattr(task, "value", task))
-    if task in TASKS and TASKS.get(task).after_training and resume not in (None, ""):
+    if works_on_trained_run(task) and resume not in (None, ""):
         path = Path(str(resume)).expanduser()
         if path.is_file() or path.suffix in (".safetensors", ".json"):
             path = path.parent  # a checkpoint file: its folder (checkpoints/ -> the run)
