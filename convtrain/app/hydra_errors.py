@@ -66,6 +66,13 @@ def _unknown_key_message(cause: OmegaConfBaseException, exc: Exception) -> str:
     parent = cause.parent_node
     prefix = full_key[: len(full_key) - len(key)]  # "optimizer." (empty at the top level)
     if isinstance(parent, DictConfig):
+        if (re.fullmatch(r"model\.layers\..+\.block[1-9][0-9]*", full_key)
+                and "block" in parent):
+            # the expanded layers of a block instance are not keys of the YAML (yet)
+            instance = full_key[len("model.layers."):].rsplit(".", 1)[0]
+            add = _append_hint(exc) or f"+{full_key}.<layer>.<key>=..."
+            return (f"{full_key}: the layers of block instance '{instance}' exist only once it "
+                    f"is expanded, so setting one needs a '+': {add}")
         if re.fullmatch(r"model\.layers\.[^.]+\.[^.]+", full_key):
             message = _layer_key_message(full_key, key, parent, exc)
             if message:

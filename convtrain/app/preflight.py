@@ -76,23 +76,22 @@ def check_schema_keys(node: Any, path: str = "") -> None:
 
 
 def check_layers(model_cfg: Any) -> None:
-    """Every layer against its registered class: known ``type``, known keys, valid anchors.
+    """Every layer against its registered class: known ``type``, known keys, valid anchors, and
+    the graph (``inputs``, blocks, one output, no cycle: :func:`convtrain.nn.graph.expand_graph`).
 
     This part needs no input shape, so it also runs first for datasets whose shape is only known
     once loaded; values and shapes are checked when the model is built (:func:`build`).
     """
-    from convtrain.nn.layer_order import order_layers  # noqa: PLC0415
+    from convtrain.nn.graph import check_inputs_fit, expand_graph  # noqa: PLC0415
     from convtrain.nn.layer_types import check_layer_keys  # noqa: PLC0415
 
-    layers = OmegaConf.to_container(model_cfg.layers, resolve=True) \
-        if isinstance(model_cfg.layers, DictConfig) else model_cfg.layers
-    if not isinstance(layers, Mapping):
-        raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
-                          f"{layers!r}")
-    for name, spec in layers.items():
-        if spec is not None:  # None: disabled with model.layers.<name>=null
-            check_layer_keys(f"model.layers.{name}", spec)
-    order_layers(layers)  # unknown `after:` / `before:` anchors
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    graph = expand_graph(plain(model_cfg.layers), plain(model_cfg.get("blocks")))
+    for name, spec in graph.specs.items():
+        layer_cls = check_layer_keys(f"model.layers.{name}", spec)
+        check_inputs_fit(f"model.layers.{name}", layer_cls, graph.inputs[name])
 
 
 def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:

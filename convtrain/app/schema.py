@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -55,10 +55,15 @@ class BackendConfig:
 @dataclasses.dataclass
 class ModelConfig:
     """``layers`` maps layer names to ``{type: <registered layer>, ...}`` (checked per type by
-    the layer registry); ``init`` is the default initializer of conv/dense layers."""
+    the layer registry) or to block instances ``{block: <name>, ...}``; ``blocks`` defines the
+    reusable blocks (convtrain/nn/blocks.py); ``init`` is the default initializer of conv/dense
+    layers."""
 
     name: Optional[str] = None
     init: str = "he_normal"
+    # the (C, H, W) the model is drawn for, when no dataset has it (task=summary uses it)
+    input_shape: Optional[List[int]] = None
+    blocks: Dict[str, Any] = dataclasses.field(default_factory=dict)
     layers: Dict[str, Any] = MISSING
 
 

@@ -4,12 +4,14 @@ The graph (opset >= 17, dynamic batch dimension ``batch``)::
 
     pixels (batch, C, H, W) float32, raw as the dataset stores them (0..255, digits 0..16)
       -> Div pixel_max, Sub channel_mean, Mul channel_inv_std: Preprocessing.apply's arithmetic
-      -> one node (or two) per layer, in the order convtrain's forward runs them
+      -> one node (or a few) per layer, wired as the model's graph (a stack, or branches
+         joined by add / concat), in the model's order
       -> logits (batch, K)
 
 Names: each layer's node is called after the layer's config key (``conv1``), its output
-``conv1.out``, its weights keep their ``state_dict`` names (``conv1.weight``); dropout (the
-identity at inference) makes no node. The preprocessing, the model's name and, when given,
+``conv1.out``, its weights keep their ``state_dict`` names (``conv1.weight``; inside a block
+``stage2.block1.conv1.weight``); dropout (the identity at inference) and identity layers make
+no node. The preprocessing, the model's name and, when given,
 the class names are stored as metadata (``convtrain.preprocessing``, ``convtrain.model``,
 ``convtrain.class_names``; JSON).
 
@@ -39,6 +41,7 @@ from convtrain.export.optional import require
 from convtrain.export.settings import MIN_OPSET, TOLERANCE
 from convtrain.export.walk import (LayerStep, LogitCheck, check_preprocessing, checked_raw_batch,
                                   exporter_for, model_steps, reference_logits)
+from convtrain.nn.graph import INPUT
 from convtrain.nn.model import Model
 from convtrain.training.atomic import atomic_write_bytes
 
@@ -56,10 +59,11 @@ class OnnxGraph:
 
     Exporters add to it and return the name of their output tensor. A layer's tensors and
     constants are called ``<layer>.<what>`` (``conv1.out``, ``conv1.weight``) and its nodes
-    ``<layer>`` or ``<layer>.<what>``; layer names never contain a dot, so the dot-free names
-    of the graph's own tensors (``pixels``, ``normalized_pixels``, ``logits``, ``pixel_max``,
-    ...) and the preprocessing's nodes (``preprocessing.divide``, ...; no layer labels its
-    nodes so) cannot collide with them, whatever the layers are called.
+    ``<layer>`` or ``<layer>.<what>``. Every name derived from a layer contains a dot, so the
+    dot-free names of the graph's own tensors (``pixels``, ``normalized_pixels``, ``logits``,
+    ``pixel_max``, ...) cannot collide with them, whatever the layers are called; nor can the
+    preprocessing's nodes (``preprocessing.divide``, ...): a top-level layer name has no dot
+    and a block's layers are called ``<instance>.block<i>.<layer>``.
     """
 
     def __init__(self, opset: int = MIN_OPSET) -> None:
@@ -102,8 +106,9 @@ class OnnxGraph:
                         names[i] = new_name
 
 
-#: ``(graph, step, input tensor) -> output tensor`` for one layer.
-OnnxExporter = Callable[[OnnxGraph, LayerStep, str], str]
+#: ``(graph, step, input tensor) -> output tensor`` for one layer; a merge layer
+#: (``merges_inputs``: add, concat) gets the list of its input tensors instead.
+OnnxExporter = Callable[[OnnxGraph, LayerStep, Any], str]
 #: layer ``type`` -> its exporter.
 ONNX_EXPORTERS: dict[str, OnnxExporter] = {}
 
@@ -256,9 +261,19 @@ def _leaky_relu(graph: OnnxGraph, step: LayerStep, x: str) -> str:
                       alpha=float(step.layer.negative_slope))
 
 
-@onnx_exporter("dropout", "dropout2d")
-def _dropout(graph: OnnxGraph, step: LayerStep, x: str) -> str:
-    return x  # the identity at inference: no node
+@onnx_exporter("dropout", "dropout2d", "identity")
+def _pass_through(graph: OnnxGraph, step: LayerStep, x: str) -> str:
+    return x  # the identity (dropout: at inference): no node
+
+
+@onnx_exporter("add")
+def _add(graph: OnnxGraph, step: LayerStep, xs: list[str]) -> str:
+    return graph.node("Sum", list(xs), step.name, _out(step))
+
+
+@onnx_exporter("concat")
+def _concat(graph: OnnxGraph, step: LayerStep, xs: list[str]) -> str:
+    return graph.node("Concat", list(xs), step.name, _out(step), axis=1)  # channels / features
 
 
 # --- the whole graph -------------------------------------------------------------------------
@@ -308,11 +323,12 @@ def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MI
     check_preprocessing(model, preprocessing)
     graph = OnnxGraph(opset)
 
-    x = _preprocessing_nodes(graph, preprocessing)
-    for step in model_steps(model, run_order=True):
+    tensors = {INPUT: _preprocessing_nodes(graph, preprocessing)}  # layer -> its output
+    for step in model_steps(model):
         export = exporter_for(ONNX_EXPORTERS, step, "ONNX", "convtrain/export/onnx.py")
-        x = export(graph, step, x)
-    graph.rename_output(x, OUTPUT_NAME)
+        feeds = [tensors[name] for name in step.inputs]
+        tensors[step.name] = export(graph, step, feeds if step.layer.merges_inputs else feeds[0])
+    graph.rename_output(tensors[model.output_name], OUTPUT_NAME)
 
     float32 = onnx.TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, float32,

@@ -2,7 +2,9 @@
 
 :func:`torch_module_source` writes a self-contained ``model.py`` (a module-level usage note,
 then one class: the preprocessing as non-persistent buffers, one submodule per layer named
-after its config key, and a ``forward`` in config order); :func:`write_torch_export` saves it
+after it (a block's layers ``stage2.block1.conv1`` in nested modules, so the names match), and
+a ``forward`` in the model's order: ``x = self.conv1(x)`` lines for a stack, one variable per
+layer output for a graph, ``a + b`` / ``torch.cat([a, b], dim=1)`` for add / concat); :func:`write_torch_export` saves it
 next to ``model.safetensors`` with the weights. The class's ``state_dict`` names are
 convtrain's (``conv1.weight``, ``bn1.running_var``; PyTorch's BatchNorm adds its own
 ``num_batches_tracked``, which it fills in on load), so ``load_state_dict(load_file(...))``
@@ -18,6 +20,7 @@ each returns the constructor expression of the equivalent ``torch.nn`` module. D
 """
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import keyword
 import os
@@ -34,6 +37,7 @@ from convtrain.export.optional import require
 from convtrain.export.settings import TOLERANCE
 from convtrain.export.walk import (LayerStep, LogitCheck, check_preprocessing, checked_raw_batch,
                                   exporter_for, model_steps, reference_logits)
+from convtrain.nn.graph import INPUT
 from convtrain.nn.model import Model
 from convtrain.training.atomic import atomic_write_bytes, atomic_write_text
 
@@ -63,8 +67,17 @@ MODULE_ATTRIBUTES = frozenset("""
     set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
 """.split())
 
-#: ``step -> "nn.Conv2d(...)"``: the constructor expression of the equivalent module.
-TorchExporter = Callable[[LayerStep], str]
+@dataclasses.dataclass(frozen=True)
+class Inline:
+    """A layer that ``forward()`` computes from its inputs' variables, without a submodule (the
+    merge layers): ``expression(["a", "b"]) -> "a + b"``."""
+
+    expression: Callable[[list[str]], str]
+
+
+#: ``step -> "nn.Conv2d(...)"`` (the constructor of the equivalent submodule) or an
+#: :class:`Inline` expression.
+TorchExporter = Callable[[LayerStep], "str | Inline"]
 #: layer ``type`` -> its exporter.
 TORCH_EXPORTERS: dict[str, TorchExporter] = {}
 
@@ -189,6 +202,12 @@ def _dropout2d(step: LayerStep) -> str:
     return _call("nn.Dropout2d", p=float(step.layer.p))
 
 
+torch_exporter("identity")(lambda step: "nn.Identity()")
+# the merge layers, in the order of their inputs (convtrain sums left to right too)
+torch_exporter("add")(lambda step: Inline(lambda xs: " + ".join(xs)))
+torch_exporter("concat")(lambda step: Inline(lambda xs: f"torch.cat([{', '.join(xs)}], dim=1)"))
+
+
 # --- the source ------------------------------------------------------------------------------
 def torch_class_name(model: Model) -> str:
     """``small_cnn`` -> ``SmallCnn``; ``ConvtrainModel`` when the name gives no identifier."""
@@ -197,20 +216,53 @@ def torch_class_name(model: Model) -> str:
     return name if name.isidentifier() and not keyword.iskeyword(name) else "ConvtrainModel"
 
 
-def _attribute(step: LayerStep) -> tuple[str, str]:
-    """``(assignment target, call target)`` of the layer's submodule: ``self.conv1`` when the
-    name is a plain identifier, else ``add_module`` / ``getattr`` with the name as a string.
+def _plain(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _member(owner: str, name: str) -> str:
+    """``owner.name``, or ``getattr(owner, 'name')`` for a name that is no identifier."""
+    return f"{owner}.{name}" if _plain(name) else f"getattr({owner}, {name!r})"
+
+
+def _assignment(owner: str, name: str, value: str) -> str:
+    """``owner.name = value``, or ``owner.add_module('name', value)``."""
+    return f"{owner}.{name} = {value}" if _plain(name) else \
+        f"{owner}.add_module({name!r}, {value})"
+
+
+def _check_segment(step: LayerStep, segment: str, top: bool) -> None:
+    """Raise unless ``segment`` (a part of the layer's dotted name) can name a submodule.
 
     Raises:
         ConfigError: the name is taken by ``torch.nn.Module`` itself or by the preprocessing.
     """
-    if step.name in MODULE_ATTRIBUTES or step.name in PREPROCESSING_BUFFERS:
-        raise ConfigError(f"{step.where}: the layer name '{step.name}' is an attribute of the "
-                          f"exported torch.nn.Module (torch.nn.Module or the preprocessing "
-                          f"already use it); rename the layer to export it to PyTorch")
-    if step.name.isidentifier() and not keyword.iskeyword(step.name):
-        return f"self.{step.name} = ", f"self.{step.name}"
-    return f"self.add_module({step.name!r}, ", f"getattr(self, {step.name!r})"
+    if segment in MODULE_ATTRIBUTES or (top and segment in PREPROCESSING_BUFFERS):
+        raise ConfigError(f"{step.where}: the name '{segment}' is an attribute of the exported "
+                          f"torch.nn.Module (torch.nn.Module or the preprocessing already use "
+                          f"it); rename the layer to export it to PyTorch")
+
+
+class _Variables:
+    """Python variable names for the layers' outputs in a graph's ``forward()``: the layer name
+    made an identifier (``stage2.block1.add`` -> ``stage2_block1_add``), unique."""
+
+    RESERVED = frozenset({"self", "pixels", "x", "torch", "nn", *dir(builtins)})
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def __call__(self, layer: str) -> str:
+        if layer not in self.names:
+            base = re.sub(r"\W", "_", layer)
+            if not _plain(base) or base in self.RESERVED:
+                base = f"h_{base}"
+            name, count = base, 1
+            while name in self.names.values():
+                count += 1
+                name = f"{base}_{count}"
+            self.names[layer] = name
+        return self.names[layer]
 
 
 def _floats(values: np.ndarray) -> str:
@@ -220,6 +272,24 @@ def _floats(values: np.ndarray) -> str:
 
 def _shape(shape: tuple[int, ...]) -> str:
     return repr(tuple(int(s) for s in shape))
+
+
+def _forward_lines(model: Model, steps: list[LayerStep], submodules: dict[str, str]) -> list[str]:
+    """The body of ``forward()`` after the preprocessing (which leaves ``x``): a stack as
+    ``x = self.layer(x)`` lines, a graph with one variable per layer output."""
+    if model.is_chain:
+        return [f"        x = {submodules[step.name]}(x)" for step in steps] + \
+            ["        return x"]
+    variable = _Variables()
+    variable.names[INPUT] = "x"
+    lines = []
+    for step in steps:
+        feeds = [variable(name) for name in step.inputs]
+        exported = TORCH_EXPORTERS[step.type_name](step)
+        value = (exported.expression(feeds) if isinstance(exported, Inline)
+                 else f"{submodules[step.name]}({feeds[0]})")
+        lines.append(f"        {variable(step.name)} = {value}")
+    return lines + [f"        return {variable(model.output_name)}"]
 
 
 def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
@@ -235,7 +305,7 @@ def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
     check_preprocessing(model, preprocessing)
     class_name = torch_class_name(model)
     pixel_max, mean, inv_std = preprocessing.constants()
-    steps = model_steps(model, run_order=False)
+    steps = model_steps(model)
     channels, height, width = model.input_shape
     # the name goes into a docstring: quotes and backslashes would end or bend it
     label = re.sub(r"[^\w .,:;()+-]", "_", model.name or "convtrain_model")
@@ -279,14 +349,26 @@ def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
         f"        self.register_buffer({PREPROCESSING_BUFFERS[2]!r}, torch.tensor("
         f"{_floats(inv_std)}).reshape(1, -1, 1, 1), persistent=False)",
     ]
-    calls = []
+    submodules: dict[str, str] = {}  # layer -> the expression calling its submodule
+    containers: set[str] = set()  # dotted prefixes (block instances, repeats) made so far
     for step in steps:
-        constructor = exporter_for(TORCH_EXPORTERS, step, "PyTorch",
-                                   "convtrain/export/torch_code.py")(step)
-        assign, call = _attribute(step)
-        closing = ")" if assign.endswith(", ") else ""
-        lines.append(f"        {assign}{constructor}{closing}  # -> {_shape(step.output_shape)}")
-        calls.append(f"        x = {call}(x)")
+        exported = exporter_for(TORCH_EXPORTERS, step, "PyTorch",
+                                "convtrain/export/torch_code.py")(step)
+        *parents, leaf = step.name.split(".")
+        owner = "self"
+        for depth, segment in enumerate(parents):  # a block's layers live in nested modules
+            _check_segment(step, segment, top=depth == 0)
+            prefix = ".".join(parents[:depth + 1])
+            if prefix not in containers:
+                containers.add(prefix)
+                lines.append(f"        {_assignment(owner, segment, 'nn.Module()')}")
+            owner = _member(owner, segment)
+        if isinstance(exported, Inline):
+            continue
+        _check_segment(step, leaf, top=not parents)
+        lines.append(f"        {_assignment(owner, leaf, exported)}  "
+                     f"# -> {_shape(step.output_shape)}")
+        submodules[step.name] = _member(owner, leaf)
     lines += [
         "",
         "    def forward(self, pixels: torch.Tensor) -> torch.Tensor:",
@@ -294,8 +376,7 @@ def torch_module_source(model: Model, *, preprocessing: Preprocessing) -> str:
         f'(N, {", ".join(map(str, model.output_shape))})."""',
         f"        x = (pixels / self.{PREPROCESSING_BUFFERS[0]} - self.{PREPROCESSING_BUFFERS[1]})"
         f" * self.{PREPROCESSING_BUFFERS[2]}",
-        *calls,
-        "        return x",
+        *_forward_lines(model, steps, submodules),
         "",
     ]
     return "\n".join(lines)

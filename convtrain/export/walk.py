@@ -23,20 +23,26 @@ class LayerStep:
     """One layer as an exporter sees it.
 
     Attributes:
-        name: the layer's config key (``"conv1"``): the prefix of its state_dict names and the
-            name of what the exporters make of it (ONNX nodes, torch submodules).
+        name: the layer's name in the model (``"conv1"``; ``"stage2.block1.conv1"`` inside a
+            block): the prefix of its state_dict names and the name of what the exporters make
+            of it (ONNX nodes, torch submodules).
         type_name: the layer's YAML ``type`` (``"conv2d"``): the key of the exporter tables.
         layer: the layer itself (its resolved options: ``padding``, ``stride``, ...).
+        inputs: the names of the layers feeding it, in the order its ``forward`` takes them
+            (:data:`~convtrain.nn.graph.INPUT` for the model input); one name unless the layer
+            ``merges_inputs`` (add, concat).
         state: host float32 copies of its params and buffers by short key (``"weight"``,
             ``"running_mean"``), whatever the model's backend and dtype.
-        input_shape, output_shape: per-sample shapes, e.g. ``(C, H, W)``.
+        input_shape, output_shape: per-sample shapes, e.g. ``(C, H, W)`` (a merge layer's
+            input shape is the tuple of its inputs' shapes).
     """
 
     name: str
     type_name: str
     layer: Layer
+    inputs: tuple[str, ...]
     state: dict[str, np.ndarray]
-    input_shape: Shape
+    input_shape: Any
     output_shape: Shape
 
     @property
@@ -45,20 +51,20 @@ class LayerStep:
         return getattr(self.layer, "where", None) or f"model.layers.{self.name}"
 
 
-def model_steps(model: Model, *, run_order: bool) -> list[LayerStep]:
-    """The model's layers as :class:`LayerStep` s: in the order ``forward`` runs them
-    (``run_order=True``; the result is the same math, see ``Model.named_run_order``) or in
-    config order (the state_dict's order)."""
+def model_steps(model: Model) -> list[LayerStep]:
+    """The model's layers as :class:`LayerStep` s in :attr:`Model.order` (a topological order:
+    every layer after the layers feeding it; config order for a stack). The exporters follow
+    the graph as configured; convtrain's forward may run a ReLU after the max pooling that
+    follows it, which is the same function."""
     state = model.state_dict()
-    pairs = model.named_run_order() if run_order else list(model.layers.items())
     steps = []
-    for name, layer in pairs:
-        prefix = f"{name}."
-        own = {key[len(prefix):]: np.asarray(value, dtype=np.float32)
-               for key, value in state.items() if key.startswith(prefix)}
+    for name in model.order:
+        layer = model.layers[name]
+        own = {key: np.asarray(state[f"{name}.{key}"], dtype=np.float32)
+               for key in (*layer.params, *layer.buffers)}
         input_shape, output_shape = model.layer_shapes[name]
-        steps.append(LayerStep(name, layer_type_name(layer), layer, own, input_shape,
-                               output_shape))
+        steps.append(LayerStep(name, layer_type_name(layer), layer, tuple(model.inputs_of(name)),
+                               own, input_shape, output_shape))
     return steps
 
 

@@ -12,7 +12,8 @@ from convtrain.nn.model import Model, build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 #: the per-sample input of each shipped model (the dataset it is meant for)
-SHIPPED_INPUT = {"small_cnn": (1, 8, 8), "cifar_cnn": (3, 32, 32)}
+SHIPPED_INPUT = {"small_cnn": (1, 8, 8), "cifar_cnn": (3, 32, 32), "resnet20": (3, 32, 32),
+                 "seed_example": (3, 224, 224)}
 SHIPPED = sorted(path.stem for path in CONFIGS.glob("*.yaml"))
 
 
@@ -85,6 +86,16 @@ LAYER_CASES = {
                      "fc2": {"type": "dense", "units": 3}}, (1, 4, 4)),
     "dropout2d_removed": ({"c": conv(4, padding=1), "drop": {"type": "dropout2d", "p": 0.4},
                            **head()}, (2, 5, 5)),
+    # a graph: branches joined by concat (the model input among them) and a 3-way add with an
+    # identity shortcut; flat takes the layer before it in config order
+    "graph_concat_add": ({"c0": conv(4, padding=1),
+                          "a": conv(3, padding=1, inputs="c0"),
+                          "b": conv(2, kernel_size=1, inputs="c0"),
+                          "cat": {"type": "concat", "inputs": ["a", "b", "input"]},
+                          "skip": {"type": "identity", "inputs": "cat"},
+                          "c1": conv(7, padding=1, inputs="cat"),
+                          "sum": {"type": "add", "inputs": ["c1", "skip", "cat"]},
+                          **head()}, (2, 6, 6)),
     "dropout_removed": ({"flat": {"type": "flatten"}, "fc1": {"type": "dense", "units": 6},
                          "drop": {"type": "dropout", "p": 0.5},
                          "fc2": {"type": "dense", "units": 3},

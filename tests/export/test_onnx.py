@@ -63,9 +63,12 @@ def test_shipped_models_match_onnxruntime(name, tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
     for batch in (raw, raw[:1]):
-        difference = float(np.abs(run_onnx(path, batch)
-                                  - convtrain_logits(model, preprocessing, batch)).max())
-        assert difference <= TOLERANCE, (name, difference)
+        expected = convtrain_logits(model, preprocessing, batch)
+        difference = float(np.abs(run_onnx(path, batch) - expected).max())
+        # 1e-5, or 1e-5 of the largest |logit| above 1 (the export check's rule: float32
+        # rounding grows with the values; resnet20 at initialisation has logits near 90)
+        assert difference <= TOLERANCE * max(1.0, float(np.abs(expected).max())), \
+            (name, difference)
 
 
 def test_dynamic_batch_and_names_in_the_graph(tmp_path):
@@ -92,16 +95,26 @@ def test_dynamic_batch_and_names_in_the_graph(tmp_path):
                                           model.state_dict()[initializer.name])
 
 
-def test_dropout_makes_no_node_and_the_run_order_is_followed(tmp_path):
+def test_dropout_makes_no_node_and_the_graph_follows_the_models_order(tmp_path):
     model = case_model("dropout_removed")
     proto = onnx_model_proto(model, preprocessing_for(model))
     assert "Dropout" not in {n.op_type for n in proto.graph.node}
     assert proto.graph.node[-1].output[0] == "logits"  # the last dropout was no node either
-    # ReLU before max pooling runs after it in convtrain (the same math): the graph follows
-    swapped = onnx_model_proto(case_model("relu_then_maxpool"),
-                               preprocessing_for(case_model("relu_then_maxpool")))
-    names = [n.name for n in swapped.graph.node]
-    assert names.index("pool") < names.index("r")
+    # a ReLU before max pooling stays before it (convtrain may run it after: the same function)
+    relu_pool = case_model("relu_then_maxpool")
+    names = [n.name for n in onnx_model_proto(relu_pool, preprocessing_for(relu_pool)).graph.node]
+    assert names.index("r") < names.index("pool")
+
+
+def test_a_graph_is_wired_as_the_model(tmp_path):
+    model = case_model("graph_concat_add")
+    graph = onnx_model_proto(model, preprocessing_for(model)).graph
+    nodes = {n.name: n for n in graph.node}
+    assert list(nodes["cat"].input) == ["a.out", "b.out", "normalized_pixels"]
+    # identity makes no node: the add reads the concat's output twice
+    assert list(nodes["sum"].input) == ["c1.out", "cat.out", "cat.out"]
+    assert nodes["cat"].op_type == "Concat" and nodes["sum"].op_type == "Sum"
+    assert "skip" not in nodes
 
 
 def test_layers_may_be_called_like_the_graphs_own_names(tmp_path):
@@ -180,7 +193,7 @@ def test_a_layer_type_without_exporter_is_one_line_naming_it(monkeypatch, tmp_pa
         export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing_for(model))
     message = str(error.value)
     assert message.startswith("model.layers.a1: layer type 'tanh' has no ONNX exporter "
-                              "(exportable types: avgpool2d, batchnorm1d, batchnorm2d, ")
+                              "(exportable types: add, avgpool2d, batchnorm1d, batchnorm2d, ")
     assert message.endswith("; a new type needs one entry in convtrain/export/onnx.py)")
     assert "\n" not in message and not (tmp_path / "m.onnx").exists()
 

@@ -22,7 +22,7 @@ TORCH_CASES = ["conv_groups", "conv_pair_dilation_same", "conv_same", "batchnorm
                "avgpool_padding_include", "avgpool_padding_exclude", "maxpool_padding",
                "activations", "global_avgpool", "dense_stack_no_bias", "dropout_removed",
                "conv_depthwise", "conv_pair_kernel_stride_padding", "activations_issue14",
-               "softmax_features", "batchnorm1d", "dropout2d_removed"]
+               "softmax_features", "batchnorm1d", "dropout2d_removed", "graph_concat_add"]
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,19 @@ def test_generated_module_gives_convtrains_logits(case, torch, tmp_path):
     assert verify_torch_export(export, model, preprocessing, raw) <= TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["cifar_cnn", "small_cnn"])
+@pytest.mark.parametrize("name", ["cifar_cnn", "small_cnn", "resnet20", "mobile_cnn"])
 def test_shipped_models(name, torch, tmp_path):
+    # resnet20 and mobile_cnn: blocks (nested modules stage2.block1.conv1), add, switched-off
+    # projections
     model = shipped_model(name, seed=2)
     preprocessing = preprocessing_for(model, pixel_max=16.0 if name == "small_cnn" else 255.0)
     export = write_torch_export(model, tmp_path, preprocessing=preprocessing)
     raw = image_pixels(5, model.input_shape, pixel_max=preprocessing.pixel_max)
-    assert verify_torch_export(export, model, preprocessing, raw) <= TOLERANCE
+    largest = float(np.abs(model.forward(preprocessing.apply(raw), training=False)).max())
+    assert verify_torch_export(export, model, preprocessing, raw) <= TOLERANCE * max(1.0, largest)
+    module = load_torch_export(export)
+    names = {k for k in module.state_dict() if not k.endswith("num_batches_tracked")}
+    assert names == set(model.state_dict())
 
 
 def test_state_dict_names_are_convtrains(torch, tmp_path):
@@ -104,10 +110,18 @@ def test_layer_names_that_are_not_identifiers(torch, tmp_path):
     assert verify_torch_export(export, model, preprocessing, raw) <= TOLERANCE
 
 
+def test_a_graphs_forward_has_one_variable_per_layer(torch):
+    model = case_model("graph_concat_add")
+    source = torch_module_source(model, preprocessing=preprocessing_for(model))
+    assert "        cat = torch.cat([a, b, x], dim=1)\n" in source
+    assert "        h_sum = c1 + skip + cat\n" in source  # not the builtin's name
+    assert source.rstrip().endswith("return fc")
+
+
 def test_a_name_torch_modules_already_use_is_one_line(tmp_path):
     model = build_model({"layers": {"train": {"type": "flatten"},
                                     "fc": {"type": "dense", "units": 2}}}, (1, 2, 2))
-    with pytest.raises(ConfigError, match=r"^model\.layers\.train: the layer name 'train' is an "
+    with pytest.raises(ConfigError, match=r"^model\.layers\.train: the name 'train' is an "
                                           r"attribute of the exported torch\.nn\.Module"):
         write_torch_export(model, tmp_path, preprocessing=preprocessing_for(model))
     assert not list(tmp_path.iterdir())
@@ -122,7 +136,7 @@ def test_a_layer_type_without_exporter(monkeypatch):
     monkeypatch.delitem(TORCH_EXPORTERS, "avgpool2d")
     model = case_model("avgpool_plain")
     with pytest.raises(ConfigError, match=r"^model\.layers\.pool: layer type 'avgpool2d' has no "
-                                          r"PyTorch exporter \(exportable types: batchnorm1d, "):
+                                          r"PyTorch exporter \(exportable types: add, batchnorm1d, "):
         torch_module_source(model, preprocessing=preprocessing_for(model))
 
 
