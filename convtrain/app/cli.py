@@ -36,7 +36,7 @@ from convtrain.app.rundir import RunDirError
 from convtrain.app.schema import register_configs
 from convtrain.errors import ConfigError
 from convtrain.training.interrupts import TrainingInterrupted, exit_status, signal_name
-from convtrain.app.hydra_errors import explain, friendly_errors, print_error
+from convtrain.app.hydra_errors import config_error_line, explain, friendly_errors, print_error
 
 log = logging.getLogger("convtrain")
 
@@ -207,6 +207,15 @@ def main() -> None:
         if not _raised_by_hydra(exc) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print_error(str(exc))
+        sys.exit(2)
+    except Exception as exc:
+        # `--help`, `--hydra-help` and `--info` compose the config outside Hydra's error
+        # reporter: a bad override or a broken config file reaches us raw (a run, `--cfg` and
+        # a sweep go through friendly_errors, and the app catches its own errors)
+        message = config_error_line(exc)
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print_error(message)
         sys.exit(2)
     if _report_failed_jobs():
         sys.exit(1)
