@@ -187,6 +187,7 @@ def friendly_errors() -> Iterator[None]:
         try:
             return func()
         except Exception as exc:  # noqa: BLE001 - sorted below; the rest goes to Hydra
+            sweep.exit_if_interrupted()  # a launcher failing on the way out of an interrupt
             message = config_error_line(exc)
             if message is not None:
                 print_error(message)
