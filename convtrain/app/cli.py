@@ -94,8 +94,8 @@ def _app(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    # a job run by a launcher in another process (joblib, submitit, ray): its sweep's main
-    # process reports an interrupt for all jobs in one line
+    # a job run by a launcher in a worker process (joblib, submitit, ray): its sweep's main
+    # process reports it (the joblib sweep's one line after a signal, else as a failed job)
     in_worker = in_sweep and sweep.current_sweep() is None
     _quiet_log_file_errors()
     if in_worker:

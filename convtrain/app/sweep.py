@@ -33,14 +33,14 @@ ERROR_FILE = "error.txt"
 _sweep: tuple[Path, float] | None = None
 
 
-_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+_JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 #: in the sweep directory: the sweep was interrupted, jobs not yet started are skipped
 INTERRUPTED_FILE = ".convtrain.interrupted"
 
 
 class SweepMonitor(Callback):
     """Remembers the sweep directory so that the CLI can list failed jobs at the end, and
-    stops a sweep whose jobs run in other processes cleanly on SIGINT / SIGTERM."""
+    stops a joblib sweep (jobs in worker processes) cleanly on SIGINT / SIGTERM."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _sweep
@@ -48,14 +48,14 @@ class SweepMonitor(Callback):
         _sweep = (Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0)
         with contextlib.suppress(OSError):  # left by a sweep stopped at once
             (_sweep[0] / INTERRUPTED_FILE).unlink(missing_ok=True)
-        if config.hydra.launcher.get("_target_") != _BASIC_LAUNCHER:
+        if config.hydra.launcher.get("_target_") == _JOBLIB_LAUNCHER:
             _catch_stop_signals()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _restore_signal_handlers()
 
 
-# --- stopping a sweep whose jobs run in other processes (joblib, submitit, ray) ---
+# --- stopping a sweep whose jobs run in joblib's worker processes ---
 #
 # Ctrl-C in a terminal signals the whole process group: the launcher's worker processes get
 # the signal themselves, and their trainer stops each running job cleanly (its `last`
