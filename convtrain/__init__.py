@@ -28,6 +28,8 @@ _PUBLIC = {
     "InternalError": "convtrain.errors",
     "Model": "convtrain.nn.model",
     "build_model": "convtrain.nn.model",
+    "load_run": "convtrain.inference.run",
+    "TrainedRun": "convtrain.inference.run",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

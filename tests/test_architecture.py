@@ -21,8 +21,9 @@ ALLOWED = {
     "optim": {"runtime"},
     "data": {"runtime"},
     "training": {"nn", "optim", "data", "ops", "runtime"},
-    "visuals": {"training", "nn", "ops", "runtime"},
-    "app": {"training", "visuals", "nn", "optim", "data", "ops", "runtime"},
+    "visuals": {"training", "nn", "data", "ops", "runtime"},
+    "inference": {"training", "nn", "data", "ops", "runtime"},
+    "app": {"inference", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},
 }
 
 

@@ -158,19 +158,22 @@ def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
 def check(cfg: DictConfig) -> Plan:
     """Check everything that does not need the data; raise ConfigError naming the key."""
     from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
+    from convtrain.app.tasks import works_on_trained_run  # noqa: PLC0415
     from convtrain.data.registry import declared_input_shape  # noqa: PLC0415
 
     check_schema_keys(cfg)
     check_layers(cfg.model)
     seed = validate.seed(cfg.seed)
     trainer = check_trainer(cfg.trainer)
-    check_logger_and_resume(cfg, trainer["resume"])
+    task = str(_value(cfg.task))
+    # a task on a trained run resolves its own checkpoint (best or last: app/tasks/_trained.py)
+    check_logger_and_resume(cfg, None if works_on_trained_run(task) else trainer["resume"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
     parse_data_config(data)  # keys and ranges (data.val_fraction in [0, 1), ...)
     reader = DATASETS.get(data["name"], where="data.name")
     augment = data.pop("augment", None)
     backend = get_backend(str(_value(cfg.backend.name)))
-    return Plan(task=str(_value(cfg.task)), seed=seed, backend=backend,
+    return Plan(task=task, seed=seed, backend=backend,
                 dtype=np.dtype(str(_value(cfg.backend.dtype))), data=data, augment=augment,
                 trainer=trainer, engine=check_engine(cfg.engine),
                 input_shape=declared_input_shape(reader))
@@ -215,6 +218,8 @@ def check_resume_fits(plan: Plan, model: Any, optimizer: Any) -> None:
     from convtrain.training.checkpoint import load_checkpoint  # noqa: PLC0415
     from convtrain.training.resume import check_resumable  # noqa: PLC0415
 
-    if plan.trainer["resume"] is not None and plan.task != "summary":
+    # only training resumes: a summary ignores the checkpoint, a task on a trained run
+    # (eval, predict, ...) loads it for what it is (app/tasks/_trained.py)
+    if plan.trainer["resume"] is not None and plan.task == "train":
         check_resumable(load_checkpoint(str(plan.trainer["resume"])), model, optimizer,
                         plan.trainer["max_epochs"])

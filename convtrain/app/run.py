@@ -1,81 +1,30 @@
-"""One run: check the config, build the pieces it names, then train (or print the summary).
+"""One run: check the config, then run the task it names (``task=train`` by default).
 
 Kept apart from the CLI so tests and notebooks can call :func:`run` with a config built by
-Hydra's compose API.
+Hydra's compose API. The tasks live in :mod:`convtrain.app.tasks`, one module each.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from convtrain.app import preflight, rundir
-from convtrain.training.hooks import Hook
-
-log = logging.getLogger("convtrain")
-
-
-class _Started(Hook):
-    """Tells :mod:`convtrain.app.rundir` that training began (a resume was accepted): a later
-    failure no longer puts the run directory's earlier ``.hydra/`` and ``error.txt`` back."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-
-    def on_fit_start(self, state: object) -> None:
-        rundir.training_started(self.run_dir)
+from convtrain.app import preflight
+from convtrain.app.tasks import TASKS
 
 
 def run(cfg: DictConfig, *, run_dir: Path) -> float | None:
-    """Train (``task=train``) or print the model summary (``task=summary``).
+    """Run ``cfg.task`` (train, summary, eval, ...: see :mod:`convtrain.app.tasks`).
 
     Every setting is checked before the data is loaded (:mod:`convtrain.app.preflight`).
 
     Returns:
-        the best value of ``trainer.monitor`` over the epochs (default ``val_accuracy``;
-        the training metric when the validation split is empty): what Hydra sweepers such as
-        Optuna optimise. None for ``task=summary``.
+        what the task returns: for ``task=train`` the best value of ``trainer.monitor`` (what
+        Hydra sweepers such as Optuna optimise); None for tasks with nothing to optimise.
 
     Raises:
         ConfigError: naming the offending key.
     """
     plan = preflight.check(cfg)
     preflight.apply_engine_settings(plan.engine)
-    parts = None
-    if plan.input_shape is not None:
-        parts = preflight.build(cfg, plan, plan.input_shape)
-        if plan.task == "summary":
-            print(parts.model.summary())
-            return None
-
-    from convtrain.data import load_dataset  # noqa: PLC0415
-
-    data = load_dataset(plan.data, seed=plan.seed)
-    if parts is None or tuple(parts.model.input_shape) != tuple(data.input_shape):
-        parts = preflight.build(cfg, plan, tuple(data.input_shape))
-    if plan.task == "summary":
-        print(parts.model.summary())
-        return None
-    log.info("model:\n%s", parts.model.summary())
-    log.info("data: %s train / %s val / %s test images of shape %s, %s classes",
-             len(data.train), len(data.val), len(data.test), data.input_shape, data.num_classes)
-
-    from convtrain.training.trainer import Trainer  # noqa: PLC0415
-    from convtrain.visuals.run_logger import VisualLogger  # noqa: PLC0415
-
-    config_text = OmegaConf.to_yaml(cfg)
-    visuals = VisualLogger(OmegaConf.to_container(cfg.logger, resolve=True),
-                           config_text=config_text,
-                           hparams=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    trainer = Trainer(
-        parts.model, parts.optimizer, parts.schedule, data,
-        run_dir=run_dir, backend=plan.backend, seed=plan.seed, **plan.trainer,
-        config_text=config_text, augment=plan.augment, hooks=[_Started(run_dir), visuals],
-    )
-    metrics = trainer.fit()
-    test_acc = metrics.get("test_accuracy")
-    print(f"final test accuracy: {test_acc:.4f}" if test_acc is not None else "no test split")
-    print(f"run directory: {run_dir}")
-    best = trainer.best_monitor_value
-    return float(best) if best is not None else None
+    return TASKS.get(plan.task, where="task").run(cfg, plan, run_dir)

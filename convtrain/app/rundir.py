@@ -352,7 +352,7 @@ def restore_start_files(directory: Path) -> None:
         saved.restore_if_unchanged_results()
 
 
-def _refuse(exc: RunDirError) -> None:
+def _refuse(exc: RunDirError | ConfigError) -> None:
     release_all()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
@@ -373,6 +373,15 @@ def _sweep_go_on(directory: Path) -> str:
     return (f"continue a job in place with its overrides plus trainer.resume={job} "
             f"hydra.run.dir={job} (an interrupted job's error.txt holds the whole command), run "
             f"the jobs still to do with another hydra.sweep.dir, or {replace.split(', or ')[0]}")
+
+
+def _works_on_trained_run(config: DictConfig) -> bool:
+    """True for a task such as eval that reads a trained run (convtrain.app.tasks)."""
+    from convtrain.app.tasks import TASKS  # noqa: PLC0415
+
+    task = config.get("task")
+    task = str(getattr(task, "value", task))
+    return task in TASKS and TASKS.get(task).after_training
 
 
 # --- the jobs' directories of a sweep ---
@@ -470,6 +479,16 @@ class RunDirGuard(Callback):
         # resolve hydra.run.dir as run_job will (same config object: `now` is cached)
         HydraConfig.instance().set_config(config)
         directory = Path(str(config.hydra.run.dir)).absolute()
+        if _works_on_trained_run(config):
+            # eval/predict/export write only their own RUN_DIR/<task>/ (replaced each time) and
+            # read the run's atomically written checkpoints, so a live run may be read
+            from convtrain.app.tasks._trained import checkpoint_file  # noqa: PLC0415
+            try:
+                checkpoint_file(config)  # a mistyped run: refused before RUN_DIR/<task>/ is made
+                hold(directory)
+            except (RunDirError, ConfigError) as exc:
+                _refuse(exc)
+            return
         try:
             hold(directory)  # before looking at the parents: two racing starts cannot both pass
             check_not_inside_live_run(directory)

@@ -22,8 +22,10 @@ import enum
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
+from convtrain.app.tasks import TASKS, task_run_dir
+from convtrain.app.tasks.eval import EvalConfig
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
 from convtrain.visuals.settings import LoggerSettings
@@ -39,9 +41,8 @@ class DType(enum.Enum):
     float64 = "float64"
 
 
-class Task(enum.Enum):
-    train = "train"
-    summary = "summary"
+#: ``task=`` choices: the tasks registered in :mod:`convtrain.app.tasks` (one module each)
+Task = enum.Enum("Task", {name: name for name in TASKS.names()})  # type: ignore[misc]
 
 
 @dataclasses.dataclass
@@ -115,6 +116,15 @@ class EngineConfig:
 
 
 @dataclasses.dataclass
+class PredictConfig:
+    """``task=predict`` (convtrain/app/tasks/predict.py; what is read: convtrain/inference/inputs.py)."""
+
+    inputs: Any = None  # a file, a directory or a glob pattern (or a list of them)
+    top_k: Optional[int] = None  # classes listed per input; null: 3 (every class when fewer)
+    resize: bool = False  # resize inputs of another height/width (Pillow, bilinear) instead of refusing them
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -126,14 +136,22 @@ class TrainConfig:
     backend: BackendConfig = dataclasses.field(default_factory=BackendConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
-    task: Task = Task.train
+    task: Task = Task.train  # type: ignore[attr-defined]
     seed: int = 0
+    # tasks on a trained run (eval, predict, export): which checkpoint of trainer.resume's run
+    # directory they load, best (by trainer.monitor) or last; a checkpoint file is used as is
+    checkpoint: str = "best"
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # task=eval: eval.split, ...
+    predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False
 
 
 def register_configs() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent: re-storing replaces)."""
+    """Store the schemas in Hydra's ConfigStore and the resolver that puts a task on a trained
+    run into that run's directory (``${convtrain_task_dir:...}`` in configs/hydra/default.yaml);
+    idempotent: re-storing replaces."""
+    OmegaConf.register_new_resolver("convtrain_task_dir", task_run_dir, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=TrainConfig)
     for group, schemas in (("optimizer", OPTIMIZER_SCHEMAS), ("scheduler", SCHEDULER_SCHEMAS)):

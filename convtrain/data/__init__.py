@@ -14,7 +14,8 @@ from convtrain.data.load import load_dataset
 from convtrain.data.loader import iterate_batches, num_batches
 from convtrain.data.paths import StorageOptions
 from convtrain.data.registry import DATASETS
-from convtrain.data.splits import ArraySplit, DataSplits, Normalization, RawDataset
+from convtrain.data.splits import ArraySplit, DataSplits, Normalization, Preprocessing, \
+    RawDataset
 
 __all__ = [
     "ArraySplit",
@@ -23,6 +24,7 @@ __all__ = [
     "DataOptions",
     "DataSplits",
     "Normalization",
+    "Preprocessing",
     "REMOTE_SOURCES",
     "RawDataset",
     "StorageOptions",

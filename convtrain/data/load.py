@@ -16,6 +16,7 @@ The test split is never subsetted or reshuffled, so test metrics stay comparable
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,16 +51,64 @@ def load_dataset(cfg: Mapping[str, Any] | Any, *, seed: int) -> DataSplits:
         ConfigError: a bad ``data.<key>`` value or an unknown ``data.name``.
         DataError: missing, corrupt or unverifiable dataset files.
     """
-    config = parse_data_config(cfg)
     seed = validate.seed(seed)
-    reader = DATASETS.get(config.name, where="data.name")
-    raw = reader(StorageOptions(config.name, config.root, config.download, config.mirror))
+    config, raw = _read(cfg)
     return prepare_splits(raw, config, seed=seed)
 
 
-def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSplits:
-    """Steps 2-5 of the module docstring on an already-read dataset."""
-    pool = raw.train
+def _read(cfg: Mapping[str, Any] | Any) -> tuple[DataOptions, RawDataset]:
+    """Step 1: the checked ``data:`` config and what its registered reader returns."""
+    config = parse_data_config(cfg)
+    reader = DATASETS.get(config.name, where="data.name")
+    return config, reader(StorageOptions(config.name, config.root, config.download, config.mirror))
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSplits:
+    """A dataset's train / val / test splits with its pixels as stored (uint8 for the
+    built-in datasets) and int64 labels (:func:`load_raw_splits`).
+
+    Attributes:
+        train, val, test: images ``(N, C, H, W)`` and labels ``(N,)``; ``val`` may be empty.
+        class_names: one name per class, index = label.
+        pixel_max: the stored pixel value that maps to 1.0.
+        name: the registry name (``data.name``).
+    """
+
+    train: ArraySplit
+    val: ArraySplit
+    test: ArraySplit
+    class_names: tuple[str, ...]
+    pixel_max: float
+    name: str
+
+    def split(self, which: str) -> ArraySplit:
+        """The split called ``which`` (train, val or test)."""
+        if which not in ("train", "val", "test"):
+            raise ConfigError(f"split: expected train, val or test, got {which!r}")
+        return getattr(self, which)
+
+
+def load_raw_splits(cfg: Mapping[str, Any] | Any, *, seed: int) -> RawSplits:
+    """Steps 1-3 only: the same images in each split as :func:`load_dataset` gives for the
+    same ``cfg`` and ``seed``, with the pixels as the dataset stores them (no scaling, no
+    normalisation). What a trained model's own preprocessing takes (``task=eval``).
+
+    Raises:
+        ConfigError, DataError: as :func:`load_dataset`.
+    """
+    seed = validate.seed(seed)
+    config, raw = _read(cfg)
+    train, val = split_train_pool(raw.train, config, seed=seed)
+    test = ArraySplit(raw.test.x, raw.test.y.astype(np.int64, copy=False))
+    return RawSplits(train=train, val=val, test=test, class_names=tuple(raw.class_names),
+                     pixel_max=float(raw.pixel_max), name=config.name)
+
+
+def split_train_pool(pool: ArraySplit, config: DataOptions, *,
+                     seed: int) -> tuple[ArraySplit, ArraySplit]:
+    """Steps 2-3 of the module docstring: the official training split (any pixel dtype) ->
+    ``(train, val)`` after ``data.subset`` and ``data.val_fraction``; labels as int64."""
     if config.subset is not None:
         if config.subset > len(pool):
             raise ConfigError(
@@ -85,7 +134,13 @@ def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSp
         train, val = pool.take(train_idx), pool.take(val_idx)
     else:
         train, val = pool, empty_like(pool)
+    return (ArraySplit(train.x, train.y.astype(np.int64, copy=False)),
+            ArraySplit(val.x, val.y.astype(np.int64, copy=False)))
 
+
+def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSplits:
+    """Steps 2-5 of the module docstring on an already-read dataset."""
+    train, val = split_train_pool(raw.train, config, seed=seed)
     train, val, test = (_to_unit_float(split, raw.pixel_max) for split in (train, val, raw.test))
     channels = train.x.shape[1]
     normalization = (
@@ -106,6 +161,7 @@ def prepare_splits(raw: RawDataset, config: DataOptions, *, seed: int) -> DataSp
         subset=config.subset,
         val_fraction=config.val_fraction,
         normalize=config.normalize,
+        pixel_max=float(raw.pixel_max),
     )
 
 

@@ -106,6 +106,38 @@ class Normalization:
 
 
 @dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """From pixels as the dataset stores them to what the model was trained on.
+
+    ``(raw / pixel_max - mean) / std`` per channel: the same float32 operations as
+    :func:`convtrain.data.load.load_dataset`, so a model fed ``apply(raw)`` sees exactly the
+    values it saw in training. Checkpoints store it (``inputs`` record), so prediction and export
+    reuse the training statistics instead of recomputing them.
+
+    Attributes:
+        pixel_max: the stored pixel value that maps to 1.0 (16 for digits, 255 for 8-bit images).
+        mean, std: the training split's per-channel statistics in the [0, 1] scale.
+    """
+
+    pixel_max: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(mean=tuple(self.mean), std=tuple(self.std))
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pixels ``(N, C, H, W)`` (any real dtype) -> a new normalised float32 array."""
+        x = np.divide(np.asarray(raw), np.float32(self.pixel_max), dtype=np.float32)
+        return self.normalization.apply_(x)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pixel_max": float(self.pixel_max), "mean": [float(m) for m in self.mean],
+                "std": [float(s) for s in self.std]}
+
+
+@dataclasses.dataclass(frozen=True)
 class RawDataset:
     """What a dataset reader returns: undecorated uint8 pixels and the official split.
 
@@ -134,6 +166,7 @@ class DataSplits:
         normalization: the per-channel mean/std that was applied to all three splits.
         subset, val_fraction, normalize: the ``data.*`` settings that, with the run seed,
             decide which images are in each split (see :meth:`identity`).
+        pixel_max: the stored pixel value that maps to 1.0 (see :class:`Preprocessing`).
     """
 
     train: ArraySplit
@@ -147,6 +180,12 @@ class DataSplits:
     subset: int | None
     val_fraction: float
     normalize: bool
+    pixel_max: float = 255.0
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What turns this dataset's stored pixels into the model's inputs."""
+        return Preprocessing(self.pixel_max, self.normalization.mean, self.normalization.std)
 
     def identity(self) -> dict[str, Any]:
         """The ``data.*`` keys that decide the splits' contents, plus the fitted statistics.

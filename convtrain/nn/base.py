@@ -101,6 +101,9 @@ class Layer:
     #: the layer draws random numbers in training (dropout masks): ``build_model`` gives it an
     #: independent stream derived from the run seed through ``seed_rng(seed)``.
     uses_random_stream: ClassVar[bool] = False
+    #: the output is a probability distribution (softmax), not logits: the trainer refuses it as
+    #: a model's output, since its loss applies a softmax of its own.
+    outputs_probabilities: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Fill each constructor option's default from the ``__init__`` signature (the one place

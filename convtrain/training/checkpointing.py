@@ -35,6 +35,18 @@ def data_identity(data: Any) -> dict[str, Any]:
     return identity() if callable(identity) else {"name": getattr(data, "name", None)}
 
 
+def input_record(data: Any) -> dict[str, Any] | None:
+    """What a trained model needs to be used on new inputs: the per-sample shape, the class
+    names and the preprocessing (``convtrain.load_run`` reads it back); None when ``data`` is
+    not a :class:`~convtrain.data.splits.DataSplits`."""
+    preprocessing = getattr(data, "preprocessing", None)
+    if preprocessing is None:
+        return None
+    return {"shape": [int(d) for d in data.input_shape],
+            "class_names": [str(name) for name in data.class_names],
+            **preprocessing.as_dict()}
+
+
 def optimizer_name(optimizer: Any) -> str:
     return getattr(optimizer, "name", type(optimizer).__name__)
 
@@ -68,6 +80,7 @@ def run_record(state: TrainState, config_text: str | None,
         "optimizer": optimizer_name(state.optimizer),
         "seed": state.seed,
         "data": json_safe(data_identity(state.data)),
+        "inputs": input_record(state.data),
         "schedule": resolved_schedule(state.schedule),
         "config": config_text,
         "convtrain_version": convtrain.__version__,

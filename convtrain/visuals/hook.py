@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from convtrain import validate
+from convtrain.data.images import encode_png
 from convtrain.errors import InternalError
 from convtrain.training.hooks import Hook, TrainState
-from convtrain.visuals.png import encode_png
 
 if TYPE_CHECKING:  # the writer pulls in TensorBoard, which the config schema does not need
     from convtrain.visuals.tensorboard import HParamValue, TensorBoardWriter

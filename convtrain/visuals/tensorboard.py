@@ -39,8 +39,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter, _AsyncWriterThread
 
+from convtrain.data.images import encode_png
 from convtrain.errors import InternalError
-from convtrain.visuals.png import encode_png
 
 #: default number of equal-width histogram buckets between the values' min and max.
 HISTOGRAM_BUCKETS = 30

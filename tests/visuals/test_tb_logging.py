@@ -25,7 +25,7 @@ from convtrain.data.splits import ArraySplit
 from convtrain.errors import ConfigError
 from convtrain.nn.model import build_model
 from convtrain.optim import build_optimizer, build_schedule
-from convtrain.visuals.png import decode_png
+from tests.visuals.pillow_png import decode_png
 from convtrain.training.checkpoint import load_checkpoint
 from convtrain.visuals.hooks.feature_maps import first_image
 from convtrain.visuals.hooks.hparams import flatten_config

@@ -10,7 +10,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from convtrain.errors import InternalError
-from convtrain.visuals.png import decode_png
+from tests.visuals.pillow_png import decode_png
 from convtrain.visuals.tensorboard import HISTOGRAM_BUCKETS, TensorBoardWriter, histogram_proto
 
 ALL = {"compressedHistograms": 0, "images": 0, "audio": 0, "scalars": 0, "histograms": 0,

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from convtrain.visuals.png import decode_png
+from tests.visuals.pillow_png import decode_png
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,10 @@
-"""Dropout layer (``type: dropout``)."""
+"""Dropout layers: ``dropout`` (single elements), ``dropout2d`` (whole feature maps)."""
 from __future__ import annotations
 
 import numpy as np
 
-from convtrain.ops.dropout import dropout_backward, dropout_forward
-from convtrain.nn.base import Layer, register_layer
+from convtrain.ops.dropout import dropout2d_forward, dropout_backward, dropout_forward
+from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import Option
 from convtrain.runtime.backend import array_module
 
@@ -57,8 +57,12 @@ class Dropout(Layer):
         if not training or self.p == 0:
             self.mask = None
             return x
-        y, self.mask = dropout_forward(x, self.p, self._mask_generator(x))
+        y, self.mask = self._dropout(x, self.p, self._mask_generator(x))
         return y
+
+    def _dropout(self, x, p, rng):
+        """The engine's ``(y, mask)`` for ``x`` (one mask element per input element here)."""
+        return dropout_forward(x, p, rng)
 
     def backward(self, dy):
         # mask None means the forward pass was the identity (eval mode or p == 0).
@@ -69,3 +73,32 @@ class Dropout(Layer):
     def describe(self) -> str:
         return f"p={self.p:g}"
 
+
+
+@register_layer("dropout2d")
+class Dropout2d(Dropout):
+    """Channel dropout, like ``torch.nn.Dropout2d``: in training, each feature map
+    ``x[n, c]`` of a ``(N, C, H, W)`` batch is zeroed as a whole with probability ``p`` and the
+    kept maps are scaled by ``1/(1-p)``; in evaluation the layer is the identity.
+
+    Neighbouring pixels of a map are strongly correlated, so element-wise dropout barely
+    regularises convolutions (Tompson et al., 2015); dropping whole maps does. The random
+    stream, its seeding and its checkpointing are those of ``dropout`` (one ``(N, C)`` draw per
+    batch instead of ``(N, C, H, W)``).
+    """
+
+    input_rank = 3
+    input_layout = "per-sample input (C, H, W)"
+    input_hint = "use dropout after flatten or dense layers"
+
+    def forward(self, x, training: bool = True):
+        """``(N, C, H, W)`` -> same shape; random only when ``training``."""
+        self.check_batch(x, 3, what="(C, H, W)")
+        return super().forward(x, training)
+
+    def _dropout(self, x, p, rng):
+        return dropout2d_forward(x, p, rng)
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        self.check_input_rank(self.where, input_shape)
+        return tuple(input_shape)

@@ -1,0 +1,169 @@
+"""``task=eval``: score a trained run on a labelled split and write the results beside it.
+
+::
+
+    convtrain task=eval trainer.resume=RUN_DIR [checkpoint=best|last] [eval.split=test|val|train]
+                        [data=NAME] [data.KEY=VALUE ...] [eval.batch_size=N]
+
+prints the loss, the accuracy, a per-class table (precision, recall = per-class accuracy, f1)
+and the confusion matrix, and writes ``RUN_DIR/eval/{metrics.json, per_class.csv,
+confusion_matrix.csv, confusion_matrix.png}`` (definitions: :mod:`convtrain.inference.evaluate`).
+A second eval replaces them; the run's own files are only read.
+
+Which data (what you do not set on the command line comes from the run):
+
+- by default the run's own ``data:`` config and seed, read from its checkpoint, so ``val`` is
+  exactly the run's validation split and ``test`` its test split;
+- ``data.KEY=VALUE`` on the command line changes that key of the run's data config (``data.root``
+  where the files moved, ``data.subset``, ``data.val_fraction``, ...); ``seed=N`` the seed that
+  draws the subset and the validation split;
+- ``data=NAME`` evaluates on another dataset: its shipped config (``configs/data/NAME.yaml``)
+  with the ``data.KEY=VALUE`` overrides on top, nothing from the run's data config.
+
+The images are always preprocessed the checkpoint's way (its pixel scale and training
+normalisation statistics), never with statistics of the evaluated data. A dataset whose images
+have another shape than the model's input, or another number of classes, is refused in one line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from convtrain import validate
+from convtrain.app import preflight
+from convtrain.app.tasks import register_task
+from convtrain.app.tasks._trained import load_trained
+from convtrain.errors import ConfigError
+from convtrain.inference import TrainedRun
+
+log = logging.getLogger("convtrain")
+
+
+class Split(enum.Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """The ``eval:`` config section (``eval.split=val``)."""
+
+    split: Split = Split.test  # the split of the data to score: test | val | train
+    # images per forward pass; null: the run's trainer.eval_batch_size (its default,
+    # 4 x batch_size), which reproduces the trainer's own evaluation exactly
+    batch_size: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataChoice:
+    """The data an eval reads: the ``data:`` mapping, the seed and where they came from."""
+
+    data: dict[str, Any]
+    seed: int
+    source: str  # for the log: "the run's data config", "data=cifar10 from the command line"
+
+
+def command_line_overrides(cfg: DictConfig) -> list[str]:
+    """The overrides the user gave (``HydraConfig``'s task overrides; a config composed with
+    ``return_hydra_config=True`` carries them too; none when run from a bare config)."""
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    hydra = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
+    return list(hydra.overrides.task) if hydra is not None else []
+
+
+def choose_data(cfg: DictConfig, plan: preflight.Plan, trained: TrainedRun,
+                overrides: list[str]) -> DataChoice:
+    """The rule of the module docstring: the run's data config and seed, with the command
+    line's ``data.KEY`` / ``seed`` overrides on top, or the composed ``data`` for ``data=NAME``."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    keys = [(o.key_or_group, o.is_delete()) for o in parsed if o.package is None]
+    seed_set = any(key == "seed" for key, _ in keys)
+    seed = plan.seed if seed_set else validate.seed(trained.config.get("seed", 0))
+    composed = OmegaConf.to_container(cfg.data, resolve=True)
+    if any(key == "data" for key, _ in keys):
+        return DataChoice(composed, seed, f"data={composed.get('name')} from the command line")
+    data = OmegaConf.create(trained.config.get("data") or {})
+    changed = [key for key, _ in keys if key.startswith("data.")]
+    for key, delete in keys:
+        if not key.startswith("data."):
+            continue
+        sub = key[len("data."):]
+        if delete:  # ~data.KEY: back to the default
+            parent, _, leaf = sub.rpartition(".")
+            node = OmegaConf.select(data, parent) if parent else data
+            if isinstance(node, DictConfig) and leaf in node:
+                del node[leaf]
+        else:
+            OmegaConf.update(data, sub, OmegaConf.select(cfg.data, sub), merge=False)
+    source = "the run's data config" + (f" with {', '.join(changed)} from the command line"
+                                        if changed else "")
+    return DataChoice(OmegaConf.to_container(data, resolve=True), seed, source)
+
+
+def batch_size(cfg: DictConfig, trained: TrainedRun) -> int:
+    """``eval.batch_size``, else the run's ``trainer.eval_batch_size`` (default 4 x batch size)."""
+    value = cfg.eval.batch_size
+    if value is not None:
+        return validate.positive_int("eval.batch_size", value)
+    trainer = trained.config.get("trainer") or {}
+    return int(trainer.get("eval_batch_size") or 4 * int(trainer.get("batch_size") or 64))
+
+
+def check_fits(trained: TrainedRun, shape: tuple[int, ...], class_names: tuple[str, ...],
+               dataset: str) -> None:
+    """One line when ``dataset``'s images or classes do not fit the model; a warning when
+    the class names differ (the classes are then matched by index)."""
+    model = f"the model of '{trained.checkpoint}'"
+    if tuple(shape) != tuple(trained.input_shape):
+        raise ConfigError(f"data: dataset '{dataset}' has images of shape {tuple(shape)} but "
+                          f"{model} takes {tuple(trained.input_shape)}; evaluate it on data of "
+                          f"that shape (data=NAME)")
+    if len(class_names) != len(trained.class_names):
+        raise ConfigError(f"data: dataset '{dataset}' has {len(class_names)} classes but "
+                          f"{model} has {len(trained.class_names)}; evaluate it on data with "
+                          f"the same classes")
+    if tuple(class_names) != tuple(trained.class_names):
+        log.warning("data: dataset '%s' names its classes %s but the model was trained on %s; "
+                    "classes are matched by index", dataset, ", ".join(class_names[:4]) + ", ...",
+                    ", ".join(trained.class_names[:4]) + ", ...")
+
+
+@register_task("eval", after_training=True)
+def run(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> float:
+    """Returns the accuracy (what a sweep over runs or checkpoints would compare)."""
+    from convtrain.data.load import load_raw_splits  # noqa: PLC0415
+    from convtrain.inference.evaluate import evaluate, write_results  # noqa: PLC0415
+
+    split = str(getattr(cfg.eval.split, "value", cfg.eval.split))
+    trained = load_trained(cfg, plan)
+    images_per_pass = batch_size(cfg, trained)  # checked before the data is read
+    choice = choose_data(cfg, plan, trained, command_line_overrides(cfg))
+    raw = load_raw_splits(choice.data, seed=choice.seed)
+    check_fits(trained, tuple(raw.train.x.shape[1:]), raw.class_names, raw.name)
+    images = raw.split(split)
+    if len(images) == 0:
+        raise ConfigError(
+            f"eval.split={split}: the {split} split of '{raw.name}' is empty (data.val_fraction="
+            f"{choice.data.get('val_fraction', 0)}: {choice.source}); evaluate "
+            f"eval.split=test, or hold out images with data.val_fraction=F (0 < F < 1)")
+    log.info("eval: %s (seed %d): %s split, %d images; checkpoint %s", choice.source,
+             choice.seed, split, len(images), trained.checkpoint)
+    data_record = {k: v for k, v in choice.data.items() if k != "augment"}
+    evaluation = evaluate(trained, images.x, images.y, split=split, dataset=raw.name,
+                          batch_size=images_per_pass,
+                          details={"data": data_record, "seed": choice.seed,
+                                   "preprocessing": trained.preprocessing.as_dict()})
+    write_results(evaluation, run_dir)
+    print(evaluation.report())
+    print(f"results: {run_dir}/ (metrics.json, per_class.csv, confusion_matrix.csv, "
+          f"confusion_matrix.png)")
+    return evaluation.accuracy
