@@ -168,6 +168,14 @@ def explain(exc: BaseException) -> str | None:
     return None
 
 
+def config_error_line(exc: BaseException) -> str | None:
+    """The one line of a config mistake caught by Hydra, OmegaConf or PyYAML (a bad
+    override, a broken or unreadable config file), None for anything else (a bug)."""
+    if isinstance(exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)):
+        return explain(exc)
+    return _unreadable_file_message(exc)
+
+
 def print_error(message: str) -> None:
     print(f"convtrain: error: {message}", file=sys.stderr)
 
@@ -186,9 +194,8 @@ def friendly_errors() -> Iterator[None]:
         try:
             return func()
         except Exception as exc:  # noqa: BLE001 - sorted below; the rest goes to Hydra
-            message = explain(exc) if isinstance(
-                exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)) \
-                else _unreadable_file_message(exc)
+            sweep.exit_if_interrupted()  # a launcher failing on the way out of an interrupt
+            message = config_error_line(exc)
             if message is not None:
                 print_error(message)
                 sys.exit(2)
@@ -209,4 +216,4 @@ def friendly_errors() -> Iterator[None]:
         hydra_utils.run_and_report = original
 
 
-__all__ = ["explain", "did_you_mean", "friendly_errors", "print_error"]
+__all__ = ["config_error_line", "explain", "did_you_mean", "friendly_errors", "print_error"]

@@ -26,6 +26,7 @@ from omegaconf import MISSING, OmegaConf
 
 from convtrain.app.tasks import TASKS, task_run_dir
 from convtrain.app.tasks.eval import EvalConfig
+from convtrain.export.settings import ExportSettings
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
 from convtrain.visuals.settings import LoggerSettings
@@ -148,6 +149,7 @@ class TrainConfig:
     checkpoint: str = "best"
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # task=eval: eval.split, ...
     predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
+    export: ExportSettings = dataclasses.field(default_factory=ExportSettings)  # task=export
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False
 

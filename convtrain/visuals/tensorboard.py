@@ -18,12 +18,14 @@ Records written (and the TensorBoard tab that shows them):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from google.protobuf import struct_pb2  # protobuf ships with tensorboard
@@ -35,7 +37,7 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.event_file_writer import EventFileWriter, _AsyncWriterThread
 
 from convtrain.data.images import encode_png
 from convtrain.errors import InternalError
@@ -49,6 +51,26 @@ SESSION_STATUSES = {"success": hparams_api.STATUS_SUCCESS,
                     "unknown": hparams_api.STATUS_UNKNOWN}
 
 HParamValue = bool | int | float | str
+
+
+def _quiet_event_writer_thread(args: Any) -> None:
+    """``threading.excepthook``: a disk error in the event file's writer thread prints no
+    traceback; the writer re-raises it at its next call in the training thread, where
+    :class:`TensorBoardWriter` names the file (one line). Anything else goes to the hook
+    that was there before."""
+    if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+
+
+def _install_quiet_event_writer_thread() -> None:
+    global _previous_excepthook
+    if threading.excepthook is not _quiet_event_writer_thread:
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _quiet_event_writer_thread
 
 
 def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramProto | None:
@@ -129,13 +151,30 @@ class TensorBoardWriter:
         self._closed = False
         if not self.enabled:
             return
+        self._failed = False
+        _install_quiet_event_writer_thread()
         self.logdir.mkdir(parents=True, exist_ok=True)
-        suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
-        # flush_secs is a fallback only: the Trainer flushes after every epoch
-        self._writer = EventFileWriter(str(self.logdir), max_queue_size=100, flush_secs=30,
-                                       filename_suffix=suffix)
+        suffix = self._suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
+        with self._naming_the_file():
+            # flush_secs is a fallback only: the Trainer flushes after every epoch
+            self._writer = EventFileWriter(str(self.logdir), max_queue_size=100,
+                                           flush_secs=30, filename_suffix=suffix)
         # the writer has no public accessor for its file; the random suffix makes it unique
         self.path = next(self.logdir.glob(f"events.out.tfevents.*{suffix}"))
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A disk error (full, read-only) of the event file, raised with the file's path: the
+        writer's own error (often from its thread) names no file."""
+        try:
+            yield
+        except OSError as exc:
+            self._failed = True
+            if exc.filename:
+                raise
+            path = self.path or next(self.logdir.glob(f"events.out.tfevents.*{self._suffix}"),
+                                     self.logdir)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"train/loss"``)."""
@@ -235,17 +274,30 @@ class TensorBoardWriter:
         if self._closed:
             raise InternalError(f"TensorBoardWriter for {self.logdir} is closed")
         event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
-        self._writer.add_event(event)
+        with self._naming_the_file():
+            self._writer.add_event(event)
 
     def flush(self) -> None:
-        """Write queued events to disk."""
+        """Write queued events to disk.
+
+        Raises:
+            OSError: the disk refused the event file (``filename``: its path)."""
         if self.enabled and not self._closed:
-            self._writer.flush()
+            with self._naming_the_file():
+                self._writer.flush()
 
     def close(self) -> None:
-        """Flush and close the file (idempotent)."""
+        """Flush and close the file (idempotent). After a disk error was raised, closing
+        does not raise it again (the run already reports it)."""
         if self.enabled and not self._closed:
-            self._writer.close()
+            self._closed = True
+            failed = self._failed
+            try:
+                with self._naming_the_file():
+                    self._writer.close()
+            except OSError:
+                if not failed:
+                    raise
         self._closed = True
 
     def __enter__(self) -> "TensorBoardWriter":
