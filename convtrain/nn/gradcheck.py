@@ -269,15 +269,15 @@ class GradcheckReport:
         kinks = sum(t.kinks for t in self.tensors)
         entries = sum(t.checked for t in self.tensors)
         worst = max(self.tensors, key=lambda t: t.worst_error)
-        setting = (f"threshold {self.threshold:g}, eps {self.eps:g}, floor {self.floor:.1e}; "
-                   f"{entries} entries of {len(self.tensors)} tensors on {self.samples} "
-                   f"samples, {self.seconds:.1f} s")
-        skipped = f"; {kinks} kink crossings not counted" if kinks else ""
+        setting = (f"eps {self.eps:g}, floor {self.floor:.1e}, {entries} entries of "
+                   f"{len(self.tensors)} tensors, {self.samples} samples, {self.seconds:.1f} s")
+        skipped = f", {kinks} kink crossings not counted" if kinks else ""
         if self.passed:
             return (f"gradcheck passed: worst relative error {worst.worst_error:.2e} "
-                    f"({worst.name}) ({setting}{skipped})")
+                    f"({worst.name}) <= threshold {self.threshold:g}; {setting}{skipped}")
         names = ", ".join(f"{t.name} {t.worst_error:.2e}" for t in self.failed)
-        return f"gradcheck FAILED: {names} above the threshold ({setting}{skipped})"
+        return (f"gradcheck FAILED: {names} above the threshold {self.threshold:g}; "
+                f"{setting}{skipped}")
 
     def __str__(self) -> str:
         title = f"Gradient check: {self.model_name}" if self.model_name else "Gradient check"

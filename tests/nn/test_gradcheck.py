@@ -325,7 +325,7 @@ def test_cifar_cnn_on_two_32x32_samples_takes_seconds():
     assert report.passed, str(report)
     assert sum(t.checked for t in report.tensors) > 16 * 32
     print(f"\ncifar_cnn gradcheck on 2 x 3x32x32: {seconds:.1f} s")
-    assert seconds < 30
+    assert seconds < 60  # ~4 s on an idle 2-core machine; ~22 s measured under a load of 7
 
 
 def test_a_device_model_is_checked_like_a_host_one(strict_cupy):
