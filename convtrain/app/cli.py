@@ -90,21 +90,30 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _app(cfg: DictConfig) -> float | None:
-    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     # a job run by a launcher in a worker process (joblib, submitit, ray): its sweep's main
     # process reports it (the joblib sweep's one line after a signal, else as a failed job)
     in_worker = in_sweep and sweep.current_sweep() is None
     _quiet_log_file_errors()
+    launcher_sigterm = None  # the worker's SIGTERM handler (submitit's), put back at the end
     if in_worker:
         if sweep.skipped_as_interrupted(Path(HydraConfig.get().sweep.dir)):
             log.info("job not run: the sweep was interrupted before it started")
             return None
         if threading.current_thread() is threading.main_thread():
             # as in the main process: SIGTERM before training is one recorded line too
-            signal.signal(signal.SIGTERM, _on_sigterm)
+            launcher_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_job(cfg, run_dir, in_sweep, in_worker)
+    finally:
+        if launcher_sigterm is not None:
+            signal.signal(signal.SIGTERM, launcher_sigterm)
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, in_worker: bool) -> float | None:
+    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
+
     try:
         # a sweep job locks its own directory; a single run's was locked by RunDirGuard
         rundir.hold(run_dir)
@@ -118,6 +127,10 @@ def _app(cfg: DictConfig) -> float | None:
         print_error(str(exc))
         sys.exit(2)
     try:
+        if in_worker:
+            # a submitit_local job starts with the stop signals blocked (convtrain.app.sweep);
+            # one that came meanwhile is handled here, as a stop before training
+            sweep.take_back_stop_signals()
         if in_sweep:
             # the sweep directory was checked as a whole (RunDirGuard); this job's part of it
             rundir.replace_job_results(run_dir, cfg)
