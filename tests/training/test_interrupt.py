@@ -446,3 +446,134 @@ def test_ctrl_c_to_the_process_group_stops_a_basic_sweep_cleanly(tmp_path, signu
     assert line.startswith(f"convtrain: interrupted ({signal.Signals(signum).name}) at epoch ")
     assert not (sweep / "1").exists()
     resume_from_error_txt(tmp_path, sweep / "0")
+
+
+# --- submitit_local: each job in a controller process, all in the sweep's process group ----
+def blocked_signals(status: str) -> set[int]:
+    """The signals blocked in a process, from the ``SigBlk:`` line of its /proc status."""
+    [mask] = [int(line.split()[1], 16) for line in status.splitlines()
+              if line.startswith("SigBlk:")]
+    return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc")
+def test_submitit_controllers_start_deaf_and_the_job_takes_the_signals_back(monkeypatch):
+    """A controller starts with SIGINT / SIGTERM blocked (submitit's own policy would end its
+    job); this process's mask is left as it was; the job unblocks them, and a signal that came
+    meanwhile is delivered then, not lost."""
+    local = pytest.importorskip("submitit.local.local")
+    from convtrain.app import sweep
+
+    def controller(*args, **kwargs):  # what submitit does: a child with a copy of os.environ
+        return subprocess.run(["cat", "/proc/self/status"], env=dict(os.environ),
+                              capture_output=True, text=True, check=True).stdout, \
+            os.environ.get(sweep.UNBLOCK_ENV)
+
+    monkeypatch.setattr(local, "start_controller", controller)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    sweep._start_submitit_controllers_deaf()
+    try:
+        status, unblock = local.start_controller("folder", command="x")
+    finally:
+        sweep._restore_submitit_controllers()
+    assert local.start_controller is controller
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked_signals(status)
+    assert unblock == "SIGINT,SIGTERM" and sweep.UNBLOCK_ENV not in os.environ
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+    # in the job's process: blocked at its start, a SIGTERM waits, take_back delivers it
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert received == []
+        monkeypatch.setenv(sweep.UNBLOCK_ENV, unblock)
+        sweep.take_back_stop_signals()
+        assert received == [signal.SIGTERM]
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+        assert sweep.UNBLOCK_ENV not in os.environ
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_epoch(jobs: list[Path], proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until every job's log shows its first epoch (submitit jobs log to files, not stdout)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not all(job.joinpath("convtrain.log").is_file()
+                  and "epoch 1/3" in job.joinpath("convtrain.log").read_text() for job in jobs):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+
+
+def submitit_logs(sweep: Path) -> str:
+    """What the jobs' processes wrote to their stderr (submitit's ``*_log.err`` files)."""
+    return "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
+
+
+SUBMITIT_ARGS = [*ARGS[:-1], "hydra/launcher=submitit_local"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_path, signum):
+    """Ctrl-C reaches the main process, the controllers and the jobs: the controllers neither
+    kill their job nor relay the signal, each job stops cleanly (resume command in its
+    error.txt), the main process waits, starts no further job (the second batch returns at
+    once) and prints the joblib sweep's one line; no traceback anywhere."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "s"
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4,5", *SUBMITIT_ARGS,
+                              "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}")
+    wait_for_epoch([sweep / "0", sweep / "1"], proc)
+    os.killpg(proc.pid, signum)
+    stdout, stderr = proc.communicate(timeout=300)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stdout + stderr + submitit_logs(sweep)
+    assert "interrupted again" not in submitit_logs(sweep)  # one signal each, not two
+    [line] = user_lines(stderr)
+    assert line == (f"convtrain: interrupted ({name}): the sweep in {sweep} stopped; jobs 0, 1 "
+                    "stopped cleanly (each resumes in place with the command in its error.txt); "
+                    "no further job was started"), line
+    for job in (sweep / "0", sweep / "1"):
+        error = (job / "error.txt").read_text()
+        assert error.startswith(f"interrupted ({name}) at epoch "), error
+        last = json.loads((job / "checkpoints" / "last.json").read_text())
+        assert f"checkpoints/last holds epoch {last['epoch']} (step {last['global_step']})" \
+            in error
+        assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == last["epoch"]
+        assert list(job.rglob("*.tmp*")) == []
+    assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
+    assert not (sweep / ".convtrain.interrupted").exists()
+    resume_from_error_txt(tmp_path, sweep / "1")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_submitit_job_process_stops_it_cleanly(tmp_path):
+    """The per-job guarantee of a cluster sweep: `scancel` sends SIGTERM to the job's
+    processes. Here SIGTERM goes to job 0's own process (submitit's job process, with
+    submitit's handlers installed): convtrain's clean stop wins, the other job goes on, and
+    the sweep ends with the stopped job listed as failed with its resume command, exit 1."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "s"
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4", *SUBMITIT_ARGS,
+                              f"hydra.sweep.dir={sweep}")
+    wait_for_epoch([sweep / "0"], proc)
+    job_pid = json.loads((sweep / "0" / ".convtrain.lock").read_text())["pid"]
+    assert job_pid != proc.pid
+    os.kill(job_pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stdout + stderr + submitit_logs(sweep)
+    [line] = user_lines(stderr)
+    error = (sweep / "0" / "error.txt").read_text().strip()
+    assert error.startswith("interrupted (SIGTERM) at epoch ") and "resume with `" in error
+    assert line == (f"convtrain: 1 of 2 jobs failed in {sweep} (details in each job's log): "
+                    f"job 0 ({' '.join(['seed=3', *ARGS[:-1]])}): {error}").replace(
+                        "logger.png=false", "logger.png=False"), line
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs_completed"] == 3
+    resume_from_error_txt(tmp_path, sweep / "0")
