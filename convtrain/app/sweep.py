@@ -40,6 +40,9 @@ _JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLa
 _SUBMITIT_LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 #: launchers whose jobs run in other processes of this machine, in the sweep's process group
 _LOCAL_WORKER_LAUNCHERS = (_JOBLIB_LAUNCHER, _SUBMITIT_LOCAL_LAUNCHER)
+_SUBMITIT_SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+# A sweep submitted to SLURM: the submitit folder, where each job's files are named by its id
+_cluster_folder: Path | None = None
 #: in the sweep directory: the sweep was interrupted, jobs not yet started are skipped
 INTERRUPTED_FILE = ".convtrain.interrupted"
 
@@ -56,6 +59,14 @@ class SweepMonitor(Callback):
         with contextlib.suppress(OSError):  # left by a sweep stopped at once
             (_sweep[0] / INTERRUPTED_FILE).unlink(missing_ok=True)
         launcher = config.hydra.launcher.get("_target_")
+        global _cluster_folder
+        _cluster_folder = None
+        if launcher == _SUBMITIT_SLURM_LAUNCHER:
+            folder = Path(str(config.hydra.launcher.submitit_folder)).absolute()
+            # the part before the first `%j` (the job id submitit puts in its place)
+            parts = folder.parts
+            depth = next((i for i, part in enumerate(parts) if "%" in part), len(parts))
+            _cluster_folder = Path(*parts[:depth])
         if launcher in _LOCAL_WORKER_LAUNCHERS:
             _catch_stop_signals()
         if launcher == _SUBMITIT_LOCAL_LAUNCHER:
@@ -234,6 +245,28 @@ def interrupted_line(signum: int) -> str:
     if failed:
         line += f"; {_jobs(failed)} failed"
     return line + "; no further job was started"
+
+
+def cluster_line(signum: int) -> str | None:
+    """The one line of a SLURM sweep whose main process was interrupted, None for a sweep that
+    runs on this machine. Its jobs are not this process's children and keep running (submitit
+    does not cancel them): the line gives the ``scancel`` command that stops them."""
+    if _cluster_folder is None or _sweep is None:
+        return None
+    ids = set()
+    with contextlib.suppress(OSError):
+        for path in _cluster_folder.rglob("*_submitted.pkl"):
+            # `4242_submitted.pkl`, or `4242_3_submitted.pkl` for the 4th job of array 4242
+            job_id = path.name[:-len("_submitted.pkl")].split("_")[0]
+            if job_id.isdigit() and path.stat().st_mtime >= _sweep[1]:
+                ids.add(job_id)
+    line = (f"convtrain: interrupted ({signal.Signals(signum).name}): stopped waiting for the "
+            f"sweep in {_sweep[0]}")
+    if not ids:
+        return line + f"; no submitted job was found in {_cluster_folder}"
+    return (line + f"; its jobs keep running on the cluster: `scancel "
+            f"{' '.join(sorted(ids, key=int))}` stops them, each job then stopping on SLURM's "
+            f"SIGTERM as on Ctrl-C (its {ERROR_FILE} holds its resume command)")
 
 
 def _jobs(names: list[str]) -> str:

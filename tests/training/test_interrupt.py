@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -498,15 +499,19 @@ def test_submitit_controllers_start_deaf_and_the_job_takes_the_signals_back(monk
         signal.signal(signal.SIGTERM, previous)
 
 
-def wait_for_epoch(jobs: list[Path], proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until every job's log shows its first epoch (submitit jobs log to files, not stdout)."""
-    import time
-
+def wait_until(done, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``done()``, while ``proc`` runs (its output shown if it ends first)."""
     deadline = time.monotonic() + timeout
-    while not all(job.joinpath("convtrain.log").is_file()
-                  and "epoch 1/3" in job.joinpath("convtrain.log").read_text() for job in jobs):
+    while not done():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
+        time.sleep(0.1)
+
+
+def wait_for_epoch(jobs: list[Path], proc: subprocess.Popen) -> None:
+    """Until every job's log shows its first epoch (submitit jobs log to files, not stdout)."""
+    logs = [job / "convtrain.log" for job in jobs]
+    wait_until(lambda: all(log.is_file() and "epoch 1/3" in log.read_text() for log in logs),
+               proc)
 
 
 def submitit_logs(sweep: Path) -> str:
@@ -577,3 +582,37 @@ def test_sigterm_to_one_submitit_job_process_stops_it_cleanly(tmp_path):
                         "logger.png=false", "logger.png=False"), line
     assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs_completed"] == 3
     resume_from_error_txt(tmp_path, sweep / "0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_a_slurm_sweeps_main_process_names_the_scancel_command(tmp_path, signum):
+    """A submitit_slurm sweep (SLURM's commands faked: sbatch takes the array as job 4242,
+    sacct reports it running): Ctrl-C stops only the waiting main process, which says that the
+    jobs keep running on the cluster and how to stop them, without a traceback."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in {"sbatch": 'echo "Submitted batch job 4242"',
+                       "sacct": 'echo "JobID|State|NodeList"; echo "4242_0|RUNNING|n1"; '
+                                'echo "4242_1|RUNNING|n1"',
+                       "srun": "exit 0"}.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    sweep = tmp_path / "s"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
+    proc = subprocess.Popen([sys.executable, "-m", "convtrain", "-m", "seed=3,4",
+                             "hydra/launcher=submitit_slurm", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # both jobs submitted: the main process now waits for them
+    wait_until((sweep / ".submitit" / "4242_1" / "4242_1_submitted.pkl").is_file, proc)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum and "Traceback" not in stdout + stderr
+    assert user_lines(stderr) == [
+        f"convtrain: interrupted ({signal.Signals(signum).name}): stopped waiting for the sweep "
+        f"in {sweep}; its jobs keep running on the cluster: `scancel 4242` stops them, each "
+        "job then stopping on SLURM's SIGTERM as on Ctrl-C (its error.txt holds its resume "
+        "command)"]
