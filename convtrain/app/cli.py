@@ -174,21 +174,32 @@ def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, in_worker: bool) ->
         rundir.release(run_dir)
 
 
-_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
-
-
 def _resume_command(run_dir: Path) -> str:
     """The command that resumes this job in place: its own overrides (a sweep job's values),
     the config flags it was started with, ``trainer.resume`` and ``hydra.run.dir``."""
     keep = [o for o in HydraConfig.get().overrides.task
             if o.split("=", 1)[0].lstrip("+~") != "trainer.resume"]
-    argv, flags = sys.argv[1:], []
-    for i, arg in enumerate(argv):
-        name = arg.split("=", 1)[0]
-        if name in _CONFIG_FLAGS:
-            flags += [arg] if "=" in arg else argv[i:i + 2]
-    return shlex.join(["convtrain", *flags, *keep, f"trainer.resume={run_dir}",
+    return shlex.join(["convtrain", *_config_flags(), *keep, f"trainer.resume={run_dir}",
                        f"hydra.run.dir={run_dir}"])
+
+
+def _config_flags() -> list[str]:
+    """``--config-path``, ``--config-dir`` and ``--config-name`` as this run was started with,
+    read back from Hydra's record of its config sources: a sweep job in a launcher's worker
+    process (joblib, submitit) has the worker's ``sys.argv``, not the command's."""
+    hydra_cfg = HydraConfig.get()
+    flags = []
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema != "file":
+            continue
+        if source.provider == "main" and Path(source.path).resolve() != \
+                Path(config_dir()).resolve():
+            flags += ["--config-path", source.path]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", source.path]
+    if hydra_cfg.job.config_name != "train":
+        flags += ["--config-name", hydra_cfg.job.config_name]
+    return flags
 
 
 class _Terminated(BaseException):

@@ -528,10 +528,16 @@ def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_pa
     """Ctrl-C reaches the main process, the controllers and the jobs: the controllers neither
     kill their job nor relay the signal, each job stops cleanly (resume command in its
     error.txt), the main process waits, starts no further job (the second batch returns at
-    once) and prints the joblib sweep's one line; no traceback anywhere."""
+    once) and prints the joblib sweep's one line; no traceback anywhere. The resume command in
+    a job's error.txt keeps the sweep's --config-dir, though the job's process has submitit's
+    own command line."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "s"
-    proc = start_in_own_group(tmp_path, "-m", "seed=3,4,5", *SUBMITIT_ARGS,
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "three.yaml").write_text(
+        "# @package _global_\ntrainer:\n  max_epochs: 3\n")
+    proc = start_in_own_group(tmp_path, "-m", "--config-dir", "conf", "seed=3,4,5",
+                              "+experiment=three", *SUBMITIT_ARGS,
                               "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}")
     wait_for_epoch([sweep / "0", sweep / "1"], proc)
     os.killpg(proc.pid, signum)
@@ -554,6 +560,8 @@ def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_pa
         assert list(job.rglob("*.tmp*")) == []
     assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
     assert not (sweep / ".convtrain.interrupted").exists()
+    assert f"`convtrain --config-dir {tmp_path / 'conf'} seed=4 +experiment=three " in \
+        (sweep / "1" / "error.txt").read_text()
     resume_from_error_txt(tmp_path, sweep / "1")
 
 
