@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -487,7 +488,8 @@ def test_submitit_controllers_start_deaf_and_the_job_takes_the_signals_back(monk
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
+        # to this thread: another thread of the test process would take a process's signal
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
         assert received == []
         monkeypatch.setenv(sweep.UNBLOCK_ENV, unblock)
         sweep.take_back_stop_signals()
