@@ -244,14 +244,14 @@ def main() -> None:
         raise
     except (KeyboardInterrupt, _Terminated, sweep.SweepStopped) as exc:
         signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        cluster_line = sweep.cluster_line(signum)  # a SLURM sweep: its jobs run elsewhere
+        waiting_line = sweep.waiting_line(signum)  # a SLURM or Ray sweep: jobs elsewhere
         if sweep.stop_signal() is not None:  # the second signal to a sweep's main process
             print(f"convtrain: interrupted again ({signal_name(signum)}): the sweep in "
                   f"{sweep.current_sweep()} stopped at once; its running jobs were ended "
                   f"without finishing their epoch (their checkpoints are whole, each holds its "
                   f"last completed epoch)", file=sys.stderr)
-        elif cluster_line is not None:
-            print(cluster_line, file=sys.stderr)
+        elif waiting_line is not None:
+            print(waiting_line, file=sys.stderr)
         else:
             print(f"convtrain: interrupted ({signal_name(signum)}) outside the training loop, "
                   f"no epoch was in progress", file=sys.stderr)

@@ -41,8 +41,11 @@ _SUBMITIT_LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launc
 #: launchers whose jobs run in other processes of this machine, in the sweep's process group
 _LOCAL_WORKER_LAUNCHERS = (_JOBLIB_LAUNCHER, _SUBMITIT_LOCAL_LAUNCHER)
 _SUBMITIT_SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 # A sweep submitted to SLURM: the submitit folder, where each job's files are named by its id
 _cluster_folder: Path | None = None
+# The launcher of this process's sweep (its `_target_`)
+_launcher: str | None = None
 #: in the sweep directory: the sweep was interrupted, jobs not yet started are skipped
 INTERRUPTED_FILE = ".convtrain.interrupted"
 
@@ -58,8 +61,8 @@ class SweepMonitor(Callback):
         _sweep = (Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0)
         with contextlib.suppress(OSError):  # left by a sweep stopped at once
             (_sweep[0] / INTERRUPTED_FILE).unlink(missing_ok=True)
-        launcher = config.hydra.launcher.get("_target_")
-        global _cluster_folder
+        global _cluster_folder, _launcher
+        _launcher = launcher = config.hydra.launcher.get("_target_")
         _cluster_folder = None
         if launcher == _SUBMITIT_SLURM_LAUNCHER:
             folder = Path(str(config.hydra.launcher.submitit_folder)).absolute()
@@ -247,12 +250,27 @@ def interrupted_line(signum: int) -> str:
     return line + "; no further job was started"
 
 
-def cluster_line(signum: int) -> str | None:
-    """The one line of a SLURM sweep whose main process was interrupted, None for a sweep that
-    runs on this machine. Its jobs are not this process's children and keep running (submitit
-    does not cancel them): the line gives the ``scancel`` command that stops them."""
-    if _cluster_folder is None or _sweep is None:
+def waiting_line(signum: int) -> str | None:
+    """The one line of a sweep whose main process was interrupted while it waited for jobs
+    that a launcher runs elsewhere and convtrain does not stop (SLURM, Ray, any other); None
+    for the basic launcher (the jobs run in this process) and for joblib and submitit_local
+    (the first signal is noted, and the jobs stop cleanly)."""
+    if _sweep is None or _launcher in (_BASIC_LAUNCHER, *_LOCAL_WORKER_LAUNCHERS):
         return None
+    if _cluster_folder is not None:
+        return _slurm_line(signum)
+    launcher = str(_launcher).rsplit(".", 1)[-1]
+    return (f"convtrain: interrupted ({signal.Signals(signum).name}): stopped waiting for the "
+            f"sweep in {_sweep[0]}; its jobs run under {launcher}, which convtrain does not "
+            f"stop cleanly (they may go on, or end without a resume command); each job's "
+            f"checkpoints are whole, holding its last completed epoch: resume a job with its "
+            f"overrides and trainer.resume=DIR hydra.run.dir=DIR")
+
+
+def _slurm_line(signum: int) -> str:
+    """Its jobs are not this process's children and keep running (submitit does not cancel
+    them): the line gives the ``scancel`` command that stops them."""
+    assert _sweep is not None and _cluster_folder is not None
     ids = set()
     with contextlib.suppress(OSError):
         for path in _cluster_folder.rglob("*_submitted.pkl"):

@@ -626,3 +626,38 @@ def test_ctrl_c_to_a_slurm_sweeps_main_process_names_the_scancel_command(tmp_pat
         f"in {sweep}; its jobs keep running on the cluster: `scancel 4242` stops them, each "
         "job then stopping on SLURM's SIGTERM as on Ctrl-C (its error.txt holds its resume "
         "command)"]
+
+
+WAITING_LAUNCHER = '''
+import time
+from hydra.plugins.launcher import Launcher
+
+class WaitingLauncher(Launcher):
+    """Runs its jobs elsewhere (as Ray does): the main process only waits."""
+    def __init__(self, **kwargs): pass
+    def setup(self, *, hydra_context, task_function, config): pass
+    def launch(self, job_overrides, initial_job_idx):
+        print("test: waiting for the jobs", flush=True)
+        time.sleep(300)
+        return []
+'''
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_another_launcher_waits_does_not_claim_a_clean_stop(tmp_path):
+    """A launcher convtrain does not know (Ray, as a stand-in a launcher that only waits):
+    the line says that the jobs were not stopped cleanly, not 'outside the training loop'."""
+    (tmp_path / "hydra_plugins").mkdir()  # a portion of Hydra's namespace package for plugins
+    (tmp_path / "hydra_plugins" / "waiting_launcher.py").write_text(WAITING_LAUNCHER)
+    sweep = tmp_path / "s"
+    proc = start(tmp_path, "-m", "seed=1,2",
+                 "hydra.launcher._target_=hydra_plugins.waiting_launcher.WaitingLauncher",
+                 f"hydra.sweep.dir={sweep}")
+    stdout, stderr = signal_after(proc, "test: waiting for the jobs", signal.SIGINT)
+    assert proc.returncode == 130 and "Traceback" not in stdout + stderr
+    assert user_lines(stderr) == [
+        f"convtrain: interrupted (SIGINT): stopped waiting for the sweep in {sweep}; its jobs "
+        "run under WaitingLauncher, which convtrain does not stop cleanly (they may go on, or "
+        "end without a resume command); each job's checkpoints are whole, holding its last "
+        "completed epoch: resume a job with its overrides and trainer.resume=DIR "
+        "hydra.run.dir=DIR"]
