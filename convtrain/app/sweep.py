@@ -255,7 +255,7 @@ def waiting_line(signum: int) -> str | None:
     that a launcher runs elsewhere and convtrain does not stop (SLURM, Ray, any other); None
     for the basic launcher (the jobs run in this process) and for joblib and submitit_local
     (the first signal is noted, and the jobs stop cleanly)."""
-    if _sweep is None or _launcher in (_BASIC_LAUNCHER, *_LOCAL_WORKER_LAUNCHERS):
+    if _sweep is None or _launcher in (None, _BASIC_LAUNCHER, *_LOCAL_WORKER_LAUNCHERS):
         return None
     if _cluster_folder is not None:
         return _slurm_line(signum)
