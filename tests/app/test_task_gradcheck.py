@@ -145,3 +145,21 @@ def test_bad_settings_are_one_line(convtrain_in_process, capsys, override, expec
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err
     assert err.startswith("convtrain: error: ") and expected in err, err
+
+
+def test_a_failed_check_in_a_sweep_is_a_failed_job(convtrain_in_process, monkeypatch, tmp_path,
+                                                   capsys):
+    backward = Dense.backward
+
+    def off(self, dy):
+        dx = backward(self, dy)
+        self.grads["bias"] = self.grads["bias"] + 1e-3
+        return dx
+
+    monkeypatch.setattr(Dense, "backward", off)
+    assert convtrain_in_process("-m", "task=gradcheck", "gradcheck.samples=1,2",
+                                "hydra.sweep.dir=sweep") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "2 of 2" in err, err
+    for job in ("0", "1"):
+        assert "gradcheck FAILED: fc1.bias" in (tmp_path / "sweep" / job / "error.txt").read_text()
