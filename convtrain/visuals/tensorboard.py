@@ -6,15 +6,21 @@ each ``add_*`` method only builds a ``Summary`` proto.
 
 Records written (and the TensorBoard tab that shows them):
 
-- scalars (``simple_value``) -> Scalars; text (``text`` plugin tensor) -> Text;
+- scalars (``simple_value``) -> Scalars; text (``text`` plugin scalar string tensor, rendered
+  as Markdown) -> Text;
 - images (legacy ``Summary.Image``, PNG-encoded) -> Images;
 - histograms (legacy ``HistogramProto``, see :func:`histogram_proto`) -> Histograms and
   Distributions;
-- hparams session start / end (``hparams`` plugin data) -> HParams. No ``Experiment`` record
-  is written: with one per job, TensorBoard would pick an arbitrary job's list and mark no
-  hyperparameter as differing; without it, TensorBoard derives the experiment from every
-  session under ``--logdir`` (types, value ranges, which keys differ across a sweep) and
-  offers every scalar tag of the sessions as a metric.
+- hparams experiment, session start / end (``hparams`` plugin data) -> HParams. The
+  experiment record says which hyperparameters are columns and which metrics come first
+  (TensorBoard shows the first 5 of each); every job of a sweep writes the same one, so
+  whichever TensorBoard picks, the table is the same. Without it, TensorBoard derives the
+  experiment from every session under ``--logdir``.
+
+TensorBoard overlays *runs*, not tags: a writer's :meth:`TensorBoardWriter.child` writes a run
+in a subdirectory (``train/``, ``val/``, ``test/``), so one tag logged in each of them is one
+chart with a curve per split, and the HParams dashboard reads those curves as metrics of the
+parent's session (metric group = the subdirectory).
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import secrets
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from google.protobuf import struct_pb2  # protobuf ships with tensorboard
@@ -49,6 +55,15 @@ SESSION_STATUSES = {"success": hparams_api.STATUS_SUCCESS,
                     "unknown": hparams_api.STATUS_UNKNOWN}
 
 HParamValue = bool | int | float | str
+
+
+class Metric(NamedTuple):
+    """A metric column of the HParams dashboard: scalar ``tag`` of the run ``group`` below the
+    session's run ("" = the session's own run, ``val`` = its ``val/`` child)."""
+
+    group: str
+    tag: str
+    display_name: str = ""
 
 
 def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramProto | None:
@@ -89,10 +104,15 @@ def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramP
 
 
 def _hparam_value(name: str, value: Any) -> Any:
-    """A ``google.protobuf.Value`` for one hyperparameter (bool before int: bool is an int)."""
+    """A ``google.protobuf.Value`` for one hyperparameter (bool before int: bool is an int).
+
+    Integers go as their decimal text: TensorBoard prints every number with 5 significant
+    digits (16 -> ``16.000``), text as it is (the price: a column of integers sorts as text)."""
     if isinstance(value, (bool, np.bool_)):
         return struct_pb2.Value(bool_value=bool(value))
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, np.integer)):
+        return struct_pb2.Value(string_value=str(int(value)))
+    if isinstance(value, (float, np.floating)):
         return struct_pb2.Value(number_value=float(value))
     if isinstance(value, str):
         return struct_pb2.Value(string_value=value)
@@ -127,6 +147,7 @@ class TensorBoardWriter:
         self.enabled = bool(enabled)
         self.path: Path | None = None
         self._closed = False
+        self._children: dict[str, TensorBoardWriter] = {}
         if not self.enabled:
             return
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +157,15 @@ class TensorBoardWriter:
                                        filename_suffix=suffix)
         # the writer has no public accessor for its file; the random suffix makes it unique
         self.path = next(self.logdir.glob(f"events.out.tfevents.*{suffix}"))
+
+    def child(self, name: str) -> "TensorBoardWriter":
+        """The writer of the run ``<logdir>/<name>`` (its directory and event file are made on
+        first use; flushed and closed with this one)."""
+        if self._closed:
+            raise InternalError(f"TensorBoardWriter for {self.logdir} is closed")
+        if name not in self._children:
+            self._children[name] = TensorBoardWriter(self.logdir / name, enabled=self.enabled)
+        return self._children[name]
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"train/loss"``)."""
@@ -147,15 +177,13 @@ class TensorBoardWriter:
         self._add_summary(summary, step)
 
     def add_text(self, tag: str, text: str, step: int = 0) -> None:
-        """A text entry (Markdown, shown by TensorBoard's Text tab)."""
+        """A text entry, rendered as Markdown by TensorBoard's Text tab (a scalar string
+        tensor: TensorBoard draws a table around a tensor of shape ``(1,)``)."""
         if not self.enabled:
             return
         meta = text_metadata.create_summary_metadata(display_name=tag, description="")
-        tensor = TensorProto(
-            dtype="DT_STRING",
-            string_val=[str(text).encode("utf-8")],
-            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
-        )
+        tensor = TensorProto(dtype="DT_STRING", string_val=[str(text).encode("utf-8")],
+                             tensor_shape=TensorShapeProto())
         summary = summary_pb2.Summary(
             value=[summary_pb2.Summary.Value(tag=tag, metadata=meta, tensor=tensor)]
         )
@@ -188,6 +216,31 @@ class TensorBoardWriter:
             return
         self._add_summary(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
             tag=tag, histo=histo)]), step)
+
+    def add_experiment(self, hparams: Mapping[str, HParamValue], metrics: Sequence[Metric], *,
+                       differing: Collection[str] = ()) -> None:
+        """Declare the HParams dashboard's columns: ``hparams`` (name -> a value, which gives
+        the column's type; integers are text, see :func:`_hparam_value`) and ``metrics`` in
+        order (the dashboard shows the first 5 of each, hyperparameters in ``differing`` first,
+        then by name).
+        """
+        if not self.enabled:
+            return
+        infos = []
+        for name, value in hparams.items():
+            kind = _hparam_value(name, value).WhichOneof("kind")
+            infos.append(hparams_api.HParamInfo(
+                name=str(name), differs=name in differing,
+                type={"bool_value": hparams_api.DATA_TYPE_BOOL,
+                      "number_value": hparams_api.DATA_TYPE_FLOAT64}.get(
+                          kind, hparams_api.DATA_TYPE_STRING)))
+        experiment = hparams_api.Experiment(
+            time_created_secs=time.time(), hparam_infos=infos,
+            metric_infos=[hparams_api.MetricInfo(
+                name=hparams_api.MetricName(group=m.group, tag=m.tag),
+                display_name=m.display_name) for m in metrics])
+        self._add_hparams_record(hparams_metadata.EXPERIMENT_TAG,
+                                 hparams_data.HParamsPluginData(experiment=experiment))
 
     def add_session_start(self, hparams: Mapping[str, HParamValue], *,
                           start_time: float | None = None) -> None:
@@ -238,13 +291,17 @@ class TensorBoardWriter:
         self._writer.add_event(event)
 
     def flush(self) -> None:
-        """Write queued events to disk."""
+        """Write queued events to disk (this run's and its children's)."""
         if self.enabled and not self._closed:
             self._writer.flush()
+            for child in self._children.values():
+                child.flush()
 
     def close(self) -> None:
-        """Flush and close the file (idempotent)."""
+        """Flush and close the files (idempotent)."""
         if self.enabled and not self._closed:
+            for child in self._children.values():
+                child.close()
             self._writer.close()
         self._closed = True
 
