@@ -41,8 +41,9 @@ class VisualLogger(Hook):
             ``seed``, ``trainer.max_epochs``, ``trainer.batch_size`` and ``optimizer.lr``.
         run_name: the directory under ``<run>/tensorboard/`` (one path component).
         command: the command line that started the run, for the Text tab (``command``).
-        columns: the hyperparameters the HParams table offers (names of ``hparams``; None:
-            all of them).
+        columns: the hyperparameters the HParams table offers (names of ``hparams``), written
+            as the experiment record; None: no record (TensorBoard derives the columns from
+            all runs under ``--logdir``, every key, the differing ones first).
         differing: those among ``columns`` that set this run apart (a sweep's swept keys, a
             single run's overrides): the table shows them first.
 
@@ -79,8 +80,8 @@ class VisualLogger(Hook):
             self.writer.add_text("config", f"```yaml\n{self.config_text.rstrip()}\n```", 0)
         if self.command:
             self.writer.add_text("command", f"```\n{self.command}\n```", 0)
-        columns = [c for c in self.columns if c in hparams] if self.columns is not None \
-            else list(hparams)
+        # no columns given (the Python API): no experiment record, TensorBoard derives one
+        columns = [c for c in self.columns or () if c in hparams]
         context = VisualContext(self.settings, self.writer, run_dir / "images", hparams,
                                 state.log_every_n_steps, hparam_columns=columns,
                                 differing=self.differing)
