@@ -85,7 +85,7 @@ def train(run_dir, data, model=None, *, max_epochs=3, lr=0.05, **kw):
     optimizer = build_optimizer({"name": "sgd", "lr": lr, "momentum": 0.9}, model)
     schedule = build_schedule({"name": "constant"}, optimizer.lr, max_epochs)
     visuals = VisualLogger(kw.pop("logger", None), config_text=kw.get("config_text"),
-                           hparams=kw.pop("hparams", None))
+                           hparams=kw.pop("hparams", None), **kw.pop("visuals", {}))
     trainer = Trainer(model, optimizer, schedule, data, run_dir=run_dir,
                       backend=get_backend("numpy"), seed=0, max_epochs=max_epochs,
                       batch_size=16, progress=False, hooks=[visuals], **kw)
