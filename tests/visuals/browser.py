@@ -151,11 +151,16 @@ function deepElements(root = document) {
   walk(root);
   return out;
 }
-function deepText() {
-  return deepElements().filter(el => el.childElementCount === 0
-                                && !['STYLE', 'SCRIPT'].includes(el.tagName))
+function leafText(elements) {
+  return elements.filter(el => el.childElementCount === 0
+                              && !['STYLE', 'SCRIPT'].includes(el.tagName))
     .map(el => (el.textContent || '').trim()).filter(t => t).join('\\n');
 }
+function deepText() { return leafText(deepElements()); }
+function deepTextOf(el) {
+  return leafText([...deepElements(el), ...(el.shadowRoot ? deepElements(el.shadowRoot) : [])]);
+}
+function climb(el) { return el.parentElement || (el.getRootNode() && el.getRootNode().host); }
 function imageStats(img) {
   const canvas = document.createElement('canvas');
   canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
