@@ -8,6 +8,7 @@ readers) can find a cell, a bar or a tile from the formula instead of from the p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Sequence
 
@@ -50,12 +51,16 @@ class MatrixLayout:
     label_every: int  # class indices written on the axes: every n-th
 
 
+@functools.lru_cache(maxsize=1)
 def _font_and_measure() -> tuple[Any, Any]:
+    """Pillow's default font and a (cached) text measurer: loading the font and measuring
+    cost ~10 ms per picture otherwise, a visual drawn every few epochs pays it once."""
     from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415 - only the PNG needs Pillow
 
     font = ImageFont.load_default()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
+    @functools.lru_cache(maxsize=4096)
     def text_size(text: str) -> tuple[int, int]:
         left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
         return int(right - left), int(bottom - top)

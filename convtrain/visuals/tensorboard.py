@@ -41,6 +41,7 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.summary.writer import record_writer as _record_writer
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from convtrain.data.images import encode_png
@@ -55,6 +56,77 @@ SESSION_STATUSES = {"success": hparams_api.STATUS_SUCCESS,
                     "unknown": hparams_api.STATUS_UNKNOWN}
 
 HParamValue = bool | int | float | str
+
+# --- the records' checksums, fast -------------------------------------------------------------
+# Every event record carries a masked CRC-32C of its bytes. Without TensorFlow, TensorBoard's
+# writer computes it in a Python loop over the bytes (~0.15-0.5 us each): about 0.5 s of a
+# default 30-epoch run, whose pictures make ~1 MB of records. The CRC is linear, so the bytes
+# are cut into lanes of _LANE bytes whose CRCs NumPy computes side by side, then chained with
+# the precomputed map "advance a CRC state over _LANE zero bytes" (8x faster on 50 KB).
+
+_CRC32C_POLY = 0x82F63B78  # Castagnoli, bit-reflected
+_LANE = 128
+
+
+def _crc_byte_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(_CRC32C_POLY), table >> 1)
+    return table.astype(np.uint32)
+
+
+def _crc_advance(states: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Raw CRC states ``(L,)`` after the bytes ``data`` ``(L, m)`` (row i feeds state i)."""
+    for column in data.T:
+        states = _CRC_TABLE[(states ^ column) & 0xFF] ^ (states >> 8)
+    return states
+
+
+def _crc_lane_shift() -> list[list[int]]:
+    """4 byte tables of the linear map M "advance a raw state over _LANE zero bytes":
+    ``M s = T0[s & 255] ^ T1[(s >> 8) & 255] ^ T2[(s >> 16) & 255] ^ T3[s >> 24]``."""
+    columns = _crc_advance(np.uint32(1) << np.arange(32, dtype=np.uint32),
+                           np.zeros((32, _LANE), np.uint8))  # M e_k
+    tables = np.zeros((4, 256), np.uint32)
+    for part in range(4):
+        for bit in range(8):
+            low = 1 << bit
+            tables[part, low:2 * low] = tables[part, :low] ^ columns[8 * part + bit]
+    return tables.tolist()
+
+
+_CRC_TABLE = _crc_byte_table()
+_CRC_TABLE_LIST = _CRC_TABLE.tolist()
+_CRC_SHIFT = _crc_lane_shift()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as TensorBoard's event records use it."""
+    buf = np.frombuffer(data, np.uint8)
+    lanes = buf.size // _LANE
+    state = 0xFFFFFFFF
+    if lanes >= 8:  # below, the plain loop is as fast
+        partial = _crc_advance(np.zeros(lanes, np.uint32),
+                               buf[:lanes * _LANE].reshape(lanes, _LANE)).tolist()
+        t0, t1, t2, t3 = _CRC_SHIFT
+        for lane_crc in partial:  # state over lanes 0..j, then lane j+1 (its CRC from 0)
+            state = (t0[state & 255] ^ t1[(state >> 8) & 255] ^ t2[(state >> 16) & 255]
+                     ^ t3[state >> 24] ^ lane_crc)
+        buf = buf[lanes * _LANE:]
+    table = _CRC_TABLE_LIST
+    for byte in buf.tolist():
+        state = table[(state ^ byte) & 0xFF] ^ (state >> 8)
+    return state ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The record checksum: :func:`crc32c` rotated right by 15 bits plus a constant."""
+    crc = crc32c(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# the record writer looks the function up in its module at every record
+_record_writer.masked_crc32c = masked_crc32c
 
 
 class Metric(NamedTuple):
