@@ -67,6 +67,7 @@ class VisualLogger(Hook):
         self.differing = frozenset(differing)
         self.writer: TensorBoardWriter | None = None
         self.visuals: list[VisualHook] = []
+        self._batch_visuals: list[VisualHook] = []
 
     def on_fit_start(self, state: TrainState) -> None:
         run_dir = Path(state.run_dir)
@@ -86,6 +87,9 @@ class VisualLogger(Hook):
                                 state.log_every_n_steps, hparam_columns=columns,
                                 differing=self.differing)
         self.visuals = [visual(context) for visual in VISUAL_HOOKS]
+        # called after every batch: only the visuals that do something then
+        self._batch_visuals = [v for v in self.visuals
+                               if type(v).on_train_batch_end is not Hook.on_train_batch_end]
         for visual in self.visuals:
             visual.on_fit_start(state)
         self.writer.flush()
@@ -95,7 +99,7 @@ class VisualLogger(Hook):
             visual.on_epoch_start(state)
 
     def on_train_batch_end(self, state: TrainState) -> None:
-        for visual in self.visuals:
+        for visual in self._batch_visuals:
             visual.on_train_batch_end(state)
 
     def on_epoch_end(self, state: TrainState) -> None:

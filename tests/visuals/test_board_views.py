@@ -168,3 +168,37 @@ def test_run_names_are_one_safe_directory():
     assert config_key("model", flat) == ["model.name"]
     assert config_key("seed", flat) == ["seed"]
     assert config_key("model.layers.conv1", flat) == ["model.layers.conv1.filters"]
+
+
+def test_gradient_histograms_come_from_the_last_full_batch(tmp_path):
+    from convtrain.optim import build_optimizer, build_schedule
+    from convtrain.runtime.backend import get_backend
+    from convtrain.training.hooks import Hook
+    from convtrain.training.trainer import Trainer
+    from convtrain.visuals.run_logger import VisualLogger
+
+    data = blobs(n=(45, 12, 12))  # batches of 16: 16, 16 and a remainder of 13
+    model = two_conv_model(data)
+
+    class Recorder(Hook):  # every batch's conv1 weight gradient, independently of the visual
+        def __init__(self):
+            self.grads = {}
+
+        def on_train_batch_end(self, state):
+            self.grads[state.global_step] = np.array(model.layers["conv1"].grads["weight"])
+
+    recorder = Recorder()
+    optimizer = build_optimizer({"name": "sgd", "lr": 0.05}, model)
+    logger = {**ONLY_PREDICTIONS, "classification_every_n_epochs": 0,
+              "histograms_every_n_epochs": 1}
+    Trainer(model, optimizer, build_schedule({"name": "constant"}, optimizer.lr, 2), data,
+            run_dir=tmp_path, backend=get_backend("numpy"), seed=0, max_epochs=2,
+            batch_size=16, progress=False, hooks=[VisualLogger(logger), recorder]).fit()
+    events = read_tb(tmp_path).Histograms("histograms/conv1/weight_grad")
+    assert [e.step for e in events] == [1, 2]
+    for event, last_full_step in zip(events, (2, 5)):  # 3 batches per epoch, the 2nd is full
+        expected = recorder.grads[last_full_step]
+        h = event.histogram_value
+        assert (h.min, h.max, h.num) == (float(expected.min()), float(expected.max()),
+                                         expected.size)
+        assert h.sum == pytest.approx(float(expected.sum(dtype=np.float64)))

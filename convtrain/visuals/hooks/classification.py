@@ -11,7 +11,8 @@ there is no validation data), at the visual period and the final epoch.
   prediction with its probability (red).
 
 PNG copies: ``<run>/images/predictions/<view>_epoch<NNN>.png``. Not at step 0 (an untrained
-network's predictions say nothing). Cost: one forward pass over the split and three PNGs.
+network's predictions say nothing). Cost: one forward pass over the split and three PNGs,
+~25 ms on the default digits run (144 val images): every 10 epochs by default.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class Classification(VisualHook):
     place = 25
     period = period_option("classification_every_n_epochs",
                            "predictions/{confusion_matrix,per_class_accuracy,misclassified} "
-                           "on the val split", default=5)
+                           "on the val split", default=10)
     options = (Option("misclassified_images", 32, int,
                       lambda key, v: validate.non_negative_int(key, v),
                       "images in predictions/misclassified (most confident mistakes first)"),)
