@@ -209,9 +209,11 @@ def render_per_class_bars(accuracy: np.ndarray, support: np.ndarray,
 
 # --- labelled example images -----------------------------------------------------------------
 
-#: grid of labelled images: gap between cells and around the grid, and the narrowest cell
+#: grid of labelled images: gap between cells and around the grid, the narrowest cell and the
+#: widest caption (longer ones are cut)
 LABEL_GAP = 6
-MIN_CELL_WIDTH = 76
+MIN_CELL_WIDTH = 64
+MAX_CAPTION_WIDTH = 132
 #: colours of the caption lines: the true class in black, the prediction in red
 TRUE_INK, PREDICTED_INK = (0, 0, 0), (200, 0, 0)
 
@@ -242,17 +244,26 @@ class LabelledGridLayout:
                 LABEL_GAP + r * (self.cell_height + LABEL_GAP))
 
 
+def caption_width(captions: Sequence[Sequence[str]]) -> int:
+    """Pixels of the widest caption line, at most :data:`MAX_CAPTION_WIDTH`."""
+    _, text_size = _font_and_measure()
+    return min(MAX_CAPTION_WIDTH, max((text_size(t)[0] for c in captions for t in c),
+                                      default=0))
+
+
 def labelled_grid_layout(count: int, height: int, width: int, lines: int, *, columns: int = 8,
-                         scale: int | None = None) -> LabelledGridLayout:
-    """``count`` images of ``height`` x ``width`` pixels with ``lines`` caption lines each;
-    ``scale`` default: about 56 px per image side (integer, nearest neighbour)."""
+                         scale: int | None = None, text_width: int = 0) -> LabelledGridLayout:
+    """``count`` images of ``height`` x ``width`` pixels with ``lines`` caption lines each, at
+    most ``text_width`` pixels wide (:func:`caption_width`); ``scale`` default: about 56 px per
+    image side (integer, nearest neighbour). A cell is as wide as the widest of its image,
+    its caption and :data:`MIN_CELL_WIDTH`."""
     _, text_size = _font_and_measure()
     s = scale if scale is not None else max(1, round(56 / max(height, width, 1)))
     line = text_size("0123456789Ag")[1] + 3
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
     tile_w, tile_h = width * s, height * s
-    cell_w = max(tile_w, MIN_CELL_WIDTH)
+    cell_w = max(tile_w, MIN_CELL_WIDTH, text_width)
     cell_h = tile_h + 2 + lines * line
     return LabelledGridLayout(columns=columns, rows=rows, scale=s, tile_width=tile_w,
                               tile_height=tile_h, cell_width=cell_w, cell_height=cell_h,
@@ -297,7 +308,8 @@ def render_labelled_grid(images: np.ndarray, captions: Sequence[Sequence[str]], 
         raise InternalError(f"labelled grid: {n} images and {len(captions)} captions")
     lines = max(len(c) for c in captions)
     font, text_size = _font_and_measure()
-    layout = labelled_grid_layout(n, h, w, lines, columns=columns, scale=scale)
+    layout = labelled_grid_layout(n, h, w, lines, columns=columns, scale=scale,
+                                  text_width=caption_width(captions))
     s = layout.scale
     canvas = np.full((layout.height, layout.width, 3), 255, np.uint8)
     for i in range(n):

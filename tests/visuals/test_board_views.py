@@ -11,7 +11,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from convtrain.app.tensorboard_run import config_key, safe_name
 from convtrain.training.checkpoint import load_checkpoint
-from convtrain.visuals.charts import (BAR_COLOUR, BAR_LENGTH, bar_layout, labelled_grid_layout,
+from convtrain.visuals.charts import (BAR_COLOUR, BAR_LENGTH, LABEL_GAP, MAX_CAPTION_WIDTH,
+                                      bar_layout, caption_width, labelled_grid_layout,
                                       render_confusion_matrix, render_labelled_grid,
                                       render_per_class_bars)
 from convtrain.visuals.hooks.hparams import metric_columns
@@ -50,8 +51,10 @@ def test_per_class_bars_have_the_accuracy_as_length_on_a_fixed_scale():
 def test_labelled_grid_puts_each_image_where_the_layout_says():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(5, 1, 6, 4))
-    image = render_labelled_grid(images, [("true: a", "pred: b")] * 5, columns=3)
-    layout = labelled_grid_layout(5, 6, 4, 2, columns=3)
+    captions = [("true: a", "pred: b")] * 4 + [("true: a", "pred: " + "long name " * 20)]
+    image = render_labelled_grid(images, captions, columns=3)
+    layout = labelled_grid_layout(5, 6, 4, 2, columns=3, text_width=caption_width(captions))
+    assert layout.cell_width == MAX_CAPTION_WIDTH  # the long caption is cut
     assert (layout.columns, layout.rows, layout.scale) == (3, 2, round(56 / 6))
     assert image.size == (layout.width, layout.height)
     rgb = np.asarray(image)
@@ -108,11 +111,13 @@ def test_classification_views_of_a_run(tmp_path):
         return
     shown = min(4, wrong.size)
     layout = labelled_grid_layout(shown, 6, 6, 2)
-    assert grid.shape == (layout.height, layout.width, 3)
+    assert grid.shape[0] == layout.height  # one row of cells, each at least as wide as needed
+    assert grid.shape[1] >= layout.width
     most_confident = wrong[np.argmax(probabilities[wrong, predicted[wrong]])]
     x = data.val.x[most_confident, 0].astype(np.float64)
-    left, top = layout.image_origin(0)
+    width = (grid.shape[1] - LABEL_GAP) // shown - LABEL_GAP  # the cells' width
     s = layout.scale
+    left, top = LABEL_GAP + (width - 6 * s) // 2, LABEL_GAP
     tile = grid[top:top + 6 * s:s, left:left + 6 * s:s, 0].astype(int)
     np.testing.assert_array_equal(tile, np.round((x - x.min()) / (x.max() - x.min()) * 255))
 

@@ -48,7 +48,7 @@ class Classification(VisualHook):
     period = period_option("classification_every_n_epochs",
                            "predictions/{confusion_matrix,per_class_accuracy,misclassified} "
                            "on the val split", default=10)
-    options = (Option("misclassified_images", 32, int,
+    options = (Option("misclassified_images", 16, int,
                       lambda key, v: validate.non_negative_int(key, v),
                       "images in predictions/misclassified (most confident mistakes first)"),)
 
