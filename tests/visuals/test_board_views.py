@@ -207,3 +207,17 @@ def test_gradient_histograms_come_from_the_last_full_batch(tmp_path):
         assert (h.min, h.max, h.num) == (float(expected.min()), float(expected.max()),
                                          expected.size)
         assert h.sum == pytest.approx(float(expected.sum(dtype=np.float64)))
+
+
+def test_a_run_resumed_in_a_new_directory_has_its_input_picture(tmp_path):
+    data = blobs()
+    logger = {"kernels_every_n_epochs": 0, "histograms_every_n_epochs": 0,
+              "classification_every_n_epochs": 0}
+    train(tmp_path / "first", data, max_epochs=1, logger=logger)
+    train(tmp_path / "resumed", data, max_epochs=2, logger=logger,
+          resume=str(tmp_path / "first" / "checkpoints"))
+    acc = read_tb(tmp_path / "resumed")
+    assert [e.step for e in acc.Images("feature_maps/input")] == [0]
+    assert [e.step for e in acc.Images("feature_maps/conv1")] == [2]  # no step 0 on resume
+    first = read_tb(tmp_path / "first").Images("feature_maps/input")[0]
+    assert acc.Images("feature_maps/input")[0].encoded_image_string == first.encoded_image_string
