@@ -201,7 +201,7 @@ class TensorBoardWriter:
     them readable while the run goes on.
 
     >>> with TensorBoardWriter("runs/x") as tb:                        # doctest: +SKIP
-    ...     tb.add_scalar("train/loss", 0.7, step=1)
+    ...     tb.child("train").add_scalar("epoch/loss", 0.7, step=1)
 
     Args:
         logdir: directory for the event file (created).
@@ -240,7 +240,7 @@ class TensorBoardWriter:
         return self._children[name]
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"train/loss"``)."""
+        """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"epoch/loss"``)."""
         if not self.enabled:
             return
         value = float(value)
@@ -318,9 +318,9 @@ class TensorBoardWriter:
                           start_time: float | None = None) -> None:
         """Declare this event file's run a session of the HParams dashboard.
 
-        ``hparams``: name -> bool / int / float / str (numbers are stored as float64). Each
-        run holding a session start becomes one row; its metric columns are the last values
-        of the run's scalar tags.
+        ``hparams``: name -> bool / int / float / str (integers as text, see
+        :func:`_hparam_value`). Each run holding a session start becomes one row; its metric
+        columns are the last values of the scalar tags of the run and of its children.
 
         Raises:
             InternalError: for a value of another type (flatten and stringify first).
