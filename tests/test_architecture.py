@@ -23,7 +23,8 @@ ALLOWED = {
     "training": {"nn", "optim", "data", "ops", "runtime"},
     "visuals": {"training", "nn", "data", "ops", "runtime"},
     "inference": {"visuals", "training", "nn", "data", "ops", "runtime"},
-    "app": {"inference", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},
+    "export": {"training", "nn", "data", "ops", "runtime"},
+    "app": {"inference", "export", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},
 }
 
 

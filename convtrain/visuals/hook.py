@@ -81,7 +81,13 @@ class VisualContext:
                 folder.mkdir(parents=True, exist_ok=True)
                 self._folders.add(folder)
             stem = name if step is None else f"{name}_epoch{step:03d}"
-            (folder / f"{stem}.png").write_bytes(png)
+            path = folder / f"{stem}.png"
+            try:
+                path.write_bytes(png)
+            except OSError as exc:  # a full disk's write error names no file: name it
+                if exc.filename:
+                    raise
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def spatial_kernel_layers(model: Any) -> dict[str, Any]:

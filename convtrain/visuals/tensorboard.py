@@ -24,12 +24,14 @@ parent's session (metric group = the subdirectory).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Collection, Mapping, NamedTuple, Sequence
+from typing import Any, Collection, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from google.protobuf import struct_pb2  # protobuf ships with tensorboard
@@ -42,7 +44,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer import record_writer as _record_writer
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.event_file_writer import EventFileWriter, _AsyncWriterThread
 
 from convtrain.data.images import encode_png
 from convtrain.errors import InternalError
@@ -138,6 +140,26 @@ class Metric(NamedTuple):
     display_name: str = ""
 
 
+def _quiet_event_writer_thread(args: Any) -> None:
+    """``threading.excepthook``: a disk error in the event file's writer thread prints no
+    traceback; the writer re-raises it at its next call in the training thread, where
+    :class:`TensorBoardWriter` names the file (one line). Anything else goes to the hook
+    that was there before."""
+    if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+
+
+def _install_quiet_event_writer_thread() -> None:
+    global _previous_excepthook
+    if threading.excepthook is not _quiet_event_writer_thread:
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _quiet_event_writer_thread
+
+
 def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramProto | None:
     """Summarise ``values`` (any shape; flattened) as a TensorBoard ``HistogramProto``.
 
@@ -222,13 +244,30 @@ class TensorBoardWriter:
         self._children: dict[str, TensorBoardWriter] = {}
         if not self.enabled:
             return
+        self._failed = False
+        _install_quiet_event_writer_thread()
         self.logdir.mkdir(parents=True, exist_ok=True)
-        suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
-        # flush_secs is a fallback only: the Trainer flushes after every epoch
-        self._writer = EventFileWriter(str(self.logdir), max_queue_size=100, flush_secs=30,
-                                       filename_suffix=suffix)
+        suffix = self._suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
+        with self._naming_the_file():
+            # flush_secs is a fallback only: the Trainer flushes after every epoch
+            self._writer = EventFileWriter(str(self.logdir), max_queue_size=100,
+                                           flush_secs=30, filename_suffix=suffix)
         # the writer has no public accessor for its file; the random suffix makes it unique
         self.path = next(self.logdir.glob(f"events.out.tfevents.*{suffix}"))
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A disk error (full, read-only) of the event file, raised with the file's path: the
+        writer's own error (often from its thread) names no file."""
+        try:
+            yield
+        except OSError as exc:
+            self._failed = True
+            if exc.filename:
+                raise
+            path = self.path or next(self.logdir.glob(f"events.out.tfevents.*{self._suffix}"),
+                                     self.logdir)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
     def child(self, name: str) -> "TensorBoardWriter":
         """The writer of the run ``<logdir>/<name>`` (its directory and event file are made on
@@ -360,21 +399,41 @@ class TensorBoardWriter:
         if self._closed:
             raise InternalError(f"TensorBoardWriter for {self.logdir} is closed")
         event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
-        self._writer.add_event(event)
+        with self._naming_the_file():
+            self._writer.add_event(event)
 
     def flush(self) -> None:
-        """Write queued events to disk (this run's and its children's)."""
+        """Write queued events to disk (this run's and its children's).
+
+        Raises:
+            OSError: the disk refused an event file (``filename``: its path)."""
         if self.enabled and not self._closed:
-            self._writer.flush()
+            with self._naming_the_file():
+                self._writer.flush()
             for child in self._children.values():
                 child.flush()
 
     def close(self) -> None:
-        """Flush and close the files (idempotent)."""
+        """Flush and close the files, the children's first (idempotent). After a disk error
+        was raised, closing does not raise it again (the run already reports it); every file
+        is closed even when one fails (the first error is raised)."""
         if self.enabled and not self._closed:
+            self._closed = True
+            failed = self._failed
+            error: OSError | None = None
             for child in self._children.values():
-                child.close()
-            self._writer.close()
+                try:
+                    child.close()
+                except OSError as exc:
+                    error = error or exc
+            try:
+                with self._naming_the_file():
+                    self._writer.close()
+            except OSError:
+                if not failed:
+                    raise
+            if error is not None:
+                raise error
         self._closed = True
 
     def __enter__(self) -> "TensorBoardWriter":
