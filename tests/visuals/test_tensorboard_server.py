@@ -172,9 +172,7 @@ def test_kernel_images_are_loaded_and_not_blank(board, browser, tmp_path):
         return done.length >= 4 && done.length === imgs.length ? done.map(imageStats) : null;
     })()""", timeout=90)
     (tmp_path / "kernels.png").write_bytes(browser.screenshot())
-    # two jobs x (conv1, conv2), each drawn at its natural size or larger
-    assert len(images) == 4
-    assert sorted(i["width"] for i in images) == [101, 101, 401, 401]
+    assert len(images) == 4  # two jobs x (conv1, conv2), the last step of each
     for image in images:
         assert image["max"] - image["min"] > 100, image  # a grid of weights, not a blank
         assert image["shownWidth"] > 50, image  # on screen (TensorBoard shrinks wide grids)
