@@ -24,7 +24,7 @@ Exit status 0 when every tensor is within ``gradcheck.threshold``, 1 when one is
 on stderr naming the failing tensors; no traceback), 2 for a bad setting.
 
 Not a task on a trained run: it checks the model the config describes, with fresh weights
-(``trainer.resume`` is ignored).
+(a ``trainer.resume`` is checked like any run's, but its weights are not used).
 """
 from __future__ import annotations
 
