@@ -4,7 +4,8 @@
 :class:`~convtrain.errors.ConfigError` or :class:`~convtrain.errors.DataError` (unknown keys,
 wrong types, bad values, impossible shapes, missing data files) or a config error caught by
 Hydra/OmegaConf -- are printed as one line naming the key, without a traceback, exit status 2;
-``HYDRA_FULL_ERROR=1`` shows the traceback. Anything else is a bug, and a bug report needs its
+``HYDRA_FULL_ERROR=1`` shows the traceback. A check that ran and failed (``task=gradcheck``:
+:class:`~convtrain.errors.CheckFailed`) prints its verdict as one line, exit status 1. Anything else is a bug, and a bug report needs its
 traceback: :class:`~convtrain.errors.InternalError` and every other exception go to Hydra's
 reporter, which prints it, exit status 1.
 
@@ -35,7 +36,7 @@ from omegaconf.errors import OmegaConfBaseException
 from convtrain.app import rundir, sweep
 from convtrain.app.rundir import RunDirError
 from convtrain.app.schema import register_configs
-from convtrain.errors import ConfigError
+from convtrain.errors import CheckFailed, ConfigError
 from convtrain.training.interrupts import TrainingInterrupted, exit_status, signal_name
 from convtrain.app.hydra_errors import config_error_line, explain, friendly_errors, print_error
 
@@ -148,6 +149,14 @@ def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, in_worker: bool) ->
             return None
         print(f"convtrain: {message}", file=sys.stderr)
         sys.exit(exc.exit_status)
+    except CheckFailed as exc:
+        # the task printed its report; its verdict is the one line (no traceback), exit 1
+        if in_sweep:
+            sweep.record_failure(run_dir, exc, str(exc))
+            return None
+        _log_to_files(str(exc))
+        print(f"convtrain: {exc}", file=sys.stderr)
+        sys.exit(1)
     except (KeyboardInterrupt, _Terminated) as exc:
         if not in_worker:
             raise
@@ -231,8 +240,9 @@ def _report_failed_jobs() -> bool:
 def main() -> None:
     """Console-script entry point (also ``python -m convtrain``).
 
-    Exit status: 0 success, 1 a job of a sweep failed or a bug (printed with its traceback),
-    2 a user mistake (one line), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (one line).
+    Exit status: 0 success, 1 a job of a sweep failed, a check failed (``task=gradcheck``
+    above its threshold: one line) or a bug (printed with its traceback), 2 a user mistake
+    (one line), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (one line).
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

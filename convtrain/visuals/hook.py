@@ -58,7 +58,10 @@ class VisualContext:
     writer: TensorBoardWriter  # may be disabled: then only PNG files are written
     images_dir: Path  # <run>/images
     hparams: dict[str, HParamValue]  # flat name -> value for the HParams dashboard
-    log_every_n_steps: int  # period of train/loss_step (trainer.log_every_n_steps; 0 = off)
+    log_every_n_steps: int  # period of step/loss (trainer.log_every_n_steps; 0 = off)
+    #: the hyperparameters the HParams table offers, and those that set the run apart
+    hparam_columns: list[str] = dataclasses.field(default_factory=list)
+    differing: frozenset[str] = frozenset()
     _folders: set[Path] = dataclasses.field(default_factory=set)
 
     @property

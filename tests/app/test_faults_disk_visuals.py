@@ -107,9 +107,10 @@ def check_fault(tmp_path: Path, proc: subprocess.CompletedProcess, failed_file: 
 def test_a_full_disk_under_the_event_file(tmp_path, fail_at):
     proc = inject(tmp_path, "events", fail_at)
     # the first write creates the file: when it fails there is no file, and the directory
-    # is named
-    line = check_fault(tmp_path, proc, r"tensorboard" if fail_at == 1
-                       else r"tensorboard/events\.out\.tfevents\.\S+")
+    # is named (the run's, named by its overrides; a split's curves are in a child run)
+    run = r"tensorboard/trainer\.max_epochs=3"
+    line = check_fault(tmp_path, proc, run if fail_at == 1
+                       else run + r"/((train|val|test)/)?events\.out\.tfevents\.\S+")
     if fail_at == 60:
         # the writer thread's error surfaces at the next call (at the latest the epoch's
         # flush): epoch 1 or 2 is kept, as the message says (assert_claims_true)

@@ -93,8 +93,9 @@ def test_overwrite_run_dir_replaces_the_earlier_run(tmp_path):
     proc = convtrain(tmp_path, "trainer.max_epochs=1", "hydra.run.dir=D", "overwrite_run_dir=true")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 1
-    # the earlier run's event file is gone: TensorBoard shows one run
-    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    # the earlier run's event files are gone: TensorBoard shows one run (a file for it and
+    # one for each split's curves)
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 4
 
 
 def test_a_second_live_run_is_refused_naming_the_first(tmp_path):
@@ -153,12 +154,12 @@ def test_a_sweep_into_a_sweep_directory_with_results_is_refused(tmp_path):
     assert_one_line_error(proc, str(sweep), "already holds runs")
     assert hashes(sweep) == before
     assert not list(sweep.rglob(LOCK_FILE))
-    # overwrite_run_dir=true replaces each job's results: one event file per job afterwards
+    # overwrite_run_dir=true replaces each job's results: one run per job afterwards
     proc = convtrain(tmp_path, "-m", "seed=3,4", "trainer.max_epochs=1", "hydra.sweep.dir=S",
                      "overwrite_run_dir=true")
     assert proc.returncode == 0, proc.stderr
     for job in ("0", "1"):
-        assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+        assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 4
     assert not list(sweep.rglob(LOCK_FILE))
 
 
