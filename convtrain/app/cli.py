@@ -91,21 +91,30 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _app(cfg: DictConfig) -> float | None:
-    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     # a job run by a launcher in a worker process (joblib, submitit, ray): its sweep's main
     # process reports it (the joblib sweep's one line after a signal, else as a failed job)
     in_worker = in_sweep and sweep.current_sweep() is None
     _quiet_log_file_errors()
+    launcher_sigterm = None  # the worker's SIGTERM handler (submitit's), put back at the end
     if in_worker:
         if sweep.skipped_as_interrupted(Path(HydraConfig.get().sweep.dir)):
             log.info("job not run: the sweep was interrupted before it started")
             return None
         if threading.current_thread() is threading.main_thread():
             # as in the main process: SIGTERM before training is one recorded line too
-            signal.signal(signal.SIGTERM, _on_sigterm)
+            launcher_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_job(cfg, run_dir, in_sweep, in_worker)
+    finally:
+        if launcher_sigterm is not None:
+            signal.signal(signal.SIGTERM, launcher_sigterm)
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, in_worker: bool) -> float | None:
+    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
+
     try:
         # a sweep job locks its own directory; a single run's was locked by RunDirGuard
         rundir.hold(run_dir)
@@ -119,6 +128,10 @@ def _app(cfg: DictConfig) -> float | None:
         print_error(str(exc))
         sys.exit(2)
     try:
+        if in_worker:
+            # a submitit_local job starts with the stop signals blocked (convtrain.app.sweep);
+            # one that came meanwhile is handled here, as a stop before training
+            sweep.take_back_stop_signals()
         if in_sweep:
             # the sweep directory was checked as a whole (RunDirGuard); this job's part of it
             rundir.replace_job_results(run_dir, cfg)
@@ -170,21 +183,32 @@ def _app(cfg: DictConfig) -> float | None:
         rundir.release(run_dir)
 
 
-_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
-
-
 def _resume_command(run_dir: Path) -> str:
     """The command that resumes this job in place: its own overrides (a sweep job's values),
     the config flags it was started with, ``trainer.resume`` and ``hydra.run.dir``."""
     keep = [o for o in HydraConfig.get().overrides.task
             if o.split("=", 1)[0].lstrip("+~") != "trainer.resume"]
-    argv, flags = sys.argv[1:], []
-    for i, arg in enumerate(argv):
-        name = arg.split("=", 1)[0]
-        if name in _CONFIG_FLAGS:
-            flags += [arg] if "=" in arg else argv[i:i + 2]
-    return shlex.join(["convtrain", *flags, *keep, f"trainer.resume={run_dir}",
+    return shlex.join(["convtrain", *_config_flags(), *keep, f"trainer.resume={run_dir}",
                        f"hydra.run.dir={run_dir}"])
+
+
+def _config_flags() -> list[str]:
+    """``--config-path``, ``--config-dir`` and ``--config-name`` as this run was started with,
+    read back from Hydra's record of its config sources: a sweep job in a launcher's worker
+    process (joblib, submitit) has the worker's ``sys.argv``, not the command's."""
+    hydra_cfg = HydraConfig.get()
+    flags = []
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema != "file":
+            continue
+        if source.provider == "main" and Path(source.path).resolve() != \
+                Path(config_dir()).resolve():
+            flags += ["--config-path", source.path]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", source.path]
+    if hydra_cfg.job.config_name != "train":
+        flags += ["--config-name", hydra_cfg.job.config_name]
+    return flags
 
 
 class _Terminated(BaseException):
@@ -230,11 +254,14 @@ def main() -> None:
         raise
     except (KeyboardInterrupt, _Terminated, sweep.SweepStopped) as exc:
         signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        waiting_line = sweep.waiting_line(signum)  # a SLURM or Ray sweep: jobs elsewhere
         if sweep.stop_signal() is not None:  # the second signal to a sweep's main process
             print(f"convtrain: interrupted again ({signal_name(signum)}): the sweep in "
                   f"{sweep.current_sweep()} stopped at once; its running jobs were ended "
                   f"without finishing their epoch (their checkpoints are whole, each holds its "
                   f"last completed epoch)", file=sys.stderr)
+        elif waiting_line is not None:
+            print(waiting_line, file=sys.stderr)
         else:
             print(f"convtrain: interrupted ({signal_name(signum)}) outside the training loop, "
                   f"no epoch was in progress", file=sys.stderr)
