@@ -236,6 +236,25 @@ def test_second_signal_exits_at_once(monkeypatch, capfd):
     assert err.count("\n") == 1 and err.startswith("interrupted again (SIGTERM): stopped at once")
 
 
+def test_a_relayed_sigterm_is_the_same_request_a_late_one_stops_at_once(monkeypatch, capfd):
+    """srun / submitit relay the scheduler's SIGTERM to the job: a second SIGTERM within the
+    window is the same request (a clean stop), one after it (or a Ctrl-C) stops at once."""
+    exits = []
+    monkeypatch.setattr(interrupts.os, "_exit", exits.append)
+    clock = [100.0]
+    monkeypatch.setattr(interrupts.time, "monotonic", lambda: clock[0])
+    guard = InterruptGuard()
+    with guard:
+        os.kill(os.getpid(), signal.SIGTERM)
+        clock[0] += InterruptGuard.RELAYED_SIGTERM_WINDOW_S / 2
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert guard.signum == signal.SIGTERM and exits == []
+        clock[0] += InterruptGuard.RELAYED_SIGTERM_WINDOW_S
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert exits == [143]
+    assert capfd.readouterr().err.startswith("interrupted again (SIGTERM): stopped at once")
+
+
 # --- a real convtrain process, a real signal -------------------------------------------
 ARGS = ["data.subset=600", "trainer.batch_size=2", "trainer.max_epochs=3",
         "logger.png=false", "seed=3"]
