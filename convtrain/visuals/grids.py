@@ -13,14 +13,16 @@ neither side of the grid exceeds :data:`MAX_SIDE` pixels.
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from convtrain.errors import InternalError
 
 BACKGROUND = 32  # dark grey separates tiles from both black and white weights
-SCALINGS = ("per_filter", "symmetric")
 MAX_SIDE = 2048  # automatic scales keep big layers' grids (e.g. 64x64 filters) viewable
 
 
@@ -53,7 +55,7 @@ def _normalise(tiles: np.ndarray, scaling: str) -> np.ndarray:
         a = np.abs(t).max(axis=axes, keepdims=True)
         out = np.where(a > 0, (t / np.where(a > 0, a, 1) + 1) / 2, 0.5)
     else:
-        raise InternalError(f"scaling: expected one of {', '.join(SCALINGS)}, got {scaling!r}")
+        raise InternalError(f"scaling: expected per_filter or symmetric, got {scaling!r}")
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
@@ -74,39 +76,6 @@ def tile_grid(tiles: np.ndarray, rows: int, cols: int, *, scale: int = 1,
                    BACKGROUND, np.uint8)
     grid[padding:, padding:] = body.reshape((rows * (th + padding), cols * (tw + padding)) + extra)
     return grid
-
-
-def kernel_grid(weight: np.ndarray, *, scaling: str = "per_filter", scale: int | None = None,
-                padding: int = 1, rgb: bool | None = None) -> np.ndarray:
-    """A picture of a conv layer's filters.
-
-    ``weight`` ``(F, C, kh, kw)``. RGB mode (``rgb=True``; ``None`` means ``C == 3``, right for
-    a first layer on RGB images): each filter is one RGB tile, normalised over its three
-    channels together, on a near-square grid of ``ceil(sqrt(F))`` columns and
-    ``ceil(F / cols)`` rows. Otherwise one grey tile per (filter, input channel): row f holds
-    filter f's C channels (F rows, C columns), except that single-channel filters (a first
-    layer on grey images) use the same near-square grid as RGB tiles instead of one column.
-    Returns uint8 ``(H, W)`` or ``(H, W, 3)``.
-    """
-    w = np.asarray(weight)
-    if w.ndim != 4:
-        raise InternalError(f"kernel_grid: expected (F, C, kh, kw) weights, got shape {w.shape}")
-    f, c, kh, kw = w.shape
-    rgb = c == 3 if rgb is None else bool(rgb)
-    if rgb and c != 3:
-        raise InternalError(f"kernel_grid: RGB tiles need 3 input channels, got {c}")
-    if rgb:
-        tiles = _normalise(w.transpose(0, 2, 3, 1), scaling)  # (F, kh, kw, 3)
-    else:
-        tiles = _normalise(w.reshape(f * c, kh, kw), scaling)
-    if rgb or c == 1:
-        cols = math.ceil(math.sqrt(f))
-        rows = math.ceil(f / cols)
-    else:
-        rows, cols = f, c
-    s = scale if scale is not None else _grid_scale(rows, cols, kh, kw, padding,
-                                                    auto_scale(max(kh, kw)))
-    return tile_grid(tiles, rows, cols, scale=s, padding=padding)
 
 
 def feature_map_grid(maps: np.ndarray, *, scale: int | None = None, padding: int = 1) -> np.ndarray:
@@ -134,3 +103,242 @@ def image_tile(image: np.ndarray, *, scale: int | None = None) -> np.ndarray:
     s = scale if scale is not None else auto_scale(max(h, w), target=64)
     pixels = x.transpose(1, 2, 0)[None] if c == 3 else x[:1]  # (1, H, W, 3) or (1, H, W)
     return tile_grid(_normalise(pixels, "per_filter"), 1, 1, scale=s, padding=0)
+
+
+# --- kernel views ------------------------------------------------------------------------
+#: how a kernel grid maps weights to colours: ``fixed`` (a limit the caller keeps the same
+#: every epoch), ``layer`` (max |w| of the layer now), ``per_filter`` (max |w| of each filter,
+#: over all its input channels)
+KERNEL_SCALINGS = ("fixed", "layer", "per_filter")
+#: ``diverging``: -limit blue, 0 white, +limit red; ``grey``: -limit black, 0 mid-grey, +limit
+#: white; ``magnitude`` (for |W - W0|, values >= 0): 0 white, limit orange
+KERNEL_COLORMAPS = ("diverging", "grey", "magnitude")
+NEGATIVE_RGB = (33, 102, 172)    # ColorBrewer RdBu's dark blue
+ZERO_RGB = (255, 255, 255)
+POSITIVE_RGB = (178, 24, 43)     # ColorBrewer RdBu's dark red
+MAGNITUDE_RGB = (217, 72, 1)     # ColorBrewer Oranges' dark orange
+#: (separator and label band, label text) per colour map: the separator contrasts with both
+#: ends and the middle of its map (black against white, blue, red and orange; orange against
+#: black, grey and white)
+KERNEL_FRAME_RGB = {"diverging": ((0, 0, 0), (255, 255, 255)),
+                    "magnitude": ((0, 0, 0), (255, 255, 255)),
+                    "grey": ((255, 140, 0), (0, 0, 0)),
+                    "rgb": ((0, 0, 0), (255, 255, 255))}
+SEPARATOR = 2      # px between tiles, and between cells of one tile
+CELL_GAP = 6       # px between cells of several tiles (and around them): shows which tiles group
+LABEL_HEIGHT = 12  # px of a label band (Pillow's default font is 10 px high)
+GRID_WIDTH = 512   # px: automatic scales keep a kernel grid about as wide as a TensorBoard card
+MAX_TILE = 48      # px: the largest automatic tile
+GRID_ASPECT = 4    # columns of tiles per row of tiles a grid aims at (wide rather than tall)
+
+
+def kernel_colours(values: np.ndarray, limit: Any, colormap: str) -> np.ndarray:
+    """``values`` (any shape) -> uint8 RGB ``values.shape + (3,)``.
+
+    ``v = clip(values / limit, -1, 1)`` (``limit`` broadcasts; a limit of 0 gives v = 0);
+    ``diverging``: ``round(white + |v| * (end - white))`` with end = :data:`POSITIVE_RGB` for
+    v >= 0 and :data:`NEGATIVE_RGB` below; ``grey``: ``round(127.5 * (1 + v))`` on all three
+    channels; ``magnitude``: like ``diverging`` with end :data:`MAGNITUDE_RGB` (``|values|``).
+    """
+    x = np.asarray(values, np.float64)
+    lim = np.asarray(limit, np.float64)
+    safe = np.where(lim > 0, lim, 1.0)
+    v = np.where(lim > 0, np.clip(x / safe, -1.0, 1.0), 0.0)[..., None]
+    zero = np.array(ZERO_RGB, np.float64)
+    if colormap == "diverging":
+        end = np.where(v >= 0, np.array(POSITIVE_RGB, np.float64), np.array(NEGATIVE_RGB,
+                                                                          np.float64))
+        out = zero + np.abs(v) * (end - zero)
+    elif colormap == "magnitude":
+        out = zero + np.abs(v) * (np.array(MAGNITUDE_RGB, np.float64) - zero)
+    elif colormap == "grey":
+        out = np.repeat(127.5 * (1.0 + v), 3, axis=-1)
+    else:
+        raise InternalError(f"colormap: expected one of {', '.join(KERNEL_COLORMAPS)}, "
+                            f"got {colormap!r}")
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def strongest(norms: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest ``norms``, largest first (ties: lower index first)."""
+    order = np.argsort(-np.asarray(norms, np.float64), kind="stable")
+    return order[:n]
+
+
+@functools.lru_cache(maxsize=4096)
+def label_mask(text: str) -> np.ndarray:
+    """``text`` in Pillow's default font as a coverage mask ``(LABEL_HEIGHT, width)`` in
+    [0, 1] (anti-aliased), drawn at (1, 0): the font's glyphs start 2 px below that."""
+    font = ImageFont.load_default()
+    width = int(math.ceil(font.getlength(text))) + 2
+    canvas = Image.new("L", (width, LABEL_HEIGHT), 0)
+    ImageDraw.Draw(canvas).text((1, 0), text, fill=255, font=font)
+    mask = np.asarray(canvas, np.float64) / 255.0
+    mask.setflags(write=False)
+    return mask
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_patch(text: str, background: tuple[int, int, int],
+                 colour: tuple[int, int, int]) -> np.ndarray:
+    """``text`` in ``colour`` on ``background``: uint8 ``(LABEL_HEIGHT, width, 3)``."""
+    mask = label_mask(text)[..., None]
+    bg = np.array(background, np.float64)
+    patch = np.round(bg + mask * (np.array(colour, np.float64) - bg)).astype(np.uint8)
+    patch.setflags(write=False)
+    return patch
+
+
+def _draw_label(grid: np.ndarray, y: int, x: int, width: int, text: str,
+                frame: tuple[tuple[int, int, int], tuple[int, int, int]]) -> None:
+    """Put ``text`` (colours ``frame`` = (band, text)) at ``grid[y:y + LABEL_HEIGHT, x:]``,
+    clipped to ``width`` px: the band there is ``frame[0]`` already."""
+    patch = _label_patch(text, *frame)[:, :width]
+    grid[y:y + LABEL_HEIGHT, x:x + patch.shape[1]] = patch
+
+
+def kernel_layout(n: int, k: int, kh: int, kw: int, *, labels: int = 1,
+                  scale: int | None = None, width: int = GRID_WIDTH) -> dict[str, int]:
+    """Geometry of a kernel grid of ``n`` filter cells of ``k`` tiles ``kh x kw`` each.
+
+    A cell is a label band (:data:`LABEL_HEIGHT`) over its ``k`` tiles side by side, plus one
+    more band under them when ``labels == 2`` (the channel of each tile). Tiles are upscaled
+    by the integer ``scale``; :data:`SEPARATOR` px separate the tiles of a cell, and
+    ``gap`` px (:data:`SEPARATOR` when ``k == 1``, else :data:`CELL_GAP`) the cells and the border:
+
+    - ``cols = min(n, max(1, round(sqrt(GRID_ASPECT * n / k))))``, then
+      ``rows = ceil(n / cols)`` and ``cols = ceil(n / rows)`` (no empty row);
+    - ``cell_w = k * kw * scale + (k - 1) * SEPARATOR``,
+      ``cell_h = labels * LABEL_HEIGHT + kh * scale``;
+    - the grid is ``rows * (cell_h + gap) + gap`` high and ``cols * (cell_w + gap) + gap``
+      wide; cell ``i`` (row-major) starts at ``(gap + r * (cell_h + gap), gap + c * (cell_w +
+      gap))``, its label band first, then tile ``j`` at ``j * (kw * scale + SEPARATOR)`` to the
+      right of the cell's left edge.
+
+    Automatic scale (``scale=None``): the largest integer that keeps the grid at most ``width``
+    px wide and tiles at most :data:`MAX_TILE` px, at least 1.
+    """
+    cols = min(n, max(1, round(math.sqrt(GRID_ASPECT * n / k))))
+    rows = math.ceil(n / cols)
+    cols = math.ceil(n / rows)
+    gap = SEPARATOR if k == 1 else CELL_GAP
+    if scale is None:
+        room = width - gap - cols * (gap + (k - 1) * SEPARATOR)  # for the tiles' pixels
+        scale = max(1, min(room // (cols * k * kw), MAX_TILE // max(kh, kw)))
+    cell_w = k * kw * scale + (k - 1) * SEPARATOR
+    cell_h = labels * LABEL_HEIGHT + kh * scale
+    return {"rows": rows, "cols": cols, "scale": scale, "gap": gap, "cell_w": cell_w,
+            "cell_h": cell_h, "height": rows * (cell_h + gap) + gap,
+            "width": cols * (cell_w + gap) + gap}
+
+
+def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | None = None,
+                colormap: str = "diverging", rgb: bool | None = None, max_filters: int = 32,
+                top_channels: int = 4, scale: int | None = None,
+                width: int = GRID_WIDTH) -> np.ndarray:
+    """A picture of a conv layer's filters: uint8 RGB ``(H, W, 3)``.
+
+    ``weight`` ``(F, C, kh, kw)`` (for ``colormap="magnitude"``, e.g. ``W - W0``: its absolute
+    value is drawn).
+
+    What is shown: at most ``max_filters`` filters, those of largest L2 norm (all of them
+    when ``F <= max_filters``), in filter order, each in a cell labelled ``f<index>``. A cell
+    holds one tile per shown input channel: for ``C == 1`` the filter itself; in RGB mode
+    (``rgb=True``; ``None`` means ``C == 3``, right for a first layer reading an RGB image) one
+    colour tile, channel c -> colour c, ``round(127.5 * (1 + v))``; otherwise its channels in
+    order when ``C <= top_channels``, else its ``top_channels`` channels of largest L2 norm,
+    strongest first, each labelled ``c<index>`` in a band under the tiles.
+
+    Colour: ``v = w / limit`` clipped to [-1, 1] (:func:`kernel_colours`), where ``limit`` is
+    the given one (``scaling="fixed"``), max |w| of the layer (``layer``), or max |w| of each
+    filter over all its input channels (``per_filter``).
+
+    Geometry: :func:`kernel_layout` (``labels`` = 2 with channel labels, else 1); the separator
+    and label bands are :data:`KERNEL_FRAME_RGB` of the colour map.
+    """
+    w = np.asarray(weight, np.float64)
+    if w.ndim != 4:
+        raise InternalError(f"kernel_grid: expected (F, C, kh, kw) weights, got shape {w.shape}")
+    if colormap not in KERNEL_COLORMAPS:
+        raise InternalError(f"colormap: expected one of {', '.join(KERNEL_COLORMAPS)}, "
+                            f"got {colormap!r}")
+    if colormap == "magnitude":
+        w = np.abs(w)
+    f, c, kh, kw = w.shape
+    rgb = (c == 3 and colormap != "magnitude") if rgb is None else bool(rgb)
+    if rgb and c != 3:
+        raise InternalError(f"kernel_grid: RGB tiles need 3 input channels, got {c}")
+    if rgb and colormap == "magnitude":
+        raise InternalError("kernel_grid: magnitudes are drawn per channel, not as RGB tiles")
+    if max_filters < 1 or top_channels < 1:
+        raise InternalError(f"kernel_grid: max_filters and top_channels must be >= 1, got "
+                            f"{max_filters} and {top_channels}")
+
+    if scaling == "fixed":
+        if limit is None or not limit >= 0:
+            raise InternalError(f"kernel_grid: fixed scaling needs a limit >= 0, got {limit!r}")
+        limits = np.full(f, float(limit))
+    elif scaling == "layer":
+        limits = np.full(f, np.abs(w).max() if w.size else 0.0)
+    elif scaling == "per_filter":
+        limits = np.abs(w).reshape(f, -1).max(axis=1)
+    else:
+        raise InternalError(f"scaling: expected one of {', '.join(KERNEL_SCALINGS)}, "
+                            f"got {scaling!r}")
+
+    filters = np.sort(strongest(np.linalg.norm(w.reshape(f, -1), axis=1), max_filters))
+    n = len(filters)
+    if rgb or c == 1:
+        channels = np.zeros((n, 1), np.intp)  # one tile per filter
+    elif c <= top_channels:
+        channels = np.broadcast_to(np.arange(c), (n, c))
+    else:
+        channel_norms = np.linalg.norm(w[filters].reshape(n, c, -1), axis=2)
+        channels = np.stack([strongest(row, top_channels) for row in channel_norms])
+    k = channels.shape[1]
+    channel_labels = not rgb and c > top_channels
+    labels = 2 if channel_labels else 1
+
+    # the scale must leave room for the widest label
+    texts = [f"f{i}" for i in filters]
+    widest = max(label_mask(t).shape[1] for t in texts) - 1
+    if channel_labels:
+        widest_channel = max(label_mask(f"c{i}").shape[1] for i in range(c)) - 1
+    else:
+        widest_channel = 0
+    layout = kernel_layout(n, k, kh, kw, labels=labels, scale=scale, width=width)
+    if scale is None:
+        need = max(math.ceil((widest - (k - 1) * SEPARATOR) / (k * kw)),
+                   math.ceil(widest_channel / kw))
+        if layout["scale"] < need:
+            layout = kernel_layout(n, k, kh, kw, labels=labels, scale=need)
+    s, gap, cell_w, cell_h = (layout[key] for key in ("scale", "gap", "cell_w", "cell_h"))
+    th, tw = kh * s, kw * s
+
+    if rgb:
+        v = w[filters].transpose(0, 2, 3, 1) / np.where(limits[filters] > 0,
+                                                         limits[filters], 1)[:, None, None,
+                                                                             None]
+        v = np.where(limits[filters][:, None, None, None] > 0, np.clip(v, -1, 1), 0)
+        tiles = np.clip(np.round(127.5 * (1 + v)), 0, 255).astype(np.uint8)[:, None]
+        frame = KERNEL_FRAME_RGB["rgb"]
+    else:
+        chosen = w[filters[:, None], channels]  # (n, k, kh, kw)
+        tiles = kernel_colours(chosen, limits[filters][:, None, None, None], colormap)
+        frame = KERNEL_FRAME_RGB[colormap]
+    # (n, k, kh, kw, 3) -> upscaled (n, k, th, tw, 3)
+    tiles = tiles.repeat(s, axis=2).repeat(s, axis=3)
+
+    grid = np.empty((layout["height"], layout["width"], 3), np.uint8)
+    grid[...] = frame[0]
+    for i in range(n):
+        r, col = divmod(i, layout["cols"])
+        y0 = gap + r * (cell_h + gap)
+        x0 = gap + col * (cell_w + gap)
+        _draw_label(grid, y0, x0, cell_w, texts[i], frame)
+        for j in range(k):
+            x = x0 + j * (tw + SEPARATOR)
+            grid[y0 + LABEL_HEIGHT:y0 + LABEL_HEIGHT + th, x:x + tw] = tiles[i, j]
+            if channel_labels:
+                _draw_label(grid, y0 + LABEL_HEIGHT + th, x, tw, f"c{channels[i, j]}", frame)
+    return grid
