@@ -59,6 +59,8 @@ class VisualContext:
     images_dir: Path  # <run>/images
     hparams: dict[str, HParamValue]  # flat name -> value for the HParams dashboard
     log_every_n_steps: int  # period of train/loss_step (trainer.log_every_n_steps; 0 = off)
+    #: what several visuals of the run compute once (e.g. the initial kernels), by name
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
     _folders: set[Path] = dataclasses.field(default_factory=set)
 
     @property

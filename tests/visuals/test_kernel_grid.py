@@ -28,6 +28,15 @@ def layout(n, k, kh, kw, scale, labels=1):
                 height=rows * (cell_h + gap) + gap, width=cols * (cell_w + gap) + gap)
 
 
+def auto_layout(n, k, kh, kw, labels=1):
+    """The documented automatic scale: the largest integer keeping the grid <= 512 px wide and
+    tiles <= 48 px (at least 1); returns the layout with its ``scale``."""
+    fitting = [s for s in range(1, 48 // max(kh, kw) + 1)
+               if layout(n, k, kh, kw, s, labels)["width"] <= 512]
+    scale = max(fitting, default=1)
+    return dict(layout(n, k, kh, kw, scale, labels), scale=scale)
+
+
 def tile(img, geo, i, j, kh, kw, scale):
     """Tile j of cell i, downsampled back to one pixel per weight."""
     r, c = divmod(i, geo["cols"])
@@ -94,14 +103,15 @@ def test_grids_are_wide_rather_than_tall():
 
 def test_automatic_scale_is_the_largest_integer_within_a_card_and_48px_tiles():
     # 16 one-channel 3x3 filters: 8 columns x 2 rows; tiles capped at 48 px -> scale 16
-    img = kernel_grid(np.ones((16, 1, 3, 3)))
-    assert img.shape[:2] == (layout(16, 1, 3, 3, 16)["height"], layout(16, 1, 3, 3, 16)["width"])
-    # 32 filters of 4 of 16 channels: 6 x 6 cells; scale s is the largest with width <= 512
-    geo = [layout(32, 4, 3, 3, s, labels=2) for s in range(1, 17)]
-    best = max(s for s, g in zip(range(1, 17), geo) if g["width"] <= 512)
+    geo = auto_layout(16, 1, 3, 3)
+    assert (geo["rows"], geo["cols"], geo["scale"]) == (2, 8, 16)
+    assert kernel_grid(np.ones((16, 1, 3, 3))).shape[:2] == (geo["height"], geo["width"])
+    # 32 filters of 4 of 16 channels: 6 x 6 cells, the width is what limits the scale
+    geo = auto_layout(32, 4, 3, 3, labels=2)
+    assert (geo["rows"], geo["cols"]) == (6, 6)
     img = kernel_grid(np.ones((32, 16, 3, 3)))
-    assert img.shape[:2] == (geo[best - 1]["height"], geo[best - 1]["width"])
-    assert img.shape[1] <= 512 < geo[best]["width"]
+    assert img.shape[:2] == (geo["height"], geo["width"])
+    assert img.shape[1] <= 512 < layout(32, 4, 3, 3, geo["scale"] + 1, labels=2)["width"]
 
 
 # --- colours and scalings ----------------------------------------------------------------
