@@ -329,16 +329,23 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
     # (n, k, kh, kw, 3) -> upscaled (n, k, th, tw, 3)
     tiles = tiles.repeat(s, axis=2).repeat(s, axis=3)
 
-    grid = np.empty((layout["height"], layout["width"], 3), np.uint8)
-    grid[...] = frame[0]
+    # every cell with its right and bottom gap, filled at once per tile column; one reshape
+    # then lays the cells out row-major (as tile_grid does)
+    rows, cols = layout["rows"], layout["cols"]
+    cells = np.empty((rows * cols, cell_h + gap, cell_w + gap, 3), np.uint8)
+    cells[...] = frame[0]
+    for j in range(k):
+        x = j * (tw + SEPARATOR)
+        cells[:n, LABEL_HEIGHT:LABEL_HEIGHT + th, x:x + tw] = tiles[:, j]
     for i in range(n):
-        r, col = divmod(i, layout["cols"])
-        y0 = gap + r * (cell_h + gap)
-        x0 = gap + col * (cell_w + gap)
-        _draw_label(grid, y0, x0, cell_w, texts[i], frame)
-        for j in range(k):
-            x = x0 + j * (tw + SEPARATOR)
-            grid[y0 + LABEL_HEIGHT:y0 + LABEL_HEIGHT + th, x:x + tw] = tiles[i, j]
-            if channel_labels:
-                _draw_label(grid, y0 + LABEL_HEIGHT + th, x, tw, f"c{channels[i, j]}", frame)
+        _draw_label(cells[i], 0, 0, cell_w, texts[i], frame)
+        if channel_labels:
+            for j in range(k):
+                _draw_label(cells[i], LABEL_HEIGHT + th, j * (tw + SEPARATOR), tw,
+                            f"c{channels[i, j]}", frame)
+    grid = np.empty((layout["height"], layout["width"], 3), np.uint8)
+    grid[:gap] = frame[0]
+    grid[:, :gap] = frame[0]
+    grid[gap:, gap:] = cells.reshape(rows, cols, cell_h + gap, cell_w + gap, 3).swapaxes(1, 2) \
+        .reshape(rows * (cell_h + gap), cols * (cell_w + gap), 3)
     return grid

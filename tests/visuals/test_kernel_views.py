@@ -14,7 +14,8 @@ from tests.visuals.pillow_png import decode_png
 from tests.visuals.test_kernel_grid import WHITE, ORANGE, auto_layout, diverging
 from tests.visuals.test_tb_logging import blobs, read_tb, train, two_conv_model
 
-QUIET = {"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0, "hparams": False}
+QUIET = {"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0, "hparams": False,
+         "kernels_every_n_epochs": 1}
 
 
 def weights_of(model):
@@ -96,7 +97,7 @@ def test_kernels_change_scalars_histograms_and_the_change_grid(tmp_path):
     model = two_conv_model(data)
     initial = weights_of(model)
     train(tmp_path, data, model, max_epochs=2, lr=0.2,
-          logger={**QUIET, "kernel_change_every_n_epochs": 2, "kernels_every_n_epochs": 0})
+          logger={**QUIET, "kernel_change_every_n_epochs": 2, "kernels_every_n_epochs": 2})
     final = final_weights(tmp_path)
     acc = read_tb(tmp_path)
     for layer in ("conv1", "conv2"):
@@ -129,6 +130,20 @@ def test_kernels_change_scalars_histograms_and_the_change_grid(tmp_path):
                                   decode_png(image.encoded_image_string))
 
 
+def test_the_change_grid_can_be_turned_off_and_follows_the_kernels_period(tmp_path):
+    data = blobs()
+    train(tmp_path / "off", data, max_epochs=1, logger={**QUIET, "kernel_change_grid": False})
+    assert "kernels_change/conv1" not in read_tb(tmp_path / "off").Tags()["images"]
+    assert "kernels/conv1" in read_tb(tmp_path / "off").Tags()["images"]
+    # the default period: every 5 epochs, step 0 and the last epoch
+    train(tmp_path / "default", data, max_epochs=6, logger={"feature_maps_every_n_epochs": 0})
+    acc = read_tb(tmp_path / "default")
+    assert [e.step for e in acc.Images("kernels/conv2")] == [0, 5, 6]
+    assert [e.step for e in acc.Images("kernels_change/conv2")] == [5, 6]
+    assert [e.step for e in acc.Scalars("kernels_change/conv2/distance_from_init")] == \
+        list(range(7))
+
+
 def test_per_filter_distances_from_the_initial_filters(tmp_path):
     data = blobs()
     model = two_conv_model(data, f1=3)
@@ -155,7 +170,8 @@ def test_kernel_settings_defaults_and_errors():
     settings = parse_logger_settings(None)
     assert (settings.kernel_scaling, settings.kernel_fixed_margin, settings.kernel_colormap,
             settings.kernel_max_filters, settings.kernel_top_channels,
-            settings.kernel_change_every_n_epochs) == ("fixed", 1.0, "diverging", 32, 4, 1)
+            settings.kernel_change_every_n_epochs, settings.kernel_change_grid,
+            settings.kernels_every_n_epochs) == ("fixed", 1.0, "diverging", 32, 4, 1, True, 5)
     for override, message in (
             ({"kernel_fixed_margin": 0}, r"^logger\.kernel_fixed_margin: expected a number > 0"),
             ({"kernel_colormap": "jet"}, r"^logger\.kernel_colormap: expected one of diverging, "

@@ -107,7 +107,8 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     model = two_conv_model(data)
     initial = {name: np.array(v) for name, v in model.state_dict().items()}
     logger = {"kernels_every_n_epochs": 2, "feature_maps_every_n_epochs": 1,
-              "histograms_every_n_epochs": 2, "kernel_change_every_n_epochs": 0}
+              "histograms_every_n_epochs": 2, "kernel_change_every_n_epochs": 0,
+              "kernel_change_grid": False}
     train(tmp_path, data, model, max_epochs=3, logger=logger)
     acc = read_tb(tmp_path)
 
@@ -238,7 +239,7 @@ def test_per_filter_scaling_and_every_n_zero(tmp_path):
     data = blobs()
     train(tmp_path, data, max_epochs=2,
           logger={"kernel_scaling": "per_filter", "feature_maps_every_n_epochs": 0,
-                  "histograms_every_n_epochs": 0, "kernel_change_every_n_epochs": 0,
+                  "histograms_every_n_epochs": 0, "kernel_change_grid": False,
                   "png": False})
     acc = read_tb(tmp_path)
     assert set(acc.Tags()["images"]) == {"kernels/conv1", "kernels/conv2"}
@@ -272,9 +273,10 @@ def test_logging_does_not_change_the_run(tmp_path):
 
 def test_resume_does_not_log_the_initial_weights_again(tmp_path):
     data = blobs()
-    train(tmp_path, data, max_epochs=2)
+    every_epoch = {"kernels_every_n_epochs": 1}
+    train(tmp_path, data, max_epochs=2, logger=every_epoch)
     first = (tmp_path / "images" / "kernels" / "conv1_epoch000.png").read_bytes()
-    train(tmp_path, data, max_epochs=3, resume=str(tmp_path / "checkpoints"))
+    train(tmp_path, data, max_epochs=3, resume=str(tmp_path / "checkpoints"), logger=every_epoch)
     assert (tmp_path / "images" / "kernels" / "conv1_epoch000.png").read_bytes() == first
     assert [e.step for e in read_tb(tmp_path).Images("kernels/conv1")] == [0, 1, 2, 3]
 

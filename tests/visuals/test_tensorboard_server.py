@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from tests.visuals.pillow_png import decode_png
+from tests.visuals.test_kernel_grid import auto_layout
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNIN
 EPOCH_SCALARS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss",
                  "test/accuracy", "lr", "epoch_time_s", "images_per_s"}
 IMAGES = {"kernels/conv1", "kernels/conv2", "feature_maps/conv1", "feature_maps/conv2",
-          "feature_maps/input"}
+          "feature_maps/input", "kernels_change/conv1", "kernels_change/conv2"}
 
 
 def free_port() -> int:
@@ -94,12 +95,13 @@ def test_tensorboard_serves_a_two_job_sweep(tmp_path):
             assert set(images[run]) == IMAGES
             assert {"conv1/weight", "conv1/weight_grad", "fc2/bias_grad"} <= set(histograms[run])
 
-        # one picture end to end: small_cnn's conv1 = 16 one-channel 3x3 filters on a 4x4
-        # grid of 3*8 px tiles with 1 px padding -> 4 * (24 + 1) + 1 = 101 px square
+        # one picture end to end: small_cnn's conv1 = 16 one-channel 3x3 filters, 8 labelled
+        # cells a row (tests/visuals/test_kernel_grid.py: the layout), in colour
         entries = server.json("/data/plugin/images/images?run=0/tensorboard&tag=kernels/conv1")
         assert [e["step"] for e in entries] == [0, 1]
         png = server.raw("/data/plugin/images/individualImage?" + entries[-1]["query"])
-        assert decode_png(png).shape == (101, 101)
+        conv1 = auto_layout(16, 1, 3, 3)
+        assert decode_png(png).shape == (conv1["height"], conv1["width"], 3)
 
         groups = server.session_groups()
         assert len(groups) == 2

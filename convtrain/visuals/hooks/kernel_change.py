@@ -1,4 +1,4 @@
-"""``kernels_change/<conv>``: how far every conv layer's kernels have moved from the ones the run
+"""``kernels_change/<conv>/...``: how far every conv layer's kernels have moved from the ones the run
 started with (:mod:`convtrain.visuals.initial_kernels`), per layer, per filter and per weight.
 
 Records (step = epochs completed; step 0 = the initial weights), with ``W`` the layer's weight
@@ -9,24 +9,18 @@ Records (step = epochs completed; step 0 = the initial weights), with ``W`` the 
   per filter: every scalar tag also becomes a column of TensorBoard's HParams table);
 - histograms ``kernels_change/<conv>/filter_distance`` (the F values ``||W[f] - W0[f]||``) and
   ``kernels_change/<conv>/filter_norm`` (the F values ``||W[f]||``): which filters moved, and
-  whether a few or all of them did;
-- image ``kernels_change/<conv>`` (steps >= 1): ``|W - W0|`` as a grid
-  (:func:`convtrain.visuals.grids.kernel_grid`, colour map ``magnitude``: white = unchanged,
-  dark orange = the limit), the filters that moved most; under ``logger.kernel_scaling=fixed``
-  the limit is the one of ``kernels/<conv>``, so a full-colour tile moved by as much as that
-  grid's full colour; ``layer`` / ``per_filter``: the largest change of the layer / filter.
-  PNG copies: ``<run>/images/kernels_change/<layer>_epoch<NNN>.png``.
+  whether a few or all of them did.
 
-Per-filter curves: ``logger.weight_norms_every_n_epochs`` (off by default).
+The ``|W - W0|`` grid ``kernels_change/<conv>`` is drawn with the other kernel pictures
+(:mod:`convtrain.visuals.hooks.kernels`, ``logger.kernels_every_n_epochs``). Per-filter curves: ``logger.weight_norms_every_n_epochs`` (off by default).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from convtrain.training.hooks import TrainState
-from convtrain.visuals.grids import kernel_grid
 from convtrain.visuals.hook import VisualHook, period_option
-from convtrain.visuals.initial_kernels import current_kernels, fixed_limit, initial_kernels
+from convtrain.visuals.initial_kernels import current_kernels, initial_kernels
 
 
 def relative(numerator: float, denominator: float) -> float:
@@ -39,17 +33,17 @@ def relative(numerator: float, denominator: float) -> float:
 class KernelChange(VisualHook):
     place = 12
     period = period_option("kernel_change_every_n_epochs",
-                           "kernels_change/<conv>: distance from the initial kernels (scalars, "
-                           "histograms, |W - W0| grid)")
+                           "kernels_change/<conv>/...: distance from the initial kernels "
+                           "(scalars and histograms)")
 
     def on_fit_start(self, state: TrainState) -> None:
         self.reference: dict[str, np.ndarray] = {}
-        if self.every > 0 and (self.ctx.writer.enabled or self.ctx.settings.png):
+        if self.every > 0 and self.ctx.writer.enabled:
             self.reference = initial_kernels(self.ctx, state)
         super().on_fit_start(state)
 
     def log(self, state: TrainState, step: int) -> None:
-        writer, settings = self.ctx.writer, self.ctx.settings
+        writer = self.ctx.writer
         if not self.reference:  # nothing would be seen
             return
         for name, weight in current_kernels(state).items():
@@ -67,11 +61,3 @@ class KernelChange(VisualHook):
                               relative(float(np.linalg.norm(filter_norm)), norm0), step)
             writer.add_histogram(f"{tag}/filter_distance", filter_distance, step)
             writer.add_histogram(f"{tag}/filter_norm", filter_norm, step)
-            if step > 0 and self.ctx.pictures_wanted:  # at step 0 nothing has moved
-                limit = fixed_limit(w0, settings.kernel_fixed_margin) \
-                    if settings.kernel_scaling == "fixed" else None
-                grid = kernel_grid(delta, scaling=settings.kernel_scaling, limit=limit,
-                                   colormap="magnitude", rgb=False,
-                                   max_filters=settings.kernel_max_filters,
-                                   top_channels=settings.kernel_top_channels)
-                self.ctx.write_image("kernels_change", name, grid, step)

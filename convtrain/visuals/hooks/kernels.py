@@ -14,12 +14,20 @@ first layer on an RGB image) or its ``logger.kernel_top_channels`` strongest inp
 - ``layer``: max |w| of the layer at that step (compares filters, hides growth);
 - ``per_filter``: max |w| of each filter over all its input channels (shows weak filters).
 
-PNG copies: ``<run>/images/kernels/<layer>_epoch<NNN>.png``.
+``kernels_change/<conv>`` (steps >= 1, ``logger.kernel_change_grid``): ``|W - W0|``, how far
+each weight moved from the initial kernels, colour map ``magnitude`` (white = unchanged, dark
+orange = the limit), the filters that moved most. Its limit: under ``fixed`` scaling the one of
+``kernels/<conv>`` (a full-colour tile moved by as much as that grid's full colour), under
+``layer`` / ``per_filter`` the largest change of the layer / filter.
+
+PNG copies: ``<run>/images/kernels/<layer>_epoch<NNN>.png`` and
+``<run>/images/kernels_change/<layer>_epoch<NNN>.png``.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 from convtrain import validate
 from convtrain.errors import ConfigError
 from convtrain.training.hooks import TrainState
@@ -46,8 +54,11 @@ def _margin(key: str, value: Any) -> float:
 
 class Kernels(VisualHook):
     place = 10
-    period = period_option("kernels_every_n_epochs", "kernels/<conv>: filter grid of every "
-                                                     "conv layer")
+    # every 5 epochs (and step 0 and the last epoch): two grids per conv layer cost about as
+    # much as an epoch of the default run on digits, and TensorBoard shows 10 images per tag
+    period = period_option("kernels_every_n_epochs", "kernels/<conv> and kernels_change/<conv>: "
+                                                     "filter grids of every conv layer",
+                           default=5)
     options = (
         Option("kernel_scaling", "fixed", str, _choice(KERNEL_SCALINGS),
                "fixed (the same colour limit every epoch: growth shows) | layer | per_filter"),
@@ -59,14 +70,20 @@ class Kernels(VisualHook):
                "filters drawn per layer (those of largest norm)"),
         Option("kernel_top_channels", 4, int, validate.positive_int,
                "input channels drawn per filter (its strongest when it has more)"),
+        Option("kernel_change_grid", True, bool, validate.boolean,
+               "also draw kernels_change/<conv>: |W - W0|, how far each weight moved"),
     )
 
     def on_fit_start(self, state: TrainState) -> None:
+        self.reference: dict[str, np.ndarray] = {}
         self.limits: dict[str, float] = {}
         settings = self.ctx.settings
-        if self.every > 0 and self.ctx.pictures_wanted and settings.kernel_scaling == "fixed":
+        if self.every > 0 and self.ctx.pictures_wanted and (
+                settings.kernel_scaling == "fixed" or settings.kernel_change_grid):
+            self.reference = initial_kernels(self.ctx, state)
+        if settings.kernel_scaling == "fixed":
             self.limits = {name: fixed_limit(w, settings.kernel_fixed_margin)
-                           for name, w in initial_kernels(self.ctx, state).items()}
+                           for name, w in self.reference.items()}
         super().on_fit_start(state)
 
     def log(self, state: TrainState, step: int) -> None:
@@ -80,6 +97,13 @@ class Kernels(VisualHook):
                                rgb=name == rgb, max_filters=settings.kernel_max_filters,
                                top_channels=settings.kernel_top_channels)
             self.ctx.write_image("kernels", name, grid, step)
+            if settings.kernel_change_grid and step > 0:  # at step 0 nothing has moved
+                grid = kernel_grid(weight - self.reference[name],
+                                   scaling=settings.kernel_scaling, limit=self.limits.get(name),
+                                   colormap="magnitude", rgb=False,
+                                   max_filters=settings.kernel_max_filters,
+                                   top_channels=settings.kernel_top_channels)
+                self.ctx.write_image("kernels_change", name, grid, step)
 
 
 def _rgb_layer(model: Any, layers: dict[str, Any]) -> str | None:
