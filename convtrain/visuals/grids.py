@@ -127,7 +127,8 @@ KERNEL_FRAME_RGB = {"diverging": ((0, 0, 0), (255, 255, 255)),
 SEPARATOR = 2      # px between tiles, and between cells of one tile
 CELL_GAP = 6       # px between cells of several tiles (and around them): shows which tiles group
 LABEL_HEIGHT = 12  # px of a label band (Pillow's default font is 10 px high)
-GRID_WIDTH = 512   # px: automatic scales keep a kernel grid about as wide as a TensorBoard card
+GRID_WIDTH = 400   # px: automatic scales keep a kernel grid within a TensorBoard card (~365 px
+                   # with the settings pane open, ~480 without, at 1400 px)
 MAX_TILE = 48      # px: the largest automatic tile
 GRID_ASPECT = 4    # columns of tiles per row of tiles a grid aims at (wide rather than tall)
 
@@ -179,6 +180,13 @@ def label_mask(text: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4096)
+def label_width(text: str) -> int:
+    """Pixels ``text`` takes in a label: its advance in Pillow's default font, rounded up, plus
+    the 1 px margin on its left."""
+    return label_mask(text).shape[1] - 1
+
+
+@functools.lru_cache(maxsize=4096)
 def _label_patch(text: str, background: tuple[int, int, int],
                  colour: tuple[int, int, int]) -> np.ndarray:
     """``text`` in ``colour`` on ``background``: uint8 ``(LABEL_HEIGHT, width, 3)``."""
@@ -198,7 +206,8 @@ def _draw_label(grid: np.ndarray, y: int, x: int, width: int, text: str,
 
 
 def kernel_layout(n: int, k: int, kh: int, kw: int, *, labels: int = 1,
-                  scale: int | None = None, width: int = GRID_WIDTH) -> dict[str, int]:
+                  scale: int | None = None, min_scale: int = 1,
+                  width: int = GRID_WIDTH) -> dict[str, int]:
     """Geometry of a kernel grid of ``n`` filter cells of ``k`` tiles ``kh x kw`` each.
 
     A cell is a label band (:data:`LABEL_HEIGHT`) over its ``k`` tiles side by side, plus one
@@ -206,8 +215,9 @@ def kernel_layout(n: int, k: int, kh: int, kw: int, *, labels: int = 1,
     by the integer ``scale``; :data:`SEPARATOR` px separate the tiles of a cell, and
     ``gap`` px (:data:`SEPARATOR` when ``k == 1``, else :data:`CELL_GAP`) the cells and the border:
 
-    - ``cols = min(n, max(1, round(sqrt(GRID_ASPECT * n / k))))``, then
-      ``rows = ceil(n / cols)`` and ``cols = ceil(n / rows)`` (no empty row);
+    - ``cols = min(n, max(1, round(sqrt(GRID_ASPECT * n / k))))`` (wide rather than tall),
+      with an automatic scale lowered to the most columns that fit ``width`` at ``min_scale``
+      (at least 1), then ``rows = ceil(n / cols)`` and ``cols = ceil(n / rows)`` (no empty row);
     - ``cell_w = k * kw * scale + (k - 1) * SEPARATOR``,
       ``cell_h = labels * LABEL_HEIGHT + kh * scale``;
     - the grid is ``rows * (cell_h + gap) + gap`` high and ``cols * (cell_w + gap) + gap``
@@ -216,15 +226,19 @@ def kernel_layout(n: int, k: int, kh: int, kw: int, *, labels: int = 1,
       right of the cell's left edge.
 
     Automatic scale (``scale=None``): the largest integer that keeps the grid at most ``width``
-    px wide and tiles at most :data:`MAX_TILE` px, at least 1.
+    px wide and tiles at most :data:`MAX_TILE` px, but at least ``min_scale`` (the labels' need;
+    only then may the grid be wider than ``width``).
     """
+    gap = SEPARATOR if k == 1 else CELL_GAP
     cols = min(n, max(1, round(math.sqrt(GRID_ASPECT * n / k))))
+    if scale is None:
+        fit = (width - gap) // (k * kw * min_scale + (k - 1) * SEPARATOR + gap)
+        cols = max(1, min(cols, fit))
     rows = math.ceil(n / cols)
     cols = math.ceil(n / rows)
-    gap = SEPARATOR if k == 1 else CELL_GAP
     if scale is None:
         room = width - gap - cols * (gap + (k - 1) * SEPARATOR)  # for the tiles' pixels
-        scale = max(1, min(room // (cols * k * kw), MAX_TILE // max(kh, kw)))
+        scale = max(min_scale, min(room // (cols * k * kw), MAX_TILE // max(kh, kw)))
     cell_w = k * kw * scale + (k - 1) * SEPARATOR
     cell_h = labels * LABEL_HEIGHT + kh * scale
     return {"rows": rows, "cols": cols, "scale": scale, "gap": gap, "cell_w": cell_w,
@@ -299,19 +313,14 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
     channel_labels = not rgb and c > top_channels
     labels = 2 if channel_labels else 1
 
-    # the scale must leave room for the widest label
+    # an automatic scale leaves room for the widest label: a cell for its filter index, a
+    # tile for its channel index
     texts = [f"f{i}" for i in filters]
-    widest = max(label_mask(t).shape[1] for t in texts) - 1
+    need = math.ceil((max(label_width(t) for t in texts) - (k - 1) * SEPARATOR) / (k * kw))
     if channel_labels:
-        widest_channel = max(label_mask(f"c{i}").shape[1] for i in range(c)) - 1
-    else:
-        widest_channel = 0
-    layout = kernel_layout(n, k, kh, kw, labels=labels, scale=scale, width=width)
-    if scale is None:
-        need = max(math.ceil((widest - (k - 1) * SEPARATOR) / (k * kw)),
-                   math.ceil(widest_channel / kw))
-        if layout["scale"] < need:
-            layout = kernel_layout(n, k, kh, kw, labels=labels, scale=need)
+        need = max(need, math.ceil(max(label_width(f"c{i}") for i in range(c)) / kw))
+    layout = kernel_layout(n, k, kh, kw, labels=labels, scale=scale, min_scale=max(1, need),
+                           width=width)
     s, gap, cell_w, cell_h = (layout[key] for key in ("scale", "gap", "cell_w", "cell_h"))
     th, tw = kh * s, kw * s
 

@@ -17,9 +17,9 @@ BLACK, FRAME_GREY_MAP = (0, 0, 0), (255, 140, 0)
 SEP, CELL_GAP, LABEL = 2, 6, 12
 
 
-def layout(n, k, kh, kw, scale, labels=1):
+def layout(n, k, kh, kw, scale, labels=1, cols=None):
     """The documented geometry: columns aim at 4 tiles per tile row, no empty row."""
-    cols = min(n, max(1, round(math.sqrt(4 * n / k))))
+    cols = cols or min(n, max(1, round(math.sqrt(4 * n / k))))
     rows = math.ceil(n / cols)
     cols = math.ceil(n / rows)
     gap = SEP if k == 1 else CELL_GAP
@@ -28,13 +28,28 @@ def layout(n, k, kh, kw, scale, labels=1):
                 height=rows * (cell_h + gap) + gap, width=cols * (cell_w + gap) + gap)
 
 
-def auto_layout(n, k, kh, kw, labels=1):
-    """The documented automatic scale: the largest integer keeping the grid <= 512 px wide and
-    tiles <= 48 px (at least 1); returns the layout with its ``scale``."""
-    fitting = [s for s in range(1, 48 // max(kh, kw) + 1)
-               if layout(n, k, kh, kw, s, labels)["width"] <= 512]
-    scale = max(fitting, default=1)
-    return dict(layout(n, k, kh, kw, scale, labels), scale=scale)
+def text_width(text):
+    """Pixels of a label: Pillow's advance of the text, rounded up, and a 1 px margin."""
+    return math.ceil(ImageFont.load_default().getlength(text)) + 1
+
+
+def auto_layout(n, k, kh, kw, labels=1, channels=0):
+    """The documented automatic layout: the smallest scale at which the labels fit (filters
+    0..n-1; channels 0..channels-1 when labels == 2), the most columns up to the aimed-at
+    number that fit 400 px at that scale, then the largest scale keeping the grid <= 400 px
+    wide and tiles <= 48 px."""
+    need = math.ceil((max(text_width(f"f{i}") for i in range(n)) - (k - 1) * SEP) / (k * kw))
+    if labels == 2:
+        need = max(need, math.ceil(max(text_width(f"c{i}") for i in range(channels)) / kw))
+    need = max(1, need)
+    aimed = min(n, max(1, round(math.sqrt(4 * n / k))))
+    gap = SEP if k == 1 else CELL_GAP
+    cols = max([c for c in range(1, aimed + 1)
+                if c * (k * kw * need + (k - 1) * SEP + gap) + gap <= 400], default=1)
+    fitting = [s for s in range(need, 48 // max(kh, kw) + 1)
+               if layout(n, k, kh, kw, s, labels, cols)["width"] <= 400]
+    scale = max(fitting, default=need)
+    return dict(layout(n, k, kh, kw, scale, labels, cols), scale=scale)
 
 
 def tile(img, geo, i, j, kh, kw, scale):
@@ -95,23 +110,29 @@ def test_grid_size_tiles_and_separators_follow_the_formula(f, c, k, top):
         assert tile(img, geo, i, shown - 1, k, k, 3).shape == (k, k, 3)
 
 
-def test_grids_are_wide_rather_than_tall():
-    for f, c in ((16, 1), (32, 16), (64, 64), (8, 1)):
+def test_grids_fit_a_card_with_legible_labels_and_are_wide_when_they_can_be():
+    for f, c, k in ((16, 1, 3), (32, 16, 3), (64, 64, 3), (8, 1, 5), (6, 3, 7)):
+        img = kernel_grid(np.ones((f, c, k, k)), rgb=False)
+        assert img.shape[1] <= 400, (f, c)
+    for f, c in ((16, 1), (64, 1), (8, 1)):
         img = kernel_grid(np.ones((f, c, 3, 3)))
         assert img.shape[1] >= img.shape[0], (f, c)
 
 
 def test_automatic_scale_is_the_largest_integer_within_a_card_and_48px_tiles():
-    # 16 one-channel 3x3 filters: 8 columns x 2 rows; tiles capped at 48 px -> scale 16
+    # 16 one-channel 3x3 filters: 8 columns x 2 rows; (400 - 2 - 8 * 2) // (8 * 3) = 15
     geo = auto_layout(16, 1, 3, 3)
-    assert (geo["rows"], geo["cols"], geo["scale"]) == (2, 8, 16)
+    assert (geo["rows"], geo["cols"], geo["scale"]) == (2, 8, 15)
     assert kernel_grid(np.ones((16, 1, 3, 3))).shape[:2] == (geo["height"], geo["width"])
-    # 32 filters of 4 of 16 channels: 6 x 6 cells, the width is what limits the scale
-    geo = auto_layout(32, 4, 3, 3, labels=2)
-    assert (geo["rows"], geo["cols"]) == (6, 6)
+    # 2 one-channel 3x3 filters: the 48 px tile cap decides
+    assert auto_layout(2, 1, 3, 3)["scale"] == 16
+    # 32 filters of 4 of 16 channels: the channel labels ("c15") need 3x3 tiles of 6x, so at
+    # most 4 cells fit a row of 400 px
+    geo = auto_layout(32, 4, 3, 3, labels=2, channels=16)
+    assert (geo["rows"], geo["cols"]) == (8, 4)
     img = kernel_grid(np.ones((32, 16, 3, 3)))
     assert img.shape[:2] == (geo["height"], geo["width"])
-    assert img.shape[1] <= 512 < layout(32, 4, 3, 3, geo["scale"] + 1, labels=2)["width"]
+    assert img.shape[1] <= 400 < layout(32, 4, 3, 3, geo["scale"] + 1, labels=2, cols=4)["width"]
 
 
 # --- colours and scalings ----------------------------------------------------------------
