@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from convtrain.training.checkpoint import load_checkpoint
-from convtrain.visuals.grids import kernel_colours
+from convtrain.visuals.grids import kernel_colours, rgb_colours
 from convtrain.visuals.initial_kernels import FILE_NAME, fixed_limit
 
 
@@ -31,7 +31,7 @@ def layer_change(initial: np.ndarray, current: np.ndarray, margin: float) -> dic
 
     def pixels(x: np.ndarray) -> np.ndarray:
         if rgb:
-            return np.round(127.5 * (1 + np.clip(x / limit, -1, 1)))
+            return rgb_colours(x.transpose(0, 2, 3, 1), limit).astype(np.float64)
         return kernel_colours(x, limit, "diverging").astype(np.float64)
 
     return {"relative_l2": float(np.linalg.norm(w - w0) / np.linalg.norm(w0)),

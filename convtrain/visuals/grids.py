@@ -133,6 +133,13 @@ MAX_TILE = 48      # px: the largest automatic tile
 GRID_ASPECT = 4    # columns of tiles per row of tiles a grid aims at (wide rather than tall)
 
 
+def _ratio(values: np.ndarray, limit: Any) -> np.ndarray:
+    """``clip(values / limit, -1, 1)``, 0 where the limit is 0 (float64)."""
+    lim = np.asarray(limit, np.float64)
+    safe = np.where(lim > 0, lim, 1.0)
+    return np.where(lim > 0, np.clip(np.asarray(values, np.float64) / safe, -1.0, 1.0), 0.0)
+
+
 def kernel_colours(values: np.ndarray, limit: Any, colormap: str) -> np.ndarray:
     """``values`` (any shape) -> uint8 RGB ``values.shape + (3,)``.
 
@@ -141,10 +148,7 @@ def kernel_colours(values: np.ndarray, limit: Any, colormap: str) -> np.ndarray:
     v >= 0 and :data:`NEGATIVE_RGB` below; ``grey``: ``round(127.5 * (1 + v))`` on all three
     channels; ``magnitude``: like ``diverging`` with end :data:`MAGNITUDE_RGB` (``|values|``).
     """
-    x = np.asarray(values, np.float64)
-    lim = np.asarray(limit, np.float64)
-    safe = np.where(lim > 0, lim, 1.0)
-    v = np.where(lim > 0, np.clip(x / safe, -1.0, 1.0), 0.0)[..., None]
+    v = _ratio(values, limit)[..., None]
     zero = np.array(ZERO_RGB, np.float64)
     if colormap == "diverging":
         end = np.where(v >= 0, np.array(POSITIVE_RGB, np.float64), np.array(NEGATIVE_RGB,
@@ -158,6 +162,12 @@ def kernel_colours(values: np.ndarray, limit: Any, colormap: str) -> np.ndarray:
         raise InternalError(f"colormap: expected one of {', '.join(KERNEL_COLORMAPS)}, "
                             f"got {colormap!r}")
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def rgb_colours(values: np.ndarray, limit: Any) -> np.ndarray:
+    """Colour tiles ``(..., 3)`` (the last axis: a filter's red, green, blue input weights)
+    -> uint8 ``round(127.5 * (1 + clip(values / limit, -1, 1)))``: 0 is mid-grey."""
+    return np.round(127.5 * (1.0 + _ratio(values, limit))).astype(np.uint8)
 
 
 def strongest(norms: np.ndarray, n: int) -> np.ndarray:
@@ -325,11 +335,8 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
     th, tw = kh * s, kw * s
 
     if rgb:
-        v = w[filters].transpose(0, 2, 3, 1) / np.where(limits[filters] > 0,
-                                                         limits[filters], 1)[:, None, None,
-                                                                             None]
-        v = np.where(limits[filters][:, None, None, None] > 0, np.clip(v, -1, 1), 0)
-        tiles = np.clip(np.round(127.5 * (1 + v)), 0, 255).astype(np.uint8)[:, None]
+        tiles = rgb_colours(w[filters].transpose(0, 2, 3, 1),
+                            limits[filters][:, None, None, None])[:, None]
         frame = KERNEL_FRAME_RGB["rgb"]
     else:
         chosen = w[filters[:, None], channels]  # (n, k, kh, kw)
