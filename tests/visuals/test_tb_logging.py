@@ -108,7 +108,7 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     initial = {name: np.array(v) for name, v in model.state_dict().items()}
     logger = {"kernels_every_n_epochs": 2, "feature_maps_every_n_epochs": 1,
               "histograms_every_n_epochs": 2, "kernel_change_every_n_epochs": 0,
-              "kernel_change_grid": False}
+              "kernel_change_grid": "off"}
     train(tmp_path, data, model, max_epochs=3, logger=logger)
     acc = read_tb(tmp_path)
 
@@ -239,7 +239,7 @@ def test_per_filter_scaling_and_every_n_zero(tmp_path):
     data = blobs()
     train(tmp_path, data, max_epochs=2,
           logger={"kernel_scaling": "per_filter", "feature_maps_every_n_epochs": 0,
-                  "histograms_every_n_epochs": 0, "kernel_change_grid": False,
+                  "histograms_every_n_epochs": 0, "kernel_change_grid": "off",
                   "png": False})
     acc = read_tb(tmp_path)
     assert set(acc.Tags()["images"]) == {"kernels/conv1", "kernels/conv2"}
