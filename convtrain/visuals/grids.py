@@ -127,10 +127,10 @@ KERNEL_FRAME_RGB = {"diverging": ((0, 0, 0), (255, 255, 255)),
 SEPARATOR = 2      # px between tiles, and between cells of one tile
 CELL_GAP = 6       # px between cells of several tiles (and around them): shows which tiles group
 LABEL_HEIGHT = 12  # px of a label band (Pillow's default font is 10 px high)
-GRID_WIDTH = 400   # px: automatic scales keep a kernel grid within a TensorBoard card (~365 px
-                   # with the settings pane open, ~480 without, at 1400 px)
+#: px: the image box of a TensorBoard 2.21 Time Series card (measured in Chromium at 1400 and
+#: 1920 px wide windows): a picture inside it is shown at its own size, a bigger one shrunk
+CARD_WIDTH, CARD_HEIGHT = 367, 215
 MAX_TILE = 48      # px: the largest automatic tile
-GRID_ASPECT = 4    # columns of tiles per row of tiles a grid aims at (wide rather than tall)
 
 
 def _ratio(values: np.ndarray, limit: Any) -> np.ndarray:
@@ -216,8 +216,8 @@ def _draw_label(grid: np.ndarray, y: int, x: int, width: int, text: str,
 
 
 def kernel_layout(n: int, k: int, kh: int, kw: int, *, labels: int = 1,
-                  scale: int | None = None, min_scale: int = 1,
-                  width: int = GRID_WIDTH) -> dict[str, int]:
+                  scale: int | None = None, cols: int | None = None, min_scale: int = 1,
+                  box: tuple[int, int] = (CARD_WIDTH, CARD_HEIGHT)) -> dict[str, int]:
     """Geometry of a kernel grid of ``n`` filter cells of ``k`` tiles ``kh x kw`` each.
 
     A cell is a label band (:data:`LABEL_HEIGHT`) over its ``k`` tiles side by side, plus one
@@ -225,41 +225,61 @@ def kernel_layout(n: int, k: int, kh: int, kw: int, *, labels: int = 1,
     by the integer ``scale``; :data:`SEPARATOR` px separate the tiles of a cell, and
     ``gap`` px (:data:`SEPARATOR` when ``k == 1``, else :data:`CELL_GAP`) the cells and the border:
 
-    - ``cols = min(n, max(1, round(sqrt(GRID_ASPECT * n / k))))`` (wide rather than tall),
-      with an automatic scale lowered to the most columns that fit ``width`` at ``min_scale``
-      (at least 1), then ``rows = ceil(n / cols)`` and ``cols = ceil(n / rows)`` (no empty row);
+    - ``rows = ceil(n / cols)``, row-major;
     - ``cell_w = k * kw * scale + (k - 1) * SEPARATOR``,
       ``cell_h = labels * LABEL_HEIGHT + kh * scale``;
     - the grid is ``rows * (cell_h + gap) + gap`` high and ``cols * (cell_w + gap) + gap``
-      wide; cell ``i`` (row-major) starts at ``(gap + r * (cell_h + gap), gap + c * (cell_w +
-      gap))``, its label band first, then tile ``j`` at ``j * (kw * scale + SEPARATOR)`` to the
-      right of the cell's left edge.
+      wide; cell ``i`` starts at ``(gap + r * (cell_h + gap), gap + c * (cell_w + gap))``, its
+      label band first, then tile ``j`` at ``j * (kw * scale + SEPARATOR)`` to the right of the
+      cell's left edge.
 
-    Automatic scale (``scale=None``): the largest integer that keeps the grid at most ``width``
-    px wide and tiles at most :data:`MAX_TILE` px, but at least ``min_scale`` (the labels' need;
-    only then may the grid be wider than ``width``).
+    Automatic (``scale`` and/or ``cols`` None): the columns are chosen among those that leave
+    no row empty (``cols == ceil(n / ceil(n / cols))``). The scale is the largest integer at
+    which the grid fits ``box`` (width, height: a TensorBoard card) with tiles of at most
+    :data:`MAX_TILE` px; the columns are those that allow the largest such scale (then the
+    fewest empty cells, then the most columns). When not even ``min_scale`` (what the labels
+    need) fits, or the scale is given, the columns are those that overflow the box least (the
+    larger of width / box width and height / box height; then the most columns).
     """
     gap = SEPARATOR if k == 1 else CELL_GAP
-    cols = min(n, max(1, round(math.sqrt(GRID_ASPECT * n / k))))
-    if scale is None:
-        fit = (width - gap) // (k * kw * min_scale + (k - 1) * SEPARATOR + gap)
-        cols = max(1, min(cols, fit))
+
+    def size(columns: int, s: int) -> tuple[int, int]:
+        rows = math.ceil(n / columns)
+        return (columns * (k * kw * s + (k - 1) * SEPARATOR + gap) + gap,
+                rows * (labels * LABEL_HEIGHT + kh * s + gap) + gap)
+
+    def largest_scale(columns: int) -> int:
+        rows = math.ceil(n / columns)
+        by_width = (box[0] - gap - columns * (gap + (k - 1) * SEPARATOR)) // (columns * k * kw)
+        by_height = (box[1] - gap - rows * (gap + labels * LABEL_HEIGHT)) // (rows * kh)
+        return min(by_width, by_height, MAX_TILE // max(kh, kw))
+
+    if cols is None:
+        candidates = [c for c in range(1, n + 1) if math.ceil(n / math.ceil(n / c)) == c]
+        if scale is None:
+            best = max(largest_scale(c) for c in candidates)
+            if best >= min_scale:
+                cols = min((c for c in candidates if largest_scale(c) == best),
+                           key=lambda c: (c * math.ceil(n / c), -c))
+                scale = best
+            else:
+                scale = min_scale
+        if cols is None:
+            cols = min(candidates, key=lambda c: (max(size(c, scale)[0] / box[0],
+                                                      size(c, scale)[1] / box[1]), -c))
+    elif scale is None:
+        scale = max(min_scale, largest_scale(cols))
     rows = math.ceil(n / cols)
-    cols = math.ceil(n / rows)
-    if scale is None:
-        room = width - gap - cols * (gap + (k - 1) * SEPARATOR)  # for the tiles' pixels
-        scale = max(min_scale, min(room // (cols * k * kw), MAX_TILE // max(kh, kw)))
-    cell_w = k * kw * scale + (k - 1) * SEPARATOR
-    cell_h = labels * LABEL_HEIGHT + kh * scale
-    return {"rows": rows, "cols": cols, "scale": scale, "gap": gap, "cell_w": cell_w,
-            "cell_h": cell_h, "height": rows * (cell_h + gap) + gap,
-            "width": cols * (cell_w + gap) + gap}
+    width, height = size(cols, scale)
+    return {"rows": rows, "cols": cols, "scale": scale, "gap": gap,
+            "cell_w": k * kw * scale + (k - 1) * SEPARATOR,
+            "cell_h": labels * LABEL_HEIGHT + kh * scale, "height": height, "width": width}
 
 
 def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | None = None,
                 colormap: str = "diverging", rgb: bool | None = None, max_filters: int = 32,
-                top_channels: int = 4, scale: int | None = None,
-                width: int = GRID_WIDTH) -> np.ndarray:
+                top_channels: int = 2, scale: int | None = None,
+                cols: int | None = None) -> np.ndarray:
     """A picture of a conv layer's filters: uint8 RGB ``(H, W, 3)``.
 
     ``weight`` ``(F, C, kh, kw)`` (for ``colormap="magnitude"``, e.g. ``W - W0``: its absolute
@@ -277,8 +297,9 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
     the given one (``scaling="fixed"``), max |w| of the layer (``layer``), or max |w| of each
     filter over all its input channels (``per_filter``).
 
-    Geometry: :func:`kernel_layout` (``labels`` = 2 with channel labels, else 1); the separator
-    and label bands are :data:`KERNEL_FRAME_RGB` of the colour map.
+    Geometry: :func:`kernel_layout` (``labels`` = 2 with channel labels, else 1; ``scale`` and
+    ``cols`` None: fitted to a TensorBoard card, at least as large as the labels need); the
+    separator and label bands are :data:`KERNEL_FRAME_RGB` of the colour map.
     """
     w = np.asarray(weight, np.float64)
     if w.ndim != 4:
@@ -329,8 +350,8 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
     need = math.ceil((max(label_width(t) for t in texts) - (k - 1) * SEPARATOR) / (k * kw))
     if channel_labels:
         need = max(need, math.ceil(max(label_width(f"c{i}") for i in range(c)) / kw))
-    layout = kernel_layout(n, k, kh, kw, labels=labels, scale=scale, min_scale=max(1, need),
-                           width=width)
+    layout = kernel_layout(n, k, kh, kw, labels=labels, scale=scale, cols=cols,
+                           min_scale=max(1, need))
     s, gap, cell_w, cell_h = (layout[key] for key in ("scale", "gap", "cell_w", "cell_h"))
     th, tw = kh * s, kw * s
 

@@ -174,7 +174,7 @@ def test_kernel_settings_defaults_and_errors():
     assert (settings.kernel_scaling, settings.kernel_fixed_margin, settings.kernel_colormap,
             settings.kernel_max_filters, settings.kernel_top_channels,
             settings.kernel_change_every_n_epochs, settings.kernel_change_grid,
-            settings.kernels_every_n_epochs) == ("fixed", 1.0, "diverging", 32, 4, 1, "last", 5)
+            settings.kernels_every_n_epochs) == ("fixed", 1.0, "diverging", 32, 2, 1, "last", 5)
     for override, message in (
             ({"kernel_fixed_margin": 0}, r"^logger\.kernel_fixed_margin: expected a number > 0"),
             ({"kernel_colormap": "jet"}, r"^logger\.kernel_colormap: expected one of diverging, "

@@ -108,7 +108,7 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     initial = {name: np.array(v) for name, v in model.state_dict().items()}
     logger = {"kernels_every_n_epochs": 2, "feature_maps_every_n_epochs": 1,
               "histograms_every_n_epochs": 2, "kernel_change_every_n_epochs": 0,
-              "kernel_change_grid": "off"}
+              "kernel_change_grid": "off", "kernel_top_channels": 4}
     train(tmp_path, data, model, max_epochs=3, logger=logger)
     acc = read_tb(tmp_path)
 
@@ -204,7 +204,7 @@ def test_first_layer_on_rgb_images_is_drawn_in_colour_later_layers_grey(tmp_path
     # conv2 also reads 3 channels, but they are conv1's filters, not colours
     train(tmp_path, data, two_conv_model(data, f1=3, f2=5), max_epochs=1,
           logger={"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0,
-                  "kernel_change_every_n_epochs": 0})
+                  "kernel_change_every_n_epochs": 0, "kernel_top_channels": 3})
     acc = read_tb(tmp_path)
     # conv1: one colour tile per filter; conv2: one tile per input channel (3 per filter)
     rgb = decode_png(acc.Images("kernels/conv1")[-1].encoded_image_string)

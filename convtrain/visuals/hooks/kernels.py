@@ -72,7 +72,7 @@ class Kernels(VisualHook):
                "diverging (0 white, + red, - blue) | grey (0 mid-grey, + white, - black)"),
         Option("kernel_max_filters", 32, int, validate.positive_int,
                "filters drawn per layer (those of largest norm)"),
-        Option("kernel_top_channels", 4, int, validate.positive_int,
+        Option("kernel_top_channels", 2, int, validate.positive_int,
                "input channels drawn per filter (its strongest when it has more)"),
         Option("kernel_change_grid", "last", str, _choice(CHANGE_GRIDS),
                "kernels_change/<conv>, |W - W0|: at the last epoch | with every kernels "
