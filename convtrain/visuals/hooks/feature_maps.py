@@ -33,7 +33,8 @@ class FeatureMaps(VisualHook):
     def on_fit_start(self, state: TrainState) -> None:
         self.sample = first_image(state.data)
         super().on_fit_start(state)
-        if (self.every > 0 and state.start_epoch == 0 and self.sample is not None
+        # on resume too: a resumed run writes a new event directory, which needs the input
+        if (self.every > 0 and self.sample is not None
                 and spatial_kernel_layers(state.model) and self.ctx.pictures_wanted):
             self.ctx.write_image("feature_maps", "input", image_tile(self.sample), None)
 

@@ -6,7 +6,8 @@ Records (step = epochs completed; step 0 = the initial weights), with ``W`` the 
 
 - scalars ``kernels_change/<conv>/distance_from_init`` = ``||W - W0|| / ||W0||`` and
   ``kernels_change/<conv>/norm_vs_init`` = ``||W|| / ||W0||`` (two curves per layer, not one
-  per filter: every scalar tag also becomes a column of TensorBoard's HParams table);
+  per filter; not metrics of the HParams table, which lists only
+  :func:`convtrain.visuals.hooks.hparams.metric_columns`);
 - histograms ``kernels_change/<conv>/filter_distance`` (the F values ``||W[f] - W0[f]||``) and
   ``kernels_change/<conv>/filter_norm`` (the F values ``||W[f]||``): which filters moved, and
   whether a few or all of them did.

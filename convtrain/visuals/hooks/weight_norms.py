@@ -22,8 +22,8 @@ from convtrain.visuals.initial_kernels import current_kernels, initial_kernels
 
 class WeightNorms(VisualHook):
     place = 40
-    # off by default: two scalars per filter, and TensorBoard's HParams dashboard turns every
-    # scalar tag into a metric column
+    # off by default: two charts per filter bury the others in Time Series (kernel_change
+    # gives the per-layer summary)
     period = period_option("weight_norms_every_n_epochs",
                            "weight_norms/<conv>/filter_<k> and weight_distances/<conv>/filter_<k>: "
                            "L2 norm of each conv filter and its distance from the initial one",
