@@ -4,9 +4,12 @@
 ``kernels_change/...`` and ``weight_distances/...`` measure the distance from them. A fresh run
 (no resume) takes the weights of step 0 and keeps them in ``<run>/initial_kernels.npz`` (one
 float32 array per conv layer, named by the layer, plus ``__epoch__`` = 0), so a resumed run
-measures from the same start. A resumed run whose file is missing, unreadable or of other
-layers or shapes takes the weights it resumed from instead (and records them, with their
-epoch, for later resumes): then "change" means change since that epoch.
+measures from the same start: it reads its own run directory's file (a resume in place) or,
+when that has none, the file of the run whose ``checkpoints/`` it resumed from (``trainer.resume``
+into a new run directory, the default), and keeps a copy in its own directory. A resumed run
+that finds no usable file (missing, unreadable, of other layers or shapes) takes the weights it
+resumed from instead (and records them, with their epoch, for later resumes): then "change"
+means change since that epoch.
 """
 from __future__ import annotations
 
@@ -29,18 +32,39 @@ def current_kernels(state: TrainState) -> dict[str, np.ndarray]:
             for name, layer in spatial_kernel_layers(state.model).items()}
 
 
-def _read(path: Path, expected: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """The file's arrays if it holds exactly the expected layers and shapes, else None."""
+def _read(path: Path,
+          expected: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int] | None:
+    """The file's arrays and epoch if it holds exactly the expected layers and shapes, else
+    None."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: np.array(stored[name]) for name in stored.files
                       if name != _EPOCH_KEY}
-    except (OSError, ValueError, KeyError, EOFError):  # missing, truncated or not an npz
+            epoch = int(stored[_EPOCH_KEY]) if _EPOCH_KEY in stored.files else 0
+    except (OSError, ValueError, KeyError, EOFError, TypeError):  # missing, truncated, not an npz
         return None
     if arrays.keys() != expected.keys() or any(
             arrays[name].shape != expected[name].shape for name in expected):
         return None
-    return arrays
+    return arrays, epoch
+
+
+def _candidates(state: TrainState) -> list[Path]:
+    """Where a resumed run looks for its initial kernels: its own directory, then the run
+    directory of the checkpoint it resumed from (``<run>/checkpoints/<name>.safetensors``)."""
+    paths = [Path(state.run_dir) / FILE_NAME]
+    source = state.resumed_from
+    if source is not None and Path(source).parent.name == "checkpoints":
+        other = Path(source).parent.parent / FILE_NAME
+        if other.resolve() != paths[0].resolve():
+            paths.append(other)
+    return paths
+
+
+def _write(path: Path, kernels: dict[str, np.ndarray], epoch: int) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **kernels, **{_EPOCH_KEY: np.array(epoch)})
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def initial_kernels(ctx: VisualContext, state: TrainState) -> dict[str, np.ndarray]:
@@ -49,15 +73,22 @@ def initial_kernels(ctx: VisualContext, state: TrainState) -> dict[str, np.ndarr
     cached = ctx.shared.get("initial_kernels")
     if cached is not None:
         return cached
-    path = Path(state.run_dir) / FILE_NAME
+    own = Path(state.run_dir) / FILE_NAME
     current = current_kernels(state)
-    reference = _read(path, current) if state.start_epoch > 0 else None
-    if reference is None:
+    found = None
+    if state.start_epoch > 0:
+        for path in _candidates(state):
+            found = _read(path, current)
+            if found is not None:
+                if path != own:  # later resumes of this run start from the same kernels
+                    _write(own, *found)
+                break
+    if found is None:
         reference = current
         if current:
-            buffer = io.BytesIO()
-            np.savez(buffer, **current, **{_EPOCH_KEY: np.array(state.start_epoch)})
-            atomic_write_bytes(path, buffer.getvalue())
+            _write(own, current, state.start_epoch)
+    else:
+        reference = found[0]
     ctx.shared["initial_kernels"] = reference
     return reference
 

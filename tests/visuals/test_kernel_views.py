@@ -77,6 +77,23 @@ def test_initial_kernels_are_kept_for_a_resumed_run(tmp_path):
     assert np.abs(first_tile(image, auto_layout(4, 1, 3, 3)) - expected).max() <= 1
 
 
+def test_a_resume_into_a_new_directory_measures_from_the_first_runs_start(tmp_path):
+    data = blobs()
+    model = two_conv_model(data)
+    initial = weights_of(model)
+    train(tmp_path / "first", data, model, max_epochs=1, logger=QUIET)
+    second = tmp_path / "second"
+    train(second, data, two_conv_model(data, seed=5), max_epochs=2, logger=QUIET,
+          resume=str(tmp_path / "first" / "checkpoints"))
+    with np.load(second / "initial_kernels.npz") as stored:  # kept for its own resumes
+        assert int(stored["__epoch__"]) == 0
+        np.testing.assert_array_equal(stored["conv1"], initial["conv1.weight"])
+    w, w0 = final_weights(second)["conv1.weight"], initial["conv1.weight"]
+    [event] = [e for e in read_tb(second).Scalars("kernels_change/conv1/distance_from_init")
+               if e.step == 2]
+    assert event.value == pytest.approx(np.linalg.norm(w - w0) / np.linalg.norm(w0), rel=1e-5)
+
+
 def test_a_resume_without_the_file_measures_from_the_weights_it_resumed_from(tmp_path):
     data = blobs()
     train(tmp_path, data, max_epochs=1, logger=QUIET)
