@@ -38,24 +38,14 @@ def _grid_scale(rows: int, cols: int, h: int, w: int, padding: int, preferred: i
     return max(1, min(preferred, fit_h, fit_w))
 
 
-def _normalise(tiles: np.ndarray, scaling: str) -> np.ndarray:
-    """Map each tile (first axis) to [0, 255].
-
-    ``per_filter``: min..max of each tile -> 0..255 (shows the pattern of every filter, even weak
-    ones). ``symmetric``: -a..+a -> 0..255 with a = max |w| of the tile, so 0 is mid-grey (128),
-    positive weights are light and negative dark: signs are comparable across tiles.
-    """
+def _normalise(tiles: np.ndarray) -> np.ndarray:
+    """Map each tile (first axis) to [0, 255]: its own min..max -> 0..255 (shows the pattern of
+    every map, even weak ones; a constant tile is mid-grey)."""
     t = tiles.astype(np.float64)
     axes = tuple(range(1, t.ndim))
-    if scaling == "per_filter":
-        lo = t.min(axis=axes, keepdims=True)
-        span = t.max(axis=axes, keepdims=True) - lo
-        out = np.where(span > 0, (t - lo) / np.where(span > 0, span, 1), 0.5)
-    elif scaling == "symmetric":
-        a = np.abs(t).max(axis=axes, keepdims=True)
-        out = np.where(a > 0, (t / np.where(a > 0, a, 1) + 1) / 2, 0.5)
-    else:
-        raise InternalError(f"scaling: expected per_filter or symmetric, got {scaling!r}")
+    lo = t.min(axis=axes, keepdims=True)
+    span = t.max(axis=axes, keepdims=True) - lo
+    out = np.where(span > 0, (t - lo) / np.where(span > 0, span, 1), 0.5)
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
@@ -89,7 +79,7 @@ def feature_map_grid(maps: np.ndarray, *, scale: int | None = None, padding: int
     rows = math.ceil(c / cols)
     s = scale if scale is not None else _grid_scale(rows, cols, h, w, padding,
                                                     auto_scale(max(h, w), target=64))
-    return tile_grid(_normalise(m, "per_filter"), rows, cols, scale=s, padding=padding)
+    return tile_grid(_normalise(m), rows, cols, scale=s, padding=padding)
 
 
 def image_tile(image: np.ndarray, *, scale: int | None = None) -> np.ndarray:
@@ -102,7 +92,7 @@ def image_tile(image: np.ndarray, *, scale: int | None = None) -> np.ndarray:
     c, h, w = x.shape
     s = scale if scale is not None else auto_scale(max(h, w), target=64)
     pixels = x.transpose(1, 2, 0)[None] if c == 3 else x[:1]  # (1, H, W, 3) or (1, H, W)
-    return tile_grid(_normalise(pixels, "per_filter"), 1, 1, scale=s, padding=0)
+    return tile_grid(_normalise(pixels), 1, 1, scale=s, padding=0)
 
 
 # --- kernel views ------------------------------------------------------------------------
