@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 RESULTS = ("metrics.json", "checkpoints/last.safetensors", "checkpoints/last.json",
-           "checkpoints/best.safetensors", "checkpoints/best.json")
+           "checkpoints/best.safetensors", "checkpoints/best.json",
+           "initial_kernels.npz")  # the kernel-change views' reference, written at step 0
 
 # Runs convtrain with the n-th fsync of a regular file inside the atomic writes failing with
 # the given errno; at that moment it records the hashes of the results already on disk.
