@@ -1,0 +1,201 @@
+"""What each filter responds to (the math: :mod:`convtrain.visuals.responses`). Heavy views:
+they run at the end of training, every ``logger.responses_every_n_epochs`` epochs if set, and
+in ``task=inspect``; each run logs their cost (``responses: ... s``) in ``convtrain.log``.
+
+For every layer with spatial kernels (convolutions):
+
+- ``activation_max/<layer>``: one tile per filter (row-major, near-square grid), the input
+  that maximises the filter's mean output after ``logger.responses_steps`` steps of
+  regularised gradient ascent (:class:`~convtrain.visuals.responses.AscentSettings`), each tile
+  min-max scaled;
+- ``top_patches/<layer>``: column f = filter f, its ``logger.responses_top_k`` most exciting
+  validation images (at most :data:`MAX_IMAGES`; the test split without validation data),
+  best at the top: the crop of the input window (receptive field) of the filter's strongest
+  output in each image, all crops on one grey scale (the images' min..max; padding shows as
+  the value 0 the convolution sees);
+
+and once per run:
+
+- ``attribution/<layer>``: the fixed samples (first test image of each class, in class
+  order, :mod:`convtrain.visuals.samples`) in columns; row 1 the image, row 2 its saliency map
+  (``max_c |d logit_y / d x_c|``, black = 0 .. white = the image's maximum), row 3 the Grad-CAM
+  map at ``<layer>`` (the last layer with a spatial output) as a heat map over the grey image;
+  both for the sample's own class ``y``.
+
+PNG copies: ``<run>/images/<kind>/<layer>_epoch<NNN>.png``. A graph model (layers with several
+inputs) gets ``top_patches`` only (the others need a chain's inner gradients: logged once).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from convtrain import validate
+from convtrain.training.hooks import TrainState
+from convtrain.visuals.grids import image_tile, tile_grid
+from convtrain.visuals.hook import Option, VisualHook, spatial_kernel_layers
+from convtrain.visuals.responses import (AscentSettings, NotAChain, activation_maximisation,
+                                         grad_cam, grad_cam_layer, saliency, top_patches)
+from convtrain.visuals.samples import fit_scale, fixed_samples
+
+log = logging.getLogger("convtrain")
+
+#: validation images scanned for top patches (the first ones): bounds the cost on big splits
+MAX_IMAGES = 2048
+
+#: inferno-like anchors of the heat map, 0 -> 1 (dark purple, red, orange, light yellow)
+HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
+                np.float64)
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """``values`` in [0, 1] (any shape) -> uint8 RGB ``(..., 3)`` on :data:`HEAT`."""
+    v = np.clip(np.asarray(values, np.float64), 0, 1) * (len(HEAT) - 1)
+    low = np.minimum(np.floor(v).astype(np.int64), len(HEAT) - 2)
+    frac = (v - low)[..., None]
+    return np.round(HEAT[low] * (1 - frac) + HEAT[low + 1] * frac).astype(np.uint8)
+
+
+def _unit(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """min..max over ``axes`` -> 0..1 (constant: 0.5)."""
+    lo = x.min(axis=axes, keepdims=True)
+    span = x.max(axis=axes, keepdims=True) - lo
+    return np.where(span > 0, (x - lo) / np.where(span > 0, span, 1), 0.5)
+
+
+def _as_rgb_or_grey(unit: np.ndarray) -> np.ndarray:
+    """``(N, C, h, w)`` in [0, 1] -> uint8 tiles ``(N, h, w, 3)`` for C = 3, else ``(N, h, w)``
+    of channel 0."""
+    pixels = unit.transpose(0, 2, 3, 1) if unit.shape[1] == 3 else unit[:, 0]
+    return np.round(pixels * 255).astype(np.uint8)
+
+
+def activation_max_grid(images: np.ndarray) -> np.ndarray:
+    """``(F, C, H, W)`` -> near-square grid, each tile min-max scaled over its channels."""
+    x = np.asarray(images, np.float64)
+    f, _, h, w = x.shape
+    cols = int(np.ceil(np.sqrt(f)))
+    rows = int(np.ceil(f / cols))
+    scale = fit_scale(rows, cols, h, w, max(1, round(48 / max(h, w))))
+    return tile_grid(_as_rgb_or_grey(_unit(x, (1, 2, 3))), rows, cols, scale=scale)
+
+
+def top_patches_grid(crops: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``(F, k, C, h, w)`` -> k rows x F columns (column f = filter f, best on top), all crops on
+    one scale ``low..high``."""
+    c = np.asarray(crops, np.float64)
+    f, k, ch, h, w = c.shape
+    unit = np.clip((c - low) / (high - low), 0, 1) if high > low else np.full(c.shape, 0.5)
+    tiles = _as_rgb_or_grey(unit.transpose(1, 0, 2, 3, 4).reshape(k * f, ch, h, w))
+    scale = fit_scale(k, f, h, w, max(1, round(32 / max(h, w))))
+    return tile_grid(tiles, k, f, scale=scale)
+
+
+def attribution_grid(x: np.ndarray, saliency_maps: np.ndarray, cams: np.ndarray) -> np.ndarray:
+    """Samples ``(K, C, H, W)``, saliency ``(K, H, W)``, Grad-CAM ``(K, H, W)`` (both >= 0) -> a
+    3 x K RGB grid: images, saliency (0 .. each map's max, grey), Grad-CAM heat over the image
+    (half and half)."""
+    images = np.stack([image_tile(img, scale=1) for img in x])  # (K, H, W) or (K, H, W, 3)
+    rgb = images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3)
+
+    def by_max(m: np.ndarray) -> np.ndarray:
+        top = m.max(axis=(1, 2), keepdims=True)
+        return np.where(top > 0, m / np.where(top > 0, top, 1), 0.0)
+
+    sal = np.repeat(np.round(by_max(saliency_maps) * 255).astype(np.uint8)[..., None], 3, axis=3)
+    grey = rgb.astype(np.float64).mean(axis=3, keepdims=True)
+    cam = np.round(0.5 * grey + 0.5 * heat_colours(by_max(cams))).astype(np.uint8)
+    k, h, w = saliency_maps.shape
+    scale = fit_scale(3, k, h, w, max(1, round(64 / max(h, w))))
+    return tile_grid(np.concatenate([rgb, sal, cam]), 3, k, scale=scale)
+
+
+def _non_negative(key: str, value: Any) -> int:
+    return validate.non_negative_int(key, value, zero_means="only at the end")
+
+
+class Responses(VisualHook):
+    place = 25
+    options = (
+        Option("responses", True, bool, validate.boolean,
+               "activation_max/, top_patches/<conv> and attribution/ at the end of training"),
+        Option("responses_every_n_epochs", 0, int, _non_negative,
+               "also every N epochs (0: only at the end; heavy: seconds per call)"),
+        Option("responses_top_k", 8, int, validate.positive_int,
+               "top_patches/<conv>: most exciting validation crops per filter"),
+        Option("responses_steps", 64, int, validate.positive_int,
+               "activation_max/<conv>: gradient-ascent steps"),
+    )
+
+    def __init__(self, ctx: Any):
+        super().__init__(ctx)
+        self.logged_step: int | None = None
+        self.warned = False
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        every = int(self.ctx.settings.responses_every_n_epochs)
+        if self.ctx.settings.responses and every > 0 and state.step % every == 0:
+            self.log(state, state.step)
+
+    def on_fit_end(self, state: TrainState, error: BaseException | None) -> None:
+        # the end of training, however many epochs it took (not after a failure or Ctrl-C)
+        if (error is None and self.ctx.settings.responses and state.step > state.start_epoch
+                and self.logged_step != state.step):
+            self.log(state, state.step)
+
+    def inspect(self, state: TrainState, step: int) -> None:
+        self.log(state, step)
+
+    def log(self, state: TrainState, step: int) -> None:
+        self.logged_step = step
+        if not self.ctx.pictures_wanted:
+            return
+        started = time.perf_counter()
+        model, write = state.model, self.ctx.write_image
+        layers = spatial_kernel_layers(model)
+        images = _scan_images(state.data)
+        ascent = AscentSettings(steps=int(self.ctx.settings.responses_steps))
+        for name in layers:
+            try:
+                write("activation_max", name, activation_max_grid(
+                    activation_maximisation(model, name, ascent)), step)
+            except NotAChain as exc:
+                self._warn(exc)
+            if images is not None:
+                try:
+                    found = top_patches(model, name, images,
+                                        k=int(self.ctx.settings.responses_top_k))
+                except NotAChain as exc:
+                    self._warn(exc)
+                else:
+                    write("top_patches", name, top_patches_grid(
+                        found.crops, float(images.min()), float(images.max())), step)
+        samples = fixed_samples(state.data)
+        target = grad_cam_layer(model) if layers else None
+        if samples is not None and target is not None:
+            try:
+                cams = grad_cam(model, samples.x, samples.labels, target)[1]
+                write("attribution", target, attribution_grid(
+                    samples.x, saliency(model, samples.x, samples.labels), cams), step)
+            except NotAChain as exc:
+                self._warn(exc)
+        log.info("responses: %.2f s at step %d (%d conv layers)",
+                 time.perf_counter() - started, step, len(layers))
+
+    def _warn(self, exc: Exception) -> None:
+        if not self.warned:
+            log.warning("responses: %s", exc)
+            self.warned = True
+
+
+def _scan_images(data: Any) -> np.ndarray | None:
+    """The images top patches rank: the first :data:`MAX_IMAGES` of the validation split (else
+    of the test split)."""
+    for split in ("val", "test"):
+        part = getattr(data, split, None)
+        if part is not None and len(part) > 0:
+            return np.asarray(part.x[:MAX_IMAGES])
+    return None
