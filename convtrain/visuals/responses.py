@@ -3,8 +3,8 @@
 Four ways to ask a trained network what a filter (or the whole network) looks at, each on the
 model's own forward/backward pass (NumPy or CuPy arrays; results come back to the host):
 
-- :func:`activation_maximisation`: the input that maximises a filter's mean activation,
-  found by regularised gradient ascent (Erhan et al. 2009; the regularisers of Yosinski et
+- :func:`activation_maximisation`: the input that maximises a filter's output at the centre
+  of its map, found by regularised gradient ascent (Erhan et al. 2009; the regularisers of Yosinski et
   al. 2015: L2 decay, jitter, blur);
 - :func:`top_patches`: for each filter, the k images whose strongest response is largest, and
   the crop of each at that response's receptive field (Zeiler & Fergus 2014);
@@ -101,10 +101,15 @@ def _as_model_input(model: Any, x: Any) -> Any:
     return model.backend.asarray(np.ascontiguousarray(x), dtype=model.dtype)
 
 
-def mean_activation_input_gradient(model: Any, name: str, x: Any,
-                                   filters: Any) -> tuple[np.ndarray, np.ndarray]:
-    """For each image ``i`` of ``x`` ``(N, C, H, W)``: the mean of layer ``name``'s output
-    channel ``filters[i]`` over its positions, and its gradient w.r.t. the image.
+def centre(shape: Sequence[int]) -> tuple[int, int]:
+    """The centre output position ``(oh // 2, ow // 2)`` of a map ``(..., oh, ow)``."""
+    return int(shape[-2]) // 2, int(shape[-1]) // 2
+
+
+def unit_input_gradient(model: Any, name: str, x: Any,
+                        filters: Any) -> tuple[np.ndarray, np.ndarray]:
+    """For each image ``i`` of ``x`` ``(N, C, H, W)``: the output of layer ``name``'s channel
+    ``filters[i]`` at the centre position (:func:`centre`), and its gradient w.r.t. the image.
 
     Returns host float arrays ``(N,)`` and ``(N, C, H, W)``.
     """
@@ -115,13 +120,12 @@ def mean_activation_input_gradient(model: Any, name: str, x: Any,
             raise InternalError(f"layer '{name}' has output shape {tuple(y.shape[1:])}, "
                                 "not (C, H, W)")
         xp = model.backend.xp
-        n, _, oh, ow = y.shape
-        rows = xp.arange(n)
+        rows = xp.arange(y.shape[0])
         picked = xp.asarray(np.asarray(filters, dtype=np.int64))
+        i, j = centre(y.shape)
         dy = xp.zeros(y.shape, dtype=y.dtype)
-        dy[rows, picked] = 1.0 / (oh * ow)
-        value = y[rows, picked].mean(axis=(1, 2))
-        value = np.array(model.backend.to_numpy(value), copy=True)
+        dy[rows, picked, i, j] = 1.0
+        value = np.array(model.backend.to_numpy(y[rows, picked, i, j]), copy=True)
         grad = run_backward(head, dy)
         return value, np.array(model.backend.to_numpy(grad), copy=True)
 
@@ -131,8 +135,12 @@ def mean_activation_input_gradient(model: Any, name: str, x: Any,
 class AscentSettings:
     """Gradient ascent on the input, in the model's input units (normalised pixels).
 
+    The objective is one unit: the filter's output at the centre position of its map
+    (Yosinski et al. 2015). (The map's mean is no objective for a first convolution: it is
+    linear in the image, ``sum(w) * mean(x)`` away from the borders, so its maximiser is a flat
+    image at the clip value, whatever the filter's pattern.)
     Each step: shift the image by a random ``(dy, dx)`` with ``|d| <= jitter`` (wrapping round),
-    take the gradient of the mean activation there, shift it back, scale it to unit mean
+    take the gradient of the unit there, shift it back, scale it to unit mean
     ``|g|`` per image, then ``x += lr * g - decay * x``; every ``blur_every`` steps blur ``x``
     with a Gaussian of ``blur_sigma`` pixels; keep ``|x| <= clip``. The start is
     ``N(0, 0.1^2)`` noise from ``seed``.
@@ -140,7 +148,7 @@ class AscentSettings:
 
     steps: int = 64
     lr: float = 0.1
-    decay: float = 0.01
+    decay: float = 0.05
     jitter: int = 1
     blur_every: int = 4
     blur_sigma: float = 0.5
@@ -174,8 +182,10 @@ def gaussian_blur(x: Any, sigma: float, xp: Any = np) -> Any:
 
 def activation_maximisation(model: Any, name: str,
                             settings: AscentSettings = AscentSettings()) -> np.ndarray:
-    """One image per filter of layer ``name`` that maximises its mean activation, all filters
-    ascending together as one batch.
+    """One image per filter of layer ``name`` that maximises its output at the centre position
+    (:class:`AscentSettings`), all filters ascending together as one batch. Only the unit's
+    receptive field matters (:func:`centre_window` crops it); elsewhere the decay keeps ``x``
+    near 0.
 
     Returns host ``(F, C, H, W)`` in the model's input units.
     """
@@ -193,9 +203,8 @@ def activation_maximisation(model: Any, name: str,
             shift = tuple(int(s) for s in rng.integers(-settings.jitter, settings.jitter + 1, 2))
             shifted = xp.roll(x, shift, axis=(2, 3))
             y = run_forward(head, shifted)
-            _, _, oh, ow = y.shape
             dy = xp.zeros(y.shape, dtype=y.dtype)
-            dy[filters, filters] = 1.0 / (oh * ow)
+            dy[(filters, filters) + centre(y.shape)] = 1.0
             grad = xp.roll(run_backward(head, dy), (-shift[0], -shift[1]), axis=(2, 3))
             scale = xp.abs(grad).mean(axis=(1, 2, 3), keepdims=True)
             grad = grad / xp.maximum(scale, 1e-12)
@@ -206,10 +215,11 @@ def activation_maximisation(model: Any, name: str,
     return np.array(model.backend.to_numpy(x), copy=True)
 
 
-def mean_activations(model: Any, name: str, x: Any) -> np.ndarray:
-    """Layer ``name``'s output for ``x``, averaged over positions: host ``(N, F)``."""
+def centre_outputs(model: Any, name: str, x: Any) -> np.ndarray:
+    """Layer ``name``'s output for ``x`` at the centre position: host ``(N, F)``."""
     out = model.layer_outputs(_as_model_input(model, x), [name], training=False)[name]
-    return np.asarray(model.backend.to_numpy(out.mean(axis=(2, 3))), dtype=np.float64)
+    i, j = centre(out.shape)
+    return np.asarray(model.backend.to_numpy(out[:, :, i, j]), dtype=np.float64)
 
 
 # --- receptive fields and top-activating patches -----------------------------------------------
@@ -251,6 +261,21 @@ def receptive_field(model: Any, name: str) -> Window:
     return Window(tuple(size), tuple(jump), tuple(start))
 
 
+def centre_window(model: Any, name: str) -> tuple[int, int, tuple[int, int]]:
+    """``(top, left, size)`` of the receptive field of layer ``name``'s centre unit."""
+    window = receptive_field(model, name)
+    return window.rows_cols(*centre(model.layer_shapes[name][1])) + (window.size,)
+
+
+def inside_mask(top: int, left: int, size: tuple[int, int],
+                image_size: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` bool: which pixels of the window at ``(top, left)`` lie in the image."""
+    rows = np.arange(top, top + size[0])
+    cols = np.arange(left, left + size[1])
+    return (((rows >= 0) & (rows < image_size[0]))[:, None]
+            & ((cols >= 0) & (cols < image_size[1]))[None, :])
+
+
 def crop(image: np.ndarray, top: int, left: int, size: tuple[int, int],
          fill: float = 0.0) -> np.ndarray:
     """``image[:, top:top+h, left:left+w]`` ``(C, h, w)``, ``fill`` where the window leaves
@@ -273,7 +298,9 @@ class TopPatches:
         values: ``(F, k)`` the filter's largest output in each chosen image, descending.
         images: ``(F, k)`` indices of those images.
         positions: ``(F, k, 2)`` the output position ``(i, j)`` of that largest output.
-        crops: ``(F, k, C, h, w)`` the input window of that position (:func:`receptive_field`).
+        crops: ``(F, k, C, h, w)`` the input window of that position (:func:`receptive_field`),
+            0 where it leaves the image.
+        inside: ``(F, k, h, w)`` which crop pixels lie in the image (the rest is padding).
         window: the layer's :class:`Window`.
     """
 
@@ -281,6 +308,7 @@ class TopPatches:
     images: np.ndarray
     positions: np.ndarray
     crops: np.ndarray
+    inside: np.ndarray
     window: Window
 
 
@@ -313,11 +341,13 @@ def top_patches(model: Any, name: str, images: np.ndarray, k: int = 8,
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]  # (F, k)
     chosen_values = np.take_along_axis(values, order, axis=1)
     chosen_positions = np.take_along_axis(positions, order[..., None], axis=1)
-    crops = np.stack([
-        np.stack([crop(images[img], *window.rows_cols(*pos), window.size)
-                  for img, pos in zip(order[f], chosen_positions[f])])
-        for f in range(len(order))])
-    return TopPatches(chosen_values, order, chosen_positions, crops, window)
+    corners = [[window.rows_cols(*pos) for pos in chosen_positions[f]] for f in range(len(order))]
+    crops = np.stack([np.stack([crop(images[img], *corner, window.size)
+                                for img, corner in zip(order[f], corners[f])])
+                      for f in range(len(order))])
+    inside = np.array([[inside_mask(*corner, window.size, images.shape[2:]) for corner in row]
+                       for row in corners], dtype=bool).reshape(crops.shape[:2] + window.size)
+    return TopPatches(chosen_values, order, chosen_positions, crops, inside, window)
 
 
 # --- saliency and Grad-CAM ---------------------------------------------------------------------

@@ -30,6 +30,13 @@ class FeatureMaps(VisualHook):
                 and spatial_kernel_layers(state.model) and self.ctx.pictures_wanted):
             self.ctx.write_image("feature_maps", "input", samples_row(self.samples.x), None)
 
+    def inspect(self, state: TrainState, step: int) -> None:
+        self.samples = fixed_samples(state.data)
+        if (self.samples is not None and spatial_kernel_layers(state.model)
+                and self.ctx.pictures_wanted):
+            self.ctx.write_image("feature_maps", "input", samples_row(self.samples.x), None)
+        self.log(state, step)
+
     def log(self, state: TrainState, step: int) -> None:
         if not self.ctx.pictures_wanted or getattr(self, "samples", None) is None:
             return

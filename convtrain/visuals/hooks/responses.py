@@ -5,20 +5,21 @@ in ``task=inspect``; each run logs their cost (``responses: ... s``) in ``convtr
 For every layer with spatial kernels (convolutions):
 
 - ``activation_max/<layer>``: one tile per filter (row-major, near-square grid), the input
-  that maximises the filter's mean output after ``logger.responses_steps`` steps of
-  regularised gradient ascent (:class:`~convtrain.visuals.responses.AscentSettings`), each tile
-  min-max scaled;
+  that maximises the filter's output at the centre of its map after
+  ``logger.responses_steps`` steps of regularised gradient ascent
+  (:class:`~convtrain.visuals.responses.AscentSettings`), cropped to that unit's receptive
+  field (the rest of the image does not reach it), each tile min-max scaled;
 - ``top_patches/<layer>``: column f = filter f, its ``logger.responses_top_k`` most exciting
   validation images (at most :data:`MAX_IMAGES`; the test split without validation data),
   best at the top: the crop of the input window (receptive field) of the filter's strongest
-  output in each image, all crops on one grey scale (the images' min..max; padding shows as
-  the value 0 the convolution sees);
+  output in each image, all crops on one scale (the scanned images' min..max); pixels of the
+  window outside the image (the convolution's zero padding) are drawn in :data:`PADDING`;
 
 and once per run:
 
 - ``attribution/<layer>``: the fixed samples (first test image of each class, in class
   order, :mod:`convtrain.visuals.samples`) in columns; row 1 the image, row 2 its saliency map
-  (``max_c |d logit_y / d x_c|``, black = 0 .. white = the image's maximum), row 3 the Grad-CAM
+  (``max_c |d logit_y / d x_c|``, black = 0 .. white = its 99th percentile), row 3 the Grad-CAM
   map at ``<layer>`` (the last layer with a spatial output) as a heat map over the grey image;
   both for the sample's own class ``y``.
 
@@ -38,7 +39,8 @@ from convtrain.training.hooks import TrainState
 from convtrain.visuals.grids import image_tile, tile_grid
 from convtrain.visuals.hook import Option, VisualHook, spatial_kernel_layers
 from convtrain.visuals.responses import (AscentSettings, NotAChain, activation_maximisation,
-                                         grad_cam, grad_cam_layer, saliency, top_patches)
+                                         centre_window, crop, grad_cam, grad_cam_layer,
+                                         saliency, top_patches)
 from convtrain.visuals.samples import fit_scale, fixed_samples
 
 log = logging.getLogger("convtrain")
@@ -49,6 +51,30 @@ MAX_IMAGES = 2048
 #: inferno-like anchors of the heat map, 0 -> 1 (dark purple, red, orange, light yellow)
 HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
                 np.float64)
+
+
+#: the colour of top-patch pixels that lie outside the image (padding): a dull blue no grey
+#: image contains
+PADDING = np.array([40, 60, 120], np.uint8)
+
+#: pixels between tiles: 2, so that neighbouring tiles stay apart at any zoom, in a colour
+#: that no grey tile, heat map or padding has
+SEPARATOR = 2
+SEPARATOR_COLOUR = np.array([200, 160, 60], np.uint8)
+
+
+def laid_out(tiles: np.ndarray, rows: int, cols: int, scale: int) -> np.ndarray:
+    """:func:`~convtrain.visuals.grids.tile_grid` with :data:`SEPARATOR` pixels between tiles,
+    painted :data:`SEPARATOR_COLOUR`: RGB ``(rows * (h*scale + 2) + 2, cols * (w*scale + 2) + 2,
+    3)``."""
+    if tiles.ndim == 3:
+        tiles = np.repeat(tiles[..., None], 3, axis=3)
+    grid = tile_grid(tiles, rows, cols, scale=scale, padding=SEPARATOR)
+    th, tw = tiles.shape[1] * scale, tiles.shape[2] * scale
+    cell_rows = (np.arange(grid.shape[0]) % (th + SEPARATOR)) < SEPARATOR
+    cell_cols = (np.arange(grid.shape[1]) % (tw + SEPARATOR)) < SEPARATOR
+    grid[cell_rows[:, None] | cell_cols[None, :]] = SEPARATOR_COLOUR
+    return grid
 
 
 def heat_colours(values: np.ndarray) -> np.ndarray:
@@ -74,43 +100,51 @@ def _as_rgb_or_grey(unit: np.ndarray) -> np.ndarray:
 
 
 def activation_max_grid(images: np.ndarray) -> np.ndarray:
-    """``(F, C, H, W)`` -> near-square grid, each tile min-max scaled over its channels."""
+    """``(F, C, h, w)`` -> near-square grid (row-major by filter), each tile min-max scaled
+    over its channels."""
     x = np.asarray(images, np.float64)
     f, _, h, w = x.shape
     cols = int(np.ceil(np.sqrt(f)))
     rows = int(np.ceil(f / cols))
-    scale = fit_scale(rows, cols, h, w, max(1, round(48 / max(h, w))))
-    return tile_grid(_as_rgb_or_grey(_unit(x, (1, 2, 3))), rows, cols, scale=scale)
+    scale = fit_scale(rows, cols, h, w, max(1, round(48 / max(h, w))), SEPARATOR)
+    return laid_out(_as_rgb_or_grey(_unit(x, (1, 2, 3))), rows, cols, scale)
 
 
-def top_patches_grid(crops: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``(F, k, C, h, w)`` -> k rows x F columns (column f = filter f, best on top), all crops on
-    one scale ``low..high``."""
+def top_patches_grid(crops: np.ndarray, inside: np.ndarray, low: float,
+                     high: float) -> np.ndarray:
+    """``crops`` ``(F, k, C, h, w)`` and ``inside`` ``(F, k, h, w)`` -> k rows x F columns
+    (column f = filter f, best on top), RGB: all crops on one scale ``low..high``, pixels
+    outside the image in :data:`PADDING`."""
     c = np.asarray(crops, np.float64)
     f, k, ch, h, w = c.shape
     unit = np.clip((c - low) / (high - low), 0, 1) if high > low else np.full(c.shape, 0.5)
     tiles = _as_rgb_or_grey(unit.transpose(1, 0, 2, 3, 4).reshape(k * f, ch, h, w))
-    scale = fit_scale(k, f, h, w, max(1, round(32 / max(h, w))))
-    return tile_grid(tiles, k, f, scale=scale)
+    if tiles.ndim == 3:
+        tiles = np.repeat(tiles[..., None], 3, axis=3)
+    tiles[~np.asarray(inside).transpose(1, 0, 2, 3).reshape(k * f, h, w)] = PADDING
+    scale = fit_scale(k, f, h, w, max(1, round(32 / max(h, w))), SEPARATOR)
+    return laid_out(tiles, k, f, scale)
 
 
 def attribution_grid(x: np.ndarray, saliency_maps: np.ndarray, cams: np.ndarray) -> np.ndarray:
     """Samples ``(K, C, H, W)``, saliency ``(K, H, W)``, Grad-CAM ``(K, H, W)`` (both >= 0) -> a
-    3 x K RGB grid: images, saliency (0 .. each map's max, grey), Grad-CAM heat over the image
-    (half and half)."""
+    3 x K RGB grid: images, saliency (grey: 0 .. each map's 99th percentile), Grad-CAM heat
+    (:data:`HEAT`: 0 .. each map's max) over the grey image, half and half."""
     images = np.stack([image_tile(img, scale=1) for img in x])  # (K, H, W) or (K, H, W, 3)
     rgb = images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3)
 
-    def by_max(m: np.ndarray) -> np.ndarray:
-        top = m.max(axis=(1, 2), keepdims=True)
-        return np.where(top > 0, m / np.where(top > 0, top, 1), 0.0)
+    def by_top(m: np.ndarray, q: float) -> np.ndarray:
+        top = np.percentile(m, q, axis=(1, 2), keepdims=True)
+        return np.clip(np.where(top > 0, m / np.where(top > 0, top, 1), 0.0), 0, 1)
 
-    sal = np.repeat(np.round(by_max(saliency_maps) * 255).astype(np.uint8)[..., None], 3, axis=3)
+    # saliency is sparse: its 99th percentile is white, so a few pixels do not outshine the rest
+    sal = np.repeat(np.round(by_top(saliency_maps, 99) * 255).astype(np.uint8)[..., None], 3,
+                    axis=3)
     grey = rgb.astype(np.float64).mean(axis=3, keepdims=True)
-    cam = np.round(0.5 * grey + 0.5 * heat_colours(by_max(cams))).astype(np.uint8)
+    cam = np.round(0.5 * grey + 0.5 * heat_colours(by_top(cams, 100))).astype(np.uint8)
     k, h, w = saliency_maps.shape
-    scale = fit_scale(3, k, h, w, max(1, round(64 / max(h, w))))
-    return tile_grid(np.concatenate([rgb, sal, cam]), 3, k, scale=scale)
+    scale = fit_scale(3, k, h, w, max(1, round(64 / max(h, w))), SEPARATOR)
+    return laid_out(np.concatenate([rgb, sal, cam]), 3, k, scale)
 
 
 def _non_negative(key: str, value: Any) -> int:
@@ -160,8 +194,10 @@ class Responses(VisualHook):
         ascent = AscentSettings(steps=int(self.ctx.settings.responses_steps))
         for name in layers:
             try:
-                write("activation_max", name, activation_max_grid(
-                    activation_maximisation(model, name, ascent)), step)
+                top, left, size = centre_window(model, name)
+                images_max = activation_maximisation(model, name, ascent)
+                write("activation_max", name, activation_max_grid(np.stack(
+                    [crop(image, top, left, size) for image in images_max])), step)
             except NotAChain as exc:
                 self._warn(exc)
             if images is not None:
@@ -172,7 +208,8 @@ class Responses(VisualHook):
                     self._warn(exc)
                 else:
                     write("top_patches", name, top_patches_grid(
-                        found.crops, float(images.min()), float(images.max())), step)
+                        found.crops, found.inside, float(images.min()), float(images.max())),
+                        step)
         samples = fixed_samples(state.data)
         target = grad_cam_layer(model) if layers else None
         if samples is not None and target is not None:
