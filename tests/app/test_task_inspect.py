@@ -1,0 +1,153 @@
+"""``convtrain task=inspect``: every visual of a trained run's checkpoint, without training --
+through the command line on the shared digits run, in process for the registry rule (a new
+visual comes for free) and the refusals; and the README's ``load_run`` notebook example, run as
+written."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from convtrain.app.cli import config_dir
+from convtrain.app.run import run
+from convtrain.errors import ConfigError
+from convtrain.inference import load_run
+from convtrain.visuals.grids import kernel_grid
+from convtrain.visuals.hook import VISUAL_HOOKS, VisualHook
+from tests.inference import conftest as trained_runs
+from tests.inference.conftest import copy_run, run_convtrain
+from tests.visuals.pillow_png import decode_png
+
+digits_run, fmnist_run = trained_runs.digits_run, trained_runs.fmnist_run
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+#: what the digits run's inspect writes (small_cnn: conv1, conv2; Grad-CAM at pool2)
+KINDS = {"kernels": ["conv1", "conv2"], "feature_maps": ["conv1", "conv2"],
+         "activation_max": ["conv1", "conv2"], "top_patches": ["conv1", "conv2"],
+         "attribution": ["pool2"]}
+
+
+def fingerprint(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.relative_to(run_dir).parts[0] != "inspect"}
+
+
+def inspect_in_process(run_dir: Path, out: Path, *overrides: str) -> None:
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["task=inspect", f"trainer.resume={run_dir}",
+                                          *overrides], return_hydra_config=True)
+    run(cfg, run_dir=out)
+
+
+@pytest.mark.slow  # a subprocess: ~4 s
+def test_inspect_writes_every_visual_of_the_checkpoint(digits_run, tmp_path):
+    run_dir = copy_run(digits_run, tmp_path)
+    before = fingerprint(run_dir)
+    proc = run_convtrain(tmp_path, "task=inspect", f"trainer.resume={run_dir}")
+    trained = load_run(run_dir)  # best checkpoint
+    step = trained.epoch
+    assert f"inspect: epoch {step} of {run_dir / 'checkpoints' / 'best.safetensors'}" \
+        in proc.stdout
+    images = run_dir / "inspect" / "images"
+    names = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+    expected = sorted([f"{kind}/{layer}_epoch{step:03d}.png" for kind, layers in KINDS.items()
+                       for layer in layers] + ["feature_maps/input.png"])
+    assert names == expected
+    assert fingerprint(run_dir) == before  # the run's own files are only read
+
+    # the same pictures in the inspect run's own event file, at the checkpoint's epoch
+    acc = EventAccumulator(str(run_dir / "inspect" / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    tags = {f"{kind}/{layer}" for kind, layers in KINDS.items() for layer in layers}
+    assert set(acc.Tags()["images"]) == tags | {"feature_maps/input"}
+    for tag in tags:
+        kind, layer = tag.split("/")
+        [event] = acc.Images(tag)
+        assert event.step == step
+        png = (images / kind / f"{layer}_epoch{step:03d}.png").read_bytes()
+        np.testing.assert_array_equal(decode_png(png), decode_png(event.encoded_image_string))
+    # the kernels are the checkpoint's weights; no gradient histograms (nothing was trained)
+    weight = trained.model.layers["conv2"].params["weight"]
+    np.testing.assert_array_equal(
+        decode_png((images / "kernels" / f"conv2_epoch{step:03d}.png").read_bytes()),
+        kernel_grid(np.asarray(weight)))
+    histograms = acc.Tags()["histograms"]
+    assert "conv1/weight" in histograms and not any(t.endswith("_grad") for t in histograms)
+
+
+def test_inspect_last_checkpoint_and_a_new_visual_comes_for_free(digits_run, tmp_path):
+    class Marker(VisualHook):  # registered by being defined, like any visual
+        def inspect(self, state, step):
+            self.ctx.write_image("marker", "epoch", np.full((2, 3), step, np.uint8), step)
+
+    try:
+        out = tmp_path / "inspect"
+        inspect_in_process(digits_run, out, "checkpoint=last", "logger.tensorboard=false",
+                           "logger.responses_top_k=2")
+    finally:
+        VISUAL_HOOKS.remove(Marker)
+    last = load_run(digits_run, checkpoint="last").epoch
+    marker = decode_png((out / "images" / "marker" / f"epoch_epoch{last:03d}.png").read_bytes())
+    assert np.all(marker == last)
+    assert not (out / "tensorboard").exists()
+    patches = decode_png((out / "images" / "top_patches" / f"conv1_epoch{last:03d}.png")
+                         .read_bytes())
+    assert patches.shape[0] == 2 * (3 * round(32 / 3) + 2) + 2  # top_k = 2 rows of 3x3 crops
+
+
+@pytest.mark.slow  # trains lenet5 on 2,000 Fashion-MNIST images once per session
+def test_inspect_lenet5_on_fashion_mnist_windows(fmnist_run, tmp_path):
+    out = tmp_path / "inspect"
+    inspect_in_process(fmnist_run, out, "logger.tensorboard=false")
+    step = load_run(fmnist_run).epoch
+    images = out / "images"
+
+    def shape(kind, layer):
+        return decode_png((images / kind / f"{layer}_epoch{step:03d}.png").read_bytes()).shape
+
+    # receptive fields: conv1 5x5 (pad 2); conv2 after a 2x2 pool: 6 + 4 * 2 = 14
+    # top patches: 8 rows x F columns of crops scaled by round(32 / size), 2 px separators
+    assert shape("top_patches", "conv1") == (8 * (5 * 6 + 2) + 2, 6 * (5 * 6 + 2) + 2, 3)
+    assert shape("top_patches", "conv2") == (8 * (14 * 2 + 2) + 2, 16 * (14 * 2 + 2) + 2, 3)
+    # activation maximisation: near-square grids of the same windows, about 48 px per tile
+    assert shape("activation_max", "conv1") == (2 * (5 * 10 + 2) + 2, 3 * (5 * 10 + 2) + 2, 3)
+    assert shape("activation_max", "conv2") == (4 * (14 * 3 + 2) + 2, 4 * (14 * 3 + 2) + 2, 3)
+    # the 10 classes' first test images, 28x28 at scale round(64 / 28) = 2
+    assert shape("attribution", "pool2") == (3 * (28 * 2 + 2) + 2, 10 * (28 * 2 + 2) + 2, 3)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ((), r"task=inspect works on a trained run: set trainer\.resume=RUN_DIR"),
+    (("trainer.resume=/nonexistent/run",), r"trainer\.resume: '/nonexistent/run' does not exist"),
+])
+def test_inspect_refusals_are_one_line(tmp_path, overrides, message):
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["task=inspect", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        run(cfg, run_dir=tmp_path)
+
+
+def test_readme_load_run_example_runs(digits_run, tmp_path):
+    text = README.read_text()
+    match = re.search(r"<!-- load_run example[^\n]*-->\n```python\n(.*?)```", text, re.S)
+    assert match, "README: the load_run example block is missing"
+    code = match.group(1).replace('"RUN_DIR"', repr(str(digits_run)))
+    env = {k: v for k, v in os.environ.items()}
+    repo = str(README.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    picture = decode_png((tmp_path / "conv1_kernels.png").read_bytes())
+    weight = load_run(digits_run).model.layers["conv1"].params["weight"]
+    np.testing.assert_array_equal(picture, kernel_grid(np.asarray(weight)))
+    assert "(32, 1, 8, 8)" in proc.stdout  # conv2's 32 filters on 8x8 digits
