@@ -156,6 +156,19 @@ class AscentSettings:
     seed: int = 0
 
 
+def roll(xp: Any, x: Any, shift: tuple[int, int]) -> Any:
+    """``x`` ``(N, C, H, W)`` shifted by ``shift`` pixels along H and W, wrapping round
+    (``numpy.roll`` over axes 2 and 3, from slices: what every backend has)."""
+    for axis, amount in zip((2, 3), shift):
+        amount %= x.shape[axis]
+        if amount:
+            index = [slice(None)] * 4
+            head, tail = list(index), list(index)
+            head[axis], tail[axis] = slice(-amount, None), slice(None, -amount)
+            x = xp.concatenate([x[tuple(head)], x[tuple(tail)]], axis=axis)
+    return x
+
+
 def gaussian_blur(x: Any, sigma: float, xp: Any = np) -> Any:
     """Separable Gaussian blur of ``x`` ``(N, C, H, W)`` over H and W (reflecting borders; a
     kernel radius of ``ceil(2 sigma)``, at most what the image allows)."""
@@ -201,11 +214,11 @@ def activation_maximisation(model: Any, name: str,
     with _KeptGradients(model):
         for step in range(settings.steps):
             shift = tuple(int(s) for s in rng.integers(-settings.jitter, settings.jitter + 1, 2))
-            shifted = xp.roll(x, shift, axis=(2, 3))
+            shifted = roll(xp, x, shift)
             y = run_forward(head, shifted)
             dy = xp.zeros(y.shape, dtype=y.dtype)
             dy[(filters, filters) + centre(y.shape)] = 1.0
-            grad = xp.roll(run_backward(head, dy), (-shift[0], -shift[1]), axis=(2, 3))
+            grad = roll(xp, run_backward(head, dy), (-shift[0], -shift[1]))
             scale = xp.abs(grad).mean(axis=(1, 2, 3), keepdims=True)
             grad = grad / xp.maximum(scale, 1e-12)
             x = x + settings.lr * grad - settings.decay * x

@@ -252,6 +252,12 @@ def test_gaussian_blur_matches_scipy():
     np.testing.assert_allclose(R.gaussian_blur(x, 0.8), expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shift", [(0, 0), (1, -1), (-2, 5), (13, 3)])
+def test_roll_matches_numpy(shift):
+    x = np.arange(2 * 1 * 4 * 5).reshape(2, 1, 4, 5)
+    np.testing.assert_array_equal(R.roll(np, x, shift), np.roll(x, shift, axis=(2, 3)))
+
+
 def test_graph_models_are_refused_with_a_reason():
     model = tiny()
     model.is_chain = False  # what a graph model says of itself
