@@ -78,7 +78,13 @@ class VisualContext:
                 folder.mkdir(parents=True, exist_ok=True)
                 self._folders.add(folder)
             stem = name if step is None else f"{name}_epoch{step:03d}"
-            (folder / f"{stem}.png").write_bytes(png)
+            path = folder / f"{stem}.png"
+            try:
+                path.write_bytes(png)
+            except OSError as exc:  # a failed write() (a full disk) names no file: name it
+                if exc.filename is not None:
+                    raise
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def spatial_kernel_layers(model: Any) -> dict[str, Any]:

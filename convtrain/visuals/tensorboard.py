@@ -18,8 +18,10 @@ Records written (and the TensorBoard tab that shows them):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -35,10 +37,22 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.event_file_writer import EventFileWriter, _AsyncWriterThread
 
 from convtrain.data.images import encode_png
 from convtrain.errors import InternalError
+
+
+def _quiet_writer_thread_errors(args: Any, previous: Any = threading.excepthook) -> None:
+    """TensorBoard's writer thread prints the traceback of a failed write (a full disk) before
+    the writer raises the same error in the main thread on its next call; that one becomes a
+    one-line message (``TensorBoardWriter`` names the file), so the thread's print is dropped."""
+    if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+        return
+    previous(args)
+
+
+threading.excepthook = _quiet_writer_thread_errors
 
 #: default number of equal-width histogram buckets between the values' min and max.
 HISTOGRAM_BUCKETS = 30
@@ -235,18 +249,33 @@ class TensorBoardWriter:
         if self._closed:
             raise InternalError(f"TensorBoardWriter for {self.logdir} is closed")
         event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
-        self._writer.add_event(event)
+        with self._naming_the_file():
+            self._writer.add_event(event)
 
     def flush(self) -> None:
         """Write queued events to disk."""
         if self.enabled and not self._closed:
-            self._writer.flush()
+            with self._naming_the_file():
+                self._writer.flush()
 
     def close(self) -> None:
         """Flush and close the file (idempotent)."""
         if self.enabled and not self._closed:
-            self._writer.close()
+            self._closed = True
+            with self._naming_the_file():
+                self._writer.close()
         self._closed = True
+
+    @contextlib.contextmanager
+    def _naming_the_file(self):
+        """A failed write of the writer's thread (it has no file name) as an OSError naming the
+        event file, which the CLI reports in one line."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def __enter__(self) -> "TensorBoardWriter":
         return self

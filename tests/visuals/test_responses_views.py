@@ -149,7 +149,7 @@ def blobs(seed=0, shape=(1, 8, 8), k=3):
                            input_shape=shape, name="blobs", class_names=("a", "b", "c"))
 
 
-def train(run_dir, data, logger, max_epochs=3):
+def train(run_dir, data, logger, max_epochs=3, **kw):
     cfg = {"layers": {"conv1": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": 1},
                       "relu1": {"type": "relu"}, "pool1": {"type": "maxpool2d", "kernel_size": 2},
                       "conv2": {"type": "conv2d", "filters": 3, "kernel_size": 3},
@@ -162,7 +162,7 @@ def train(run_dir, data, logger, max_epochs=3):
     Trainer(model, optimizer, schedule, data, run_dir=run_dir, backend=get_backend("numpy"),
             seed=0, max_epochs=max_epochs, batch_size=16, progress=False,
             hooks=[VisualLogger({"kernels_every_n_epochs": 0, "feature_maps_every_n_epochs": 0,
-                                 "histograms_every_n_epochs": 1, **logger})]).fit()
+                                 "histograms_every_n_epochs": 1, **logger})], **kw).fit()
     acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     return acc
@@ -220,3 +220,17 @@ def test_bad_settings_name_the_key(override, message):
     from convtrain.visuals.settings import parse_logger_settings
     with pytest.raises(ConfigError, match=message):
         parse_logger_settings(override)
+
+
+def test_a_resumed_run_logs_the_samples_and_its_final_responses(tmp_path):
+    data = blobs()
+    train(tmp_path, data, {"feature_maps_every_n_epochs": 1}, max_epochs=2)
+    first = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    train(tmp_path, data, {"feature_maps_every_n_epochs": 1}, max_epochs=3,
+          resume=str(tmp_path / "checkpoints"))
+    [resumed] = set(sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) - set(first)
+    acc = EventAccumulator(str(resumed), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("feature_maps/input")] == [0]
+    assert [e.step for e in acc.Images("feature_maps/conv1")] == [3]
+    assert [e.step for e in acc.Images("activation_max/conv1")] == [3]

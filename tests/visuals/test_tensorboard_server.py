@@ -22,7 +22,8 @@ STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNIN
 EPOCH_SCALARS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss",
                  "test/accuracy", "lr", "epoch_time_s", "images_per_s"}
 IMAGES = {"kernels/conv1", "kernels/conv2", "feature_maps/conv1", "feature_maps/conv2",
-          "feature_maps/input"}
+          "feature_maps/input", "activation_max/conv1", "activation_max/conv2",
+          "top_patches/conv1", "top_patches/conv2", "attribution/pool2"}
 
 
 def free_port() -> int:
