@@ -15,8 +15,9 @@ model's own forward/backward pass (NumPy or CuPy arrays; results come back to th
 The gradient of an inner layer's output needs the layers before it and after it: this module
 walks a chain model's layers (:func:`split_at`), using only ``Model.layers``,
 ``Layer.forward`` / ``Layer.backward`` and ``Model.layer_outputs``. Graph models (a layer with
-several inputs) get :func:`top_patches` and :func:`saliency` (which use the whole model's
-API) but not the two views that need an inner gradient (:class:`NotAChain`).
+several inputs) get :func:`saliency` (the whole model's forward and backward) but not the views
+that need an inner gradient or a window over a chain (:class:`NotAChain`); the graph work can
+take over :func:`split_at` and :func:`receptive_field` for them.
 
 Every function here runs the layers in inference mode (``training=False``: no dropout, no
 batch statistics, no running-statistics update) and restores the layers' gradients, so calling

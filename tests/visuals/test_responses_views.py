@@ -149,7 +149,7 @@ def blobs(seed=0, shape=(1, 8, 8), k=3):
                            input_shape=shape, name="blobs", class_names=("a", "b", "c"))
 
 
-def train(run_dir, data, logger, max_epochs=3, **kw):
+def train(run_dir, data, logger, max_epochs=3, graph=False, **kw):
     cfg = {"layers": {"conv1": {"type": "conv2d", "filters": 4, "kernel_size": 3, "padding": 1},
                       "relu1": {"type": "relu"}, "pool1": {"type": "maxpool2d", "kernel_size": 2},
                       "conv2": {"type": "conv2d", "filters": 3, "kernel_size": 3},
@@ -157,6 +157,8 @@ def train(run_dir, data, logger, max_epochs=3, **kw):
                       "drop": {"type": "dropout", "p": 0.3},  # draws from its own stream
                       "fc": {"type": "dense", "units": data.num_classes}}}
     model = build_model(cfg, data.input_shape, seed=0)
+    if graph:
+        model.is_chain = False  # what a graph model (layers with several inputs) says
     optimizer = build_optimizer({"name": "sgd", "lr": 0.05, "momentum": 0.9}, model)
     schedule = build_schedule({"name": "constant"}, optimizer.lr, max_epochs)
     Trainer(model, optimizer, schedule, data, run_dir=run_dir, backend=get_backend("numpy"),
@@ -234,3 +236,13 @@ def test_a_resumed_run_logs_the_samples_and_its_final_responses(tmp_path):
     assert [e.step for e in acc.Images("feature_maps/input")] == [0]
     assert [e.step for e in acc.Images("feature_maps/conv1")] == [3]
     assert [e.step for e in acc.Images("activation_max/conv1")] == [3]
+
+
+def test_a_graph_model_gets_the_saliency_row_and_one_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="convtrain"):
+        acc = train(tmp_path, blobs(), {}, graph=True)
+    assert acc.Tags()["images"] == ["attribution/saliency"]
+    image = decode_png(acc.Images("attribution/saliency")[0].encoded_image_string)
+    assert image.shape == cells(2, 3, 8, 8, 8) + (3,)  # image and saliency rows only
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "need a chain model" in warnings[0]

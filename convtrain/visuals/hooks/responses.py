@@ -24,7 +24,8 @@ and once per run:
   both for the sample's own class ``y``.
 
 PNG copies: ``<run>/images/<kind>/<layer>_epoch<NNN>.png``. A graph model (layers with several
-inputs) gets ``top_patches`` only (the others need a chain's inner gradients: logged once).
+inputs) gets ``attribution/saliency`` only, the first two rows (the other views need a chain's
+inner gradients and windows; a warning in the log says so once).
 """
 from __future__ import annotations
 
@@ -126,10 +127,12 @@ def top_patches_grid(crops: np.ndarray, inside: np.ndarray, low: float,
     return laid_out(tiles, k, f, scale)
 
 
-def attribution_grid(x: np.ndarray, saliency_maps: np.ndarray, cams: np.ndarray) -> np.ndarray:
+def attribution_grid(x: np.ndarray, saliency_maps: np.ndarray,
+                     cams: np.ndarray | None) -> np.ndarray:
     """Samples ``(K, C, H, W)``, saliency ``(K, H, W)``, Grad-CAM ``(K, H, W)`` (both >= 0) -> a
     3 x K RGB grid: images, saliency (grey: 0 .. each map's 99th percentile), Grad-CAM heat
-    (:data:`HEAT`: 0 .. each map's max) over the grey image, half and half."""
+    (:data:`HEAT`: 0 .. each map's max) over the grey image, half and half. Without ``cams``
+    (a graph model) the first two rows."""
     images = np.stack([image_tile(img, scale=1) for img in x])  # (K, H, W) or (K, H, W, 3)
     rgb = images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3)
 
@@ -140,11 +143,14 @@ def attribution_grid(x: np.ndarray, saliency_maps: np.ndarray, cams: np.ndarray)
     # saliency is sparse: its 99th percentile is white, so a few pixels do not outshine the rest
     sal = np.repeat(np.round(by_top(saliency_maps, 99) * 255).astype(np.uint8)[..., None], 3,
                     axis=3)
-    grey = rgb.astype(np.float64).mean(axis=3, keepdims=True)
-    cam = np.round(0.5 * grey + 0.5 * heat_colours(by_top(cams, 100))).astype(np.uint8)
+    rows = [rgb, sal]
+    if cams is not None:
+        grey = rgb.astype(np.float64).mean(axis=3, keepdims=True)
+        rows.append(np.round(0.5 * grey + 0.5 * heat_colours(by_top(cams, 100)))
+                    .astype(np.uint8))
     k, h, w = saliency_maps.shape
-    scale = fit_scale(3, k, h, w, max(1, round(64 / max(h, w))), SEPARATOR)
-    return laid_out(np.concatenate([rgb, sal, cam]), 3, k, scale)
+    scale = fit_scale(len(rows), k, h, w, max(1, round(64 / max(h, w))), SEPARATOR)
+    return laid_out(np.concatenate(rows), len(rows), k, scale)
 
 
 def _non_negative(key: str, value: Any) -> int:
@@ -215,10 +221,11 @@ class Responses(VisualHook):
         if samples is not None and target is not None:
             try:
                 cams = grad_cam(model, samples.x, samples.labels, target)[1]
-                write("attribution", target, attribution_grid(
-                    samples.x, saliency(model, samples.x, samples.labels), cams), step)
             except NotAChain as exc:
                 self._warn(exc)
+                cams, target = None, "saliency"
+            write("attribution", target, attribution_grid(
+                samples.x, saliency(model, samples.x, samples.labels), cams), step)
         log.info("responses: %.2f s at step %d (%d conv layers)",
                  time.perf_counter() - started, step, len(layers))
 
