@@ -132,6 +132,10 @@ def unit_input_gradient(model: Any, name: str, x: Any,
 
 
 # --- activation maximisation -------------------------------------------------------------------
+#: the smallest receptive field (pixels a side) whose ascent is jittered and blurred
+MIN_SMOOTHED_WINDOW = 12
+
+
 @dataclasses.dataclass(frozen=True)
 class AscentSettings:
     """Gradient ascent on the input, in the model's input units (normalised pixels).
@@ -141,10 +145,15 @@ class AscentSettings:
     linear in the image, ``sum(w) * mean(x)`` away from the borders, so its maximiser is a flat
     image at the clip value, whatever the filter's pattern.)
     Each step: shift the image by a random ``(dy, dx)`` with ``|d| <= jitter`` (wrapping round),
-    take the gradient of the unit there, shift it back, scale it to unit mean
-    ``|g|`` per image, then ``x += lr * g - decay * x``; every ``blur_every`` steps blur ``x``
-    with a Gaussian of ``blur_sigma`` pixels; keep ``|x| <= clip``. The start is
-    ``N(0, 0.1^2)`` noise from ``seed``.
+    take the gradient of the unit there, shift it back, scale it to a mean ``|g|`` of 1 over
+    the unit's receptive field (:func:`centre_window`; so ``lr / decay`` is the typical ``|x|``
+    there at equilibrium, whatever the window's share of the image), then
+    ``x += lr * g - decay * x``; every ``blur_every`` steps blur ``x`` with a Gaussian of
+    ``blur_sigma`` pixels (jitter and blur only for receptive fields of at least
+    :data:`MIN_SMOOTHED_WINDOW` pixels a side); keep ``|x| <= clip``. The start is
+    ``N(0, start_std^2)`` noise from ``seed``: of the data's scale (inputs are normalised to unit
+    variance), because from a faint start a trained layer's ReLUs are all closed (negative
+    biases) and the gradient is exactly 0.
     """
 
     steps: int = 64
@@ -154,6 +163,7 @@ class AscentSettings:
     blur_every: int = 4
     blur_sigma: float = 0.5
     clip: float = 3.0
+    start_std: float = 1.0
     seed: int = 0
 
 
@@ -210,20 +220,27 @@ def activation_maximisation(model: Any, name: str,
     xp = model.backend.xp
     rng = np.random.default_rng(settings.seed)
     shape = (channels,) + tuple(model.input_shape)
-    x = xp.asarray(rng.normal(0.0, 0.1, shape).astype(model.dtype))
+    x = xp.asarray(rng.normal(0.0, settings.start_std, shape).astype(model.dtype))
     filters = xp.arange(channels)
+    # the unit's receptive field in the image: where its gradient can be non-zero
+    top, left, size = centre_window(model, name)
+    rows = slice(max(top, 0), max(top + size[0], 0))
+    cols = slice(max(left, 0), max(left + size[1], 0))
+    # jitter and blur wash out the pattern of a small window (a 1 px shift of a 3x3 filter)
+    smoothing = min(size) >= MIN_SMOOTHED_WINDOW
+    jitter = settings.jitter if smoothing else 0
     with _KeptGradients(model):
         for step in range(settings.steps):
-            shift = tuple(int(s) for s in rng.integers(-settings.jitter, settings.jitter + 1, 2))
+            shift = tuple(int(s) for s in rng.integers(-jitter, jitter + 1, 2))
             shifted = roll(xp, x, shift)
             y = run_forward(head, shifted)
             dy = xp.zeros(y.shape, dtype=y.dtype)
             dy[(filters, filters) + centre(y.shape)] = 1.0
             grad = roll(xp, run_backward(head, dy), (-shift[0], -shift[1]))
-            scale = xp.abs(grad).mean(axis=(1, 2, 3), keepdims=True)
+            scale = xp.abs(grad[:, :, rows, cols]).mean(axis=(1, 2, 3), keepdims=True)
             grad = grad / xp.maximum(scale, 1e-12)
             x = x + settings.lr * grad - settings.decay * x
-            if settings.blur_every and (step + 1) % settings.blur_every == 0:
+            if smoothing and settings.blur_every and (step + 1) % settings.blur_every == 0:
                 x = gaussian_blur(x, settings.blur_sigma, xp)
             x = xp.clip(x, -settings.clip, settings.clip).astype(model.dtype, copy=False)
     return np.array(model.backend.to_numpy(x), copy=True)
