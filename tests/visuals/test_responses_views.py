@@ -77,14 +77,14 @@ def test_feature_maps_by_sample_scales_each_channel_over_the_samples():
 
 
 # --- the response grids ----------------------------------------------------------------------
-def test_activation_max_grid_geometry_and_scaling():
+def test_activation_max_grid_geometry_and_symmetric_scaling():
     images = np.random.default_rng(1).normal(size=(5, 1, 3, 4))
     grid = views.activation_max_grid(images)
     scale = round(48 / 4)
     assert grid.shape == cells(2, 3, 3, 4, scale) + (3,)  # 5 tiles: near-square 2 x 3
     for f in range(5):
         r, c = divmod(f, 3)
-        unit = (images[f, 0] - images[f].min()) / (images[f].max() - images[f].min())
+        unit = (images[f, 0] / np.abs(images[f]).max() + 1) / 2  # 0 -> mid-grey
         np.testing.assert_array_equal(tile(grid, r, c, 3, 4, scale)[..., 0],
                                       np.round(unit * 255).astype(np.uint8))
     # separators: every pixel between tiles has the separator colour

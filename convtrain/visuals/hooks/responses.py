@@ -8,7 +8,7 @@ For every layer with spatial kernels (convolutions):
   that maximises the filter's output at the centre of its map after
   ``logger.responses_steps`` steps of regularised gradient ascent
   (:class:`~convtrain.visuals.responses.AscentSettings`), cropped to that unit's receptive
-  field (the rest of the image does not reach it), each tile min-max scaled;
+  field (the rest of the image does not reach it), each tile scaled symmetrically (0 = grey);
 - ``top_patches/<layer>``: column f = filter f, its ``logger.responses_top_k`` most exciting
   validation images (at most :data:`MAX_IMAGES`; the test split without validation data),
   best at the top: the crop of the input window (receptive field) of the filter's strongest
@@ -101,14 +101,17 @@ def _as_rgb_or_grey(unit: np.ndarray) -> np.ndarray:
 
 
 def activation_max_grid(images: np.ndarray) -> np.ndarray:
-    """``(F, C, h, w)`` -> near-square grid (row-major by filter), each tile min-max scaled
-    over its channels."""
+    """``(F, C, h, w)`` -> near-square grid (row-major by filter), each tile scaled over its
+    channels symmetrically, ``-a..a`` -> ``0..255`` with ``a`` its largest ``|x|``: 0 (the
+    data's mean, where the ascent left the input alone) is mid-grey."""
     x = np.asarray(images, np.float64)
     f, _, h, w = x.shape
     cols = int(np.ceil(np.sqrt(f)))
     rows = int(np.ceil(f / cols))
+    a = np.abs(x).max(axis=(1, 2, 3), keepdims=True)
+    unit = np.where(a > 0, (x / np.where(a > 0, a, 1) + 1) / 2, 0.5)
     scale = fit_scale(rows, cols, h, w, max(1, round(48 / max(h, w))), SEPARATOR)
-    return laid_out(_as_rgb_or_grey(_unit(x, (1, 2, 3))), rows, cols, scale)
+    return laid_out(_as_rgb_or_grey(unit), rows, cols, scale)
 
 
 def top_patches_grid(crops: np.ndarray, inside: np.ndarray, low: float,
