@@ -22,8 +22,9 @@ ALLOWED = {
     "data": {"runtime"},
     "training": {"nn", "optim", "data", "ops", "runtime"},
     "visuals": {"training", "nn", "data", "ops", "runtime"},
-    "inference": {"training", "nn", "data", "ops", "runtime"},
-    "app": {"inference", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},
+    "inference": {"visuals", "training", "nn", "data", "ops", "runtime"},
+    "export": {"training", "nn", "data", "ops", "runtime"},
+    "app": {"inference", "export", "training", "visuals", "nn", "optim", "data", "ops", "runtime"},
 }
 
 

@@ -143,9 +143,10 @@ def test_default_config_trains_on_cupy_like_numpy(strict_cupy, tmp_path):
     # TensorBoard and the PNGs hold the same records as on NumPy, drawn from device arrays
     cpu_tb, gpu_tb = (event_records(tmp_path / side / "tensorboard") for side in ("cpu", "gpu"))
     assert gpu_tb["tags"] == cpu_tb["tags"]
-    assert {"kernels/conv1", "feature_maps/conv1", "conv1/weight", "train/loss"} \
+    assert {"kernels/conv1", "feature_maps/conv1", "histograms/conv1/weight",
+            "train:epoch/loss", "predictions/confusion_matrix"} \
         <= set().union(*gpu_tb["tags"].values())
-    for tag in ("train/loss", "val/accuracy"):
+    for tag in ("train:epoch/loss", "val:epoch/accuracy"):
         np.testing.assert_allclose(gpu_tb["scalars"][tag], cpu_tb["scalars"][tag], rtol=1e-4)
     pngs = {side: sorted(p.relative_to(tmp_path / side) for p in
                          (tmp_path / side / "images").rglob("*.png")) for side in ("cpu", "gpu")}
@@ -153,15 +154,22 @@ def test_default_config_trains_on_cupy_like_numpy(strict_cupy, tmp_path):
 
 
 def event_records(logdir: Path) -> dict:
-    """Tags by kind and the values of each scalar tag, read back as TensorBoard does."""
+    """Tags by kind and the values of each scalar tag, read back as TensorBoard does, from the
+    run ``logdir/run`` and its split runs (their tags as ``<split>:<tag>``)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0,
-                                                       "histograms": 0})
-    acc.Reload()
-    tags = {kind: set(acc.Tags()[kind]) for kind in ("scalars", "images", "histograms")}
-    return {"tags": tags, "scalars": {tag: [e.value for e in acc.Scalars(tag)]
-                                      for tag in tags["scalars"]}}
+    tags: dict[str, set] = {kind: set() for kind in ("scalars", "images", "histograms")}
+    scalars = {}
+    for split in ("", "train", "val", "test"):
+        acc = EventAccumulator(str(logdir / "run" / split),
+                               size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+        acc.Reload()
+        prefix = f"{split}:" if split else ""
+        for kind in tags:
+            tags[kind] |= {prefix + tag for tag in acc.Tags()[kind]}
+        scalars.update({prefix + tag: [e.value for e in acc.Scalars(tag)]
+                        for tag in acc.Tags()["scalars"]})
+    return {"tags": tags, "scalars": scalars}
 
 
 def dropout_state(run_dir: Path) -> dict:

@@ -23,6 +23,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -36,7 +37,7 @@ from convtrain.app.rundir import RunDirError
 from convtrain.app.schema import register_configs
 from convtrain.errors import ConfigError
 from convtrain.training.interrupts import TrainingInterrupted, exit_status, signal_name
-from convtrain.app.hydra_errors import explain, friendly_errors, print_error
+from convtrain.app.hydra_errors import config_error_line, explain, friendly_errors, print_error
 
 log = logging.getLogger("convtrain")
 
@@ -93,7 +94,17 @@ def _app(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    # a job run by a launcher in a worker process (joblib, submitit, ray): its sweep's main
+    # process reports it (the joblib sweep's one line after a signal, else as a failed job)
+    in_worker = in_sweep and sweep.current_sweep() is None
     _quiet_log_file_errors()
+    if in_worker:
+        if sweep.skipped_as_interrupted(Path(HydraConfig.get().sweep.dir)):
+            log.info("job not run: the sweep was interrupted before it started")
+            return None
+        if threading.current_thread() is threading.main_thread():
+            # as in the main process: SIGTERM before training is one recorded line too
+            signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # a sweep job locks its own directory; a single run's was locked by RunDirGuard
         rundir.hold(run_dir)
@@ -102,7 +113,7 @@ def _app(cfg: DictConfig) -> float | None:
         # nor error.txt); the sweep counts the job as failed
         if in_sweep:
             print(f"convtrain: job {run_dir} not run: {exc}", file=sys.stderr)
-            sweep.record_refused(run_dir, str(exc))
+            sweep.record_refused(run_dir, str(exc), Path(HydraConfig.get().sweep.dir))
             return None
         print_error(str(exc))
         sys.exit(2)
@@ -120,8 +131,19 @@ def _app(cfg: DictConfig) -> float | None:
         _log_to_files(message)
         if not exc.finished:  # a run whose epochs are all done is complete, not failed
             sweep.write_error(run_dir, message)
+        if in_worker:  # returning lets the launcher wait for the other jobs' clean stop
+            return None
         print(f"convtrain: {message}", file=sys.stderr)
         sys.exit(exc.exit_status)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        if not in_worker:
+            raise
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        message = (f"interrupted ({signal_name(signum)}) before training began: nothing to "
+                   f"resume, run the job again")
+        _log_to_files(message)
+        sweep.write_error(run_dir, message)
+        return None
     except Exception as exc:
         message = _describe(exc, run_dir)
         if in_sweep:
@@ -196,10 +218,16 @@ def main() -> None:
         if exc.code not in (exit_status(signal.SIGINT), exit_status(signal.SIGTERM)):
             _report_failed_jobs()  # after an interrupt its one line is the only one
         raise
-    except (KeyboardInterrupt, _Terminated) as exc:
+    except (KeyboardInterrupt, _Terminated, sweep.SweepStopped) as exc:
         signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        print(f"convtrain: interrupted ({signal_name(signum)}) outside the training loop, no "
-              f"epoch was in progress", file=sys.stderr)
+        if sweep.stop_signal() is not None:  # the second signal to a sweep's main process
+            print(f"convtrain: interrupted again ({signal_name(signum)}): the sweep in "
+                  f"{sweep.current_sweep()} stopped at once; its running jobs were ended "
+                  f"without finishing their epoch (their checkpoints are whole, each holds its "
+                  f"last completed epoch)", file=sys.stderr)
+        else:
+            print(f"convtrain: interrupted ({signal_name(signum)}) outside the training loop, "
+                  f"no epoch was in progress", file=sys.stderr)
         sys.exit(exit_status(signum))
     except ValueError as exc:
         # Hydra checks its command-line flags outside its error reporter ("Only one of --run,
@@ -208,6 +236,16 @@ def main() -> None:
             raise
         print_error(str(exc))
         sys.exit(2)
+    except Exception as exc:
+        # `--help`, `--hydra-help` and `--info` compose the config outside Hydra's error
+        # reporter: a bad override or a broken config file reaches us raw (a run, `--cfg` and
+        # a sweep go through friendly_errors, and the app catches its own errors)
+        message = config_error_line(exc)
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print_error(message)
+        sys.exit(2)
+    sweep.exit_if_interrupted()
     if _report_failed_jobs():
         sys.exit(1)
 

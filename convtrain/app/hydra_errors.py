@@ -66,6 +66,13 @@ def _unknown_key_message(cause: OmegaConfBaseException, exc: Exception) -> str:
     parent = cause.parent_node
     prefix = full_key[: len(full_key) - len(key)]  # "optimizer." (empty at the top level)
     if isinstance(parent, DictConfig):
+        if (re.fullmatch(r"model\.layers\..+\.block[1-9][0-9]*", full_key)
+                and "block" in parent):
+            # the expanded layers of a block instance are not keys of the YAML (yet)
+            instance = full_key[len("model.layers."):].rsplit(".", 1)[0]
+            add = _append_hint(exc) or f"+{full_key}.<layer>.<key>=..."
+            return (f"{full_key}: the layers of block instance '{instance}' exist only once it "
+                    f"is expanded, so setting one needs a '+': {add}")
         if re.fullmatch(r"model\.layers\.[^.]+\.[^.]+", full_key):
             message = _layer_key_message(full_key, key, parent, exc)
             if message:
@@ -161,6 +168,14 @@ def explain(exc: BaseException) -> str | None:
     return None
 
 
+def config_error_line(exc: BaseException) -> str | None:
+    """The one line of a config mistake caught by Hydra, OmegaConf or PyYAML (a bad
+    override, a broken or unreadable config file), None for anything else (a bug)."""
+    if isinstance(exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)):
+        return explain(exc)
+    return _unreadable_file_message(exc)
+
+
 def print_error(message: str) -> None:
     print(f"convtrain: error: {message}", file=sys.stderr)
 
@@ -179,9 +194,8 @@ def friendly_errors() -> Iterator[None]:
         try:
             return func()
         except Exception as exc:  # noqa: BLE001 - sorted below; the rest goes to Hydra
-            message = explain(exc) if isinstance(
-                exc, (HydraException, OmegaConfBaseException, yaml.YAMLError)) \
-                else _unreadable_file_message(exc)
+            sweep.exit_if_interrupted()  # a launcher failing on the way out of an interrupt
+            message = config_error_line(exc)
             if message is not None:
                 print_error(message)
                 sys.exit(2)
@@ -202,4 +216,4 @@ def friendly_errors() -> Iterator[None]:
         hydra_utils.run_and_report = original
 
 
-__all__ = ["explain", "did_you_mean", "friendly_errors", "print_error"]
+__all__ = ["config_error_line", "explain", "did_you_mean", "friendly_errors", "print_error"]

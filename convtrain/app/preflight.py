@@ -76,23 +76,22 @@ def check_schema_keys(node: Any, path: str = "") -> None:
 
 
 def check_layers(model_cfg: Any) -> None:
-    """Every layer against its registered class: known ``type``, known keys, valid anchors.
+    """Every layer against its registered class: known ``type``, known keys, valid anchors, and
+    the graph (``inputs``, blocks, one output, no cycle: :func:`convtrain.nn.graph.expand_graph`).
 
     This part needs no input shape, so it also runs first for datasets whose shape is only known
     once loaded; values and shapes are checked when the model is built (:func:`build`).
     """
-    from convtrain.nn.layer_order import order_layers  # noqa: PLC0415
+    from convtrain.nn.graph import check_inputs_fit, expand_graph  # noqa: PLC0415
     from convtrain.nn.layer_types import check_layer_keys  # noqa: PLC0415
 
-    layers = OmegaConf.to_container(model_cfg.layers, resolve=True) \
-        if isinstance(model_cfg.layers, DictConfig) else model_cfg.layers
-    if not isinstance(layers, Mapping):
-        raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
-                          f"{layers!r}")
-    for name, spec in layers.items():
-        if spec is not None:  # None: disabled with model.layers.<name>=null
-            check_layer_keys(f"model.layers.{name}", spec)
-    order_layers(layers)  # unknown `after:` / `before:` anchors
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    graph = expand_graph(plain(model_cfg.layers), plain(model_cfg.get("blocks")))
+    for name, spec in graph.specs.items():
+        layer_cls = check_layer_keys(f"model.layers.{name}", spec)
+        check_inputs_fit(f"model.layers.{name}", layer_cls, graph.inputs[name])
 
 
 def check_trainer(t: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,13 +143,13 @@ def check_overrides(overrides: list[str]) -> None:
 def check_logger_and_resume(cfg: DictConfig, resume: Any) -> None:
     """``logger.*`` values and that ``trainer.resume`` points at a checkpoint, before the data
     is loaded (the Trainer checks them again; here they fail in a second, not after loading)."""
-    from convtrain.training.checkpoint import resolve_checkpoint_path  # noqa: PLC0415
+    from convtrain.training.checkpoint import load_checkpoint  # noqa: PLC0415
     from convtrain.visuals.settings import parse_logger_settings  # noqa: PLC0415
 
     parse_logger_settings(OmegaConf.to_container(cfg.logger, resolve=True))
     if resume is not None:
         try:
-            resolve_checkpoint_path(str(resume))
+            load_checkpoint(str(resume))  # found, readable, and its content checked
         except ConfigError as exc:
             raise ConfigError(f"trainer.resume: {exc}") from None
 
@@ -206,4 +205,20 @@ def build(cfg: DictConfig, plan: Plan, input_shape: tuple[int, ...]) -> Componen
     optimizer = build_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), model)
     schedule = build_schedule(OmegaConf.to_container(cfg.scheduler, resolve=True),
                               base_lr=optimizer.lr, max_epochs=plan.trainer["max_epochs"])
+    check_resume_fits(plan, model, optimizer)
     return Components(model, optimizer, schedule)
+
+
+def check_resume_fits(plan: Plan, model: Any, optimizer: Any) -> None:
+    """``trainer.resume``'s checkpoint against the built model and optimizer (architecture,
+    optimizer, epochs left), before the data is read where the input shape is declared.
+    The checks are :func:`convtrain.training.resume.check_resumable`'s, the same as on
+    resume; only the data-split checks wait for the data."""
+    from convtrain.training.checkpoint import load_checkpoint  # noqa: PLC0415
+    from convtrain.training.resume import check_resumable  # noqa: PLC0415
+
+    # only training resumes: a summary ignores the checkpoint, a task on a trained run
+    # (eval, predict, ...) loads it for what it is (app/tasks/_trained.py)
+    if plan.trainer["resume"] is not None and plan.task == "train":
+        check_resumable(load_checkpoint(str(plan.trainer["resume"])), model, optimizer,
+                        plan.trainer["max_epochs"])

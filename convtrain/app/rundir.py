@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from convtrain.app.hydra_errors import print_error
 from convtrain.errors import ConfigError
@@ -384,6 +384,90 @@ def _works_on_trained_run(config: DictConfig) -> bool:
     return task in TASKS and TASKS.get(task).after_training
 
 
+# --- the jobs' directories of a sweep ---
+
+#: ``hydra.sweep.subdir`` values that give every job its own directory by construction
+_DISTINCT_SUBDIRS = ("${hydra.job.num}", "${hydra.job.id}")
+_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_job_dirs(config: DictConfig, sweep_dir: Path) -> None:
+    """Refuse a sweep whose ``hydra.sweep.subdir`` puts a job outside the sweep directory
+    (``../x``, an absolute path) or two jobs into one directory (``same``), before any job
+    runs: such a job would write into another run's directory, or over the job before it.
+
+    The jobs are those the basic sweeper will launch (its grid of the command line's and
+    ``hydra.sweeper.params``' values), each composed as its launcher does; a sweeper that
+    picks its jobs as it goes (Optuna) cannot be checked ahead, except for a ``subdir``
+    that is the same for every job. The default ``${hydra.job.num}`` needs no check.
+    """
+    raw = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    if raw in _DISTINCT_SUBDIRS:
+        return
+    jobs = _basic_sweep_jobs(config)
+    if jobs is None:  # another sweeper: only what holds for any job can be checked
+        jobs = [[], []] if "${" not in str(raw) else []
+    seen: dict[Path, tuple[int, list[str]]] = {}
+    for num, overrides in enumerate(jobs):
+        job_dir = _job_dir(config, sweep_dir, num, overrides)
+        if job_dir is None:
+            return  # a job that does not compose: the sweeper reports it
+        what = f"job {num}" + (f" ({' '.join(overrides)})" if overrides else "")
+        if job_dir == sweep_dir or sweep_dir not in job_dir.parents:
+            raise RunDirError(
+                f"hydra.sweep.subdir: {what} would run in {job_dir}, "
+                f"{'which is' if job_dir == sweep_dir else 'outside'} the sweep directory "
+                f"{sweep_dir}; keep every job's directory inside "
+                f"hydra.sweep.dir (the default hydra.sweep.subdir=${{hydra.job.num}} does)")
+        if job_dir in seen:
+            other, other_overrides = seen[job_dir]
+            other_what = f"job {other}" + (f" ({' '.join(other_overrides)})"
+                                           if other_overrides else "")
+            raise RunDirError(
+                f"hydra.sweep.subdir: {other_what} and {what} would both run in {job_dir}; "
+                f"give each job its own directory (e.g. hydra.sweep.subdir=${{hydra.job.num}} "
+                f"or ${{hydra.job.override_dirname}})")
+        seen[job_dir] = (num, overrides)
+
+
+def _basic_sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Each job's overrides as the basic sweeper will launch them; None for another sweeper
+    (or when the overrides do not parse: the sweeper reports that)."""
+    if config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        [batch] = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # noqa: BLE001 - the sweeper reports its own errors
+        return None
+    return [list(job) for job in batch]
+
+
+def _job_dir(config: DictConfig, sweep_dir: Path, num: int,
+             overrides: list[str]) -> Path | None:
+    """The directory the launcher gives job ``num`` (``hydra.sweep.subdir`` resolved in the
+    job's own config, composed as the launchers compose it), normalised; None when the job's
+    config does not compose."""
+    from hydra.core.global_hydra import GlobalHydra  # noqa: PLC0415
+
+    try:
+        job_config = GlobalHydra.instance().hydra.config_loader.load_sweep_config(
+            config, list(overrides))
+        with open_dict(job_config):
+            job_config.hydra.job.id = num
+            job_config.hydra.job.num = num
+        subdir = str(OmegaConf.select(job_config, "hydra.sweep.subdir"))
+    except Exception:  # noqa: BLE001 - the sweeper reports a job that does not compose
+        return None
+    return Path(os.path.normpath(sweep_dir / subdir))
+
+
 class RunDirGuard(Callback):
     """Locks and checks the run directory before Hydra writes anything into it.
 
@@ -421,6 +505,7 @@ class RunDirGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = Path(str(config.hydra.sweep.dir)).absolute()
         try:
+            check_job_dirs(config, directory)
             hold(directory)
             check_not_inside_live_run(directory)
             live = live_runs_below(directory)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from convtrain.app.tasks import TASKS, task_run_dir
 from convtrain.app.tasks.eval import EvalConfig
+from convtrain.export.settings import ExportSettings
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
 from convtrain.visuals.settings import LoggerSettings
@@ -54,10 +55,15 @@ class BackendConfig:
 @dataclasses.dataclass
 class ModelConfig:
     """``layers`` maps layer names to ``{type: <registered layer>, ...}`` (checked per type by
-    the layer registry); ``init`` is the default initializer of conv/dense layers."""
+    the layer registry) or to block instances ``{block: <name>, ...}``; ``blocks`` defines the
+    reusable blocks (convtrain/nn/blocks.py); ``init`` is the default initializer of conv/dense
+    layers."""
 
     name: Optional[str] = None
     init: str = "he_normal"
+    # the (C, H, W) the model is drawn for, when no dataset has it (task=summary uses it)
+    input_shape: Optional[List[int]] = None
+    blocks: Dict[str, Any] = dataclasses.field(default_factory=dict)
     layers: Dict[str, Any] = MISSING
 
 
@@ -143,6 +149,7 @@ class TrainConfig:
     checkpoint: str = "best"
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # task=eval: eval.split, ...
     predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
+    export: ExportSettings = dataclasses.field(default_factory=ExportSettings)  # task=export
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False
 

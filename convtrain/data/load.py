@@ -26,7 +26,8 @@ from convtrain import validate
 from convtrain.data.config import DataOptions, parse_data_config
 from convtrain.data.paths import StorageOptions
 from convtrain.data.registry import DATASETS
-from convtrain.data.splits import ArraySplit, DataSplits, Normalization, RawDataset, empty_like
+from convtrain.data.splits import (ArraySplit, DataSplits, Normalization, RawDataset, empty_like,
+                                   scale_pixels)
 from convtrain.data.stratify import stratified_split
 from convtrain.errors import ConfigError
 
@@ -171,5 +172,5 @@ def _stream(seed: int, stream: int) -> np.random.Generator:
 
 def _to_unit_float(split: ArraySplit, pixel_max: float) -> ArraySplit:
     """uint8 pixels -> a new float32 array in [0, 1], labels -> int64 (one pass each)."""
-    x = np.divide(split.x, np.float32(pixel_max), dtype=np.float32)
+    x = scale_pixels(split.x, pixel_max)
     return ArraySplit(np.ascontiguousarray(x), split.y.astype(np.int64, copy=False))

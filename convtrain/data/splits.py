@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from convtrain.errors import DataError
+from convtrain.errors import ConfigError, DataError
+from convtrain.runtime.backend import to_host
 
 # Samples per chunk when accumulating variance (bounded temporary memory).
 _STATS_CHUNK = 4096
@@ -90,14 +91,18 @@ class Normalization:
         std = np.where(std > 1e-12, std, 1.0)
         return cls(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
 
+    def constants(self, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, inv_std)`` ``(C,)`` in ``dtype``: :meth:`apply_` subtracts the first and
+        multiplies by the second (``1 / std`` rounded once, from float64)."""
+        mean = np.asarray(self.mean, dtype=dtype)
+        inv_std = (1.0 / np.asarray(self.std, dtype=np.float64)).astype(dtype)
+        return mean, inv_std
+
     def apply_(self, x: np.ndarray) -> np.ndarray:
         """Normalise float ``x`` ``(N, C, H, W)`` in place and return it."""
-        mean = np.asarray(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)
-        inv_std = (
-            (1.0 / np.asarray(self.std, dtype=np.float64)).astype(x.dtype).reshape(1, -1, 1, 1)
-        )
-        x -= mean
-        x *= inv_std
+        mean, inv_std = self.constants(x.dtype)
+        x -= mean.reshape(1, -1, 1, 1)
+        x *= inv_std.reshape(1, -1, 1, 1)
         return x
 
     def as_dict(self) -> dict[str, list[float]]:
@@ -105,36 +110,91 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std)}
 
 
+def scale_pixels(raw: Any, pixel_max: float) -> np.ndarray:
+    """Raw pixels (uint8 or float, any shape) -> a new float32 array in ``[0, 1]``: one float32
+    division by ``pixel_max`` (16 for digits, 255 for 8-bit images). Training and
+    :meth:`Preprocessing.apply` both scale with it, so their inputs agree bit for bit."""
+    return np.divide(raw, np.float32(pixel_max), dtype=np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """From pixels as the dataset stores them to what the model was trained on.
 
     ``(raw / pixel_max - mean) / std`` per channel: the same float32 operations as
-    :func:`convtrain.data.load.load_dataset`, so a model fed ``apply(raw)`` sees exactly the
-    values it saw in training. Checkpoints store it (``inputs`` record), so prediction and export
-    reuse the training statistics instead of recomputing them.
+    :func:`convtrain.data.load.load_dataset` (:func:`scale_pixels`, then
+    :meth:`Normalization.apply_`), so a model fed ``apply(raw)`` sees exactly the values it saw
+    in training. Checkpoints store it (``inputs`` record), so prediction and export reuse the
+    training statistics instead of recomputing them; the exported ONNX graph and PyTorch module
+    start with the same operations (:meth:`constants`), so every route takes raw pixels
+    (float32 ``(N, C, H, W)``, 0..255 for the 8-bit image datasets, 0..16 for digits).
 
     Attributes:
         pixel_max: the stored pixel value that maps to 1.0 (16 for digits, 255 for 8-bit images).
-        mean, std: the training split's per-channel statistics in the [0, 1] scale.
+        mean, std: the training split's per-channel statistics in the [0, 1] scale (tuples of
+            floats, whatever sequence was given).
+
+    Raises:
+        ConfigError: on construction, a pixel_max that is not positive, means and stds of
+            different lengths, or a non-finite mean or non-positive std (a damaged checkpoint).
     """
 
     pixel_max: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        # plain floats (lists and NumPy scalars from JSON or arrays compare equal afterwards)
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(self, "pixel_max", float(self.pixel_max))
+        # caught here rather than as garbage logits later
+        if not (np.isfinite(self.pixel_max) and self.pixel_max > 0):
+            raise ConfigError(f"preprocessing: pixel_max must be a positive number, got "
+                              f"{self.pixel_max!r}")
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ConfigError(f"preprocessing: needs one mean and one std per channel, got mean "
+                              f"{list(self.mean)} and std {list(self.std)}")
+        if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))
+                and min(self.std) > 0):
+            raise ConfigError(f"preprocessing: needs finite means and positive stds, got mean "
+                              f"{list(self.mean)}, std {list(self.std)}")
+
+    @classmethod
+    def of(cls, pixel_max: float, normalization: Normalization) -> Preprocessing:
+        """The preprocessing of a dataset with ``pixel_max`` and the fitted ``normalization``."""
+        return cls(pixel_max, normalization.mean, normalization.std)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
     @property
     def normalization(self) -> Normalization:
-        return Normalization(mean=tuple(self.mean), std=tuple(self.std))
+        return Normalization(mean=self.mean, std=self.std)
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        """Raw pixels ``(N, C, H, W)`` (any real dtype) -> a new normalised float32 array."""
-        x = np.divide(np.asarray(raw), np.float32(self.pixel_max), dtype=np.float32)
-        return self.normalization.apply_(x)
+    def apply(self, raw: Any) -> np.ndarray:
+        """Raw pixels ``(N, C, H, W)`` (any real dtype, host or device; not modified) -> a new
+        host float32 array, normalised exactly as the training images were.
+
+        Raises:
+            ConfigError: ``raw`` is not ``(N, C, H, W)`` with this preprocessing's C.
+        """
+        pixels = to_host(raw)
+        if pixels.ndim != 4 or pixels.shape[1] != self.channels:
+            raise ConfigError(f"preprocessing: expected raw pixels of shape (N, C={self.channels}, "
+                              f"H, W), got {tuple(pixels.shape)}")
+        return self.normalization.apply_(scale_pixels(pixels, self.pixel_max))
+
+    def constants(self) -> tuple[np.float32, np.ndarray, np.ndarray]:
+        """``(pixel_max, mean, inv_std)`` as float32 (``mean``, ``inv_std``: ``(C,)``):
+        :meth:`apply` is ``(raw / pixel_max - mean) * inv_std`` per channel in float32, and an
+        exported model that computes the same operations gets the same input bit for bit."""
+        return (np.float32(self.pixel_max),) + self.normalization.constants(np.float32)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"pixel_max": float(self.pixel_max), "mean": [float(m) for m in self.mean],
-                "std": [float(s) for s in self.std]}
+        """Plain values, for checkpoint metadata and exported files."""
+        return {"pixel_max": self.pixel_max, "mean": list(self.mean), "std": list(self.std)}
 
 
 @dataclasses.dataclass(frozen=True)

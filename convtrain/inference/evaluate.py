@@ -37,6 +37,7 @@ from convtrain.inference.run import TrainedRun
 from convtrain.ops.losses import log_softmax
 from convtrain.training.atomic import atomic_write_bytes
 from convtrain.training.metrics import json_safe
+from convtrain.visuals.charts import confusion_matrix, render_confusion_matrix
 
 #: the files :func:`write_results` writes, in the order written (metrics.json last: when it is
 #: there and new, the others are too)
@@ -48,12 +49,6 @@ PER_CLASS_COLUMNS = ("class", "name", "support", "predicted", "correct", "precis
 
 #: the printed report shows the confusion matrix up to this many classes (the files always have it)
 MAX_PRINTED_CLASSES = 20
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts ``(K, K)`` int64: ``[i, j]`` = images of true class i predicted as j."""
-    flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -281,112 +276,14 @@ def confusion_matrix_csv(evaluation: Evaluation) -> str:
 
 
 def confusion_matrix_png(evaluation: Evaluation) -> bytes:
-    """The confusion matrix as a PNG heat map (see :func:`render_confusion_matrix`)."""
+    """The confusion matrix as a PNG heat map (:func:`convtrain.visuals.charts.render_confusion_matrix`,
+    the drawing TensorBoard's ``classification/confusion_matrix`` shows too)."""
     image = render_confusion_matrix(evaluation.confusion, title=(
         f"{evaluation.dataset} {evaluation.split}: {evaluation.num_images} images, "
         f"accuracy {evaluation.accuracy:.4f}"))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-#: the colour of a cell whose row share is 1 (share 0 is white; linear in between)
-_FULL = np.array((8, 48, 107), dtype=np.float64)
-
-
-def cell_colour(share: float) -> tuple[int, int, int]:
-    """White (share 0) to dark blue (share 1), linear per RGB channel."""
-    rgb = 255.0 + (_FULL - 255.0) * min(max(share, 0.0), 1.0)
-    return tuple(int(round(c)) for c in rgb)  # type: ignore[return-value]
-
-
-def cell_size(num_classes: int) -> int:
-    """Pixels per cell side: 40 for up to 12 classes, smaller (at least 4) for more."""
-    return max(4, min(40, 480 // max(num_classes, 1)))
-
-
-@dataclasses.dataclass(frozen=True)
-class MatrixLayout:
-    """Where :func:`render_confusion_matrix` puts things (pixels): cell ``(i, j)`` covers
-    ``[left + j * cell, left + (j + 1) * cell)`` x ``[top + i * cell, top + (i + 1) * cell)``."""
-
-    left: int
-    top: int
-    cell: int
-    width: int
-    height: int
-    line: int  # height of a line of text
-    label_every: int  # class indices written on the axes: every n-th
-
-
-def _font_and_measure() -> tuple[Any, Any]:
-    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415 - only the PNG needs Pillow
-
-    font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def text_size(text: str) -> tuple[int, int]:
-        left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
-        return int(right - left), int(bottom - top)
-
-    return font, text_size
-
-
-def matrix_layout(num_classes: int, title: str = "") -> MatrixLayout:
-    """The geometry of the picture of a ``(K, K)`` matrix with ``title``."""
-    _, text_size = _font_and_measure()
-    k = num_classes
-    cell = cell_size(k)
-    line = text_size("0123456789predictedtrue")[1] + 4
-    index_width = max(text_size(str(i))[0] for i in range(k))
-    label_every = 1 if index_width + 4 <= cell else -(-(index_width + 4) // cell)
-    left = line + index_width + 8
-    top = (line if title else 0) + 2 * line
-    width = max(left + k * cell + 8, text_size(title)[0] + 16 if title else 0)
-    return MatrixLayout(left=left, top=top, cell=cell, width=width, height=top + k * cell + 8,
-                        line=line, label_every=label_every)
-
-
-def render_confusion_matrix(cm: np.ndarray, title: str = "") -> Any:
-    """A ``PIL.Image`` of the counts ``(K, K)``: each cell an integer-sized square, coloured by
-    its share of the row (white 0 .. dark blue 1, so each row shows where a class's images went,
-    whatever the class sizes), with the count written in it when it fits; class indices on both
-    axes (rows: true class, columns: predicted). Geometry: :func:`matrix_layout`."""
-    from PIL import Image, ImageDraw  # noqa: PLC0415 - only the PNG needs Pillow
-
-    k = int(cm.shape[0])
-    font, text_size = _font_and_measure()
-    layout = matrix_layout(k, title)
-    cell, left, top = layout.cell, layout.left, layout.top
-    image = Image.new("RGB", (layout.width, layout.height), "white")
-    draw = ImageDraw.Draw(image)
-    top0 = layout.line if title else 0
-    if title:
-        draw.text((8, 2), title, fill="black", font=font)
-    draw.text((left, top0), "predicted", fill="black", font=font)
-    rows = cm.sum(axis=1)
-    for i in range(k):
-        for j in range(k):
-            share = cm[i, j] / rows[i] if rows[i] else 0.0
-            x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle((x0, y0, x0 + cell - 1, y0 + cell - 1), fill=cell_colour(share))
-            text = str(int(cm[i, j]))
-            tw, th = text_size(text)
-            if cm[i, j] and tw + 4 <= cell and th + 4 <= cell:
-                ink = "white" if share > 0.5 else "black"
-                draw.text((x0 + (cell - tw) / 2, y0 + (cell - th) / 2 - 1), text, fill=ink,
-                          font=font)
-    for i in range(0, k, layout.label_every):
-        tw, th = text_size(str(i))
-        centre = i * cell + cell // 2
-        draw.text((left + centre - tw / 2, top0 + layout.line), str(i), fill="black", font=font)
-        draw.text((left - 6 - tw, top + centre - th / 2 - 1), str(i), fill="black", font=font)
-    # "true", written upwards along the left edge
-    label = Image.new("RGB", (text_size("true")[0] + 2, layout.line), "white")
-    ImageDraw.Draw(label).text((0, 0), "true", fill="black", font=font)
-    image.paste(label.rotate(90, expand=True), (2, top))
-    draw.rectangle((left - 1, top - 1, left + k * cell, top + k * cell), outline=(128, 128, 128))
-    return image
 
 
 def write_results(evaluation: Evaluation, directory: str | Path) -> list[Path]:

@@ -104,6 +104,10 @@ class Layer:
     #: the output is a probability distribution (softmax), not logits: the trainer refuses it as
     #: a model's output, since its loss applies a softmax of its own.
     outputs_probabilities: ClassVar[bool] = False
+    #: the layer joins several inputs (add, concat): ``forward`` takes a list of batches,
+    #: ``backward`` returns a list of gradients (one per input, in order), and its input shape
+    #: is a tuple of per-sample shapes (see :mod:`convtrain.nn.layers.merge`).
+    merges_inputs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Fill each constructor option's default from the ``__init__`` signature (the one place

@@ -10,11 +10,12 @@ from typing import Any, Mapping
 
 from convtrain.errors import ConfigError
 from convtrain.nn.base import LAYERS, Layer
-from convtrain.nn.layer_order import POSITION_KEYS
+from convtrain.nn.layer_order import POSITION_KEYS, WIRING_KEYS
 from convtrain.nn.options import config_keys, reject_unknown_keys, unknown_key_message
 
-#: keys a layer's mapping holds besides its options: the type and the placement keys.
-STRUCTURAL_KEYS = ("type", *POSITION_KEYS)
+#: keys a layer's mapping holds besides its options: the type, the placement keys and the
+#: graph's wiring keys (``inputs``, ``enabled``: :mod:`convtrain.nn.graph`).
+STRUCTURAL_KEYS = ("type", *POSITION_KEYS, *WIRING_KEYS)
 
 
 def layer_class(where: str, spec: Any) -> type[Layer]:
@@ -35,7 +36,7 @@ def layer_class(where: str, spec: Any) -> type[Layer]:
 
 def accepted_keys(layer_cls: type[Layer]) -> tuple[str, ...]:
     """Every key a raw config mapping of this layer type may hold: ``type``, ``after``,
-    ``before`` and the type's option keys."""
+    ``before``, ``inputs``, ``enabled`` and the type's option keys."""
     return (*STRUCTURAL_KEYS, *config_keys(layer_cls.options))
 
 

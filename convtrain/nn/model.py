@@ -1,7 +1,9 @@
-"""The Sequential model: layers applied in config order, built from a YAML-like mapping.
+"""The model: a graph of layers (a plain stack being the common case), built from a YAML-like
+mapping.
 
-``build_model(config, input_shape)`` turns ``{"init": ..., "layers": {"conv1": {...}, ...}}`` into
-a :class:`Model`; the model runs ``forward`` / ``backward`` over ``(N, C, H, W)`` batches,
+``build_model(config, input_shape)`` turns ``{"init": ..., "blocks": ..., "layers": {"conv1":
+{...}, ...}}`` into a :class:`Model` (the graph is read by :mod:`convtrain.nn.graph`); the model
+runs ``forward`` / ``backward`` over ``(N, C, H, W)`` batches,
 exposes its parameters to optimizers (:meth:`Model.named_parameters`), saves and loads PyTorch-
 compatible ``state_dict`` s, and describes itself (:meth:`Model.summary`).
 """
@@ -14,13 +16,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from convtrain.runtime.backend import Backend, get_backend, to_host
 from convtrain import validate
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, InternalError
 from convtrain.validate import did_you_mean
 from convtrain.nn.init import INITIALIZERS
 from convtrain.nn import LAYERS, Layer, Shape, build_layer
+from convtrain.nn.graph import INPUT, check_inputs_fit, expand_graph
+from convtrain.nn.layer_types import layer_class
 
 #: top-level keys of the ``model`` config group.
-MODEL_KEYS = ("name", "init", "layers")
+MODEL_KEYS = ("name", "init", "input_shape", "blocks", "layers")
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -63,44 +67,121 @@ def format_shape(shape: Shape | None) -> str:
     return "-" if shape is None else "x".join(str(int(s)) for s in shape)
 
 
+def _short(ref: str, name: str) -> str:
+    """``ref`` as the summary's inputs column shows it next to layer ``name``: relative to
+    their common block repeat (``stage2.block1.bn2`` next to ``stage2.block1.add``: ``bn2``)."""
+    prefix = name.rpartition(".")[0]
+    if prefix and ref.startswith(prefix + "."):
+        return ref[len(prefix) + 1:]
+    return ref
+
+
+class _Step(NamedTuple):
+    """One layer call of a graph's forward pass: the layer reads the activations stored under
+    ``reads`` and its output is stored under ``writes``; afterwards the activations under
+    ``frees`` (whose last reader this was) are dropped."""
+
+    name: str
+    layer: Layer
+    reads: tuple[str, ...]
+    writes: str
+    frees: tuple[str, ...]
+
+
 class Model:
-    """A stack of layers applied in order (PyTorch's ``nn.Sequential``).
+    """A graph of layers; a plain stack (PyTorch's ``nn.Sequential``) is the special case where
+    each layer takes the one before it.
 
     Args:
-        layers: ``{name: Layer}`` in application order; names become ``state_dict`` prefixes.
+        layers: ``{name: Layer}`` in a topological order (a layer after every layer it takes;
+            for a stack: application order); names become ``state_dict`` prefixes.
         input_shape: per-sample input shape, e.g. ``(C, H, W)``.
         name: a label for summaries (the config's ``name``).
         dtype: the float dtype of parameters and activations (float32 or float64).
+        inputs: ``{name: (input names, ...)}`` with :data:`~convtrain.nn.graph.INPUT`
+            (``"input"``) for the model input; None: a stack. The last layer is the output.
 
     Attributes:
-        layers: the ``{name: Layer}`` dict.
+        layers: the ``{name: Layer}`` dict, in :attr:`order`.
+        order: the layer names in a topological order (config order whenever that is one):
+            the order of ``state_dict``, ``named_parameters`` and ``summary``.
+        output_name: the layer whose output is the model's output (the last in ``order``).
+        is_chain: True for a plain stack (each layer takes the previous one).
         input_shape / output_shape: per-sample shapes of the model's input and logits.
+        layer_shapes: ``{name: (input shape, output shape)}``; a merge layer's input shape is
+            the tuple of its inputs' shapes.
         backend: the :class:`~convtrain.runtime.backend.Backend` holding the arrays (NumPy at first).
 
+    Use :meth:`inputs_of` and :meth:`consumers_of` to walk the graph (an exporter does).
+
     Raises:
-        ConfigError: when a layer cannot take the previous layer's output shape.
+        ConfigError: when a layer cannot take its inputs' shapes.
     """
 
     def __init__(self, layers: Mapping[str, Layer], input_shape: Shape, name: str | None = None,
-                 dtype: Any = np.float32):
+                 dtype: Any = np.float32, inputs: Mapping[str, Any] | None = None):
         if not layers:
             raise ConfigError("model.layers: a model needs at least one layer")
         self.layers: dict[str, Layer] = dict(layers)
+        self.order: list[str] = list(self.layers)
+        self._inputs: dict[str, tuple[str, ...]] = self._check_inputs(inputs)
+        self.output_name: str = self.order[-1]
+        self.is_chain = all(self._inputs[n] == ((INPUT,) if i == 0 else (self.order[i - 1],))
+                            for i, n in enumerate(self.order))
         self._order: list[Layer] | None = None
+        self._plan: list[_Step] | None = None
         self.input_shape: Shape = tuple(int(s) for s in input_shape)
         self.name = name
         self.dtype = np.dtype(dtype)
         self.backend: Backend = get_backend("numpy")
         #: per-layer ``(input_shape, output_shape)``, in order.
-        self.layer_shapes: dict[str, tuple[Shape, Shape]] = {}
-        shape = self.input_shape
+        self.layer_shapes: dict[str, tuple[Any, Shape]] = {}
+        shapes: dict[str, Shape] = {INPUT: self.input_shape}
         for layer_name, layer in self.layers.items():
+            if layer.merges_inputs:
+                shape: Any = tuple(shapes[ref] for ref in self._inputs[layer_name])
+            else:
+                shape = shapes[self._inputs[layer_name][0]]
             if layer.input_shape is None:
                 layer.build(shape)
             out = tuple(layer.output_shape(shape))
             self.layer_shapes[layer_name] = (shape, out)
-            shape = out
-        self.output_shape: Shape = shape
+            shapes[layer_name] = out
+        self.output_shape: Shape = shapes[self.output_name]
+
+    def _check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+        """The graph's edges: a stack's when ``inputs`` is None; else checked to run in
+        ``order`` with one output (what :func:`~convtrain.nn.graph.expand_graph` makes)."""
+        if inputs is None:
+            return {n: ((INPUT,) if i == 0 else (self.order[i - 1],))
+                    for i, n in enumerate(self.order)}
+        checked: dict[str, tuple[str, ...]] = {}
+        for name in self.order:
+            refs = inputs.get(name)
+            refs = (refs,) if isinstance(refs, str) else tuple(refs or ())
+            if not refs or any(ref != INPUT and ref not in checked for ref in refs):
+                raise InternalError(f"Model: layer '{name}' must come after its inputs "
+                                    f"{refs} (layers in a topological order)")
+            layer = self.layers[name]
+            if not layer.merges_inputs and len(refs) != 1:
+                raise InternalError(f"Model: layer '{name}' takes one input, got {refs}")
+            checked[name] = refs
+        used = {ref for refs in checked.values() for ref in refs}
+        if [n for n in self.order if n not in used] != [self.order[-1]]:
+            raise InternalError(f"Model: the last layer must be the only one that feeds no "
+                                f"other (unused: {[n for n in self.order if n not in used]})")
+        return checked
+
+    # --- the graph ---------------------------------------------------------------------
+    def inputs_of(self, name: str) -> tuple[str, ...]:
+        """The names of the layers feeding ``name`` (``"input"``: the model input), in the
+        order its ``forward`` receives them."""
+        return self._inputs[name]
+
+    def consumers_of(self, name: str) -> tuple[str, ...]:
+        """The names of the layers that take ``name``'s output (``"input"``: the model input's
+        readers), in :attr:`order`."""
+        return tuple(n for n in self.order if name in self._inputs[n])
 
     # --- computation -------------------------------------------------------------------
     def forward(self, x, training: bool = True):
@@ -108,10 +189,25 @@ class Model:
 
         ``x`` is moved to the model's backend and dtype first (so uint8 or float64 host
         batches are accepted). ``training`` switches dropout and BatchNorm batch statistics.
+        A graph holds each activation until its last reader has run, no longer.
         """
         out = self._as_input(x)
-        for layer in self._run_order():
-            out = _forward_named(layer, out, training)
+        if self.is_chain:
+            for layer in self._run_order():
+                out = _forward_named(layer, out, training)
+            return out
+        values = {INPUT: out}
+        for step in self._graph_plan():
+            values[step.writes] = self._run_step(step, values, training)
+        return values[self._graph_plan()[-1].writes]
+
+    def _run_step(self, step: _Step, values: dict[str, Any], training: bool):
+        if step.layer.merges_inputs:
+            out = _forward_named(step.layer, [values[key] for key in step.reads], training)
+        else:
+            out = _forward_named(step.layer, values[step.reads[0]], training)
+        for key in step.frees:
+            del values[key]
         return out
 
     def layer_outputs(self, x, names, training: bool = False) -> dict[str, Any]:
@@ -119,15 +215,24 @@ class Model:
         pictures) for the batch ``x``, on the model's backend; runs only as far as the last of
         them. A layer's buffers may be reused by its next call: copy what you keep."""
         wanted = set(names)
-        name_of = {id(layer): name for name, layer in self.layers.items()}
         found: dict[str, Any] = {}
         out = self._as_input(x)
-        for layer in self._run_order():
+        if self.is_chain:
+            name_of = {id(layer): name for name, layer in self.layers.items()}
+            for layer in self._run_order():
+                if len(found) == len(wanted):
+                    break
+                out = _forward_named(layer, out, training)
+                if name_of[id(layer)] in wanted:
+                    found[name_of[id(layer)]] = out
+            return found
+        values = {INPUT: out}
+        for step in self._graph_plan():
             if len(found) == len(wanted):
                 break
-            out = _forward_named(layer, out, training)
-            if name_of[id(layer)] in wanted:
-                found[name_of[id(layer)]] = out
+            values[step.writes] = out = self._run_step(step, values, training)
+            if step.name in wanted:
+                found[step.name] = out
         return found
 
     def _as_input(self, x):
@@ -142,11 +247,19 @@ class Model:
         """``dlogits`` ``(N, *output_shape)`` -> ``dx`` ``(N, *input_shape)``; fills every
         layer's ``grads`` (frozen layers too: their input gradient is still needed).
 
-        ``input_grad=False`` lets the first layer skip the gradient w.r.t. the model input
-        (training never uses it; for a first convolution that saves a GEMM and a col2im) and
-        returns None when the first layer supports skipping it.
+        ``input_grad=False`` lets the layers reading the model input skip the gradient w.r.t.
+        it (training never uses it; for a first convolution that saves a GEMM and a col2im)
+        and returns None when every one of them supports skipping it.
+
+        In a graph the gradients reaching a layer from several readers are summed: the first
+        arrives as is (it may be another layer's array, e.g. ``add`` hands the same one to all
+        its inputs), the second makes a new array, later ones are added into that array in
+        place. No layer writes into a gradient it received (the aliasing rule of
+        :mod:`convtrain.nn.layers.merge`).
         """
         grad = self.backend.asarray(dlogits, dtype=self.dtype)
+        if not self.is_chain:
+            return self._graph_backward(grad, input_grad)
         layers = self._run_order()
         try:
             for layer in reversed(layers[1:]):
@@ -158,15 +271,43 @@ class Model:
         except ConfigError as exc:
             raise _naming(layer, exc) from None
 
+    def _graph_backward(self, grad, input_grad: bool):
+        plan = self._graph_plan()
+        readers = [step.layer for step in plan if INPUT in step.reads]
+        skip = not input_grad and all(
+            layer.can_skip_input_grad and not layer.merges_inputs for layer in readers)
+        grads: dict[str, Any] = {plan[-1].writes: grad}
+        owned: set[str] = set()  # keys whose array this method allocated (safe to add into)
+        for step in reversed(plan):
+            dy = grads.pop(step.writes)
+            owned.discard(step.writes)
+            try:
+                if skip and step.reads == (INPUT,):
+                    step.layer.backward(dy, input_grad=False)
+                    continue
+                dxs = step.layer.backward(dy)
+            except ConfigError as exc:
+                raise _naming(step.layer, exc) from None
+            for key, dx in zip(step.reads, dxs if step.layer.merges_inputs else (dxs,)):
+                if key not in grads:
+                    grads[key] = dx
+                elif key in owned:
+                    grads[key] += dx
+                else:
+                    grads[key] = grads[key] + dx
+                    owned.add(key)
+        return None if skip else grads[INPUT]
+
     def _run_order(self) -> list[Layer]:
         """The forward execution order (computed once: the layers never change after build)."""
         if self._order is None:
-            self._order = self._compute_run_order()
+            self._order = (self._compute_run_order() if self.is_chain
+                           else [step.layer for step in self._graph_plan()])
         return self._order
 
     def _compute_run_order(self) -> list[Layer]:
-        """The layers in the order forward runs them: config order, except that a layer that
-        ``commutes_with_max_pool`` (ReLU) directly followed by one that
+        """The layers of a stack in the order forward runs them: config order, except that a
+        layer that ``commutes_with_max_pool`` (ReLU) directly followed by one that
         ``takes_window_maximum`` (MaxPool2d) runs after it. They commute exactly
         (``relu(max(window)) == max(relu(window))``; the gradient reaches the same element,
         and windows with no positive value get zero either way), and the ReLU then works on
@@ -181,6 +322,39 @@ class Model:
             else:
                 i += 1
         return order
+
+    def _graph_plan(self) -> list[_Step]:
+        """A graph's steps (computed once). The ReLU/max-pool swap of :meth:`_compute_run_order`
+        applies where the max pooling is the ReLU's only reader and reads nothing else (never
+        across a branch point): the pooling reads the ReLU's input and the ReLU writes under
+        the pooling's name, so the readers of the pooling get the same values."""
+        if self._plan is not None:
+            return self._plan
+        steps: list[tuple[str, Layer, tuple[str, ...], str]] = []
+        swapped: set[str] = set()
+        for name in self.order:
+            if name in swapped:
+                continue
+            layer, reads = self.layers[name], self._inputs[name]
+            readers = self.consumers_of(name)
+            if (layer.commutes_with_max_pool and len(readers) == 1
+                    and self.layers[readers[0]].takes_window_maximum
+                    and self._inputs[readers[0]] == (name,)
+                    and self.order.index(readers[0]) == self.order.index(name) + 1):
+                pool = readers[0]
+                steps.append((pool, self.layers[pool], reads, name))
+                steps.append((name, layer, (name,), pool))
+                swapped.add(pool)
+            else:
+                steps.append((name, layer, reads, name))
+        last_read: dict[str, int] = {}
+        for index, (_, _, reads, _) in enumerate(steps):
+            for key in reads:
+                last_read[key] = index
+        self._plan = [_Step(name, layer, reads, writes,
+                            tuple(sorted({k for k in reads if last_read[k] == index})))
+                      for index, (name, layer, reads, writes) in enumerate(steps)]
+        return self._plan
 
     # --- parameters --------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, Layer, str]]:
@@ -274,36 +448,45 @@ class Model:
 
     # --- description -------------------------------------------------------------------
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One dict per layer: ``name``, ``type``, ``description`` (hyperparameters),
-        ``input_shape``, ``output_shape``, ``params``, ``trainable``, ``flops`` (forward, per
-        sample), ``receptive_field`` ``(rh, rw)`` in input pixels and ``jump`` ``(jh, jw)``
-        (input pixels between neighbouring outputs), both None when the model input is not an
-        image ``(C, H, W)``; ``whole_input`` is True once a layer (Dense) sees every position.
+        """One dict per layer, in :attr:`order`: ``name``, ``type``, ``inputs`` (the names
+        feeding it), ``description`` (hyperparameters), ``input_shape`` (a merge layer: the
+        tuple of its inputs' shapes), ``output_shape``, ``params``, ``trainable``, ``flops``
+        (forward, per sample), ``receptive_field`` ``(rh, rw)`` in input pixels and ``jump``
+        ``(jh, jw)`` (input pixels between neighbouring outputs), both None when the model
+        input is not an image ``(C, H, W)``; ``whole_input`` is True once a layer (Dense) sees
+        every position.
 
         Receptive field recurrence per spatial axis, starting from ``r = j = 1``:
         ``k_eff = d·(k-1) + 1``, ``r_out = r_in + (k_eff - 1)·j_in``, ``j_out = j_in·s``.
         A layer whose outputs see every input position (Dense) gets the whole input, and
-        so does everything after it.
+        so does everything after it. A layer with several inputs continues from the input
+        with the largest field (the largest path through the graph).
         """
         spatial = len(self.input_shape) == 3
-        field = [1, 1] if spatial else None
-        jump = [1, 1] if spatial else None
-        sees_everything = False
+        whole = [self.input_shape[1], self.input_shape[2]] if spatial else None
+        # per activation: (field, jump, sees_everything)
+        states: dict[str, tuple[list[int], list[int], bool]] = {INPUT: ([1, 1], [1, 1], False)}
         rows = []
         for layer_name, layer in self.layers.items():
             in_shape, out_shape = self.layer_shapes[layer_name]
+            field, jump, sees_everything = max(
+                (states[ref] for ref in self._inputs[layer_name]),
+                key=lambda state: (state[2], state[0][0] * state[0][1]))
+            field, jump = list(field), list(jump)
             if spatial:
                 if layer.global_receptive_field:
                     sees_everything = True
                 if sees_everything:
-                    field = [self.input_shape[1], self.input_shape[2]]
-                elif len(in_shape) == 3:
+                    field = list(whole)
+                elif not layer.merges_inputs and len(in_shape) == 3:
                     for axis, (kernel, stride, dilation) in enumerate(layer.receptive_field_step()):
                         field[axis] += (dilation * (kernel - 1)) * jump[axis]
                         jump[axis] *= stride
+            states[layer_name] = (field, jump, sees_everything)
             rows.append({
                 "name": layer_name,
                 "type": layer_type_name(layer),
+                "inputs": self._inputs[layer_name],
                 "description": layer.describe(),
                 "input_shape": in_shape,
                 "output_shape": out_shape,
@@ -317,31 +500,35 @@ class Model:
         return rows
 
     def summary(self) -> str:
-        """A text table: layer, type, hyperparameters, output shape, params, FLOPs and
-        receptive field per layer, then the totals (params, trainable params, FLOPs per
-        sample, input shape)."""
-        header = ("layer", "type", "hyperparameters", "output", "params", "FLOPs", "RF")
-        table = [header, ("input", "", "", format_shape(self.input_shape), "", "",
-                          "1x1" if len(self.input_shape) == 3 else "-")]
-        for row in self.summary_rows():
+        """A text table: layer, (for a graph: its inputs,) type, hyperparameters, output shape,
+        params, FLOPs and receptive field per layer, then the totals (params, trainable
+        params, FLOPs per sample, input shape)."""
+        graph = not self.is_chain
+        header = ("layer", *(("inputs",) if graph else ()), "type", "hyperparameters", "output",
+                  "params", "FLOPs", "RF")
+        table = [header, ("input", *(("",) if graph else ()), "", "", format_shape(self.input_shape),
+                          "", "", "1x1" if len(self.input_shape) == 3 else "-")]
+        rows = self.summary_rows()
+        for row in rows:
             field = "-" if row["receptive_field"] is None else "x".join(
                 map(str, row["receptive_field"]))
             if row["whole_input"]:
                 field += " (all)"
             description = row["description"] + ("" if row["trainable"] or not row["params"]
                                                 else " [frozen]")
-            table.append((row["name"], row["type"], description.strip(),
+            inputs = (", ".join(_short(ref, row["name"]) for ref in row["inputs"]),) if graph else ()
+            table.append((row["name"], *inputs, row["type"], description.strip(),
                           format_shape(row["output_shape"]), f"{row['params']:,}",
                           f"{row['flops']:,}", field))
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        numeric = {4, 5}  # right-align the counts
+        numeric = {len(header) - 3, len(header) - 2}  # right-align the counts
 
         def render(cells) -> str:
             return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         rule = "-" * len(render(header))
-        total_flops = sum(layer.flops(self.layer_shapes[n][0]) for n, layer in self.layers.items())
+        total_flops = sum(row["flops"] for row in rows)
         lines = [f"Model: {self.name}" if self.name else "Model", rule, render(header), rule]
         lines += [render(r) for r in table[1:]]
         lines += [rule,
@@ -390,17 +577,32 @@ def _layer_seeds(root_seed: int) -> tuple[np.random.Generator, np.random.SeedSeq
     return np.random.default_rng(init_seq), dropout_seq
 
 
+def _with_origin(exc: ConfigError, name: str, origins: Mapping[str, str] | None) -> ConfigError:
+    """``exc`` about ``model.layers.<name>.<key>`` with where the key's value came from when a
+    block parameter gave it: ``... (set by model.layers.stage2.filters through $filters)``."""
+    message = str(exc)
+    for key, origin in (origins or {}).items():
+        if message.startswith(f"model.layers.{name}.{key}:"):
+            return ConfigError(f"{message} (set by {origin})")
+    return exc
+
+
 def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
                 dtype: Any = np.float32, backend: Backend | str | None = None) -> Model:
     """Build a :class:`Model` from a model config.
 
     Args:
-        config: ``{"name": ..., "init": "he_normal", "layers": {"conv1": {"type": "conv2d",
-            ...}, ...}}`` (dict or OmegaConf ``DictConfig``). ``init`` is the default
-            initializer of every layer without its own ``init``. A layer set to ``null`` is
-            skipped (``model.layers.drop1=null`` disables it).
+        config: ``{"name": ..., "init": "he_normal", "blocks": {...}, "layers": {"conv1":
+            {"type": "conv2d", ...}, ...}}`` (dict or OmegaConf ``DictConfig``). ``init`` is
+            the default initializer of every layer without its own ``init``. A layer set to
+            ``null`` is skipped (``model.layers.drop1=null`` disables it). Layers may name
+            their ``inputs`` and ``blocks`` may be instantiated: see :mod:`convtrain.nn.graph`
+            and :mod:`convtrain.nn.blocks`; layers are built in a topological order. An
+            ``input_shape`` in the config must equal ``input_shape`` (a model drawn for one
+            input size: ``task=summary`` builds it for that shape).
         input_shape: per-sample input shape, e.g. ``(1, 28, 28)``.
-        seed: seeds the initial weights (one Generator, drawn in layer order) and, through an
+        seed: seeds the initial weights (one Generator, drawn in the model's layer order:
+            config order for a stack) and, through an
             independent stream, one child generator per dropout layer.
         dtype: float32 (default) or float64.
         backend: a :class:`~convtrain.runtime.backend.Backend`, ``"numpy"``/``"cupy"``, or None (NumPy).
@@ -413,6 +615,18 @@ def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
         raise ConfigError(f"model: expected a mapping with a 'layers' key, got {config!r}")
     _check_top_level_keys(config)
     shape = _check_input_shape(input_shape)
+    declared = config.get("input_shape")
+    if declared is not None:
+        try:
+            declared = _check_input_shape(declared)
+        except ConfigError:
+            raise ConfigError(f"model.input_shape: expected positive integers like [C, H, W], "
+                              f"got {declared!r}") from None
+        if declared != shape:
+            raise ConfigError(f"model.input_shape: this model is drawn for inputs of shape "
+                              f"{format_shape(declared)}, but is built for "
+                              f"{format_shape(shape)} (the data's shape); set "
+                              f"model.input_shape=null to build it for the data")
     seed = validate.seed(seed)
     try:
         resolved_dtype = np.dtype(dtype) if dtype is not None else None
@@ -431,31 +645,35 @@ def build_model(config: Mapping[str, Any], input_shape: Shape, *, seed: int = 0,
     if layer_specs is None or not isinstance(layer_specs, Mapping):
         raise ConfigError(f"model.layers: expected a mapping of layer name -> layer config, got "
                           f"{layer_specs!r}")
-    # --- convtrain.nn.layer_order: `after:` / `before:` place layers added with +model.layers.X ---
-    from convtrain.nn.layer_order import order_layers  # noqa: PLC0415
-
-    layer_specs = order_layers(layer_specs)
-    # --- end layer_order ---
-    active = {key: spec for key, spec in layer_specs.items() if spec is not None}
-    if not active:
-        raise ConfigError("model.layers: no layers given (every entry is empty or null)")
+    graph = expand_graph(layer_specs, config.get("blocks"))
 
     init_rng, dropout_seq = _layer_seeds(int(seed))
     defaults = {"init": init, "rng": init_rng, "dtype": dtype}
     layers: dict[str, Layer] = {}
-    for layer_name, spec in active.items():
-        if not isinstance(layer_name, str) or not layer_name or "." in layer_name:
-            raise ConfigError(f"model.layers: layer names must be non-empty strings without "
-                              f"'.', got {layer_name!r}")
-        layer = build_layer(layer_name, spec, shape, defaults)
+    shapes: dict[str, Any] = {INPUT: shape}
+    for layer_name, spec in graph.specs.items():
+        inputs = graph.inputs[layer_name]
+        layer_cls = layer_class(f"model.layers.{layer_name}", spec)
+        check_inputs_fit(f"model.layers.{layer_name}", layer_cls, inputs)
+        try:
+            if layer_cls.merges_inputs:
+                options = {key: value for key, value in spec.items() if key != "type"}
+                layer = layer_cls.from_config(layer_name, options,
+                                              tuple(shapes[ref] for ref in inputs),
+                                              {**defaults, "input_names": inputs})
+            else:
+                layer = build_layer(layer_name, spec, shapes[inputs[0]], defaults)
+        except ConfigError as exc:
+            raise _with_origin(exc, layer_name, graph.origins.get(layer_name)) from None
         layers[layer_name] = layer
-        shape = tuple(layer.output_shape(shape))
+        shapes[layer_name] = tuple(layer.output_shape())
 
     random = [layer for layer in layers.values() if layer.uses_random_stream]
     for layer, child in zip(random, dropout_seq.spawn(len(random))):
         layer.seed_rng(int(child.generate_state(1)[0]))
 
-    model = Model(layers, _check_input_shape(input_shape), name=name, dtype=dtype)
+    model = Model(layers, shape, name=name, dtype=dtype,
+                  inputs=None if graph.is_chain else graph.inputs)
     if backend is not None:
         model.to_backend(backend)
     return model

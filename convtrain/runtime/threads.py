@@ -191,6 +191,10 @@ class _Worker:
         self._done.acquire()
         self._task: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
         self._error: BaseException | None = None
+        # NumPy's floating-point error settings (np.errstate) are per thread: a task runs
+        # under its caller's, set here only when they change (np.seterr costs ~1 us)
+        self._fp_errors: dict[str, str] | None = None
+        self._task_fp_errors: dict[str, str] = {}
         self._thread = threading.Thread(target=self._loop, args=(index,), daemon=True,
                                         name=f"convtrain-engine-{index}")
         self._thread.start()
@@ -204,14 +208,20 @@ class _Worker:
                 self._done.release()
                 return
             try:
+                if self._task_fp_errors != self._fp_errors:
+                    np.seterr(**self._task_fp_errors)
+                    self._fp_errors = self._task_fp_errors
                 task[0](*task[1])
             except BaseException as exc:  # noqa: BLE001 - handed to the caller by join()
                 self._error = exc
             self._task = None
             self._done.release()
 
-    def start(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on this thread; :meth:`join` must follow."""
+    def start(self, fn: Callable[..., Any], *args: Any,
+              fp_errors: dict[str, str] | None = None) -> None:
+        """Run ``fn(*args)`` on this thread under ``fp_errors`` (``np.geterr()`` of the
+        caller, taken here when not given); :meth:`join` must follow."""
+        self._task_fp_errors = np.geterr() if fp_errors is None else fp_errors
         self._task = (fn, args)
         self._go.release()
 
@@ -283,10 +293,11 @@ def _start_and_join(workers: list[_Worker],
                     calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
     started: list[_Worker] = []
     caller_error: BaseException | None = None
+    fp_errors = np.geterr()  # e.g. the trainer's np.errstate: the workers' pieces obey it too
     try:
         for worker, (fn, args) in zip(workers, calls[1:]):
             try:
-                worker.start(fn, *args)
+                worker.start(fn, *args, fp_errors=fp_errors)
             except BaseException:
                 # Interrupted inside start(): whether the task was handed over is unknown, so
                 # this pool is retired (a fresh one serves the next section) and the worker

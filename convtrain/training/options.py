@@ -62,7 +62,7 @@ class TrainerOptions:
     eval_batch_size: Optional[int] = _option(None, _optional(validate.positive_int))
     # auto (bars only when stderr is a terminal) | true | false
     progress: str = _option("auto", validate.progress)
-    # period of the train/loss_step scalar; 0 = off
+    # period of the step/loss scalar; 0 = off
     log_every_n_steps: int = _option(
         50, lambda key, v: validate.non_negative_int(key, v, zero_means="off"))
     checkpoint: bool = _option(True, validate.boolean)

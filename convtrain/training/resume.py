@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from convtrain.errors import ConfigError
-from convtrain.training.checkpoint import load_checkpoint
+from convtrain.training.checkpoint import Checkpoint, load_checkpoint
 from convtrain.training.checkpointing import data_identity, layer_rngs, optimizer_name, \
     resolved_schedule
 from convtrain.training.hooks import Best, TrainState, Totals
@@ -56,35 +56,15 @@ def restore(state: TrainState, path: str | Path) -> int:
         ConfigError: naming the checkpoint and what differs, when it cannot be continued.
     """
     ckpt = load_checkpoint(path)
-    where = f"resume '{ckpt.path}'"
-    meta = ckpt.meta
-    try:
-        epoch = int(meta["epoch"])
-        global_step = int(meta["global_step"])
-        shuffle_state = meta["rng"]["shuffle"]
-        layer_states = meta["rng"].get("layers", {})
-        saved_optimizer = meta["optimizer"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: checkpoint metadata lacks {exc}") from None
-    own_optimizer = optimizer_name(state.optimizer)
-    if saved_optimizer != own_optimizer:
-        raise ConfigError(f"{where}: the checkpoint was trained with optimizer "
-                          f"'{saved_optimizer}', this run uses '{own_optimizer}' "
-                          f"(set optimizer={saved_optimizer})")
-    if epoch >= state.max_epochs:
-        raise ConfigError(f"{where}: the checkpoint already completed {epoch} epochs; "
-                          f"set trainer.max_epochs above {epoch} to train further")
-    _check_same_data(state, meta, where)
-    _compare_schedule(state.schedule, meta.get("schedule"), epoch, where)
-    _check_dtypes(state, ckpt.model_state, where)
-    try:
-        state.model.load_state_dict(ckpt.model_state, strict=True)
-        _check_optimizer_coverage(state, ckpt.optimizer_state)
-        state.optimizer.load_state_dict(ckpt.optimizer_state)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    where = _where(ckpt)
+    epoch, global_step, shuffle_state, layer_states = _header(ckpt, where)
+    _check_optimizer_and_epochs(ckpt, state.optimizer, state.max_epochs, where)
+    _check_same_data(state, ckpt.meta, where)
+    _compare_schedule(state.schedule, ckpt.meta.get("schedule"), epoch, where)
+    _load_weights(ckpt, state.model, state.optimizer, where)
     _set_rng_state(state.shuffle_rng, shuffle_state, f"{where}: the shuffle order's")
     _restore_layer_rngs(state.model, layer_states, where)
+    meta = ckpt.meta
     if meta.get("monitor") == state.monitor and isinstance(meta.get("best"), dict):
         state.best = Best(**meta["best"])
     else:
@@ -96,24 +76,79 @@ def restore(state: TrainState, path: str | Path) -> int:
     return epoch
 
 
-def _check_dtypes(state: TrainState, model_state: Mapping[str, np.ndarray], where: str) -> None:
+def check_resumable(ckpt: Checkpoint, model: Any, optimizer: Any, max_epochs: int) -> None:
+    """The checks of :func:`restore` that need no data: the header, the optimizer, the epochs
+    still to train, and the model's tensor names, shapes and dtypes. Loads the checkpoint's
+    weights and optimizer state into ``model`` and ``optimizer`` (restore loads them again).
+
+    Raises:
+        ConfigError: the same one line :func:`restore` gives for these checks.
+    """
+    where = _where(ckpt)
+    _header(ckpt, where)
+    _check_optimizer_and_epochs(ckpt, optimizer, max_epochs, where)
+    _load_weights(ckpt, model, optimizer, where)
+
+
+def _where(ckpt: Checkpoint) -> str:
+    return f"resume '{ckpt.path}'"
+
+
+def _header(ckpt: Checkpoint, where: str) -> tuple[int, int, Any, Mapping[str, Any]]:
+    """``(epoch, global_step, shuffle rng state, layer rng states)`` from the header."""
+    meta = ckpt.meta
+    try:
+        return (int(meta["epoch"]), int(meta["global_step"]), meta["rng"]["shuffle"],
+                meta["rng"].get("layers", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: checkpoint metadata lacks {exc}") from None
+
+
+def _check_optimizer_and_epochs(ckpt: Checkpoint, optimizer: Any, max_epochs: int,
+                                where: str) -> None:
+    saved_optimizer = ckpt.meta.get("optimizer")
+    if saved_optimizer is None:
+        raise ConfigError(f"{where}: checkpoint metadata lacks 'optimizer'")
+    own_optimizer = optimizer_name(optimizer)
+    if saved_optimizer != own_optimizer:
+        raise ConfigError(f"{where}: the checkpoint was trained with optimizer "
+                          f"'{saved_optimizer}', this run uses '{own_optimizer}' "
+                          f"(set optimizer={saved_optimizer})")
+    epoch = int(ckpt.meta["epoch"])
+    if epoch >= max_epochs:
+        raise ConfigError(f"{where}: the checkpoint already completed {epoch} epochs; "
+                          f"set trainer.max_epochs above {epoch} to train further")
+
+
+def _load_weights(ckpt: Checkpoint, model: Any, optimizer: Any, where: str) -> None:
+    """Model tensors (names, shapes, dtypes) and optimizer state, each checked on load."""
+    _check_dtypes(model, ckpt.model_state, where)
+    try:
+        model.load_state_dict(ckpt.model_state, strict=True)
+        _check_optimizer_coverage(optimizer, ckpt.optimizer_state)
+        optimizer.load_state_dict(ckpt.optimizer_state)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_dtypes(model: Any, model_state: Mapping[str, np.ndarray], where: str) -> None:
     """A floating-point tensor of the model must come as floating point from the checkpoint
     (names and shapes are the model's own load check)."""
-    for name, value in state.model.state_dict().items():
+    for name, value in model.state_dict().items():
         saved = model_state.get(name)
         if saved is not None and np.asarray(value).dtype.kind == "f" and saved.dtype.kind != "f":
             raise ConfigError(f"{where}: model.{name} has dtype {saved.dtype} in the checkpoint, "
                               f"the model holds {np.asarray(value).dtype}")
 
 
-def _check_optimizer_coverage(state: TrainState,
+def _check_optimizer_coverage(optimizer: Any,
                               optimizer_state: Mapping[str, np.ndarray]) -> None:
     """Once the optimizer has stepped, every trainable parameter has its state (at least its
     ``step``); the optimizer's own load checks names, slots and shapes."""
     steps = optimizer_state.get("steps")
     if steps is None or int(steps) == 0:
         return
-    for name, _, _ in state.optimizer.trainable_parameters():
+    for name, _, _ in optimizer.trainable_parameters():
         if f"{name}/step" not in optimizer_state:
             raise ConfigError(f"optimizer/{name}/step is missing: the checkpoint's optimizer "
                               f"took {int(steps)} steps but kept no state for the trainable "

@@ -58,7 +58,10 @@ class VisualContext:
     writer: TensorBoardWriter  # may be disabled: then only PNG files are written
     images_dir: Path  # <run>/images
     hparams: dict[str, HParamValue]  # flat name -> value for the HParams dashboard
-    log_every_n_steps: int  # period of train/loss_step (trainer.log_every_n_steps; 0 = off)
+    log_every_n_steps: int  # period of step/loss (trainer.log_every_n_steps; 0 = off)
+    #: the hyperparameters the HParams table offers, and those that set the run apart
+    hparam_columns: list[str] = dataclasses.field(default_factory=list)
+    differing: frozenset[str] = frozenset()
     _folders: set[Path] = dataclasses.field(default_factory=set)
 
     @property
@@ -81,10 +84,10 @@ class VisualContext:
             path = folder / f"{stem}.png"
             try:
                 path.write_bytes(png)
-            except OSError as exc:  # a failed write() (a full disk) names no file: name it
-                if exc.filename is not None:
+            except OSError as exc:  # a full disk's write error names no file: name it
+                if exc.filename:
                     raise
-                raise OSError(exc.errno, exc.strerror, str(path)) from None
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 def spatial_kernel_layers(model: Any) -> dict[str, Any]:

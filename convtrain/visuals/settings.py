@@ -23,7 +23,7 @@ OUTPUT_OPTIONS = (
     (0, Option("tensorboard", True, bool, validate.boolean,
                "false: no event files at all (PNGs still follow `png`)")),
     (80, Option("png", True, bool, validate.boolean,
-                "also write the pictures to <run>/images/<kind>/<name>_epoch<NNN>.png")),
+                "also write the pictures to <run>/images/<kind>/")),
 )
 
 

@@ -6,15 +6,21 @@ each ``add_*`` method only builds a ``Summary`` proto.
 
 Records written (and the TensorBoard tab that shows them):
 
-- scalars (``simple_value``) -> Scalars; text (``text`` plugin tensor) -> Text;
+- scalars (``simple_value``) -> Scalars; text (``text`` plugin scalar string tensor, rendered
+  as Markdown) -> Text;
 - images (legacy ``Summary.Image``, PNG-encoded) -> Images;
 - histograms (legacy ``HistogramProto``, see :func:`histogram_proto`) -> Histograms and
   Distributions;
-- hparams session start / end (``hparams`` plugin data) -> HParams. No ``Experiment`` record
-  is written: with one per job, TensorBoard would pick an arbitrary job's list and mark no
-  hyperparameter as differing; without it, TensorBoard derives the experiment from every
-  session under ``--logdir`` (types, value ranges, which keys differ across a sweep) and
-  offers every scalar tag of the sessions as a metric.
+- hparams experiment, session start / end (``hparams`` plugin data) -> HParams. The
+  experiment record says which hyperparameters are columns and which metrics come first
+  (TensorBoard shows the first 5 of each); every job of a sweep writes the same one, so
+  whichever TensorBoard picks, the table is the same. Without it, TensorBoard derives the
+  experiment from every session under ``--logdir``.
+
+TensorBoard overlays *runs*, not tags: a writer's :meth:`TensorBoardWriter.child` writes a run
+in a subdirectory (``train/``, ``val/``, ``test/``), so one tag logged in each of them is one
+chart with a curve per split, and the HParams dashboard reads those curves as metrics of the
+parent's session (metric group = the subdirectory).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, Collection, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from google.protobuf import struct_pb2  # protobuf ships with tensorboard
@@ -37,22 +43,11 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import plugin_data_pb2 as hparams_data
 from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.summary.writer import record_writer as _record_writer
 from tensorboard.summary.writer.event_file_writer import EventFileWriter, _AsyncWriterThread
 
 from convtrain.data.images import encode_png
 from convtrain.errors import InternalError
-
-
-def _quiet_writer_thread_errors(args: Any, previous: Any = threading.excepthook) -> None:
-    """TensorBoard's writer thread prints the traceback of a failed write (a full disk) before
-    the writer raises the same error in the main thread on its next call; that one becomes a
-    one-line message (``TensorBoardWriter`` names the file), so the thread's print is dropped."""
-    if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
-        return
-    previous(args)
-
-
-threading.excepthook = _quiet_writer_thread_errors
 
 #: default number of equal-width histogram buckets between the values' min and max.
 HISTOGRAM_BUCKETS = 30
@@ -63,6 +58,106 @@ SESSION_STATUSES = {"success": hparams_api.STATUS_SUCCESS,
                     "unknown": hparams_api.STATUS_UNKNOWN}
 
 HParamValue = bool | int | float | str
+
+# --- the records' checksums, fast -------------------------------------------------------------
+# Every event record carries a masked CRC-32C of its bytes. Without TensorFlow, TensorBoard's
+# writer computes it in a Python loop over the bytes (~0.15-0.5 us each): about 0.5 s of a
+# default 30-epoch run, whose pictures make ~1 MB of records. The CRC is linear, so the bytes
+# are cut into lanes of _LANE bytes whose CRCs NumPy computes side by side, then chained with
+# the precomputed map "advance a CRC state over _LANE zero bytes" (8x faster on 50 KB).
+
+_CRC32C_POLY = 0x82F63B78  # Castagnoli, bit-reflected
+_LANE = 128
+
+
+def _crc_byte_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(_CRC32C_POLY), table >> 1)
+    return table.astype(np.uint32)
+
+
+def _crc_advance(states: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Raw CRC states ``(L,)`` after the bytes ``data`` ``(L, m)`` (row i feeds state i)."""
+    for column in data.T:
+        states = _CRC_TABLE[(states ^ column) & 0xFF] ^ (states >> 8)
+    return states
+
+
+def _crc_lane_shift() -> list[list[int]]:
+    """4 byte tables of the linear map M "advance a raw state over _LANE zero bytes":
+    ``M s = T0[s & 255] ^ T1[(s >> 8) & 255] ^ T2[(s >> 16) & 255] ^ T3[s >> 24]``."""
+    columns = _crc_advance(np.uint32(1) << np.arange(32, dtype=np.uint32),
+                           np.zeros((32, _LANE), np.uint8))  # M e_k
+    tables = np.zeros((4, 256), np.uint32)
+    for part in range(4):
+        for bit in range(8):
+            low = 1 << bit
+            tables[part, low:2 * low] = tables[part, :low] ^ columns[8 * part + bit]
+    return tables.tolist()
+
+
+_CRC_TABLE = _crc_byte_table()
+_CRC_TABLE_LIST = _CRC_TABLE.tolist()
+_CRC_SHIFT = _crc_lane_shift()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``, as TensorBoard's event records use it."""
+    buf = np.frombuffer(data, np.uint8)
+    lanes = buf.size // _LANE
+    state = 0xFFFFFFFF
+    if lanes >= 8:  # below, the plain loop is as fast
+        partial = _crc_advance(np.zeros(lanes, np.uint32),
+                               buf[:lanes * _LANE].reshape(lanes, _LANE)).tolist()
+        t0, t1, t2, t3 = _CRC_SHIFT
+        for lane_crc in partial:  # state over lanes 0..j, then lane j+1 (its CRC from 0)
+            state = (t0[state & 255] ^ t1[(state >> 8) & 255] ^ t2[(state >> 16) & 255]
+                     ^ t3[state >> 24] ^ lane_crc)
+        buf = buf[lanes * _LANE:]
+    table = _CRC_TABLE_LIST
+    for byte in buf.tolist():
+        state = table[(state ^ byte) & 0xFF] ^ (state >> 8)
+    return state ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The record checksum: :func:`crc32c` rotated right by 15 bits plus a constant."""
+    crc = crc32c(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# the record writer looks the function up in its module at every record
+_record_writer.masked_crc32c = masked_crc32c
+
+
+class Metric(NamedTuple):
+    """A metric column of the HParams dashboard: scalar ``tag`` of the run ``group`` below the
+    session's run ("" = the session's own run, ``val`` = its ``val/`` child)."""
+
+    group: str
+    tag: str
+    display_name: str = ""
+
+
+def _quiet_event_writer_thread(args: Any) -> None:
+    """``threading.excepthook``: a disk error in the event file's writer thread prints no
+    traceback; the writer re-raises it at its next call in the training thread, where
+    :class:`TensorBoardWriter` names the file (one line). Anything else goes to the hook
+    that was there before."""
+    if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+        return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+
+
+def _install_quiet_event_writer_thread() -> None:
+    global _previous_excepthook
+    if threading.excepthook is not _quiet_event_writer_thread:
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _quiet_event_writer_thread
 
 
 def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramProto | None:
@@ -103,10 +198,15 @@ def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramP
 
 
 def _hparam_value(name: str, value: Any) -> Any:
-    """A ``google.protobuf.Value`` for one hyperparameter (bool before int: bool is an int)."""
+    """A ``google.protobuf.Value`` for one hyperparameter (bool before int: bool is an int).
+
+    Integers go as their decimal text: TensorBoard prints every number with 5 significant
+    digits (16 -> ``16.000``), text as it is (the price: a column of integers sorts as text)."""
     if isinstance(value, (bool, np.bool_)):
         return struct_pb2.Value(bool_value=bool(value))
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, np.integer)):
+        return struct_pb2.Value(string_value=str(int(value)))
+    if isinstance(value, (float, np.floating)):
         return struct_pb2.Value(number_value=float(value))
     if isinstance(value, str):
         return struct_pb2.Value(string_value=value)
@@ -123,7 +223,7 @@ class TensorBoardWriter:
     them readable while the run goes on.
 
     >>> with TensorBoardWriter("runs/x") as tb:                        # doctest: +SKIP
-    ...     tb.add_scalar("train/loss", 0.7, step=1)
+    ...     tb.child("train").add_scalar("epoch/loss", 0.7, step=1)
 
     Args:
         logdir: directory for the event file (created).
@@ -141,18 +241,45 @@ class TensorBoardWriter:
         self.enabled = bool(enabled)
         self.path: Path | None = None
         self._closed = False
+        self._children: dict[str, TensorBoardWriter] = {}
         if not self.enabled:
             return
+        self._failed = False
+        _install_quiet_event_writer_thread()
         self.logdir.mkdir(parents=True, exist_ok=True)
-        suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
-        # flush_secs is a fallback only: the Trainer flushes after every epoch
-        self._writer = EventFileWriter(str(self.logdir), max_queue_size=100, flush_secs=30,
-                                       filename_suffix=suffix)
+        suffix = self._suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
+        with self._naming_the_file():
+            # flush_secs is a fallback only: the Trainer flushes after every epoch
+            self._writer = EventFileWriter(str(self.logdir), max_queue_size=100,
+                                           flush_secs=30, filename_suffix=suffix)
         # the writer has no public accessor for its file; the random suffix makes it unique
         self.path = next(self.logdir.glob(f"events.out.tfevents.*{suffix}"))
 
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A disk error (full, read-only) of the event file, raised with the file's path: the
+        writer's own error (often from its thread) names no file."""
+        try:
+            yield
+        except OSError as exc:
+            self._failed = True
+            if exc.filename:
+                raise
+            path = self.path or next(self.logdir.glob(f"events.out.tfevents.*{self._suffix}"),
+                                     self.logdir)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+    def child(self, name: str) -> "TensorBoardWriter":
+        """The writer of the run ``<logdir>/<name>`` (its directory and event file are made on
+        first use; flushed and closed with this one)."""
+        if self._closed:
+            raise InternalError(f"TensorBoardWriter for {self.logdir} is closed")
+        if name not in self._children:
+            self._children[name] = TensorBoardWriter(self.logdir / name, enabled=self.enabled)
+        return self._children[name]
+
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"train/loss"``)."""
+        """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"epoch/loss"``)."""
         if not self.enabled:
             return
         value = float(value)
@@ -161,15 +288,13 @@ class TensorBoardWriter:
         self._add_summary(summary, step)
 
     def add_text(self, tag: str, text: str, step: int = 0) -> None:
-        """A text entry (Markdown, shown by TensorBoard's Text tab)."""
+        """A text entry, rendered as Markdown by TensorBoard's Text tab (a scalar string
+        tensor: TensorBoard draws a table around a tensor of shape ``(1,)``)."""
         if not self.enabled:
             return
         meta = text_metadata.create_summary_metadata(display_name=tag, description="")
-        tensor = TensorProto(
-            dtype="DT_STRING",
-            string_val=[str(text).encode("utf-8")],
-            tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
-        )
+        tensor = TensorProto(dtype="DT_STRING", string_val=[str(text).encode("utf-8")],
+                             tensor_shape=TensorShapeProto())
         summary = summary_pb2.Summary(
             value=[summary_pb2.Summary.Value(tag=tag, metadata=meta, tensor=tensor)]
         )
@@ -203,13 +328,38 @@ class TensorBoardWriter:
         self._add_summary(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
             tag=tag, histo=histo)]), step)
 
+    def add_experiment(self, hparams: Mapping[str, HParamValue], metrics: Sequence[Metric], *,
+                       differing: Collection[str] = ()) -> None:
+        """Declare the HParams dashboard's columns: ``hparams`` (name -> a value, which gives
+        the column's type; integers are text, see :func:`_hparam_value`) and ``metrics`` in
+        order (the dashboard shows the first 5 of each, hyperparameters in ``differing`` first,
+        then by name).
+        """
+        if not self.enabled:
+            return
+        infos = []
+        for name, value in hparams.items():
+            kind = _hparam_value(name, value).WhichOneof("kind")
+            infos.append(hparams_api.HParamInfo(
+                name=str(name), differs=name in differing,
+                type={"bool_value": hparams_api.DATA_TYPE_BOOL,
+                      "number_value": hparams_api.DATA_TYPE_FLOAT64}.get(
+                          kind, hparams_api.DATA_TYPE_STRING)))
+        experiment = hparams_api.Experiment(
+            time_created_secs=time.time(), hparam_infos=infos,
+            metric_infos=[hparams_api.MetricInfo(
+                name=hparams_api.MetricName(group=m.group, tag=m.tag),
+                display_name=m.display_name) for m in metrics])
+        self._add_hparams_record(hparams_metadata.EXPERIMENT_TAG,
+                                 hparams_data.HParamsPluginData(experiment=experiment))
+
     def add_session_start(self, hparams: Mapping[str, HParamValue], *,
                           start_time: float | None = None) -> None:
         """Declare this event file's run a session of the HParams dashboard.
 
-        ``hparams``: name -> bool / int / float / str (numbers are stored as float64). Each
-        run holding a session start becomes one row; its metric columns are the last values
-        of the run's scalar tags.
+        ``hparams``: name -> bool / int / float / str (integers as text, see
+        :func:`_hparam_value`). Each run holding a session start becomes one row; its metric
+        columns are the last values of the scalar tags of the run and of its children.
 
         Raises:
             InternalError: for a value of another type (flatten and stringify first).
@@ -253,29 +403,38 @@ class TensorBoardWriter:
             self._writer.add_event(event)
 
     def flush(self) -> None:
-        """Write queued events to disk."""
+        """Write queued events to disk (this run's and its children's).
+
+        Raises:
+            OSError: the disk refused an event file (``filename``: its path)."""
         if self.enabled and not self._closed:
             with self._naming_the_file():
                 self._writer.flush()
+            for child in self._children.values():
+                child.flush()
 
     def close(self) -> None:
-        """Flush and close the file (idempotent)."""
+        """Flush and close the files, the children's first (idempotent). After a disk error
+        was raised, closing does not raise it again (the run already reports it); every file
+        is closed even when one fails (the first error is raised)."""
         if self.enabled and not self._closed:
             self._closed = True
-            with self._naming_the_file():
-                self._writer.close()
+            failed = self._failed
+            error: OSError | None = None
+            for child in self._children.values():
+                try:
+                    child.close()
+                except OSError as exc:
+                    error = error or exc
+            try:
+                with self._naming_the_file():
+                    self._writer.close()
+            except OSError:
+                if not failed:
+                    raise
+            if error is not None:
+                raise error
         self._closed = True
-
-    @contextlib.contextmanager
-    def _naming_the_file(self):
-        """A failed write of the writer's thread (it has no file name) as an OSError naming the
-        event file, which the CLI reports in one line."""
-        try:
-            yield
-        except OSError as exc:
-            if exc.filename is not None:
-                raise
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def __enter__(self) -> "TensorBoardWriter":
         return self

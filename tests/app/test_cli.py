@@ -54,10 +54,14 @@ def test_train_writes_run_directory(tmp_path):
     # TensorBoard events readable by TensorBoard's own reader
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    [events_dir] = {p.parent for p in (run / "tensorboard").rglob("events.out.tfevents.*")}
-    acc = EventAccumulator(str(events_dir), size_guidance={"scalars": 0})
+    # one run named by the overrides, its train/val/test curves in child runs
+    events_dirs = {p.parent for p in (run / "tensorboard").rglob("events.out.tfevents.*")}
+    [named] = {d.relative_to(run / "tensorboard").parts[0] for d in events_dirs}
+    assert "trainer.max_epochs=" in named
+    acc = EventAccumulator(str(run / "tensorboard" / named / "train"),
+                           size_guidance={"scalars": 0})
     acc.Reload()
-    loss = acc.Scalars("train/loss")
+    loss = acc.Scalars("epoch/loss")
     assert [e.step for e in loss] == [1, 2] or [e.step for e in loss] == [0, 1]
     assert abs(loss[-1].value - metrics["train_loss"]) < 1e-5
 

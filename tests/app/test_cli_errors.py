@@ -10,6 +10,7 @@ import logging
 import sys
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
 
 from convtrain.app import cli
 from convtrain.errors import ConfigError, DataError, InternalError
@@ -32,6 +33,9 @@ def convtrain(monkeypatch, tmp_path):
         return info.value.code
 
     yield call
+    # the job's HydraConfig stays set after the call: a later test composing its own config
+    # (tests/app/test_task_eval.py reads the command line's overrides from it) must not see it
+    HydraConfig.instance().cfg = None
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)
@@ -93,4 +97,61 @@ def test_a_value_error_from_convtrain_itself_is_not_taken_for_a_flag_mistake(mon
     monkeypatch.setattr(cli, "_app", broken_app)
     monkeypatch.setattr(sys, "argv", ["convtrain"])
     with pytest.raises(ValueError, match="a bug in convtrain"):
+        cli.main()
+
+
+@pytest.fixture
+def broken_config_dir(tmp_path):
+    """A user's ``--config-dir`` with an unclosed ``{`` in a primary config and an unclosed
+    ``[`` in an optimizer option."""
+    user = tmp_path / "user_configs"
+    (user / "optimizer").mkdir(parents=True)
+    (user / "mine.yaml").write_text("defaults:\n  - train\n  - _self_\nseed: {\n")
+    (user / "optimizer" / "broken.yaml").write_text("name: sgd\nlr: [0.1\n")
+    return user
+
+
+@pytest.mark.parametrize("flags", [["--info"], ["--info", "config"], ["--info", "defaults"],
+                                   ["--info", "all"], ["--help"], ["--cfg", "job"]])
+def test_info_and_help_with_a_broken_user_yaml_are_one_line(convtrain, capsys, broken_config_dir,
+                                                            flags):
+    assert convtrain(*flags, "--config-dir", str(broken_config_dir), "--config-name", "mine") == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"convtrain: error: {broken_config_dir / 'mine.yaml'}, line 5, column 1: "
+                           "invalid YAML: expected the node content, but found '<stream end>' "
+                           "(while parsing a flow node)")
+
+
+@pytest.mark.parametrize("flags", [["--info", "config"], ["--help"]])
+def test_info_and_help_with_a_broken_group_option_are_one_line(convtrain, capsys,
+                                                               broken_config_dir, flags):
+    assert convtrain(*flags, "--config-dir", str(broken_config_dir), "optimizer=broken") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"convtrain: error: {broken_config_dir / 'optimizer' / 'broken.yaml'}, "
+                          "line 3, column 1: invalid YAML"), err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize("flags", [["--help"], ["--info", "config"], ["--cfg", "job"]])
+@pytest.mark.parametrize("override, expected", [
+    ("optimizer.lrr=1", "optimizer.lrr: unknown key; did you mean 'optimizer.lr'?"),
+    ("optimizer.lr=abc", "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
+    ("optimizer=adamm", "optimizer=adamm: no option 'adamm' in config group 'optimizer'"),
+])
+def test_help_info_and_cfg_with_a_bad_override_are_one_line(convtrain, capsys, flags, override,
+                                                             expected):
+    assert convtrain(*flags, override) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"convtrain: error: {expected}"), err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_a_bug_under_help_keeps_its_traceback(monkeypatch):
+    """Only config mistakes become one line: anything else raised under --help is a bug."""
+    def broken_help(*args, **kwargs):
+        raise KeyError("a bug in the help")
+
+    monkeypatch.setattr("hydra._internal.hydra.Hydra.app_help", broken_help)
+    monkeypatch.setattr(sys, "argv", ["convtrain", "--help"])
+    with pytest.raises(KeyError, match="a bug in the help"):
         cli.main()

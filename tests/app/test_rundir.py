@@ -93,8 +93,9 @@ def test_overwrite_run_dir_replaces_the_earlier_run(tmp_path):
     proc = convtrain(tmp_path, "trainer.max_epochs=1", "hydra.run.dir=D", "overwrite_run_dir=true")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 1
-    # the earlier run's event file is gone: TensorBoard shows one run
-    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    # the earlier run's event files are gone: TensorBoard shows one run (a file for it and
+    # one for each split's curves)
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 4
 
 
 def test_a_second_live_run_is_refused_naming_the_first(tmp_path):
@@ -153,12 +154,12 @@ def test_a_sweep_into_a_sweep_directory_with_results_is_refused(tmp_path):
     assert_one_line_error(proc, str(sweep), "already holds runs")
     assert hashes(sweep) == before
     assert not list(sweep.rglob(LOCK_FILE))
-    # overwrite_run_dir=true replaces each job's results: one event file per job afterwards
+    # overwrite_run_dir=true replaces each job's results: one run per job afterwards
     proc = convtrain(tmp_path, "-m", "seed=3,4", "trainer.max_epochs=1", "hydra.sweep.dir=S",
                      "overwrite_run_dir=true")
     assert proc.returncode == 0, proc.stderr
     for job in ("0", "1"):
-        assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+        assert len(list((sweep / job / "tensorboard").rglob("events.out.tfevents.*"))) == 4
     assert not list(sweep.rglob(LOCK_FILE))
 
 
@@ -215,16 +216,28 @@ def test_a_sweep_over_a_live_run_is_refused(tmp_path):
         live.wait()
 
 
-def test_a_sweep_job_whose_directory_is_a_live_runs_fails_the_sweep(tmp_path):
-    # a hydra.sweep.subdir outside the sweep directory: the job finds the lock taken
+@pytest.mark.parametrize("launcher", [
+    [], pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=pytest.mark.slow)])
+def test_a_sweep_job_whose_directory_is_a_live_runs_fails_the_sweep(tmp_path, launcher):
+    # job 1's directory S/1 is a link to a live run's directory (a hydra.sweep.subdir outside
+    # the sweep directory is refused before any job runs): the job finds the lock taken; in a
+    # joblib worker process too, the sweep's main process learns of it and exits 1
+    if launcher:
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     live = _start(tmp_path, "trainer.max_epochs=100000", "hydra.run.dir=L")
     run = tmp_path / "L"
     try:
         _wait_for(run / "metrics.json", live)
-        proc = convtrain(tmp_path, "-m", "seed=7", "trainer.max_epochs=1", "hydra.sweep.dir=S",
-                         f"hydra.sweep.subdir={run}")
+        (tmp_path / "S").mkdir()
+        (tmp_path / "S" / "1").symlink_to(run)
+        proc = convtrain(tmp_path, "-m", "seed=7,8", "trainer.max_epochs=1", "data.subset=200",
+                         "logger.tensorboard=false", "logger.png=false", "hydra.sweep.dir=S",
+                         *launcher)
         assert proc.returncode == 1, (proc.stdout, proc.stderr)
-        assert "1 of 1 jobs failed" in proc.stderr and "in use" in proc.stderr, proc.stderr
+        assert "1 of 2 jobs failed" in proc.stderr and "in use" in proc.stderr, proc.stderr
+        assert "job 1 (seed=8" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert (tmp_path / "S" / "0" / "metrics.json").is_file()  # the other job ran
         assert not (run / "error.txt").exists()  # nothing written as the other run's failure
         assert "in use" not in (run / "convtrain.log").read_text()
         assert live.poll() is None

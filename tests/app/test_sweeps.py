@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from convtrain.app import cli
 from convtrain.app.report import main as report_main
+from tests.app import test_cli_errors
+
+in_process = test_cli_errors.convtrain  # the fixture: the CLI in this process, its exit code
 
 TINY = ["trainer.max_epochs=1", "data.subset=200", "logger.tensorboard=false", "logger.png=false",
         "trainer.checkpoint=false"]
@@ -174,3 +178,55 @@ def test_ray_launcher(tmp_path):
     jobs = job_dirs(tmp_path / "multirun")
     assert [(j / "metrics.json").is_file() for j in jobs] == [False, True]
     assert "1 of 2 jobs failed" in proc.stderr
+
+
+# --- hydra.sweep.subdir: every job in its own directory inside the sweep directory ---
+
+
+@pytest.mark.parametrize("subdir, where", [
+    ("../x", "would run in {tmp}/x, outside the sweep directory {tmp}/S"),
+    ("{tmp}/abs", "would run in {tmp}/abs, outside the sweep directory {tmp}/S"),
+    (".", "would run in {tmp}/S, which is the sweep directory {tmp}/S"),
+])
+def test_a_job_directory_outside_the_sweep_is_refused_before_any_job(in_process, capsys,
+                                                                     tmp_path, subdir, where):
+    subdir, where = subdir.format(tmp=tmp_path), where.format(tmp=tmp_path)
+    assert in_process("-m", "task=summary", "seed=1,2", "hydra.sweep.dir=S",
+                      f"hydra.sweep.subdir={subdir}") == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"convtrain: error: hydra.sweep.subdir: job 0 (task=summary seed=1) {where}; keep every "
+        "job's directory inside hydra.sweep.dir (the default hydra.sweep.subdir=${hydra.job.num} "
+        "does)")
+    assert "Total params" not in captured.out  # no job ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("subdir, shared", [("same", "same"), ("${optimizer.name}", "sgd")])
+def test_two_jobs_in_one_directory_are_refused_before_any_job(in_process, capsys, tmp_path,
+                                                              subdir, shared):
+    assert in_process("-m", "task=summary", "seed=1,2", "hydra.sweep.dir=S",
+                      f"hydra.sweep.subdir={subdir}") == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"convtrain: error: hydra.sweep.subdir: job 0 (task=summary seed=1) and job 1 "
+        f"(task=summary seed=2) would both run in {tmp_path}/S/{shared}; give each job its own "
+        "directory (e.g. hydra.sweep.subdir=${hydra.job.num} or ${hydra.job.override_dirname})")
+    assert "Total params" not in captured.out
+    assert not (tmp_path / "S").exists()
+
+
+def test_an_optuna_sweep_with_one_subdir_for_all_trials_is_refused(in_process, capsys, tmp_path):
+    assert in_process("-m", "task=summary", "hparams_search=optuna", "hydra.sweep.dir=S",
+                      "hydra.sweep.subdir=same") == 2
+    assert capsys.readouterr().err.strip().startswith(
+        f"convtrain: error: hydra.sweep.subdir: job 0 and job 1 would both run in {tmp_path}/S/same")
+
+
+@pytest.mark.parametrize("subdir", ["${hydra.job.override_dirname}", "job_${seed}"])
+def test_a_subdir_that_differs_per_job_is_accepted(in_process, monkeypatch, capsys, tmp_path,
+                                                   subdir):
+    monkeypatch.setattr(sys, "argv", ["convtrain", "-m", "task=summary", "seed=1,2",
+                                      "hydra.sweep.dir=S", f"hydra.sweep.subdir={subdir}"])
+    cli.main()  # returns: both jobs ran
+    assert capsys.readouterr().out.count("Total params") == 2

@@ -15,8 +15,8 @@ from convtrain.data import load_dataset
 from convtrain.data.load import load_raw_splits
 from convtrain.errors import ConfigError
 from convtrain.inference import load_run
-from convtrain.inference.evaluate import (RESULT_FILES, Evaluation, evaluate, matrix_layout,
-                                          write_results)
+from convtrain.inference.evaluate import RESULT_FILES, Evaluation, evaluate, write_results
+from convtrain.visuals.charts import matrix_layout
 
 K = 10
 

@@ -86,9 +86,9 @@ def test_one_checker_names_the_argument_or_the_config_key(construct, yaml, messa
 
 
 def test_accepted_keys_and_messages_come_from_one_place():
-    assert accepted_keys(Dense) == ("type", "after", "before", "units", "bias", "init",
-                                    "weight_decay_mult", "trainable")
-    assert accepted_keys(ReLU) == ("type", "after", "before")
+    assert accepted_keys(Dense) == ("type", "after", "before", "inputs", "enabled", "units",
+                                    "bias", "init", "weight_decay_mult", "trainable")
+    assert accepted_keys(ReLU) == ("type", "after", "before", "inputs", "enabled")
     expected = ("model.layers.fc.unit: unknown key for layer type 'dense'; did you mean "
                 "'model.layers.fc.units'? (valid keys: bias, init, trainable, units, "
                 "weight_decay_mult)")

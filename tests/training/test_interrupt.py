@@ -371,3 +371,78 @@ def test_ctrl_c_stops_a_sweep(tmp_path):
     assert json.loads((tmp_path / "s" / "0" / "metrics.json").read_text())[
         "epochs_completed"] == 3
 
+
+
+def start_in_own_group(cwd: Path, *args: str) -> subprocess.Popen:
+    """convtrain as the leader of its own process group: a launcher's worker processes join
+    it, and ``os.killpg`` signals them all, as Ctrl-C in a terminal does."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen([sys.executable, "-m", "convtrain", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def signal_group_after(proc: subprocess.Popen, pattern: str, signum: int) -> tuple[str, str]:
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if pattern in line:
+            os.killpg(proc.pid, signum)
+            break
+    out, err = proc.communicate(timeout=300)
+    return "".join(lines) + out, err
+
+
+def resume_from_error_txt(cwd: Path, job: Path) -> None:
+    """The command in the job's error.txt resumes it in place to its last epoch."""
+    command = shlex.split((job / "error.txt").read_text().split("resume with `")[1].split("`")[0])
+    assert command[0] == "convtrain" and f"trainer.resume={job}" in command
+    resumed = subprocess.run([sys.executable, "-m", "convtrain", *command[1:]], cwd=cwd,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == 3
+    assert not (job / "error.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_stops_a_joblib_sweep_cleanly(tmp_path, signum):
+    """Ctrl-C reaches the main process and the joblib workers: each worker's trainer stops its
+    job cleanly (checkpoint written, resume command in its error.txt), the main process waits
+    for them instead of killing them, starts no further job, and prints one line."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "s"
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4,5", *ARGS[:-1], "hydra/launcher=joblib",
+                              "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
+    stdout, stderr = signal_group_after(proc, "epoch 1/3", signum)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stdout + stderr
+    [line] = user_lines(stderr)
+    assert line == (f"convtrain: interrupted ({name}): the sweep in {sweep} stopped; jobs 0, 1 "
+                    "stopped cleanly (each resumes in place with the command in its error.txt); "
+                    "no further job was started"), line
+    for job in (sweep / "0", sweep / "1"):
+        error = (job / "error.txt").read_text()
+        assert error.startswith(f"interrupted ({name}) at epoch "), error
+        last = json.loads((job / "checkpoints" / "last.json").read_text())
+        assert f"checkpoints/last holds epoch {last['epoch']} " in error
+        assert list(job.rglob("*.tmp")) == []
+    # the third job never trained
+    assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
+    assert not (sweep / ".convtrain.interrupted").exists()
+    resume_from_error_txt(tmp_path, sweep / "0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_stops_a_basic_sweep_cleanly(tmp_path, signum):
+    sweep = tmp_path / "s"
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4", *ARGS[:-1], f"hydra.sweep.dir={sweep}")
+    stdout, stderr = signal_group_after(proc, "epoch 1/3", signum)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stdout + stderr
+    [line] = user_lines(stderr)
+    assert line.startswith(f"convtrain: interrupted ({signal.Signals(signum).name}) at epoch ")
+    assert not (sweep / "1").exists()
+    resume_from_error_txt(tmp_path, sweep / "0")

@@ -29,8 +29,10 @@ from convtrain.training.trainer import Trainer, TrainingDiverged
 CONTRACT_KEYS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
                  "test_accuracy", "epochs_completed", "wall_time_s", "train_images_per_s",
                  "best_epoch", "best_val_accuracy", "best_test_accuracy", "seed", "backend"}
-EPOCH_TAGS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/loss",
-              "test/accuracy", "lr", "epoch_time_s", "images_per_s"}
+#: TensorBoard scalars of the run itself (each split's epoch/loss and epoch/accuracy are in
+#: its own run: tensorboard/run/<split>)
+RUN_TAGS = {"optimizer/lr", "performance/epoch_time_s", "performance/images_per_s",
+            "monitor/best_val_accuracy", "monitor/best_epoch", "monitor/best_test_accuracy"}
 
 
 # --- fakes: a softmax regression with the model interface, and blob data ----------------
@@ -116,8 +118,8 @@ def make_trainer(run_dir, data, model=None, *, opt=None, sched=None, max_epochs=
     return Trainer(model, optimizer, schedule, data, run_dir=run_dir, **settings)
 
 
-def read_tb(run_dir):
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"),
+def read_tb(run_dir, split=""):
+    acc = EventAccumulator(str(Path(run_dir) / "tensorboard" / "run" / split),
                            size_guidance={k: 0 for k in ("scalars", "tensors", "images",
                                                          "histograms", "audio",
                                                          "compressedHistograms")})
@@ -154,14 +156,22 @@ def test_learns_and_writes_the_run_directory(tmp_path):
         assert metrics[f"{split}_loss"] == pytest.approx(loss, rel=1e-5, abs=1e-7)
 
     tb = read_tb(tmp_path)
-    assert EPOCH_TAGS | {"train/loss_step"} == set(tb.Tags()["scalars"])
-    for tag in EPOCH_TAGS:
+    assert RUN_TAGS == set(tb.Tags()["scalars"])
+    for tag in RUN_TAGS:
         assert [e.step for e in tb.Scalars(tag)] == [1, 2, 3, 4, 5]
-    train_loss = [e.value for e in tb.Scalars("train/loss")]
+    for split in ("train", "val", "test"):
+        extra = {"step/loss"} if split == "train" else set()
+        split_tb = read_tb(tmp_path, split)
+        assert {"epoch/loss", "epoch/accuracy"} | extra == set(split_tb.Tags()["scalars"])
+        for tag in ("epoch/loss", "epoch/accuracy"):
+            values = [(e.step, e.value) for e in split_tb.Scalars(tag)]
+            assert [step for step, _ in values] == [1, 2, 3, 4, 5]
+            assert values[-1][1] == pytest.approx(metrics[f"{split}_{tag[6:]}"], rel=1e-6)
+    train_loss = [e.value for e in read_tb(tmp_path, "train").Scalars("epoch/loss")]
     assert train_loss[-1] < 0.5 * train_loss[0]
-    assert train_loss[-1] == pytest.approx(metrics["train_loss"], rel=1e-6)
     # 96 samples / 16 per batch = 6 steps per epoch, 30 in all, one point every 4 steps
-    assert [e.step for e in tb.Scalars("train/loss_step")] == list(range(4, 31, 4))
+    assert [e.step for e in read_tb(tmp_path, "train").Scalars("step/loss")] == \
+        list(range(4, 31, 4))
     assert "name: blobs" in tb.Tensors("config")[0].tensor_proto.string_val[0].decode()
 
     ckpt_dir = tmp_path / "checkpoints"
@@ -389,7 +399,7 @@ def test_divergence_is_explained_and_keeps_earlier_files(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 1 and math.isfinite(metrics["train_loss"])
     assert load_checkpoint(tmp_path / "checkpoints" / "last.safetensors").meta["epoch"] == 1
-    assert [e.step for e in read_tb(tmp_path).Scalars("train/loss")] == [1]
+    assert [e.step for e in read_tb(tmp_path, "train").Scalars("epoch/loss")] == [1]
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")

@@ -164,8 +164,10 @@ def train(run_dir, data, logger, max_epochs=3, graph=False, **kw):
     Trainer(model, optimizer, schedule, data, run_dir=run_dir, backend=get_backend("numpy"),
             seed=0, max_epochs=max_epochs, batch_size=16, progress=False,
             hooks=[VisualLogger({"kernels_every_n_epochs": 0, "feature_maps_every_n_epochs": 0,
+                                 "classification_every_n_epochs": 0,
                                  "histograms_every_n_epochs": 1, **logger})], **kw).fit()
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(Path(run_dir) / "tensorboard" / "run"),
+                           size_guidance={"images": 0, "histograms": 0})
     acc.Reload()
     return acc
 
@@ -186,7 +188,9 @@ def test_heavy_views_run_at_the_end_only_by_default_and_change_nothing(tmp_path)
     assert [e.step for e in every.Images("activation_max/conv1")] == [1, 2, 3]
     off = train(tmp_path / "off", data, {"responses": False})
     assert off.Tags()["images"] == []
-    for a, b in zip(every.Histograms("conv1/weight_grad"), off.Histograms("conv1/weight_grad")):
+    grads = "histograms/conv1/weight_grad"
+    assert len(every.Histograms(grads)) == 3
+    for a, b in zip(every.Histograms(grads), off.Histograms(grads)):
         assert a.histogram_value == b.histogram_value
     weights = [load_checkpoint(tmp_path / run / "checkpoints" / "last").model_state
                for run in ("every", "off")]
@@ -227,11 +231,12 @@ def test_bad_settings_name_the_key(override, message):
 def test_a_resumed_run_logs_the_samples_and_its_final_responses(tmp_path):
     data = blobs()
     train(tmp_path, data, {"feature_maps_every_n_epochs": 1}, max_epochs=2)
-    first = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = tmp_path / "tensorboard" / "run"
+    first = sorted(events.glob("events.out.tfevents.*"))
     train(tmp_path, data, {"feature_maps_every_n_epochs": 1}, max_epochs=3,
           resume=str(tmp_path / "checkpoints"))
-    [resumed] = set(sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) - set(first)
-    acc = EventAccumulator(str(resumed), size_guidance={"images": 0})
+    [resumed] = set(sorted(events.glob("events.out.tfevents.*"))) - set(first)
+    acc = EventAccumulator(str(resumed), size_guidance={"images": 0, "histograms": 0})
     acc.Reload()
     assert [e.step for e in acc.Images("feature_maps/input")] == [0]
     assert [e.step for e in acc.Images("feature_maps/conv1")] == [3]

@@ -88,15 +88,16 @@ def train(run_dir, data, model=None, *, max_epochs=3, lr=0.05, **kw):
     optimizer = build_optimizer({"name": "sgd", "lr": lr, "momentum": 0.9}, model)
     schedule = build_schedule({"name": "constant"}, optimizer.lr, max_epochs)
     visuals = VisualLogger(kw.pop("logger", None), config_text=kw.get("config_text"),
-                           hparams=kw.pop("hparams", None))
+                           hparams=kw.pop("hparams", None), **kw.pop("visuals", {}))
     trainer = Trainer(model, optimizer, schedule, data, run_dir=run_dir,
                       backend=get_backend("numpy"), seed=0, max_epochs=max_epochs,
                       batch_size=16, progress=False, hooks=[visuals], **kw)
     return trainer, trainer.fit()
 
 
-def read_tb(run_dir):
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance=ALL)
+def read_tb(run_dir, split="", name="run"):
+    """The events of ``<run_dir>/tensorboard/<name>`` or of its ``split`` child run."""
+    acc = EventAccumulator(str(Path(run_dir) / "tensorboard" / name / split), size_guidance=ALL)
     acc.Reload()
     return acc
 
@@ -113,7 +114,8 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     model = two_conv_model(data)
     initial = {name: np.array(v) for name, v in model.state_dict().items()}
     logger = {"kernels_every_n_epochs": 2, "feature_maps_every_n_epochs": 1,
-              "histograms_every_n_epochs": 2, "responses": False}
+              "histograms_every_n_epochs": 2, "classification_every_n_epochs": 0,
+              "responses": False}
     train(tmp_path, data, model, max_epochs=3, logger=logger)
     acc = read_tb(tmp_path)
 
@@ -184,13 +186,13 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
             assert np.abs(tile - scaled[row]).max() <= 1  # float32 vs float64 rounding
 
     # histograms: weights at steps 0, 2, 3; gradients (last batch of the epoch) at 2, 3
-    params = ["conv1/weight", "conv1/bias", "conv2/weight", "conv2/bias", "fc/weight",
-              "fc/bias"]
+    params = [f"histograms/{p}" for p in ("conv1/weight", "conv1/bias", "conv2/weight",
+                                          "conv2/bias", "fc/weight", "fc/bias")]
     assert set(acc.Tags()["histograms"]) == set(params) | {p + "_grad" for p in params}
     for p in params:
         assert [e.step for e in acc.Histograms(p)] == [0, 2, 3]
         assert [e.step for e in acc.Histograms(p + "_grad")] == [2, 3]
-        key = p.replace("/", ".")
+        key = p.removeprefix("histograms/").replace("/", ".")
         for event, weights in ((acc.Histograms(p)[0], initial), (acc.Histograms(p)[-1], final)):
             h, w = event.histogram_value, weights[key]
             assert h.num == w.size and sum(h.bucket) == w.size
@@ -199,9 +201,12 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
             assert len(h.bucket) == (1 if w.min() == w.max() else 30)
 
     # the scalars are still there, one point per epoch
-    for tag in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "test/accuracy",
-                "lr", "epoch_time_s", "images_per_s"):
+    for tag in ("optimizer/lr", "performance/epoch_time_s", "performance/images_per_s",
+                "monitor/best_val_accuracy"):
         assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3]
+    for split in ("train", "val", "test"):
+        for tag in ("epoch/loss", "epoch/accuracy"):
+            assert [e.step for e in read_tb(tmp_path, split).Scalars(tag)] == [1, 2, 3]
 
 
 def test_first_layer_on_rgb_images_is_drawn_in_colour_later_layers_grey(tmp_path):
@@ -233,7 +238,8 @@ def test_symmetric_scaling_and_every_n_zero(tmp_path):
     data = blobs()
     train(tmp_path, data, max_epochs=2,
           logger={"kernel_scaling": "symmetric", "feature_maps_every_n_epochs": 0,
-                  "histograms_every_n_epochs": 0, "png": False, "responses": False})
+                  "histograms_every_n_epochs": 0, "classification_every_n_epochs": 0,
+                  "png": False, "responses": False})
     acc = read_tb(tmp_path)
     assert set(acc.Tags()["images"]) == {"kernels/conv1", "kernels/conv2"}
     assert not (tmp_path / "images").exists()
@@ -254,7 +260,8 @@ def test_tensorboard_off_still_writes_pngs(tmp_path):
 
 def test_logging_does_not_change_the_run(tmp_path):
     off = {"tensorboard": False, "png": False, "kernels_every_n_epochs": 0,
-           "feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0, "hparams": False}
+           "feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0,
+           "classification_every_n_epochs": 0, "hparams": False}
     data = blobs()
     runs = [train(tmp_path / name, data, max_epochs=2, logger=logger)
             for name, logger in (("on", None), ("off", off))]
@@ -316,10 +323,11 @@ def test_sweep_of_two_runs_is_two_hparams_rows_with_final_metrics(tmp_path):
     assert infos["optimizer.lr"].type == api_pb2.DATA_TYPE_FLOAT64
     assert infos["model.layers.conv1.kernel_size"].type == api_pb2.DATA_TYPE_STRING
     assert infos["optimizer.nesterov"].type == api_pb2.DATA_TYPE_BOOL
-    metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"val/accuracy", "val/loss", "test/accuracy", "train/loss"} <= metric_tags
+    metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
+    assert {("val", "epoch/accuracy"), ("val", "epoch/loss"), ("test", "epoch/accuracy"),
+            ("train", "epoch/loss"), ("", "monitor/best_val_accuracy")} <= metrics
 
-    assert sorted(g.name for g in groups) == ["0/tensorboard", "1/tensorboard"]
+    assert sorted(g.name for g in groups) == ["0/tensorboard/run", "1/tensorboard/run"]
     for group in groups:
         job = group.name.split("/")[0]
         assert group.hparams["optimizer.lr"].number_value == (0.05 if job == "0" else 0.02)
@@ -330,16 +338,19 @@ def test_sweep_of_two_runs_is_two_hparams_rows_with_final_metrics(tmp_path):
         assert session.status == api_pb2.STATUS_SUCCESS
         assert session.end_time_secs >= session.start_time_secs > 0
         metrics = json.loads((tmp_path / job / "metrics.json").read_text())
-        values = {m.name.tag: (m.training_step, m.value) for m in session.metric_values}
-        assert values["val/accuracy"] == (2, pytest.approx(metrics["val_accuracy"]))
-        assert values["test/loss"] == (2, pytest.approx(metrics["test_loss"]))
+        values = {(m.name.group, m.name.tag): (m.training_step, m.value)
+                  for m in session.metric_values}
+        assert values["val", "epoch/accuracy"] == (2, pytest.approx(metrics["val_accuracy"]))
+        assert values["test", "epoch/loss"] == (2, pytest.approx(metrics["test_loss"]))
+        assert values["", "monitor/best_epoch"] == (2, metrics["best_epoch"])
 
 
 def test_without_hparams_the_trainer_logs_its_own_settings(tmp_path):
     train(tmp_path / "run", blobs(), max_epochs=1)
     _, (group,) = hparams_plugin_view(tmp_path)
-    assert {k: v.number_value for k, v in group.hparams.items()} == {
-        "seed": 0, "trainer.max_epochs": 1, "trainer.batch_size": 16, "optimizer.lr": 0.05}
+    assert {k: getattr(v, v.WhichOneof("kind")) for k, v in group.hparams.items()} == {
+        "seed": "0", "trainer.max_epochs": "1", "trainer.batch_size": "16",
+        "optimizer.lr": 0.05}  # integers as text, see test_tensorboard.py
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point

@@ -11,7 +11,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from convtrain.errors import InternalError
 from tests.visuals.pillow_png import decode_png
-from convtrain.visuals.tensorboard import HISTOGRAM_BUCKETS, TensorBoardWriter, histogram_proto
+from convtrain.visuals.tensorboard import (HISTOGRAM_BUCKETS, Metric, TensorBoardWriter,
+                                          histogram_proto)
 
 ALL = {"compressedHistograms": 0, "images": 0, "audio": 0, "scalars": 0, "histograms": 0,
        "tensors": 0}
@@ -38,7 +39,40 @@ def test_scalars_and_text_round_trip(tmp_path):
     (text,) = acc.Tensors("config")
     assert text.step == 0
     assert text.tensor_proto.string_val[0].decode() == "model:\n  name: lenet5"
+    # a scalar string: TensorBoard renders it as Markdown (shape (1,) would be a 1-cell table)
+    assert len(text.tensor_proto.tensor_shape.dim) == 0
     assert acc.SummaryMetadata("config").plugin_data.plugin_name == "text"
+
+
+def test_child_runs_are_subdirectories_flushed_and_closed_with_the_parent(tmp_path):
+    tb = TensorBoardWriter(tmp_path / "run")
+    tb.add_scalar("performance/images_per_s", 10.0, 1)
+    for split, value in (("train", 0.5), ("val", 0.75)):
+        tb.child(split).add_scalar("epoch/loss", value, 1)
+    assert tb.child("val") is tb.child("val")
+    tb.flush()  # readable while the run goes on
+    assert read(tmp_path / "run" / "val").Scalars("epoch/loss")[0].value == 0.75
+    tb.close()
+    assert read(tmp_path / "run").Tags()["scalars"] == ["performance/images_per_s"]
+    assert read(tmp_path / "run" / "train").Scalars("epoch/loss")[0].value == 0.5
+    with pytest.raises(InternalError, match="closed"):
+        tb.child("val").add_scalar("epoch/loss", 1.0, 2)
+    with pytest.raises(InternalError, match="closed"):
+        tb.child("test")
+
+
+@pytest.mark.parametrize("size", [0, 1, 9, 1023, 1024, 1025, 8 * 128 - 1, 8 * 128, 50_001])
+def test_record_checksums_equal_tensorboards_own(size):
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+    from tensorboard.summary.writer import record_writer
+
+    from convtrain.visuals.tensorboard import crc32c, masked_crc32c
+
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert crc32c(data) == pywrap_tensorflow.crc32c(data)
+    assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data)
+    assert record_writer.masked_crc32c is masked_crc32c  # what the writer uses
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
 
 
 def test_flush_makes_events_visible_before_close(tmp_path):
@@ -143,17 +177,38 @@ def test_hparams_session_read_by_the_hparams_plugin_metadata(tmp_path):
     start = hparams_metadata.parse_session_start_info_plugin_data(
         content[hparams_metadata.SESSION_START_INFO_TAG])
     assert start.start_time_secs == 100.0
+    # integers as their text: TensorBoard would print the number 16 as "16.000"
     assert {k: v.WhichOneof("kind") for k, v in start.hparams.items()} == {
-        "optimizer.lr": "number_value", "model.layers.conv1.filters": "number_value",
-        "seed": "number_value", "optimizer.name": "string_value",
+        "optimizer.lr": "number_value", "model.layers.conv1.filters": "string_value",
+        "seed": "string_value", "optimizer.name": "string_value",
         "optimizer.nesterov": "bool_value"}
     assert start.hparams["optimizer.lr"].number_value == 0.05
-    assert start.hparams["model.layers.conv1.filters"].number_value == 16
+    assert start.hparams["model.layers.conv1.filters"].string_value == "16"
     assert start.hparams["optimizer.name"].string_value == "sgd"
     assert start.hparams["optimizer.nesterov"].bool_value is False
     end = hparams_metadata.parse_session_end_info_plugin_data(
         content[hparams_metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS and end.end_time_secs == 200.0
+
+
+def test_experiment_record_declares_columns_types_and_metric_order(tmp_path):
+    with TensorBoardWriter(tmp_path) as tb:
+        tb.add_experiment({"optimizer.lr": 0.1, "seed": 1, "optimizer.nesterov": True,
+                           "model.name": "lenet5"},
+                          [Metric("", "monitor/best_val_accuracy", "best_val_accuracy"),
+                           Metric("val", "epoch/accuracy", "val_accuracy")],
+                          differing={"seed"})
+    content = read(tmp_path).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(
+        content[hparams_metadata.EXPERIMENT_TAG])
+    infos = {h.name: (h.type, h.differs) for h in experiment.hparam_infos}
+    assert infos == {"optimizer.lr": (api_pb2.DATA_TYPE_FLOAT64, False),
+                     "seed": (api_pb2.DATA_TYPE_STRING, True),
+                     "optimizer.nesterov": (api_pb2.DATA_TYPE_BOOL, False),
+                     "model.name": (api_pb2.DATA_TYPE_STRING, False)}
+    assert [(m.name.group, m.name.tag, m.display_name) for m in experiment.metric_infos] == [
+        ("", "monitor/best_val_accuracy", "best_val_accuracy"),
+        ("val", "epoch/accuracy", "val_accuracy")]
 
 
 def test_hparams_reject_unrepresentable_values(tmp_path):

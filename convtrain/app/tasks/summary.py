@@ -13,7 +13,8 @@ from convtrain.app.tasks import register_task
 
 @register_task("summary")
 def summary(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
-    shape = plan.input_shape
+    declared = cfg.model.get("input_shape")  # a model drawn for one size (seed_example)
+    shape = tuple(int(d) for d in declared) if declared is not None else plan.input_shape
     if shape is None:  # a dataset without a declared shape: read it to learn the shape
         from convtrain.data import load_dataset  # noqa: PLC0415
 

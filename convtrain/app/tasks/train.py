@@ -44,10 +44,17 @@ def train(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> float | None:
     from convtrain.training.trainer import Trainer  # noqa: PLC0415
     from convtrain.visuals.run_logger import VisualLogger  # noqa: PLC0415
 
+    from convtrain.app.tensorboard_run import run_identity  # noqa: PLC0415
+    from convtrain.visuals.hooks.hparams import flatten_config  # noqa: PLC0415
+
     config_text = OmegaConf.to_yaml(cfg, resolve=True)  # what load_run rebuilds the model from
+    hparams = flatten_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    identity = run_identity(hparams)  # run name, command line, HParams columns
     visuals = VisualLogger(OmegaConf.to_container(cfg.logger, resolve=True),
-                           config_text=config_text,
-                           hparams=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+                           config_text=config_text, hparams=hparams,
+                           **({} if identity is None else {
+                               "run_name": identity.name, "command": identity.command,
+                               "columns": identity.columns, "differing": identity.differing}))
     trainer = Trainer(
         parts.model, parts.optimizer, parts.schedule, data,
         run_dir=run_dir, backend=plan.backend, seed=plan.seed, **plan.trainer,

@@ -26,6 +26,7 @@ class FeatureMaps(VisualHook):
     def on_fit_start(self, state: TrainState) -> None:
         self.samples: Samples | None = fixed_samples(state.data)
         super().on_fit_start(state)
+        # on resume too: a resumed run writes a new event directory, which needs the input
         if (self.every > 0 and self.samples is not None
                 and spatial_kernel_layers(state.model) and self.ctx.pictures_wanted):
             self.ctx.write_image("feature_maps", "input", samples_row(self.samples.x), None)
@@ -52,4 +53,3 @@ class FeatureMaps(VisualHook):
         outputs = state.model.layer_outputs(self.samples.x, layers, training=False)
         return {name: np.array(state.backend.to_numpy(y), copy=True)
                 for name, y in outputs.items()}
-

@@ -1,6 +1,13 @@
-"""An HParams session: the run's flattened config when training starts, its status
-(``success``, or ``failure`` when an error or Ctrl-C stops training) when it ends. The
-dashboard takes the metrics from the run's scalars (one row per run of a sweep)."""
+"""The HParams dashboard: one row per run (per job of a sweep).
+
+When training starts: an experiment record (which hyperparameters are columns, which metrics,
+in which order -- TensorBoard shows the first 5 of each) and the session's values (the whole
+flattened config); when it ends, the session's status (``success``, or ``failure`` when an
+error or Ctrl-C stops training). The metric values are the last points of the run's scalars
+(:mod:`convtrain.visuals.hooks.scalars`); the metrics come in the order of
+:func:`metric_columns`: the best value of ``trainer.monitor`` and the monitored metric's last
+value first, then the best epoch and the accuracies at it, then the rest.
+"""
 from __future__ import annotations
 
 import enum
@@ -12,9 +19,26 @@ import numpy as np
 from convtrain import validate
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import Option, VisualContext, VisualHook
+from convtrain.visuals.hooks.scalars import EPOCH_TAGS, best_tags
 
 if TYPE_CHECKING:
-    from convtrain.visuals.tensorboard import HParamValue
+    from convtrain.visuals.tensorboard import HParamValue, Metric
+
+
+def metric_columns(monitor: str) -> list[Metric]:
+    """The HParams metrics for ``trainer.monitor = monitor`` (e.g. ``val_accuracy``), in the
+    dashboard's order (it shows the first 5): ``monitor/best_<monitor>``, the monitored
+    metric's last value, ``monitor/best_epoch``, the other ``monitor/*`` values, the other splits' last loss and
+    accuracy, then lr and speed."""
+    from convtrain.visuals.tensorboard import Metric  # noqa: PLC0415 (TensorBoard: lazily)
+
+    split, name = monitor.split("_", 1)
+    best = [Metric("", tag, tag.split("/")[1]) for tag in best_tags(monitor)]
+    epoch = [Metric(s, tag, f"{s}_{tag.split('/')[1]}") for s in ("val", "test", "train")
+             for tag in sorted(EPOCH_TAGS) if (s, tag) != (split, f"epoch/{name}")]
+    return ([best[0], Metric(split, f"epoch/{name}", monitor), *best[1:], *epoch]
+            + [Metric("", tag, tag.split("/")[1]) for tag in
+               ("performance/epoch_time_s", "performance/images_per_s", "optimizer/lr")])
 
 
 def flatten_config(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, HParamValue]:
@@ -54,8 +78,13 @@ class HParams(VisualHook):
         self.started = False
 
     def on_fit_start(self, state: TrainState) -> None:
-        if self.ctx.settings.hparams and self.ctx.writer.enabled:
-            self.ctx.writer.add_session_start(self.ctx.hparams)
+        ctx = self.ctx
+        if ctx.settings.hparams and ctx.writer.enabled:
+            if ctx.hparam_columns:
+                ctx.writer.add_experiment({c: ctx.hparams[c] for c in ctx.hparam_columns},
+                                          metric_columns(state.monitor),
+                                          differing=ctx.differing)
+            ctx.writer.add_session_start(ctx.hparams)
             self.started = True
 
     def on_fit_end(self, state: TrainState, error: BaseException | None) -> None:

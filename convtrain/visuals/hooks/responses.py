@@ -161,7 +161,7 @@ def _non_negative(key: str, value: Any) -> int:
 
 
 class Responses(VisualHook):
-    place = 25
+    place = 27  # after classification (25): the heavy views last among the pictures
     options = (
         Option("responses", True, bool, validate.boolean,
                "activation_max/, top_patches/<conv> and attribution/ at the end of training"),

@@ -1,33 +1,69 @@
-"""The run's numbers per epoch: loss and accuracy of each split, lr, time and speed.
+"""The run's numbers: loss and accuracy of each split, the best epoch so far, lr, time and speed.
 
-Tags (step = epochs completed): ``train/loss``, ``train/accuracy``, ``val/…``, ``test/…``
-(a split without data has no points), ``lr``, ``epoch_time_s``, ``images_per_s``; and
-``train/loss_step`` every ``trainer.log_every_n_steps`` training batches (step = global step).
+TensorBoard overlays runs, not tags, so each split writes to its own run (a child directory of
+the run's event directory, see :mod:`convtrain.visuals.run_logger`) under the same tags; the
+groups (the part before ``/``; TensorBoard sorts them by name, so ``epoch`` comes first) keep
+different x axes and kinds apart (x = epochs completed unless said otherwise):
+
+- ``epoch/loss``, ``epoch/accuracy`` in the runs ``train``, ``val``, ``test``: the split's mean
+  loss and accuracy (metrics.json ``<split>_loss``, ``<split>_accuracy``): one chart each,
+  a curve per split;
+- ``step/loss`` in ``train``: the batch's loss every ``trainer.log_every_n_steps`` batches
+  (x = batches done);
+- ``monitor/best_<monitor>``, ``monitor/best_epoch``, ``monitor/best_val_accuracy``,
+  ``monitor/best_test_accuracy`` in the run itself: the best value of ``trainer.monitor`` so
+  far, its epoch and the accuracies at that epoch (metrics.json ``best_*``);
+- ``optimizer/lr``; ``performance/epoch_time_s``, ``performance/images_per_s`` (training
+  images per second) in the run itself.
+
+A split without data writes nothing. ``metrics.json`` keeps its own keys
+(:mod:`convtrain.training.metrics`).
 """
 from __future__ import annotations
 
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import VisualHook
 
-#: TensorBoard tag -> metrics.json key
-_EPOCH_TAGS = {"train/loss": "train_loss", "train/accuracy": "train_accuracy",
-               "val/loss": "val_loss", "val/accuracy": "val_accuracy",
-               "test/loss": "test_loss", "test/accuracy": "test_accuracy"}
+#: the runs of the splits (TensorBoard run names: <run name>/<split>)
+SPLITS = ("train", "val", "test")
+#: tag -> metrics.json key suffix of each split's epoch scalars
+EPOCH_TAGS = {"epoch/loss": "loss", "epoch/accuracy": "accuracy"}
+STEP_LOSS_TAG = "step/loss"
+
+
+def best_tags(monitor: str) -> list[str]:
+    """The ``monitor/*`` tags for ``trainer.monitor = monitor``: the best value of the
+    monitored metric first (named like metrics.json's keys)."""
+    tags = [f"monitor/best_{monitor}", "monitor/best_epoch"]
+    return tags + [t for t in ("monitor/best_val_accuracy", "monitor/best_test_accuracy")
+                   if t not in tags]
 
 
 class Scalars(VisualHook):
     def on_train_batch_end(self, state: TrainState) -> None:
         every = self.ctx.log_every_n_steps
         if every and state.global_step % every == 0:
-            self.ctx.writer.add_scalar("train/loss_step", state.batch_loss, state.global_step)
+            self.ctx.writer.child("train").add_scalar(STEP_LOSS_TAG, state.batch_loss,
+                                                      state.global_step)
 
     def on_epoch_end(self, state: TrainState) -> None:
         writer, step, metrics = self.ctx.writer, state.step, state.metrics
-        for tag, key in _EPOCH_TAGS.items():
-            if metrics[key] is not None:
-                writer.add_scalar(tag, metrics[key], step)
-        writer.add_scalar("lr", state.lr, step)
-        writer.add_scalar("epoch_time_s", state.epoch_time_s, step)
+        for split in SPLITS:
+            for tag, suffix in EPOCH_TAGS.items():
+                value = metrics.get(f"{split}_{suffix}")
+                if value is not None:
+                    writer.child(split).add_scalar(tag, value, step)
+        best = state.best
+        if best.epoch is not None:
+            values = {f"monitor/best_{state.monitor}": best.value,
+                      "monitor/best_epoch": best.epoch,
+                      "monitor/best_val_accuracy": best.val_accuracy,
+                      "monitor/best_test_accuracy": best.test_accuracy}
+            for tag in best_tags(state.monitor):
+                if values.get(tag) is not None:
+                    writer.add_scalar(tag, values[tag], step)
+        writer.add_scalar("optimizer/lr", state.lr, step)
+        writer.add_scalar("performance/epoch_time_s", state.epoch_time_s, step)
         images = state.running.count
-        writer.add_scalar("images_per_s",
+        writer.add_scalar("performance/images_per_s",
                           images / state.epoch_train_s if state.epoch_train_s > 0 else 0.0, step)
