@@ -32,7 +32,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 #: what the digits run's inspect writes (small_cnn: conv1, conv2; Grad-CAM at pool2)
 KINDS = {"kernels": ["conv1", "conv2"], "feature_maps": ["conv1", "conv2"],
          "activation_max": ["conv1", "conv2"], "top_patches": ["conv1", "conv2"],
-         "attribution": ["pool2"]}
+         "attribution": ["pool2"],
+         "predictions": ["confusion_matrix", "per_class_accuracy", "misclassified"]}
 
 
 def fingerprint(run_dir: Path) -> dict[str, str]:
@@ -64,9 +65,18 @@ def test_inspect_writes_every_visual_of_the_checkpoint(digits_run, tmp_path):
     assert names == expected
     assert fingerprint(run_dir) == before  # the run's own files are only read
 
-    # the same pictures in the inspect run's own event file, at the checkpoint's epoch
-    acc = EventAccumulator(str(run_dir / "inspect" / "tensorboard"), size_guidance={"images": 0})
+    # the same pictures in the inspect run's own event file (a run named by the checkpoint),
+    # at the checkpoint's epoch, with the command and the trained run's config as text
+    [board] = (run_dir / "inspect" / "tensorboard").iterdir()
+    assert board.name == f"best_epoch{step:03d}"
+    assert f"TensorBoard: {board}" in proc.stdout
+    acc = EventAccumulator(str(board), size_guidance={"images": 0, "tensors": 0})
     acc.Reload()
+    assert set(acc.Tags()["tensors"]) == {"command", "config"}
+    command = acc.Tensors("command")[0].tensor_proto.string_val[0].decode()
+    assert f"task=inspect trainer.resume={run_dir}" in command
+    config = acc.Tensors("config")[0].tensor_proto.string_val[0].decode()
+    assert f"max_epochs: {trained.config['trainer']['max_epochs']}" in config
     tags = {f"{kind}/{layer}" for kind, layers in KINDS.items() for layer in layers}
     assert set(acc.Tags()["images"]) == tags | {"feature_maps/input"}
     for tag in tags:
@@ -81,7 +91,16 @@ def test_inspect_writes_every_visual_of_the_checkpoint(digits_run, tmp_path):
         decode_png((images / "kernels" / f"conv2_epoch{step:03d}.png").read_bytes()),
         kernel_grid(np.asarray(weight)))
     histograms = acc.Tags()["histograms"]
-    assert "conv1/weight" in histograms and not any(t.endswith("_grad") for t in histograms)
+    assert "histograms/conv1/weight" in histograms
+    assert not any(t.endswith("_grad") for t in histograms)
+
+    # a second inspect (another checkpoint) replaces the first: one run, each picture once
+    run_convtrain(tmp_path, "task=inspect", f"trainer.resume={run_dir}", "checkpoint=last")
+    last = load_run(run_dir, checkpoint="last").epoch
+    assert [p.name for p in (run_dir / "inspect" / "tensorboard").iterdir()] == \
+        [f"last_epoch{last:03d}"]
+    assert {p.name for p in (images / "kernels").iterdir()} == \
+        {f"conv1_epoch{last:03d}.png", f"conv2_epoch{last:03d}.png"}
 
 
 def test_inspect_last_checkpoint_and_a_new_visual_comes_for_free(digits_run, tmp_path):

@@ -8,8 +8,11 @@ writes what training would have logged at that checkpoint's epoch -- the kernel 
 feature maps of the fixed samples, the filter responses (activation maximisation, top
 patches, saliency and Grad-CAM), and every other visual of :mod:`convtrain.visuals.hooks`
 (each through :meth:`~convtrain.visuals.hook.VisualHook.inspect`, so a new visual comes for
-free) -- to ``RUN_DIR/inspect/tensorboard`` (a run of its own beside the training run's:
-``tensorboard --logdir RUN_DIR``) and ``RUN_DIR/inspect/images/<kind>/<name>_epoch<NNN>.png``.
+free) -- to ``RUN_DIR/inspect/tensorboard/<checkpoint>_epoch<NNN>/`` (a TensorBoard run named
+by the checkpoint it shows, beside the training run's ``tensorboard/<run name>/``: ``tensorboard
+--logdir RUN_DIR``; with the inspect command line and the trained run's config as text) and
+``RUN_DIR/inspect/images/<kind>/<name>_epoch<NNN>.png``. A second inspect replaces the first's
+event files and pictures (one event file per run keeps each picture once per step).
 Every visual is written whatever its ``*_every_n_epochs`` (the periods only schedule them during
 training); ``logger.tensorboard=false`` / ``logger.png=false`` and the visuals' other keys
 (``logger.responses_top_k=16``, ...) apply as in training. The step is the checkpoint's epoch.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +76,30 @@ def inspect_data(cfg: DictConfig, plan: preflight.Plan, trained: Any) -> Inspect
                        name=raw.name)
 
 
+def replace_earlier_inspect(run_dir: Path, checkpoint: Path) -> None:
+    """Remove an earlier inspect's ``tensorboard/`` and ``images/`` from ``run_dir`` (its
+    event files would show every picture twice). Nothing is removed when ``run_dir`` holds the
+    checkpoint itself (``hydra.run.dir`` pointed at the training run: its own pictures stay).
+
+    Raises:
+        RunDirError: a folder that cannot be removed, named.
+    """
+    from convtrain.app.rundir import RunDirError  # noqa: PLC0415
+    from convtrain.training.atomic import os_error_line  # noqa: PLC0415
+
+    if Path(checkpoint).resolve().is_relative_to(Path(run_dir).resolve()):
+        return
+    for folder in (run_dir / "tensorboard", run_dir / "images"):
+        try:
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+        except OSError as exc:
+            raise RunDirError(f"task=inspect: {os_error_line(exc, 'remove')}") from None
+
+
 @register_task("inspect", after_training=True)
 def inspect(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
+    from convtrain.app.tensorboard_run import run_identity  # noqa: PLC0415
     from convtrain.training.hooks import TrainState  # noqa: PLC0415
     from convtrain.visuals.hook import VISUAL_HOOKS, VisualContext  # noqa: PLC0415
     from convtrain.visuals.settings import parse_logger_settings  # noqa: PLC0415
@@ -95,7 +121,14 @@ def inspect(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
         # no training batch, no gradients: without this the gradient histograms would show
         # the zeros a loaded model's gradients start as
         layer.grads.clear()
-    writer = TensorBoardWriter(run_dir / "tensorboard", enabled=settings.tensorboard)
+    replace_earlier_inspect(run_dir, trained.checkpoint)
+    name = f"{Path(trained.checkpoint).stem}_epoch{step:03d}"
+    writer = TensorBoardWriter(run_dir / "tensorboard" / name, enabled=settings.tensorboard)
+    identity = run_identity({})  # None outside Hydra (a test calling run() itself)
+    if identity is not None:
+        writer.add_text("command", f"```\n{identity.command}\n```", 0)
+    writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(
+        OmegaConf.create(trained.config)).rstrip() + "\n```", 0)
     context = VisualContext(settings, writer, run_dir / "images", {}, 0)
     try:
         for visual in VISUAL_HOOKS:
@@ -106,7 +139,6 @@ def inspect(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
     kinds = sorted({p.parent.name for p in images})
     print(f"inspect: epoch {step} of {trained.checkpoint}")
     if settings.tensorboard:
-        print(f"  TensorBoard: {run_dir / 'tensorboard'}  (tensorboard --logdir "
-              f"{trained.run_dir})")
+        print(f"  TensorBoard: {writer.logdir}  (tensorboard --logdir {trained.run_dir})")
     if images:
         print(f"  {len(images)} PNG files in {run_dir / 'images'}/ ({', '.join(kinds)})")
