@@ -6,6 +6,8 @@
 * **Misuse of the Python API or a bug in convtrain** (backward before forward, a stale cache,
   arrays of the wrong shape handed to the math) raises :class:`InternalError`, which the CLI
   never shortens: its traceback is what a bug report needs (exit status 1).
+* A **check that ran and found a problem** (``task=gradcheck`` above its threshold) raises
+  :class:`CheckFailed` after printing its report: one line, exit status 1, no traceback.
 """
 
 
@@ -19,3 +21,8 @@ class DataError(ConfigError):
 
 class InternalError(RuntimeError):
     """Misuse of convtrain's Python API or a bug in convtrain; always keeps its traceback."""
+
+
+class CheckFailed(Exception):
+    """A check the user asked for ran and failed (``task=gradcheck``): not a mistake in the
+    input and not a bug in the check; the CLI prints the message as one line, exit status 1."""

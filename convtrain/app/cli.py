@@ -4,7 +4,8 @@
 :class:`~convtrain.errors.ConfigError` or :class:`~convtrain.errors.DataError` (unknown keys,
 wrong types, bad values, impossible shapes, missing data files) or a config error caught by
 Hydra/OmegaConf -- are printed as one line naming the key, without a traceback, exit status 2;
-``HYDRA_FULL_ERROR=1`` shows the traceback. Anything else is a bug, and a bug report needs its
+``HYDRA_FULL_ERROR=1`` shows the traceback. A check that ran and failed (``task=gradcheck``:
+:class:`~convtrain.errors.CheckFailed`) prints its verdict as one line, exit status 1. Anything else is a bug, and a bug report needs its
 traceback: :class:`~convtrain.errors.InternalError` and every other exception go to Hydra's
 reporter, which prints it, exit status 1.
 
@@ -35,7 +36,7 @@ from omegaconf.errors import OmegaConfBaseException
 from convtrain.app import rundir, sweep
 from convtrain.app.rundir import RunDirError
 from convtrain.app.schema import register_configs
-from convtrain.errors import ConfigError
+from convtrain.errors import CheckFailed, ConfigError
 from convtrain.training.interrupts import TrainingInterrupted, exit_status, signal_name
 from convtrain.app.hydra_errors import config_error_line, explain, friendly_errors, print_error
 
@@ -90,21 +91,30 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _app(cfg: DictConfig) -> float | None:
-    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     # a job run by a launcher in a worker process (joblib, submitit, ray): its sweep's main
     # process reports it (the joblib sweep's one line after a signal, else as a failed job)
     in_worker = in_sweep and sweep.current_sweep() is None
     _quiet_log_file_errors()
+    launcher_sigterm = None  # the worker's SIGTERM handler (submitit's), put back at the end
     if in_worker:
         if sweep.skipped_as_interrupted(Path(HydraConfig.get().sweep.dir)):
             log.info("job not run: the sweep was interrupted before it started")
             return None
         if threading.current_thread() is threading.main_thread():
             # as in the main process: SIGTERM before training is one recorded line too
-            signal.signal(signal.SIGTERM, _on_sigterm)
+            launcher_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_job(cfg, run_dir, in_sweep, in_worker)
+    finally:
+        if launcher_sigterm is not None:
+            signal.signal(signal.SIGTERM, launcher_sigterm)
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, in_sweep: bool, in_worker: bool) -> float | None:
+    from convtrain.app.run import run  # noqa: PLC0415 - keeps `convtrain --help` fast
+
     try:
         # a sweep job locks its own directory; a single run's was locked by RunDirGuard
         rundir.hold(run_dir)
@@ -118,6 +128,10 @@ def _app(cfg: DictConfig) -> float | None:
         print_error(str(exc))
         sys.exit(2)
     try:
+        if in_worker:
+            # a submitit_local job starts with the stop signals blocked (convtrain.app.sweep);
+            # one that came meanwhile is handled here, as a stop before training
+            sweep.take_back_stop_signals()
         if in_sweep:
             # the sweep directory was checked as a whole (RunDirGuard); this job's part of it
             rundir.replace_job_results(run_dir, cfg)
@@ -135,6 +149,14 @@ def _app(cfg: DictConfig) -> float | None:
             return None
         print(f"convtrain: {message}", file=sys.stderr)
         sys.exit(exc.exit_status)
+    except CheckFailed as exc:
+        # the task printed its report; its verdict is the one line (no traceback), exit 1
+        if in_sweep:
+            sweep.record_failure(run_dir, exc, str(exc))
+            return None
+        _log_to_files(str(exc))
+        print(f"convtrain: {exc}", file=sys.stderr)
+        sys.exit(1)
     except (KeyboardInterrupt, _Terminated) as exc:
         if not in_worker:
             raise
@@ -161,21 +183,32 @@ def _app(cfg: DictConfig) -> float | None:
         rundir.release(run_dir)
 
 
-_CONFIG_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
-
-
 def _resume_command(run_dir: Path) -> str:
     """The command that resumes this job in place: its own overrides (a sweep job's values),
     the config flags it was started with, ``trainer.resume`` and ``hydra.run.dir``."""
     keep = [o for o in HydraConfig.get().overrides.task
             if o.split("=", 1)[0].lstrip("+~") != "trainer.resume"]
-    argv, flags = sys.argv[1:], []
-    for i, arg in enumerate(argv):
-        name = arg.split("=", 1)[0]
-        if name in _CONFIG_FLAGS:
-            flags += [arg] if "=" in arg else argv[i:i + 2]
-    return shlex.join(["convtrain", *flags, *keep, f"trainer.resume={run_dir}",
+    return shlex.join(["convtrain", *_config_flags(), *keep, f"trainer.resume={run_dir}",
                        f"hydra.run.dir={run_dir}"])
+
+
+def _config_flags() -> list[str]:
+    """``--config-path``, ``--config-dir`` and ``--config-name`` as this run was started with,
+    read back from Hydra's record of its config sources: a sweep job in a launcher's worker
+    process (joblib, submitit) has the worker's ``sys.argv``, not the command's."""
+    hydra_cfg = HydraConfig.get()
+    flags = []
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema != "file":
+            continue
+        if source.provider == "main" and Path(source.path).resolve() != \
+                Path(config_dir()).resolve():
+            flags += ["--config-path", source.path]
+        elif source.provider == "command-line":
+            flags += ["--config-dir", source.path]
+    if hydra_cfg.job.config_name != "train":
+        flags += ["--config-name", hydra_cfg.job.config_name]
+    return flags
 
 
 class _Terminated(BaseException):
@@ -207,8 +240,9 @@ def _report_failed_jobs() -> bool:
 def main() -> None:
     """Console-script entry point (also ``python -m convtrain``).
 
-    Exit status: 0 success, 1 a job of a sweep failed or a bug (printed with its traceback),
-    2 a user mistake (one line), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (one line).
+    Exit status: 0 success, 1 a job of a sweep failed, a check failed (``task=gradcheck``
+    above its threshold: one line) or a bug (printed with its traceback), 2 a user mistake
+    (one line), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (one line).
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -220,11 +254,14 @@ def main() -> None:
         raise
     except (KeyboardInterrupt, _Terminated, sweep.SweepStopped) as exc:
         signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        waiting_line = sweep.waiting_line(signum)  # a SLURM or Ray sweep: jobs elsewhere
         if sweep.stop_signal() is not None:  # the second signal to a sweep's main process
             print(f"convtrain: interrupted again ({signal_name(signum)}): the sweep in "
                   f"{sweep.current_sweep()} stopped at once; its running jobs were ended "
                   f"without finishing their epoch (their checkpoints are whole, each holds its "
                   f"last completed epoch)", file=sys.stderr)
+        elif waiting_line is not None:
+            print(waiting_line, file=sys.stderr)
         else:
             print(f"convtrain: interrupted ({signal_name(signum)}) outside the training loop, "
                   f"no epoch was in progress", file=sys.stderr)

@@ -281,7 +281,9 @@ def check_reuse(directory: Path, *, resume: Any, overwrite: bool) -> None:
 
 
 #: what a run writes besides its log: removed when ``overwrite_run_dir=true`` replaces a run
-_RUN_OUTPUTS = ("metrics.json", "error.txt", "checkpoints", "tensorboard", "images")
+#: (initial_kernels.npz: convtrain/visuals/initial_kernels.py, the kernel views' reference)
+_RUN_OUTPUTS = ("metrics.json", "error.txt", "checkpoints", "tensorboard", "images",
+                "initial_kernels.npz")
 
 
 def clear_results(directory: Path) -> None:

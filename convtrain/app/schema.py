@@ -26,6 +26,7 @@ from omegaconf import MISSING, OmegaConf
 
 from convtrain.app.tasks import TASKS, task_run_dir
 from convtrain.app.tasks.eval import EvalConfig
+from convtrain.app.tasks.gradcheck import GradcheckConfig
 from convtrain.export.settings import ExportSettings
 from convtrain.optim import OPTIMIZERS, SCHEDULES, config_dataclass
 from convtrain.training.options import TrainerOptions
@@ -150,6 +151,7 @@ class TrainConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)  # task=eval: eval.split, ...
     predict: PredictConfig = dataclasses.field(default_factory=PredictConfig)
     export: ExportSettings = dataclasses.field(default_factory=ExportSettings)  # task=export
+    gradcheck: GradcheckConfig = dataclasses.field(default_factory=GradcheckConfig)  # task=gradcheck
     # a new run may replace the results of an earlier run in its directory (see app/rundir.py)
     overwrite_run_dir: bool = False
 

@@ -7,6 +7,9 @@ Launchers may run jobs in other processes or on other machines (joblib, submitit
 main process learns about failures from those files: :class:`SweepMonitor`, a Hydra callback
 configured in ``configs/hydra/default.yaml``, notes where and when the sweep started, and
 :func:`failed_jobs` lists the ``error.txt`` files written since then.
+
+It also stops a sweep cleanly on SIGINT / SIGTERM when its jobs run in other processes on this
+machine (joblib, submitit_local): see "stopping a sweep" below.
 """
 from __future__ import annotations
 
@@ -34,13 +37,23 @@ _sweep: tuple[Path, float] | None = None
 
 
 _JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+_SUBMITIT_LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+#: launchers whose jobs run in other processes of this machine, in the sweep's process group
+_LOCAL_WORKER_LAUNCHERS = (_JOBLIB_LAUNCHER, _SUBMITIT_LOCAL_LAUNCHER)
+_SUBMITIT_SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# A sweep submitted to SLURM: the submitit folder, where each job's files are named by its id
+_cluster_folder: Path | None = None
+# The launcher of this process's sweep (its `_target_`)
+_launcher: str | None = None
 #: in the sweep directory: the sweep was interrupted, jobs not yet started are skipped
 INTERRUPTED_FILE = ".convtrain.interrupted"
 
 
 class SweepMonitor(Callback):
     """Remembers the sweep directory so that the CLI can list failed jobs at the end, and
-    stops a joblib sweep (jobs in worker processes) cleanly on SIGINT / SIGTERM."""
+    stops a joblib or submitit_local sweep (jobs in other processes) cleanly on SIGINT /
+    SIGTERM."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _sweep
@@ -48,14 +61,26 @@ class SweepMonitor(Callback):
         _sweep = (Path(str(config.hydra.sweep.dir)).absolute(), time.time() - 1.0)
         with contextlib.suppress(OSError):  # left by a sweep stopped at once
             (_sweep[0] / INTERRUPTED_FILE).unlink(missing_ok=True)
-        if config.hydra.launcher.get("_target_") == _JOBLIB_LAUNCHER:
+        global _cluster_folder, _launcher
+        _launcher = launcher = config.hydra.launcher.get("_target_")
+        _cluster_folder = None
+        if launcher == _SUBMITIT_SLURM_LAUNCHER:
+            folder = Path(str(config.hydra.launcher.submitit_folder)).absolute()
+            # the part before the first `%j` (the job id submitit puts in its place)
+            parts = folder.parts
+            depth = next((i for i, part in enumerate(parts) if "%" in part), len(parts))
+            _cluster_folder = Path(*parts[:depth])
+        if launcher in _LOCAL_WORKER_LAUNCHERS:
             _catch_stop_signals()
+        if launcher == _SUBMITIT_LOCAL_LAUNCHER:
+            _start_submitit_controllers_deaf()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _restore_signal_handlers()
+        _restore_submitit_controllers()
 
 
-# --- stopping a sweep whose jobs run in joblib's worker processes ---
+# --- stopping a sweep whose jobs run in other processes (joblib, submitit_local) ---
 #
 # Ctrl-C in a terminal signals the whole process group: the launcher's worker processes get
 # the signal themselves, and their trainer stops each running job cleanly (its `last`
@@ -64,6 +89,17 @@ class SweepMonitor(Callback):
 # may be writing that checkpoint. So the main process only notes the signal (and marks the
 # sweep directory so that no further job starts), waits for the running jobs to end, and
 # then prints one line and exits 130 / 143. A second signal stops it at once.
+#
+# submitit_local runs each job as a controller process (`python -m submitit.local._local`)
+# that starts the job's process and waits for it. That controller has its own signal policy,
+# which would defeat the job's clean stop: on SIGINT it dies with a KeyboardInterrupt
+# traceback and ends its job (SIGINT again, which the job takes for a second Ctrl-C, then
+# SIGKILL a second later); on SIGTERM it relays the signal, so a job that got it from the
+# process group too gets it twice. submitit has no setting for this, so while the sweep runs,
+# the main process starts each controller with SIGINT and SIGTERM blocked (a blocked signal
+# stays blocked across fork and exec): the controller never acts on them, and the job's
+# process, which inherits the mask, unblocks them as it starts (take_back_stop_signals),
+# so it gets each signal once, from the process group, as a joblib worker does.
 
 _stop_signal: int | None = None
 _saved_handlers: dict[int, Any] = {}
@@ -99,6 +135,61 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
             (_sweep[0] / INTERRUPTED_FILE).write_text(f"{signal.Signals(signum).name}\n")
         except OSError:
             pass  # the jobs already running stop anyway; a new one would run to its end
+
+
+#: set for a submitit controller started with the stop signals blocked: the signals (names,
+#: comma-separated) that the job's process unblocks again
+UNBLOCK_ENV = "CONVTRAIN_UNBLOCK_SIGNALS"
+_original_start_controller: Any = None
+
+
+def _start_submitit_controllers_deaf() -> None:
+    """Make submitit's local executor start its controllers with the stop signals blocked."""
+    global _original_start_controller
+    try:
+        from submitit.local import local  # noqa: PLC0415 - only for submitit_local sweeps
+    except ImportError:
+        return
+    if _original_start_controller is not None or not hasattr(local, "start_controller"):
+        return  # already done, or a submitit without this function: its own policy applies
+    _original_start_controller = original = local.start_controller
+
+    def start_controller(*args: Any, **kwargs: Any) -> Any:
+        stop = {signal.SIGINT, signal.SIGTERM}
+        # blocked, a signal that arrives meanwhile waits and reaches this process after
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+        blocked_here = sorted(stop - set(previous))  # one already blocked stays the user's
+        saved_env = os.environ.get(UNBLOCK_ENV)
+        os.environ[UNBLOCK_ENV] = ",".join(signal.Signals(s).name for s in blocked_here)
+        try:
+            return original(*args, **kwargs)  # copies os.environ for the controller
+        finally:
+            if saved_env is None:
+                os.environ.pop(UNBLOCK_ENV, None)
+            else:
+                os.environ[UNBLOCK_ENV] = saved_env
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    local.start_controller = start_controller
+
+
+def _restore_submitit_controllers() -> None:
+    global _original_start_controller
+    if _original_start_controller is not None:
+        from submitit.local import local  # noqa: PLC0415
+
+        local.start_controller, _original_start_controller = _original_start_controller, None
+
+
+def take_back_stop_signals() -> None:
+    """In a submitit_local job's process: unblock the stop signals its controller was started
+    with blocked. A signal that arrived meanwhile is handled now (Python runs its handler
+    before this returns)."""
+    names = os.environ.pop(UNBLOCK_ENV, "")
+    signums = {signal.Signals[name] for name in names.split(",") if name in
+               signal.Signals.__members__}
+    if signums:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
 
 
 class SweepStopped(BaseException):
@@ -157,6 +248,43 @@ def interrupted_line(signum: int) -> str:
     if failed:
         line += f"; {_jobs(failed)} failed"
     return line + "; no further job was started"
+
+
+def waiting_line(signum: int) -> str | None:
+    """The one line of a sweep whose main process was interrupted while it waited for jobs
+    that a launcher runs elsewhere and convtrain does not stop (SLURM, Ray, any other); None
+    for the basic launcher (the jobs run in this process) and for joblib and submitit_local
+    (the first signal is noted, and the jobs stop cleanly)."""
+    if _sweep is None or _launcher in (None, _BASIC_LAUNCHER, *_LOCAL_WORKER_LAUNCHERS):
+        return None
+    if _cluster_folder is not None:
+        return _slurm_line(signum)
+    launcher = str(_launcher).rsplit(".", 1)[-1]
+    return (f"convtrain: interrupted ({signal.Signals(signum).name}): stopped waiting for the "
+            f"sweep in {_sweep[0]}; its jobs run under {launcher}, which convtrain does not "
+            f"stop cleanly (they may go on, or end without a resume command); each job's "
+            f"checkpoints are whole, holding its last completed epoch: resume a job with its "
+            f"overrides and trainer.resume=DIR hydra.run.dir=DIR")
+
+
+def _slurm_line(signum: int) -> str:
+    """Its jobs are not this process's children and keep running (submitit does not cancel
+    them): the line gives the ``scancel`` command that stops them."""
+    assert _sweep is not None and _cluster_folder is not None
+    ids = set()
+    with contextlib.suppress(OSError):
+        for path in _cluster_folder.rglob("*_submitted.pkl"):
+            # `4242_submitted.pkl`, or `4242_3_submitted.pkl` for the 4th job of array 4242
+            job_id = path.name[:-len("_submitted.pkl")].split("_")[0]
+            if job_id.isdigit() and path.stat().st_mtime >= _sweep[1]:
+                ids.add(job_id)
+    line = (f"convtrain: interrupted ({signal.Signals(signum).name}): stopped waiting for the "
+            f"sweep in {_sweep[0]}")
+    if not ids:
+        return line + f"; no submitted job was found in {_cluster_folder}"
+    return (line + f"; its jobs keep running on the cluster: `scancel "
+            f"{' '.join(sorted(ids, key=int))}` stops them, each job then stopping on SLURM's "
+            f"SIGTERM as on Ctrl-C (its {ERROR_FILE} holds its resume command)")
 
 
 def _jobs(names: list[str]) -> str:

@@ -355,8 +355,9 @@ def _sample(size: int, count: int | None, rng: np.random.Generator) -> np.ndarra
     return np.sort(rng.choice(size, size=count, replace=False))
 
 
-def _settings(eps: Any, threshold: Any, entries_per_tensor: Any, input_noise: Any,
-              where: str) -> tuple[float, float, int | None, float]:
+def check_settings(eps: Any, threshold: Any, entries_per_tensor: Any, input_noise: Any,
+                   where: str) -> tuple[float, float, int | None, float]:
+    """:func:`check_model`'s settings, checked (``<where>.eps: must be > 0, got 0``)."""
     eps = validate.real(f"{where}.eps", eps, low=0.0, low_open=True)
     input_noise = validate.real(f"{where}.input_noise", input_noise, low=0.0)
     threshold = validate.real(f"{where}.threshold", threshold, low=0.0, low_open=True)
@@ -395,7 +396,7 @@ def check_model(model, x: Any, labels: Any, *, eps: float = DEFAULT_EPS,
         ConfigError: a bad setting (``gradcheck.eps: must be > 0, got 0``), input shape or label.
         InternalError: the model is not float64.
     """
-    eps, threshold, entries_per_tensor, input_noise = _settings(
+    eps, threshold, entries_per_tensor, input_noise = check_settings(
         eps, threshold, entries_per_tensor, input_noise, where)
     if np.dtype(model.dtype) != np.float64:
         raise InternalError(f"check_model needs a float64 model (build_model(..., "
@@ -460,5 +461,6 @@ def _tensor_check(name: str, analytic: np.ndarray, indices: np.ndarray, differen
 __all__ = ["DEFAULT_EPS", "DEFAULT_THRESHOLD", "DEFAULT_ENTRIES_PER_TENSOR", "DEFAULT_INPUT_NOISE",
            "INPUT_NAME",
            "Differences", "GradcheckReport", "TensorCheck", "central_differences", "check_model",
+           "check_settings",
            "entry_errors", "kink_crossings", "numerical_gradient", "projected_sum",
            "relative_error"]

@@ -7,7 +7,8 @@ first signal only sets a flag, so no hook is cut off half-way (a checkpoint, ``m
 or a PNG being written finishes first). The loop looks at the flag after every training batch,
 after the evaluation and before every epoch, and then raises :class:`TrainingInterrupted`; the
 hooks' ``on_fit_end`` still run (TensorBoard files closed, progress bar ended). A second signal
-ends the process at once (exit ``128 + signal``) with one line, without finishing anything.
+ends the process at once (exit ``128 + signal``) with one line, without finishing anything --
+except a SIGTERM repeated within 2 s, which launchers relay (the same request twice).
 
 Why the interrupted epoch is replayed rather than continued mid-epoch: ``checkpoints/last``
 after epoch k is exactly the state at the start of epoch k+1 (weights, optimizer slots, the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -121,8 +123,14 @@ class InterruptGuard:
     background job started by a non-interactive shell) stays ignored.
     """
 
+    #: a SIGTERM this soon after the first one is the same request, relayed: launchers
+    #: (srun, submitit's controller) pass the scheduler's SIGTERM on to the job, which may
+    #: then get it twice; only a repeat after this long (or a Ctrl-C) means "stop at once"
+    RELAYED_SIGTERM_WINDOW_S = 2.0
+
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._first_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "InterruptGuard":
@@ -145,7 +153,10 @@ class InterruptGuard:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
-            self.signum = signum
+            self.signum, self._first_at = signum, time.monotonic()
+            return
+        if (signum == self.signum == signal.SIGTERM
+                and time.monotonic() - self._first_at < self.RELAYED_SIGTERM_WINDOW_S):
             return
         # the second signal: the user does not want to wait; nothing is finished or closed
         line = (f"interrupted again ({signal_name(signum)}): stopped at once; files already "

@@ -62,6 +62,8 @@ class VisualContext:
     #: the hyperparameters the HParams table offers, and those that set the run apart
     hparam_columns: list[str] = dataclasses.field(default_factory=list)
     differing: frozenset[str] = frozenset()
+    #: what several visuals of the run compute once (e.g. the initial kernels), by name
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
     _folders: set[Path] = dataclasses.field(default_factory=set)
 
     @property

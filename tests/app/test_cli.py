@@ -129,7 +129,7 @@ def test_different_seeds_differ(tmp_path):
         ("data.augment.flip=1", "convtrain: error: data.augment.flip: unknown key"),
         ("data.augment.random_crop=abc", "convtrain: error: data.augment.random_crop: Value 'abc'"),
         # checked before the data is loaded, not after
-        ("logger.kernel_scaling=log", "convtrain: error: logger.kernel_scaling: expected one of per_filter, symmetric"),
+        ("logger.kernel_scaling=log", "convtrain: error: logger.kernel_scaling: expected one of fixed, layer, per_filter"),
         ("trainer.resume=/nonexistent", "convtrain: error: trainer.resume: checkpoint not found: '/nonexistent'"),
         ("model.layers={}", "convtrain: error: model.layers: 'model.layers={}' merges an empty mapping and changes nothing"),
         ("engine.num_threads=0", "convtrain: error: engine.num_threads: expected a positive integer, got 0"),

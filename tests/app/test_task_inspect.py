@@ -24,6 +24,7 @@ from convtrain.visuals.grids import kernel_grid
 from convtrain.visuals.hook import VISUAL_HOOKS, VisualHook
 from tests.inference import conftest as trained_runs
 from tests.inference.conftest import copy_run, run_convtrain
+from tests.visuals.test_responses_views import response_layout
 from tests.visuals.pillow_png import decode_png
 
 digits_run, fmnist_run = trained_runs.digits_run, trained_runs.fmnist_run
@@ -58,6 +59,8 @@ def test_inspect_writes_every_visual_of_the_checkpoint(digits_run, tmp_path):
     step = trained.epoch
     assert f"inspect: epoch {step} of {run_dir / 'checkpoints' / 'best.safetensors'}" \
         in proc.stdout
+    # the run was trained without pictures: no initial kernels, so no change views
+    assert "no usable initial_kernels.npz" in proc.stdout + proc.stderr
     images = run_dir / "inspect" / "images"
     names = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
     expected = sorted([f"{kind}/{layer}_epoch{step:03d}.png" for kind, layers in KINDS.items()
@@ -85,7 +88,8 @@ def test_inspect_writes_every_visual_of_the_checkpoint(digits_run, tmp_path):
         assert event.step == step
         png = (images / kind / f"{layer}_epoch{step:03d}.png").read_bytes()
         np.testing.assert_array_equal(decode_png(png), decode_png(event.encoded_image_string))
-    # the kernels are the checkpoint's weights; no gradient histograms (nothing was trained)
+    # the kernels are the checkpoint's weights (at the layer's own limit: no initial kernels
+    # for the fixed one); no gradient histograms (nothing was trained)
     weight = trained.model.layers["conv2"].params["weight"]
     np.testing.assert_array_equal(
         decode_png((images / "kernels" / f"conv2_epoch{step:03d}.png").read_bytes()),
@@ -103,7 +107,7 @@ def test_inspect_writes_every_visual_of_the_checkpoint(digits_run, tmp_path):
         {f"conv1_epoch{last:03d}.png", f"conv2_epoch{last:03d}.png"}
 
 
-def test_inspect_last_checkpoint_and_a_new_visual_comes_for_free(digits_run, tmp_path):
+def test_inspect_last_checkpoint_and_a_new_visual_comes_for_free(digits_run, tmp_path, caplog):
     class Marker(VisualHook):  # registered by being defined, like any visual
         def inspect(self, state, step):
             self.ctx.write_image("marker", "epoch", np.full((2, 3), step, np.uint8), step)
@@ -118,9 +122,48 @@ def test_inspect_last_checkpoint_and_a_new_visual_comes_for_free(digits_run, tmp
     marker = decode_png((out / "images" / "marker" / f"epoch_epoch{last:03d}.png").read_bytes())
     assert np.all(marker == last)
     assert not (out / "tensorboard").exists()
+    # no initial_kernels.npz in the run: the change views are skipped, said once
+    assert not (out / "images" / "kernels_change").exists()
+    assert sum("no usable initial_kernels.npz" in r.getMessage() for r in caplog.records) == 1
     patches = decode_png((out / "images" / "top_patches" / f"conv1_epoch{last:03d}.png")
                          .read_bytes())
-    assert patches.shape[0] == 2 * (3 * round(32 / 3) + 2) + 2  # top_k = 2 rows of 3x3 crops
+    filters = load_run(digits_run).model.layers["conv1"].params["weight"].shape[0]
+    geo = response_layout(filters, 2, 3, 3)  # a cell per filter: top_k = 2 crops of 3x3
+    assert patches.shape == (geo["height"], geo["width"], 3)
+
+
+def test_inspect_kernel_change_from_the_runs_initial_kernels(digits_run, tmp_path, caplog):
+    run_dir = copy_run(digits_run, tmp_path)
+    trained = load_run(run_dir)
+    weights = {name: np.asarray(trained.model.layers[name].params["weight"], np.float64)
+               for name in ("conv1", "conv2")}
+    # a stand-in for the weights the run started from, as training records them
+    rng = np.random.default_rng(0)
+    initial = {name: (w + rng.normal(0, 0.05, w.shape)).astype(np.float32)
+               for name, w in weights.items()}
+    np.savez(run_dir / "initial_kernels.npz", **initial, __epoch__=np.array(0))
+    out = run_dir / "inspect"
+    inspect_in_process(run_dir, out, "logger.responses=false",
+                       "logger.classification_every_n_epochs=0")
+    assert not any("initial_kernels" in r.getMessage() for r in caplog.records)
+    images, step = out / "images", trained.epoch
+    for name, w in weights.items():
+        limit = float(np.abs(initial[name]).max())  # kernel_fixed_margin 1.0
+        kernels = decode_png((images / "kernels" / f"{name}_epoch{step:03d}.png").read_bytes())
+        np.testing.assert_array_equal(kernels, kernel_grid(w, scaling="fixed", limit=limit))
+        change = decode_png((images / "kernels_change" / f"{name}_epoch{step:03d}.png")
+                            .read_bytes())
+        np.testing.assert_array_equal(change, kernel_grid(
+            w - initial[name], scaling="fixed", limit=limit, colormap="magnitude"))
+    [board] = (out / "tensorboard").iterdir()
+    acc = EventAccumulator(str(board), size_guidance={"scalars": 0})
+    acc.Reload()
+    w, w0 = weights["conv2"], initial["conv2"].astype(np.float64)
+    [distance] = acc.Scalars("kernels_change/conv2/distance_from_init")
+    assert distance.step == step
+    assert distance.value == pytest.approx(np.linalg.norm(w - w0) / np.linalg.norm(w0),
+                                           rel=1e-5)
+    assert not (run_dir / "inspect" / "initial_kernels.npz").exists()  # read, never written
 
 
 @pytest.mark.slow  # trains lenet5 on 2,000 Fashion-MNIST images once per session
@@ -133,13 +176,17 @@ def test_inspect_lenet5_on_fashion_mnist_windows(fmnist_run, tmp_path):
     def shape(kind, layer):
         return decode_png((images / kind / f"{layer}_epoch{step:03d}.png").read_bytes()).shape
 
+    def cells(f, k, size):
+        geo = response_layout(f, k, size, size)
+        return geo["height"], geo["width"], 3
+
     # receptive fields: conv1 5x5 (pad 2); conv2 after a 2x2 pool: 6 + 4 * 2 = 14
-    # top patches: 8 rows x F columns of crops scaled by round(32 / size), 2 px separators
-    assert shape("top_patches", "conv1") == (8 * (5 * 6 + 2) + 2, 6 * (5 * 6 + 2) + 2, 3)
-    assert shape("top_patches", "conv2") == (8 * (14 * 2 + 2) + 2, 16 * (14 * 2 + 2) + 2, 3)
-    # activation maximisation: near-square grids of the same windows, about 48 px per tile
-    assert shape("activation_max", "conv1") == (2 * (5 * 10 + 2) + 2, 3 * (5 * 10 + 2) + 2, 3)
-    assert shape("activation_max", "conv2") == (4 * (14 * 3 + 2) + 2, 4 * (14 * 3 + 2) + 2, 3)
+    # top patches: a labelled cell per filter (6 and 16), its 8 crops side by side
+    assert shape("top_patches", "conv1") == cells(6, 8, 5)
+    assert shape("top_patches", "conv2") == cells(16, 8, 14)
+    # activation maximisation: a labelled cell per filter of the same windows
+    assert shape("activation_max", "conv1") == cells(6, 1, 5)
+    assert shape("activation_max", "conv2") == cells(16, 1, 14)
     # the 10 classes' first test images, 28x28 at scale round(64 / 28) = 2
     assert shape("attribution", "pool2") == (3 * (28 * 2 + 2) + 2, 10 * (28 * 2 + 2) + 2, 3)
 

@@ -15,6 +15,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +236,25 @@ def test_second_signal_exits_at_once(monkeypatch, capfd):
     assert err.count("\n") == 1 and err.startswith("interrupted again (SIGTERM): stopped at once")
 
 
+def test_a_relayed_sigterm_is_the_same_request_a_late_one_stops_at_once(monkeypatch, capfd):
+    """srun / submitit relay the scheduler's SIGTERM to the job: a second SIGTERM within the
+    window is the same request (a clean stop), one after it (or a Ctrl-C) stops at once."""
+    exits = []
+    monkeypatch.setattr(interrupts.os, "_exit", exits.append)
+    clock = [100.0]
+    monkeypatch.setattr(interrupts.time, "monotonic", lambda: clock[0])
+    guard = InterruptGuard()
+    with guard:
+        os.kill(os.getpid(), signal.SIGTERM)
+        clock[0] += InterruptGuard.RELAYED_SIGTERM_WINDOW_S / 2
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert guard.signum == signal.SIGTERM and exits == []
+        clock[0] += InterruptGuard.RELAYED_SIGTERM_WINDOW_S
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert exits == [143]
+    assert capfd.readouterr().err.startswith("interrupted again (SIGTERM): stopped at once")
+
+
 # --- a real convtrain process, a real signal -------------------------------------------
 ARGS = ["data.subset=600", "trainer.batch_size=2", "trainer.max_epochs=3",
         "logger.png=false", "seed=3"]
@@ -446,3 +467,216 @@ def test_ctrl_c_to_the_process_group_stops_a_basic_sweep_cleanly(tmp_path, signu
     assert line.startswith(f"convtrain: interrupted ({signal.Signals(signum).name}) at epoch ")
     assert not (sweep / "1").exists()
     resume_from_error_txt(tmp_path, sweep / "0")
+
+
+# --- submitit_local: each job in a controller process, all in the sweep's process group ----
+def blocked_signals(status: str) -> set[int]:
+    """The signals blocked in a process, from the ``SigBlk:`` line of its /proc status."""
+    [mask] = [int(line.split()[1], 16) for line in status.splitlines()
+              if line.startswith("SigBlk:")]
+    return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc")
+def test_submitit_controllers_start_deaf_and_the_job_takes_the_signals_back(monkeypatch):
+    """A controller starts with SIGINT / SIGTERM blocked (submitit's own policy would end its
+    job); this process's mask is left as it was; the job unblocks them, and a signal that came
+    meanwhile is delivered then, not lost."""
+    local = pytest.importorskip("submitit.local.local")
+    from convtrain.app import sweep
+
+    def controller(*args, **kwargs):  # what submitit does: a child with a copy of os.environ
+        return subprocess.run(["cat", "/proc/self/status"], env=dict(os.environ),
+                              capture_output=True, text=True, check=True).stdout, \
+            os.environ.get(sweep.UNBLOCK_ENV)
+
+    monkeypatch.setattr(local, "start_controller", controller)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    sweep._start_submitit_controllers_deaf()
+    try:
+        status, unblock = local.start_controller("folder", command="x")
+    finally:
+        sweep._restore_submitit_controllers()
+    assert local.start_controller is controller
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked_signals(status)
+    assert unblock == "SIGINT,SIGTERM" and sweep.UNBLOCK_ENV not in os.environ
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+    # in the job's process: blocked at its start, a SIGTERM waits, take_back delivers it
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])
+    try:
+        # to this thread: another thread of the test process would take a process's signal
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        assert received == []
+        monkeypatch.setenv(sweep.UNBLOCK_ENV, unblock)
+        sweep.take_back_stop_signals()
+        assert received == [signal.SIGTERM]
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+        assert sweep.UNBLOCK_ENV not in os.environ
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_until(done, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``done()``, while ``proc`` runs (its output shown if it ends first)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+
+
+def wait_for_epoch(jobs: list[Path], proc: subprocess.Popen) -> None:
+    """Until every job's log shows its first epoch (submitit jobs log to files, not stdout)."""
+    logs = [job / "convtrain.log" for job in jobs]
+    wait_until(lambda: all(log.is_file() and "epoch 1/3" in log.read_text() for log in logs),
+               proc)
+
+
+def submitit_logs(sweep: Path) -> str:
+    """What the jobs' processes wrote to their stderr (submitit's ``*_log.err`` files)."""
+    return "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
+
+
+SUBMITIT_ARGS = [*ARGS[:-1], "hydra/launcher=submitit_local"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_path, signum):
+    """Ctrl-C reaches the main process, the controllers and the jobs: the controllers neither
+    kill their job nor relay the signal, each job stops cleanly (resume command in its
+    error.txt), the main process waits, starts no further job (the second batch returns at
+    once) and prints the joblib sweep's one line; no traceback anywhere. The resume command in
+    a job's error.txt keeps the sweep's --config-dir, though the job's process has submitit's
+    own command line."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "s"
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "three.yaml").write_text(
+        "# @package _global_\ntrainer:\n  max_epochs: 3\n")
+    proc = start_in_own_group(tmp_path, "-m", "--config-dir", "conf", "seed=3,4,5",
+                              "+experiment=three", *SUBMITIT_ARGS,
+                              "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}")
+    wait_for_epoch([sweep / "0", sweep / "1"], proc)
+    os.killpg(proc.pid, signum)
+    stdout, stderr = proc.communicate(timeout=300)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stdout + stderr + submitit_logs(sweep)
+    assert "interrupted again" not in submitit_logs(sweep)  # one signal each, not two
+    [line] = user_lines(stderr)
+    assert line == (f"convtrain: interrupted ({name}): the sweep in {sweep} stopped; jobs 0, 1 "
+                    "stopped cleanly (each resumes in place with the command in its error.txt); "
+                    "no further job was started"), line
+    for job in (sweep / "0", sweep / "1"):
+        error = (job / "error.txt").read_text()
+        assert error.startswith(f"interrupted ({name}) at epoch "), error
+        last = json.loads((job / "checkpoints" / "last.json").read_text())
+        assert f"checkpoints/last holds epoch {last['epoch']} (step {last['global_step']})" \
+            in error
+        assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == last["epoch"]
+        assert list(job.rglob("*.tmp*")) == []
+    assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
+    assert not (sweep / ".convtrain.interrupted").exists()
+    assert f"`convtrain --config-dir {tmp_path / 'conf'} seed=4 +experiment=three " in \
+        (sweep / "1" / "error.txt").read_text()
+    resume_from_error_txt(tmp_path, sweep / "1")
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_submitit_job_process_stops_it_cleanly(tmp_path):
+    """The per-job guarantee of a cluster sweep: `scancel` sends SIGTERM to the job's
+    processes. Here SIGTERM goes to job 0's own process (submitit's job process, with
+    submitit's handlers installed): convtrain's clean stop wins, the other job goes on, and
+    the sweep ends with the stopped job listed as failed with its resume command, exit 1."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "s"
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4", *SUBMITIT_ARGS,
+                              f"hydra.sweep.dir={sweep}")
+    wait_for_epoch([sweep / "0"], proc)
+    job_pid = json.loads((sweep / "0" / ".convtrain.lock").read_text())["pid"]
+    assert job_pid != proc.pid
+    os.kill(job_pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stdout + stderr + submitit_logs(sweep)
+    [line] = user_lines(stderr)
+    error = (sweep / "0" / "error.txt").read_text().strip()
+    assert error.startswith("interrupted (SIGTERM) at epoch ") and "resume with `" in error
+    assert line == (f"convtrain: 1 of 2 jobs failed in {sweep} (details in each job's log): "
+                    f"job 0 ({' '.join(['seed=3', *ARGS[:-1]])}): {error}").replace(
+                        "logger.png=false", "logger.png=False"), line
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs_completed"] == 3
+    resume_from_error_txt(tmp_path, sweep / "0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_a_slurm_sweeps_main_process_names_the_scancel_command(tmp_path, signum):
+    """A submitit_slurm sweep (SLURM's commands faked: sbatch takes the array as job 4242,
+    sacct reports it running): Ctrl-C stops only the waiting main process, which says that the
+    jobs keep running on the cluster and how to stop them, without a traceback."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in {"sbatch": 'echo "Submitted batch job 4242"',
+                       "sacct": 'echo "JobID|State|NodeList"; echo "4242_0|RUNNING|n1"; '
+                                'echo "4242_1|RUNNING|n1"',
+                       "srun": "exit 0"}.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    sweep = tmp_path / "s"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
+    proc = subprocess.Popen([sys.executable, "-m", "convtrain", "-m", "seed=3,4",
+                             "hydra/launcher=submitit_slurm", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # both jobs submitted: the main process now waits for them
+    wait_until((sweep / ".submitit" / "4242_1" / "4242_1_submitted.pkl").is_file, proc)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum and "Traceback" not in stdout + stderr
+    assert user_lines(stderr) == [
+        f"convtrain: interrupted ({signal.Signals(signum).name}): stopped waiting for the sweep "
+        f"in {sweep}; its jobs keep running on the cluster: `scancel 4242` stops them, each "
+        "job then stopping on SLURM's SIGTERM as on Ctrl-C (its error.txt holds its resume "
+        "command)"]
+
+
+WAITING_LAUNCHER = '''
+import time
+from hydra.plugins.launcher import Launcher
+
+class WaitingLauncher(Launcher):
+    """Runs its jobs elsewhere (as Ray does): the main process only waits."""
+    def __init__(self, **kwargs): pass
+    def setup(self, *, hydra_context, task_function, config): pass
+    def launch(self, job_overrides, initial_job_idx):
+        print("test: waiting for the jobs", flush=True)
+        time.sleep(300)
+        return []
+'''
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_another_launcher_waits_does_not_claim_a_clean_stop(tmp_path):
+    """A launcher convtrain does not know (Ray, as a stand-in a launcher that only waits):
+    the line says that the jobs were not stopped cleanly, not 'outside the training loop'."""
+    (tmp_path / "hydra_plugins").mkdir()  # a portion of Hydra's namespace package for plugins
+    (tmp_path / "hydra_plugins" / "waiting_launcher.py").write_text(WAITING_LAUNCHER)
+    sweep = tmp_path / "s"
+    proc = start(tmp_path, "-m", "seed=1,2",
+                 "hydra.launcher._target_=hydra_plugins.waiting_launcher.WaitingLauncher",
+                 f"hydra.sweep.dir={sweep}")
+    stdout, stderr = signal_after(proc, "test: waiting for the jobs", signal.SIGINT)
+    assert proc.returncode == 130 and "Traceback" not in stdout + stderr
+    assert user_lines(stderr) == [
+        f"convtrain: interrupted (SIGINT): stopped waiting for the sweep in {sweep}; its jobs "
+        "run under WaitingLauncher, which convtrain does not stop cleanly (they may go on, or "
+        "end without a resume command); each job's checkpoints are whole, holding its last "
+        "completed epoch: resume a job with its overrides and trainer.resume=DIR "
+        "hydra.run.dir=DIR"]

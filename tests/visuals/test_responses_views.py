@@ -21,8 +21,22 @@ from convtrain.visuals.hooks import responses as views
 from convtrain.visuals.run_logger import VisualLogger
 from convtrain.visuals.samples import feature_maps_by_sample, fixed_samples
 from tests.visuals.pillow_png import decode_png
+from tests.visuals.test_kernel_grid import auto_layout
+from tests.visuals.test_kernel_grid import tile as cell_tile
 
-SEP = 2  # separator pixels of the response grids
+SEP = 2  # separator pixels of the attribution grid
+ORANGE = (255, 140, 0)  # the separators and label bands of grey cells (the grey kernel map's)
+
+
+def response_layout(f, k, h, w):
+    """The kernel views' automatic layout with tiles of at least 16 px (responses.MIN_TILE)."""
+    return auto_layout(f, k, h, w, min_tile=16)
+
+
+def filter_cells(f, k, h, w):
+    """(height, width, 3) of a grid of f labelled cells of k tiles h x w (the kernel views')."""
+    geo = response_layout(f, k, h, w)
+    return geo["height"], geo["width"], 3
 
 
 def cells(rows, cols, h, w, scale):
@@ -77,36 +91,36 @@ def test_feature_maps_by_sample_scales_each_channel_over_the_samples():
 
 
 # --- the response grids ----------------------------------------------------------------------
-def test_activation_max_grid_geometry_and_symmetric_scaling():
+def test_activation_max_grid_is_the_kernel_views_cell_grid_with_symmetric_scaling():
     images = np.random.default_rng(1).normal(size=(5, 1, 3, 4))
     grid = views.activation_max_grid(images)
-    scale = round(48 / 4)
-    assert grid.shape == cells(2, 3, 3, 4, scale) + (3,)  # 5 tiles: near-square 2 x 3
+    geo = response_layout(5, 1, 3, 4)  # one labelled cell per filter, fitted to a card
+    assert grid.shape == (geo["height"], geo["width"], 3)
     for f in range(5):
-        r, c = divmod(f, 3)
         unit = (images[f, 0] / np.abs(images[f]).max() + 1) / 2  # 0 -> mid-grey
-        np.testing.assert_array_equal(tile(grid, r, c, 3, 4, scale)[..., 0],
+        np.testing.assert_array_equal(cell_tile(grid, geo, f, 0, 3, 4, geo["scale"])[..., 0],
                                       np.round(unit * 255).astype(np.uint8))
-    # separators: every pixel between tiles has the separator colour
-    assert np.all(grid[:SEP] == views.SEPARATOR_COLOUR)
-    assert np.all(grid[:, SEP + 4 * scale:2 * SEP + 4 * scale] == views.SEPARATOR_COLOUR)
-    assert np.all(grid[SEP + 3 * scale:2 * SEP + 3 * scale] == views.SEPARATOR_COLOUR)
+    # the border and the label bands are orange; each band holds its filter's label (dark text)
+    assert np.all(grid[:geo["gap"]] == ORANGE) and np.all(grid[:, :geo["gap"]] == ORANGE)
+    band = grid[geo["gap"]:geo["gap"] + 12, geo["gap"]:geo["gap"] + geo["cell_w"]]
+    assert (band.sum(axis=2) < 200).any()
 
 
-def test_top_patches_grid_columns_are_filters_and_padding_is_marked():
+def test_top_patches_grid_cells_are_filters_and_padding_is_marked():
     rng = np.random.default_rng(2)
     crops = rng.uniform(-1, 3, size=(4, 2, 1, 5, 5))  # 4 filters, k = 2
     inside = np.ones((4, 2, 5, 5), bool)
     inside[1, 0, :2] = False  # filter 1's best crop starts above the image
     grid = views.top_patches_grid(crops, inside, -1.0, 3.0)
-    scale = round(32 / 5)
-    assert grid.shape == cells(2, 4, 5, 5, scale) + (3,)  # k rows, one column per filter
+    geo = response_layout(4, 2, 5, 5)  # a cell per filter, its k crops side by side
+    assert grid.shape == (geo["height"], geo["width"], 3)
     for f in range(4):
         for rank in range(2):
             expected = np.repeat(np.round((crops[f, rank, 0] + 1) / 4 * 255)
                                  .astype(np.uint8)[..., None], 3, axis=2)
             expected[~inside[f, rank]] = views.PADDING
-            np.testing.assert_array_equal(tile(grid, rank, f, 5, 5, scale), expected)
+            np.testing.assert_array_equal(cell_tile(grid, geo, f, rank, 5, 5, geo["scale"]),
+                                          expected)
 
 
 def test_attribution_grid_rows_image_saliency_gradcam():
@@ -200,7 +214,7 @@ def test_heavy_views_run_at_the_end_only_by_default_and_change_nothing(tmp_path)
     # geometry: conv2 sees an 8x8 window (3x3 p1 -> pool 2 -> 3x3), 3 filters, k = 8 of the 12
     # validation images; the attribution grid has the 3 fixed samples in columns
     patches = decode_png(acc.Images("top_patches/conv2")[0].encoded_image_string)
-    assert patches.shape == cells(8, 3, 8, 8, 4) + (3,)
+    assert patches.shape == filter_cells(3, 8, 8, 8)
     pngs = sorted(p.relative_to(tmp_path / "on" / "images").as_posix()
                   for p in (tmp_path / "on" / "images").rglob("*.png"))
     assert pngs == sorted(f"{tag}_epoch003.png" for tag in RESPONSE_TAGS)
@@ -213,7 +227,7 @@ def test_responses_every_n_epochs_and_top_k(tmp_path):
                 max_epochs=5)
     assert [e.step for e in acc.Images("activation_max/conv1")] == [2, 4, 5]
     patches = decode_png(acc.Images("top_patches/conv1")[-1].encoded_image_string)
-    assert patches.shape == cells(2, 4, 3, 3, round(32 / 3)) + (3,)
+    assert patches.shape == filter_cells(4, 2, 3, 3)
 
 
 @pytest.mark.parametrize(("override", "message"), [

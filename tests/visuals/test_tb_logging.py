@@ -31,6 +31,7 @@ from convtrain.visuals.hooks.hparams import flatten_config
 from convtrain.visuals.settings import parse_logger_settings
 from convtrain.training.trainer import Trainer, TrainingDiverged
 from convtrain.visuals.run_logger import VisualLogger
+from tests.visuals.test_kernel_grid import auto_layout, diverging
 
 ALL = {k: 0 for k in ("scalars", "tensors", "images", "histograms", "audio",
                       "compressedHistograms")}
@@ -40,10 +41,6 @@ PAD = 1  # viz.py's default padding
 # --- expected geometry, from the formulas documented in convtrain/viz.py ------------------
 def grid_size(rows, cols, h, w, scale, pad=PAD):
     return rows * (h * scale + pad) + pad, cols * (w * scale + pad) + pad
-
-
-def kernel_scale(k):  # tiles of about 24 px
-    return max(1, round(24 / k))
 
 
 def map_scale(h):  # feature-map tiles of about 64 px
@@ -114,8 +111,9 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     model = two_conv_model(data)
     initial = {name: np.array(v) for name, v in model.state_dict().items()}
     logger = {"kernels_every_n_epochs": 2, "feature_maps_every_n_epochs": 1,
-              "histograms_every_n_epochs": 2, "classification_every_n_epochs": 0,
-              "responses": False}
+              "histograms_every_n_epochs": 2, "kernel_change_every_n_epochs": 0,
+              "kernel_change_grid": "off", "kernel_top_channels": 4,
+              "classification_every_n_epochs": 0, "responses": False}
     train(tmp_path, data, model, max_epochs=3, logger=logger)
     acc = read_tb(tmp_path)
 
@@ -129,21 +127,22 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     assert [e.step for e in acc.Images("feature_maps/input")] == [0]
 
     classes = len(np.unique(data.test.y))
+    conv1, conv2 = auto_layout(4, 1, 3, 3), auto_layout(3, 4, 3, 3)
     expected = {
-        # conv1: 4 one-channel 3x3 filters -> near-square 2x2 grid
-        "kernels/conv1": grid_size(*near_square(4), 3, 3, kernel_scale(3)),
-        # conv2: 3 filters x 4 input channels -> 3 rows of 4 grey tiles
-        "kernels/conv2": grid_size(3, 4, 3, 3, kernel_scale(3)),
+        # conv1: 4 one-channel 3x3 filters -> one cell each; conv2: 3 cells of 4 channels
+        # (colour images: test_kernel_grid.py checks the layout itself)
+        "kernels/conv1": (conv1["height"], conv1["width"], 3),
+        "kernels/conv2": (conv2["height"], conv2["width"], 3),
         # the fixed samples: first test image of each class present = rows; conv1 output
         # (4, 6, 6) ("same" padding), conv2 output (3, 4, 4): one column per channel
         "feature_maps/conv1": grid_size(classes, 4, 6, 6, sample_scale(6)),
         "feature_maps/conv2": grid_size(classes, 3, 4, 4, sample_scale(4)),
         "feature_maps/input": grid_size(1, classes, 6, 6, map_scale(6)),
     }
-    for tag, (h, w) in expected.items():
+    for tag, shape in expected.items():
         for event in acc.Images(tag):
-            assert (event.height, event.width) == (h, w), tag
-            assert decode_png(event.encoded_image_string).shape == (h, w), tag
+            assert (event.height, event.width) == shape[:2], tag
+            assert decode_png(event.encoded_image_string).shape == shape, tag
 
     # PNG copies: same pictures as in TensorBoard, named <layer>_epoch<NNN>.png
     images = tmp_path / "images"
@@ -160,15 +159,19 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
                                           decode_png(event.encoded_image_string))
 
     final = load_checkpoint(tmp_path / "checkpoints" / "last").model_state
-    # kernel tiles show the weights: initial ones at step 0, trained ones at the end
-    s, t = kernel_scale(3), kernel_scale(3) * 3
+    # kernel tiles show the weights: initial ones at step 0, trained ones at the end, under
+    # the default fixed limit (max |w| of the initial weights)
+    limit = np.abs(initial["conv2.weight"]).max()
+    s, t, g = conv2["scale"], 3 * conv2["scale"], conv2["gap"]
     for step, weights in ((0, initial), (3, final)):
         img = decode_png([e for e in acc.Images("kernels/conv2") if e.step == step][0]
                          .encoded_image_string)
-        for f, c in ((0, 0), (2, 3)):  # row = filter, column = input channel
-            y, x = PAD + f * (t + PAD), PAD + c * (t + PAD)
-            tile = img[y:y + t, x:x + t][::s, ::s]
-            np.testing.assert_array_equal(tile, per_tile(weights["conv2.weight"][f, c]))
+        for f, c in ((0, 0), (2, 3)):  # cell = filter, its tiles = its input channels
+            y = g + f // conv2["cols"] * (conv2["cell_h"] + g) + 12
+            x = g + f % conv2["cols"] * (conv2["cell_w"] + g) + c * (t + 2)
+            tile = img[y:y + t, x:x + t][::s, ::s].astype(int)
+            expected_tile = diverging(weights["conv2.weight"][f, c] / limit)
+            assert np.abs(tile - expected_tile).max() <= 1  # float32 vs float64 rounding
 
     # feature maps of conv1 = its output (pre-activation) on the first test image of each
     # class (row = class), each channel (column) scaled over the samples together
@@ -213,12 +216,16 @@ def test_first_layer_on_rgb_images_is_drawn_in_colour_later_layers_grey(tmp_path
     data = blobs(shape=(3, 5, 5))
     # conv2 also reads 3 channels, but they are conv1's filters, not colours
     train(tmp_path, data, two_conv_model(data, f1=3, f2=5), max_epochs=1,
-          logger={"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0})
+          logger={"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0,
+                  "kernel_change_every_n_epochs": 0, "kernel_top_channels": 3})
     acc = read_tb(tmp_path)
+    # conv1: one colour tile per filter; conv2: one tile per input channel (3 per filter)
     rgb = decode_png(acc.Images("kernels/conv1")[-1].encoded_image_string)
-    assert rgb.shape == grid_size(*near_square(3), 3, 3, kernel_scale(3)) + (3,)
+    geo = auto_layout(3, 1, 3, 3)
+    assert rgb.shape == (geo["height"], geo["width"], 3)
     grey = decode_png(acc.Images("kernels/conv2")[-1].encoded_image_string)
-    assert grey.shape == grid_size(5, 3, 3, 3, kernel_scale(3))
+    geo = auto_layout(5, 3, 3, 3)
+    assert grey.shape == (geo["height"], geo["width"], 3)
     assert not (tmp_path / "images" / "feature_maps").exists()
     assert acc.Tags()["histograms"] == []
 
@@ -228,28 +235,35 @@ def test_a_grouped_first_layer_on_rgb_images_is_drawn_grey(tmp_path):
     data = blobs(shape=(3, 5, 5))
     cfg = {"layers": {"conv1": {"type": "conv2d", "filters": 6, "kernel_size": 3, "groups": 3},
                       "flat": {"type": "flatten"}, "fc": {"type": "dense", "units": 3}}}
-    train(tmp_path, data, build_model(cfg, data.input_shape, seed=0), max_epochs=1,
-          logger={"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0})
-    grey = decode_png(read_tb(tmp_path).Images("kernels/conv1")[-1].encoded_image_string)
-    assert grey.ndim == 2
+    model = build_model(cfg, data.input_shape, seed=0)
+    train(tmp_path, data, model, max_epochs=1,
+          logger={"feature_maps_every_n_epochs": 0, "histograms_every_n_epochs": 0,
+                  "kernel_scaling": "layer"})
+    img = decode_png(read_tb(tmp_path).Images("kernels/conv1")[-1].encoded_image_string)
+    geo = auto_layout(6, 1, 3, 3)
+    assert img.shape == (geo["height"], geo["width"], 3)
+    w = model.layers["conv1"].params["weight"]
+    s, g = geo["scale"], geo["gap"]
+    tile = img[g + 12:g + 12 + 3 * s, g:g + 3 * s][::s, ::s].astype(int)
+    assert np.abs(tile - diverging(w[0, 0] / np.abs(w).max())).max() <= 1
 
 
-def test_symmetric_scaling_and_every_n_zero(tmp_path):
+def test_per_filter_scaling_and_every_n_zero(tmp_path):
     data = blobs()
     train(tmp_path, data, max_epochs=2,
-          logger={"kernel_scaling": "symmetric", "feature_maps_every_n_epochs": 0,
-                  "histograms_every_n_epochs": 0, "classification_every_n_epochs": 0,
-                  "png": False, "responses": False})
+          logger={"kernel_scaling": "per_filter", "feature_maps_every_n_epochs": 0,
+                  "histograms_every_n_epochs": 0, "kernel_change_grid": "off",
+                  "classification_every_n_epochs": 0, "png": False, "responses": False})
     acc = read_tb(tmp_path)
     assert set(acc.Tags()["images"]) == {"kernels/conv1", "kernels/conv2"}
     assert not (tmp_path / "images").exists()
     final = load_checkpoint(tmp_path / "checkpoints" / "last").model_state["conv1.weight"]
     img = decode_png(acc.Images("kernels/conv1")[-1].encoded_image_string)
-    s, t = kernel_scale(3), 3 * kernel_scale(3)
-    tile = img[PAD:PAD + t, PAD:PAD + t][::s, ::s].astype(int)
-    w = final[0, 0].astype(np.float64)
-    expected = np.round((w / np.abs(w).max() + 1) / 2 * 255)  # -a..a -> 0..255, 0 -> 128
-    assert np.abs(tile - expected).max() <= 1
+    geo = auto_layout(4, 1, 3, 3)
+    s, g = geo["scale"], geo["gap"]
+    tile = img[g + 12:g + 12 + 3 * s, g:g + 3 * s][::s, ::s].astype(int)
+    w = final[0].astype(np.float64)  # filter 0 (one channel): its own max |w| is full colour
+    assert np.abs(tile - diverging(w[0] / np.abs(w).max())).max() <= 1
 
 
 def test_tensorboard_off_still_writes_pngs(tmp_path):
@@ -273,9 +287,10 @@ def test_logging_does_not_change_the_run(tmp_path):
 
 def test_resume_does_not_log_the_initial_weights_again(tmp_path):
     data = blobs()
-    train(tmp_path, data, max_epochs=2)
+    every_epoch = {"kernels_every_n_epochs": 1}
+    train(tmp_path, data, max_epochs=2, logger=every_epoch)
     first = (tmp_path / "images" / "kernels" / "conv1_epoch000.png").read_bytes()
-    train(tmp_path, data, max_epochs=3, resume=str(tmp_path / "checkpoints"))
+    train(tmp_path, data, max_epochs=3, resume=str(tmp_path / "checkpoints"), logger=every_epoch)
     assert (tmp_path / "images" / "kernels" / "conv1_epoch000.png").read_bytes() == first
     assert [e.step for e in read_tb(tmp_path).Images("kernels/conv1")] == [0, 1, 2, 3]
 
@@ -383,8 +398,8 @@ def test_flatten_config():
 
 # --- settings -------------------------------------------------------------------------
 @pytest.mark.parametrize(("override", "message"), [
-    ({"kernel_scaling": "log"}, r"logger\.kernel_scaling: expected one of per_filter, "
-                                r"symmetric, got 'log'"),
+    ({"kernel_scaling": "log"}, r"logger\.kernel_scaling: expected one of fixed, layer, "
+                                r"per_filter, got 'log'"),
     ({"kernels_every_n_epochs": -1}, r"logger\.kernels_every_n_epochs: expected an integer"),
     ({"feature_maps_every_n_epochs": 1.5}, r"logger\.feature_maps_every_n_epochs"),
     ({"histograms_every_n_epochs": True}, r"logger\.histograms_every_n_epochs"),
@@ -402,7 +417,7 @@ def test_bad_logger_settings_name_the_key(tmp_path, override, message):
 def test_logger_defaults_are_the_schema_defaults():
     settings = parse_logger_settings(None)
     assert (settings.tensorboard, settings.png, settings.hparams) == (True, True, True)
-    assert settings.kernel_scaling == "per_filter"
+    assert settings.kernel_scaling == "fixed"
     assert parse_logger_settings({"kernels_every_n_epochs": 5}).kernels_every_n_epochs == 5
 
 

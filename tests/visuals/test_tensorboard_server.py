@@ -16,6 +16,7 @@ import pytest
 
 from tests.visuals.browser import DEEP_JS, Browser, find_chromium
 from tests.visuals.pillow_png import decode_png
+from tests.visuals.test_kernel_grid import auto_layout
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +25,12 @@ SPLITS = ("train", "val", "test")
 RUNS = sorted(list(JOBS) + [f"{job}/{split}" for job in JOBS for split in SPLITS])
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 RUN_SCALARS = {"monitor/best_val_accuracy", "monitor/best_epoch", "monitor/best_test_accuracy",
-               "optimizer/lr", "performance/epoch_time_s", "performance/images_per_s"}
+               "optimizer/lr", "performance/epoch_time_s", "performance/images_per_s"} | {
+    f"kernels_change/{conv}/{curve}" for conv in ("conv1", "conv2")
+    for curve in ("distance_from_init", "norm_vs_init")}
 IMAGES = {"kernels/conv1", "kernels/conv2", "feature_maps/conv1", "feature_maps/conv2",
-          "feature_maps/input", "activation_max/conv1", "activation_max/conv2",
+          "feature_maps/input", "kernels_change/conv1", "kernels_change/conv2",
+          "activation_max/conv1", "activation_max/conv2",
           "top_patches/conv1", "top_patches/conv2", "attribution/pool2",
           "predictions/confusion_matrix", "predictions/per_class_accuracy",
           "predictions/misclassified"}
@@ -126,13 +130,15 @@ def test_tensorboard_serves_a_two_job_sweep(board):
                 "histograms/fc2/bias_grad"} <= set(histograms[job])
         assert set(texts[job]) == {"config", "command"}
 
-    # one picture end to end: small_cnn's conv1 = 16 one-channel 3x3 filters on a 4x4
-    # grid of 3*8 px tiles with 1 px padding -> 4 * (24 + 1) + 1 = 101 px square
+    # one picture end to end: small_cnn's conv1 = 16 one-channel 3x3 filters, 8 labelled
+    # cells a row (tests/visuals/test_kernel_grid.py: the layout), in colour; every 5 epochs
+    # by default, so the 2-epoch run has step 0 and the last
     entries = server.json("/data/plugin/images/images?run=0/tensorboard/seed%3D1"
                           "&tag=kernels/conv1")
-    assert [e["step"] for e in entries] == [0, 1, 2]
+    assert [e["step"] for e in entries] == [0, 2]
     png = server.raw("/data/plugin/images/individualImage?" + entries[-1]["query"])
-    assert decode_png(png).shape == (101, 101)
+    conv1 = auto_layout(16, 1, 3, 3)
+    assert decode_png(png).shape == (conv1["height"], conv1["width"], 3)
 
     groups = server.session_groups()
     assert sorted(g["name"] for g in groups) == sorted(JOBS)
@@ -151,6 +157,9 @@ def test_tensorboard_serves_a_two_job_sweep(board):
     assert [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]] == \
         [("seed", True)]
     assert [m.get("displayName") for m in experiment["metricInfos"][:5]] == SHOWN_COLUMNS[1:]
+    # the kernel-change curves are scalars of the run, not columns of the table
+    assert not [m for m in experiment["metricInfos"]
+                if m["name"]["tag"].startswith("kernels_change/")]
 
 
 # --- in the browser -----------------------------------------------------------------------
@@ -166,7 +175,7 @@ def browser():
 
 @needs_chromium
 def test_kernel_images_are_loaded_and_not_blank(board, browser, tmp_path):
-    browser.open(board.base + "/?tagFilter=kernels#timeseries")
+    browser.open(board.base + "/?tagFilter=kernels/#timeseries")  # not kernels_change/
     images = browser.wait_for(DEEP_JS + """(() => {
         const imgs = deepElements().filter(el => el.tagName === 'IMG'
                                                  && el.src.includes('imageData'));

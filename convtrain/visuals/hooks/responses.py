@@ -4,14 +4,15 @@ in ``task=inspect``; each run logs their cost (``responses: ... s``) in ``convtr
 
 For every layer with spatial kernels (convolutions):
 
-- ``activation_max/<layer>``: one tile per filter (row-major, near-square grid), the input
+- ``activation_max/<layer>``: one cell per filter, labelled ``f<index>`` (the kernel views'
+  grid, :func:`~convtrain.visuals.grids.labelled_cells`, fitted to a TensorBoard card), the input
   that maximises the filter's output at the centre of its map after
   ``logger.responses_steps`` steps of regularised gradient ascent
   (:class:`~convtrain.visuals.responses.AscentSettings`), cropped to that unit's receptive
   field (the rest of the image does not reach it), each tile scaled symmetrically (0 = grey);
-- ``top_patches/<layer>``: column f = filter f, its ``logger.responses_top_k`` most exciting
-  validation images (at most :data:`MAX_IMAGES`; the test split without validation data),
-  best at the top: the crop of the input window (receptive field) of the filter's strongest
+- ``top_patches/<layer>``: one cell per filter (labelled ``f<index>``, the same grid), its
+  ``logger.responses_top_k`` most exciting validation images side by side, best on the left
+  (at most :data:`MAX_IMAGES` scanned; the test split without validation data): the crop of the input window (receptive field) of the filter's strongest
   output in each image, all crops on one scale (the scanned images' min..max); pixels of the
   window outside the image (the convolution's zero padding) are drawn in :data:`PADDING`;
 
@@ -30,6 +31,7 @@ inner gradients and windows; a warning in the log says so once).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -37,7 +39,9 @@ import numpy as np
 
 from convtrain import validate
 from convtrain.training.hooks import TrainState
-from convtrain.visuals.grids import image_tile, tile_grid
+from convtrain.visuals.grids import KERNEL_FRAME_RGB, image_tile, kernel_layout, \
+    label_width, labelled_cells, tile_grid
+from convtrain.visuals.grids import SEPARATOR as GRID_SEPARATOR
 from convtrain.visuals.hook import Option, VisualHook, spatial_kernel_layers
 from convtrain.visuals.responses import (AscentSettings, NotAChain, activation_maximisation,
                                          centre_window, crop, grad_cam, grad_cam_layer,
@@ -45,6 +49,10 @@ from convtrain.visuals.responses import (AscentSettings, NotAChain, activation_m
 from convtrain.visuals.samples import fit_scale, fixed_samples
 
 log = logging.getLogger("convtrain")
+
+#: px: the smallest side of a response tile -- a crop or an input pattern of a few pixels must
+#: stay recognisable in the full-size view, even when the card then shrinks the grid
+MIN_TILE = 16
 
 #: validation images scanned for top patches (the first ones): bounds the cost on big splits
 MAX_IMAGES = 2048
@@ -58,8 +66,9 @@ HEAT = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 2
 #: image contains
 PADDING = np.array([40, 60, 120], np.uint8)
 
-#: pixels between tiles: 2, so that neighbouring tiles stay apart at any zoom, in a colour
-#: that no grey tile, heat map or padding has
+#: pixels between the attribution grid's tiles: 2, so that neighbouring tiles stay apart at
+#: any zoom, in a colour that no grey tile, heat map (its orange is the grey kernel map's
+#: separator) or padding has
 SEPARATOR = 2
 SEPARATOR_COLOUR = np.array([200, 160, 60], np.uint8)
 
@@ -100,34 +109,47 @@ def _as_rgb_or_grey(unit: np.ndarray) -> np.ndarray:
     return np.round(pixels * 255).astype(np.uint8)
 
 
+def _filter_cells(tiles: np.ndarray, filters: np.ndarray, colours: int) -> np.ndarray:
+    """``tiles`` uint8 ``(F, k, h, w, 3)`` in the house grid of the kernel views
+    (:func:`~convtrain.visuals.grids.labelled_cells`): cell ``f`` labelled ``f<index>`` over
+    its ``k`` tiles, fitted to a TensorBoard card at the largest integer scale, but tiles of
+    at least :data:`MIN_TILE` px and room for the labels (a bigger grid the card shrinks, and
+    its full-size button shows whole); separators and bands of the grey map (orange) or, for ``colours == 3``, black."""
+    n, k, h, w = tiles.shape[:4]
+    texts = [f"f{i}" for i in filters]
+    need = math.ceil((max(label_width(t) for t in texts) - (k - 1) * GRID_SEPARATOR) / (k * w))
+    layout = kernel_layout(n, k, h, w, labels=1,
+                           min_scale=max(1, need, math.ceil(MIN_TILE / max(h, w))))
+    s = layout["scale"]
+    frame = KERNEL_FRAME_RGB["rgb" if colours == 3 else "grey"]
+    return labelled_cells(tiles.repeat(s, axis=2).repeat(s, axis=3), texts, layout, frame)
+
+
+def _rgb(tiles: np.ndarray) -> np.ndarray:
+    return tiles if tiles.ndim == 4 else np.repeat(tiles[..., None], 3, axis=-1)
+
+
 def activation_max_grid(images: np.ndarray) -> np.ndarray:
-    """``(F, C, h, w)`` -> near-square grid (row-major by filter), each tile scaled over its
-    channels symmetrically, ``-a..a`` -> ``0..255`` with ``a`` its largest ``|x|``: 0 (the
-    data's mean, where the ascent left the input alone) is mid-grey."""
+    """``(F, C, h, w)`` -> one labelled cell per filter (:func:`_filter_cells`), each tile
+    scaled over its channels symmetrically, ``-a..a`` -> ``0..255`` with ``a`` its largest
+    ``|x|``: 0 (the data's mean, where the ascent left the input alone) is mid-grey."""
     x = np.asarray(images, np.float64)
-    f, _, h, w = x.shape
-    cols = int(np.ceil(np.sqrt(f)))
-    rows = int(np.ceil(f / cols))
     a = np.abs(x).max(axis=(1, 2, 3), keepdims=True)
     unit = np.where(a > 0, (x / np.where(a > 0, a, 1) + 1) / 2, 0.5)
-    scale = fit_scale(rows, cols, h, w, max(1, round(48 / max(h, w))), SEPARATOR)
-    return laid_out(_as_rgb_or_grey(unit), rows, cols, scale)
+    return _filter_cells(_rgb(_as_rgb_or_grey(unit))[:, None], np.arange(len(x)), x.shape[1])
 
 
 def top_patches_grid(crops: np.ndarray, inside: np.ndarray, low: float,
                      high: float) -> np.ndarray:
-    """``crops`` ``(F, k, C, h, w)`` and ``inside`` ``(F, k, h, w)`` -> k rows x F columns
-    (column f = filter f, best on top), RGB: all crops on one scale ``low..high``, pixels
-    outside the image in :data:`PADDING`."""
+    """``crops`` ``(F, k, C, h, w)`` and ``inside`` ``(F, k, h, w)`` -> one labelled cell per
+    filter (:func:`_filter_cells`) holding its k crops side by side, best on the left, RGB:
+    all crops on one scale ``low..high``, pixels outside the image in :data:`PADDING`."""
     c = np.asarray(crops, np.float64)
     f, k, ch, h, w = c.shape
     unit = np.clip((c - low) / (high - low), 0, 1) if high > low else np.full(c.shape, 0.5)
-    tiles = _as_rgb_or_grey(unit.transpose(1, 0, 2, 3, 4).reshape(k * f, ch, h, w))
-    if tiles.ndim == 3:
-        tiles = np.repeat(tiles[..., None], 3, axis=3)
-    tiles[~np.asarray(inside).transpose(1, 0, 2, 3).reshape(k * f, h, w)] = PADDING
-    scale = fit_scale(k, f, h, w, max(1, round(32 / max(h, w))), SEPARATOR)
-    return laid_out(tiles, k, f, scale)
+    tiles = _rgb(_as_rgb_or_grey(unit.reshape(f * k, ch, h, w))).reshape(f, k, h, w, 3)
+    tiles[~np.asarray(inside, bool)] = PADDING
+    return _filter_cells(tiles, np.arange(f), ch)
 
 
 def attribution_grid(x: np.ndarray, saliency_maps: np.ndarray,

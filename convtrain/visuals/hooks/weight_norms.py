@@ -1,34 +1,64 @@
-"""``weight_norms/<layer>/filter_<k>``: the L2 norm of each filter of every layer with spatial
-kernels, as scalars (step = epochs completed; step 0 = the initial weights).
+"""Per-filter curves of every layer with spatial kernels (step = epochs completed; step 0 = the
+initial weights), off by default:
 
-Filter ``k`` of a weight ``(F, C, kh, kw)`` is ``weight[k]``; its norm is
-``sqrt(sum(weight[k] ** 2))``. A filter whose norm collapses towards 0 has died (it passes
-nothing on); one that keeps growing hints at a missing weight decay. The tags follow
-``kernels/<layer>`` (the layer in the second part, so TensorBoard's tag filter ``conv1``
-shows one layer), and ``k`` is zero-padded to the layer's width so charts sort by filter.
+- ``weight_norms/<layer>/filter_<k>``: the L2 norm ``||W[k]||`` of filter ``k`` of the weight
+  ``W`` ``(F, C, kh, kw)``. A filter whose norm collapses towards 0 has died (it passes nothing
+  on); one that keeps growing hints at a missing weight decay.
+- ``weight_distances/<layer>/filter_<k>``: its distance ``||W[k] - W0[k]||`` from the initial
+  filter (:mod:`convtrain.visuals.initial_kernels`): which filters learn, and when they stop.
+
+The tags follow ``kernels/<layer>`` (the layer in the second part, so TensorBoard's tag filter
+``conv1`` shows one layer), and ``k`` is zero-padded to the layer's width so charts sort by
+filter. The per-layer summary of the same numbers is ``kernels_change/<layer>/...``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from convtrain.training.hooks import TrainState
-from convtrain.visuals.hook import VisualHook, period_option, spatial_kernel_layers
+from convtrain.visuals.hook import VisualHook, period_option
+from convtrain.visuals.initial_kernels import (current_kernels, initial_kernels,
+                                               recorded_initial_kernels)
 
 
 class WeightNorms(VisualHook):
     place = 40
-    # off by default: one scalar per filter, and TensorBoard's HParams dashboard turns every
-    # scalar tag into a metric column
-    period = period_option("weight_norms_every_n_epochs", "weight_norms/<conv>/filter_<k>: "
-                                                          "L2 norm of each conv filter", default=0)
+    # off by default: two charts per filter bury the others in Time Series (kernel_change
+    # gives the per-layer summary)
+    period = period_option("weight_norms_every_n_epochs",
+                           "weight_norms/<conv>/filter_<k> and weight_distances/<conv>/filter_<k>: "
+                           "L2 norm of each conv filter and its distance from the initial one",
+                           default=0)
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.reference: dict[str, np.ndarray] = {}
+        if self.every > 0 and self.ctx.writer.enabled:
+            self.reference = initial_kernels(self.ctx, state)
+        super().on_fit_start(state)
+
+    def inspect(self, state: TrainState, step: int) -> None:
+        # task=inspect: the norms always; the distances when the trained run kept its
+        # initial kernels
+        self.reference = {}
+        if self.ctx.writer.enabled:
+            self.reference = recorded_initial_kernels(self.ctx, state)
+        self.log(state, step)
 
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer
         if not writer.enabled:
             return
-        for name, layer in spatial_kernel_layers(state.model).items():
-            weight = np.asarray(state.backend.to_numpy(layer.params["weight"]), np.float64)
-            norms = np.linalg.norm(weight.reshape(len(weight), -1), axis=1)
+        for name, weight in current_kernels(state).items():
+            w = np.asarray(weight, np.float64).reshape(len(weight), -1)
+            norms = np.linalg.norm(w, axis=1)
             width = len(str(len(norms) - 1))
-            for k, norm in enumerate(norms):
-                writer.add_scalar(f"weight_norms/{name}/filter_{k:0{width}d}", float(norm), step)
+            for k in range(len(norms)):
+                writer.add_scalar(f"weight_norms/{name}/filter_{k:0{width}d}", float(norms[k]),
+                                  step)
+            if name not in self.reference:
+                continue
+            w0 = np.asarray(self.reference[name], np.float64).reshape(w.shape)
+            distances = np.linalg.norm(w - w0, axis=1)
+            for k in range(len(norms)):
+                writer.add_scalar(f"weight_distances/{name}/filter_{k:0{width}d}",
+                                  float(distances[k]), step)

@@ -1,0 +1,71 @@
+"""``kernels_change/<conv>/...``: how far every conv layer's kernels have moved from the ones the run
+started with (:mod:`convtrain.visuals.initial_kernels`), per layer, per filter and per weight.
+
+Records (step = epochs completed; step 0 = the initial weights), with ``W`` the layer's weight
+``(F, C, kh, kw)`` now, ``W0`` the initial one and ``||.||`` the L2 norm over all entries:
+
+- scalars ``kernels_change/<conv>/distance_from_init`` = ``||W - W0|| / ||W0||`` and
+  ``kernels_change/<conv>/norm_vs_init`` = ``||W|| / ||W0||`` (two curves per layer, not one
+  per filter; not metrics of the HParams table, which lists only
+  :func:`convtrain.visuals.hooks.hparams.metric_columns`);
+- histograms ``kernels_change/<conv>/filter_distance`` (the F values ``||W[f] - W0[f]||``) and
+  ``kernels_change/<conv>/filter_norm`` (the F values ``||W[f]||``): which filters moved, and
+  whether a few or all of them did.
+
+The ``|W - W0|`` grid ``kernels_change/<conv>`` is drawn with the other kernel pictures
+(:mod:`convtrain.visuals.hooks.kernels`, ``logger.kernels_every_n_epochs``). Per-filter curves: ``logger.weight_norms_every_n_epochs`` (off by default).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from convtrain.training.hooks import TrainState
+from convtrain.visuals.hook import VisualHook, period_option
+from convtrain.visuals.initial_kernels import (current_kernels, initial_kernels,
+                                               recorded_initial_kernels)
+
+
+def relative(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``; 0 when both are 0 (a layer that starts and stays at zero)."""
+    if denominator > 0:
+        return numerator / denominator
+    return 0.0 if numerator == 0 else float("inf")
+
+
+class KernelChange(VisualHook):
+    place = 12
+    period = period_option("kernel_change_every_n_epochs",
+                           "kernels_change/<conv>/...: distance from the initial kernels "
+                           "(scalars and histograms)")
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.reference: dict[str, np.ndarray] = {}
+        if self.every > 0 and self.ctx.writer.enabled:
+            self.reference = initial_kernels(self.ctx, state)
+        super().on_fit_start(state)
+
+    def inspect(self, state: TrainState, step: int) -> None:
+        self.reference = {}
+        if self.ctx.writer.enabled:
+            self.reference = recorded_initial_kernels(self.ctx, state)
+        self.log(state, step)
+
+    def log(self, state: TrainState, step: int) -> None:
+        writer = self.ctx.writer
+        if not self.reference:  # nothing would be seen
+            return
+        for name, weight in current_kernels(state).items():
+            w = np.asarray(weight, np.float64)
+            w0 = np.asarray(self.reference[name], np.float64)
+            delta = w - w0
+            f = len(w)
+            filter_distance = np.linalg.norm(delta.reshape(f, -1), axis=1)
+            filter_norm = np.linalg.norm(w.reshape(f, -1), axis=1)
+            norm0 = float(np.linalg.norm(w0))
+            tag = f"kernels_change/{name}"
+            writer.add_scalar(f"{tag}/distance_from_init",
+                              relative(float(np.linalg.norm(filter_distance)), norm0), step)
+            writer.add_scalar(f"{tag}/norm_vs_init",
+                              relative(float(np.linalg.norm(filter_norm)), norm0), step)
+            writer.add_histogram(f"{tag}/filter_distance", filter_distance, step)
+            writer.add_histogram(f"{tag}/filter_norm", filter_norm, step)
