@@ -342,8 +342,7 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
         need = max(need, math.ceil(max(label_width(f"c{i}") for i in range(c)) / kw))
     layout = kernel_layout(n, k, kh, kw, labels=labels, scale=scale, cols=cols,
                            min_scale=max(1, need))
-    s, gap, cell_w, cell_h = (layout[key] for key in ("scale", "gap", "cell_w", "cell_h"))
-    th, tw = kh * s, kw * s
+    s = layout["scale"]
 
     if rgb:
         tiles = rgb_colours(w[filters].transpose(0, 2, 3, 1),
@@ -355,7 +354,21 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
         frame = KERNEL_FRAME_RGB[colormap]
     # (n, k, kh, kw, 3) -> upscaled (n, k, th, tw, 3)
     tiles = tiles.repeat(s, axis=2).repeat(s, axis=3)
+    tile_texts = [[f"c{j}" for j in row] for row in channels] if channel_labels else None
+    return labelled_cells(tiles, texts, layout, frame, tile_texts)
 
+
+def labelled_cells(tiles: np.ndarray, texts: list[str], layout: dict[str, int],
+                   frame: tuple[tuple[int, int, int], tuple[int, int, int]],
+                   tile_texts: list[list[str]] | None = None) -> np.ndarray:
+    """The house grid of labelled cells (the kernel views' and the response views'):
+    ``tiles`` uint8 ``(n, k, th, tw, 3)``, already upscaled by ``layout["scale"]``, cell ``i``
+    labelled ``texts[i]`` in a band above its ``k`` tiles (and tile ``j`` ``tile_texts[i][j]``
+    under it, when given: ``layout`` from :func:`kernel_layout` with ``labels=2``), laid out as
+    :func:`kernel_layout` documents; separators and label bands ``frame[0]``, text ``frame[1]``.
+    uint8 ``(layout["height"], layout["width"], 3)``."""
+    n, k, th, tw = tiles.shape[:4]
+    gap, cell_w, cell_h = (layout[key] for key in ("gap", "cell_w", "cell_h"))
     # every cell with its right and bottom gap, filled at once per tile column; one reshape
     # then lays the cells out row-major (as tile_grid does)
     rows, cols = layout["rows"], layout["cols"]
@@ -366,10 +379,10 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
         cells[:n, LABEL_HEIGHT:LABEL_HEIGHT + th, x:x + tw] = tiles[:, j]
     for i in range(n):
         _draw_label(cells[i], 0, 0, cell_w, texts[i], frame)
-        if channel_labels:
+        if tile_texts is not None:
             for j in range(k):
                 _draw_label(cells[i], LABEL_HEIGHT + th, j * (tw + SEPARATOR), tw,
-                            f"c{channels[i, j]}", frame)
+                            tile_texts[i][j], frame)
     grid = np.empty((layout["height"], layout["width"], 3), np.uint8)
     grid[:gap] = frame[0]
     grid[:, :gap] = frame[0]

@@ -141,6 +141,13 @@ class VisualHook(Hook):
         if self.due(state.step, state.max_epochs):
             self.log(state, state.step)
 
+    def inspect(self, state: TrainState, step: int) -> None:
+        """``task=inspect``: write this visual for a trained model (``step`` = its checkpoint's
+        epoch), whatever its period. Periodic visuals :meth:`log`; others write nothing unless
+        they override this (``state`` has no optimizer and no training batch)."""
+        if self.period is not None:
+            self.log(state, step)
+
     def log(self, state: TrainState, step: int) -> None:
         """Write this visual for ``step`` (0 = the initial weights, before training)."""
         raise InternalError(f"{type(self).__name__} declares a period but does not "

@@ -10,10 +10,14 @@ into a new run directory, the default), and keeps a copy in its own directory. A
 that finds no usable file (missing, unreadable, of other layers or shapes) takes the weights it
 resumed from instead (and records them, with their epoch, for later resumes): then "change"
 means change since that epoch.
+
+``task=inspect`` reads the trained run's file without writing (:func:`recorded_initial_kernels`);
+a run without one (trained with no pictures, or before these views) gets no change views.
 """
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,8 @@ from convtrain.visuals.hook import VisualContext, spatial_kernel_layers
 
 FILE_NAME = "initial_kernels.npz"
 _EPOCH_KEY = "__epoch__"  # no layer name: names are identifiers
+
+log = logging.getLogger("convtrain")
 
 
 def current_kernels(state: TrainState) -> dict[str, np.ndarray]:
@@ -90,6 +96,26 @@ def initial_kernels(ctx: VisualContext, state: TrainState) -> dict[str, np.ndarr
     else:
         reference = found[0]
     ctx.shared["initial_kernels"] = reference
+    return reference
+
+
+def recorded_initial_kernels(ctx: VisualContext, state: TrainState) -> dict[str, np.ndarray]:
+    """``task=inspect``: the initial kernels the trained run recorded, by layer name -- the
+    ``initial_kernels.npz`` of the run whose checkpoint ``state.resumed_from`` is -- read, never
+    written; ``{}`` when it has no usable file, said once in the log (the kernel change views
+    are then skipped, and ``kernel_scaling=fixed`` falls back to each layer's own max |w|)."""
+    cached = ctx.shared.get("recorded_initial_kernels")
+    if cached is not None:
+        return cached
+    current = current_kernels(state)
+    paths = _candidates(state)
+    found = next((f for f in (_read(path, current) for path in paths) if f is not None), None)
+    reference = found[0] if found is not None else {}
+    if current and found is None:
+        log.warning("inspect: no usable %s in %s: kernels_change/ and weight_distances/ skipped, "
+                    "kernels/ under kernel_scaling=fixed drawn at each layer's max |w|",
+                    FILE_NAME, paths[-1].parent)
+    ctx.shared["recorded_initial_kernels"] = reference
     return reference
 
 

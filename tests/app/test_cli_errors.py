@@ -10,7 +10,6 @@ import logging
 import sys
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
 
 from convtrain.app import cli
 from convtrain.errors import ConfigError, DataError, InternalError
@@ -33,9 +32,7 @@ def convtrain(monkeypatch, tmp_path):
         return info.value.code
 
     yield call
-    # the job's HydraConfig stays set after the call: a later test composing its own config
-    # (tests/app/test_task_eval.py reads the command line's overrides from it) must not see it
-    HydraConfig.instance().cfg = None
+    # the job's HydraConfig stays set after the call: tests/conftest.py clears it after every test
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)

@@ -79,7 +79,8 @@ def copy_run(run_dir: Path, destination: Path) -> Path:
     target = destination / run_dir.name
     shutil.copytree(run_dir, target,
                     ignore=lambda d, names: [n for n in names if Path(d) == run_dir
-                                             and n in ("eval", "predict", "export", "gradcheck")])
+                                             and n in ("eval", "predict", "export", "gradcheck",
+                                                     "inspect")])
     return target
 
 

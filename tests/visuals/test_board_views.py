@@ -21,7 +21,8 @@ from tests.visuals.test_tb_logging import blobs, read_tb, train, two_conv_model
 
 NAMES = ("zero", "one", "two")
 ONLY_PREDICTIONS = {"kernels_every_n_epochs": 0, "feature_maps_every_n_epochs": 0,
-                    "histograms_every_n_epochs": 0, "classification_every_n_epochs": 2}
+                    "histograms_every_n_epochs": 0, "classification_every_n_epochs": 2,
+                    "responses": False}
 
 
 def bar_lengths(image, layout, k):
@@ -212,7 +213,7 @@ def test_gradient_histograms_come_from_the_last_full_batch(tmp_path):
 def test_a_run_resumed_in_a_new_directory_has_its_input_picture(tmp_path):
     data = blobs()
     logger = {"kernels_every_n_epochs": 0, "histograms_every_n_epochs": 0,
-              "classification_every_n_epochs": 0}
+              "classification_every_n_epochs": 0, "responses": False}
     train(tmp_path / "first", data, max_epochs=1, logger=logger)
     train(tmp_path / "resumed", data, max_epochs=2, logger=logger,
           resume=str(tmp_path / "first" / "checkpoints"))

@@ -41,15 +41,16 @@ def text_width(text):
 CARD = (367, 215)  # a TensorBoard 2.21 Time Series card's image box, measured in Chromium
 
 
-def auto_layout(n, k, kh, kw, labels=1, channels=0):
+def auto_layout(n, k, kh, kw, labels=1, channels=0, min_tile=0):
     """The documented automatic layout, by trying every scale and column count: the largest
     scale (tiles <= 48 px) at which the grid fits the card, over the column counts that leave
     no row empty; then the fewest empty cells, then the most columns. The labels (filters
-    0..n-1; channels 0..channels-1 when labels == 2) must fit: the smallest scale they allow."""
+    0..n-1; channels 0..channels-1 when labels == 2) must fit, and tiles be at least min_tile
+    px: the smallest scale they allow."""
     need = math.ceil((max(text_width(f"f{i}") for i in range(n)) - (k - 1) * SEP) / (k * kw))
     if labels == 2:
         need = max(need, math.ceil(max(text_width(f"c{i}") for i in range(channels)) / kw))
-    need = max(1, need)
+    need = max(1, need, math.ceil(min_tile / max(kh, kw)))  # tiles of at least min_tile px
     candidates = [c for c in range(1, n + 1) if math.ceil(n / math.ceil(n / c)) == c]
     fits = [(s, -c * math.ceil(n / c), c) for c in candidates
             for s in range(1, 48 // max(kh, kw) + 1)

@@ -27,7 +27,6 @@ from convtrain.nn.model import build_model
 from convtrain.optim import build_optimizer, build_schedule
 from tests.visuals.pillow_png import decode_png
 from convtrain.training.checkpoint import load_checkpoint
-from convtrain.visuals.hooks.feature_maps import first_image
 from convtrain.visuals.hooks.hparams import flatten_config
 from convtrain.visuals.settings import parse_logger_settings
 from convtrain.training.trainer import Trainer, TrainingDiverged
@@ -46,6 +45,10 @@ def grid_size(rows, cols, h, w, scale, pad=PAD):
 
 def map_scale(h):  # feature-map tiles of about 64 px
     return max(1, round(64 / h))
+
+
+def sample_scale(h):  # feature maps of the fixed samples: tiles of about 32 px
+    return max(1, round(32 / h))
 
 
 def near_square(n):
@@ -110,7 +113,7 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
     logger = {"kernels_every_n_epochs": 2, "feature_maps_every_n_epochs": 1,
               "histograms_every_n_epochs": 2, "kernel_change_every_n_epochs": 0,
               "kernel_change_grid": "off", "kernel_top_channels": 4,
-              "classification_every_n_epochs": 0}
+              "classification_every_n_epochs": 0, "responses": False}
     train(tmp_path, data, model, max_epochs=3, logger=logger)
     acc = read_tb(tmp_path)
 
@@ -123,16 +126,18 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
         assert [e.step for e in acc.Images(tag)] == [0, 1, 2, 3]
     assert [e.step for e in acc.Images("feature_maps/input")] == [0]
 
+    classes = len(np.unique(data.test.y))
     conv1, conv2 = auto_layout(4, 1, 3, 3), auto_layout(3, 4, 3, 3)
     expected = {
         # conv1: 4 one-channel 3x3 filters -> one cell each; conv2: 3 cells of 4 channels
         # (colour images: test_kernel_grid.py checks the layout itself)
         "kernels/conv1": (conv1["height"], conv1["width"], 3),
         "kernels/conv2": (conv2["height"], conv2["width"], 3),
-        # conv1 output (4, 6, 6) ("same" padding); conv2 output (3, 4, 4)
-        "feature_maps/conv1": grid_size(*near_square(4), 6, 6, map_scale(6)),
-        "feature_maps/conv2": grid_size(*near_square(3), 4, 4, map_scale(4)),
-        "feature_maps/input": (6 * map_scale(6), 6 * map_scale(6)),
+        # the fixed samples: first test image of each class present = rows; conv1 output
+        # (4, 6, 6) ("same" padding), conv2 output (3, 4, 4): one column per channel
+        "feature_maps/conv1": grid_size(classes, 4, 6, 6, sample_scale(6)),
+        "feature_maps/conv2": grid_size(classes, 3, 4, 4, sample_scale(4)),
+        "feature_maps/input": grid_size(1, classes, 6, 6, map_scale(6)),
     }
     for tag, shape in expected.items():
         for event in acc.Images(tag):
@@ -168,17 +173,20 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
             expected_tile = diverging(weights["conv2.weight"][f, c] / limit)
             assert np.abs(tile - expected_tile).max() <= 1  # float32 vs float64 rounding
 
-    # feature map of conv1 = its output (pre-activation) on the first validation image
-    sample = data.val.x[0, 0].astype(np.float64)
-    out = [correlate2d(np.pad(sample, 1), final["conv1.weight"][f, 0], mode="valid")
-           + final["conv1.bias"][f] for f in range(4)]
+    # feature maps of conv1 = its output (pre-activation) on the first test image of each
+    # class (row = class), each channel (column) scaled over the samples together
+    first = [int(np.flatnonzero(data.test.y == k)[0]) for k in np.unique(data.test.y)]
+    out = np.array([[correlate2d(np.pad(data.test.x[i, 0].astype(np.float64), 1),
+                                 final["conv1.weight"][f, 0], mode="valid")
+                     + final["conv1.bias"][f] for f in range(4)] for i in first])
     img = decode_png(acc.Images("feature_maps/conv1")[-1].encoded_image_string)
-    s = map_scale(6)
+    s = sample_scale(6)
     for f in range(4):
-        r, c = divmod(f, near_square(4)[1])
-        y, x = PAD + r * (6 * s + PAD), PAD + c * (6 * s + PAD)
-        tile = img[y:y + 6 * s, x:x + 6 * s][::s, ::s].astype(int)
-        assert np.abs(tile - per_tile(out[f])).max() <= 1  # float32 vs float64 rounding
+        scaled = per_tile(out[:, f])  # min-max over the samples of channel f
+        for row in range(len(first)):
+            y, x = PAD + row * (6 * s + PAD), PAD + f * (6 * s + PAD)
+            tile = img[y:y + 6 * s, x:x + 6 * s][::s, ::s].astype(int)
+            assert np.abs(tile - scaled[row]).max() <= 1  # float32 vs float64 rounding
 
     # histograms: weights at steps 0, 2, 3; gradients (last batch of the epoch) at 2, 3
     params = [f"histograms/{p}" for p in ("conv1/weight", "conv1/bias", "conv2/weight",
@@ -245,8 +253,7 @@ def test_per_filter_scaling_and_every_n_zero(tmp_path):
     train(tmp_path, data, max_epochs=2,
           logger={"kernel_scaling": "per_filter", "feature_maps_every_n_epochs": 0,
                   "histograms_every_n_epochs": 0, "kernel_change_grid": "off",
-                  "classification_every_n_epochs": 0,
-                  "png": False})
+                  "classification_every_n_epochs": 0, "png": False, "responses": False})
     acc = read_tb(tmp_path)
     assert set(acc.Tags()["images"]) == {"kernels/conv1", "kernels/conv2"}
     assert not (tmp_path / "images").exists()
@@ -390,19 +397,6 @@ def test_flatten_config():
 
 
 # --- settings -------------------------------------------------------------------------
-def test_feature_map_sample_is_first_val_then_test_image():
-    x = np.arange(4 * 1 * 2 * 2, dtype=np.float32).reshape(4, 1, 2, 2)
-    y = np.zeros(4, np.int64)
-    empty = ArraySplit(x[:0], y[:0])
-    splits = SimpleNamespace(train=ArraySplit(x[3:], y[3:]), val=ArraySplit(x[1:], y[1:]),
-                             test=ArraySplit(x[2:], y[2:]))
-    np.testing.assert_array_equal(first_image(splits), x[1])
-    splits.val = empty
-    np.testing.assert_array_equal(first_image(splits), x[2])
-    splits.test = empty
-    np.testing.assert_array_equal(first_image(splits), x[3])
-
-
 @pytest.mark.parametrize(("override", "message"), [
     ({"kernel_scaling": "log"}, r"logger\.kernel_scaling: expected one of fixed, layer, "
                                 r"per_filter, got 'log'"),

@@ -30,8 +30,10 @@ RUN_SCALARS = {"monitor/best_val_accuracy", "monitor/best_epoch", "monitor/best_
     for curve in ("distance_from_init", "norm_vs_init")}
 IMAGES = {"kernels/conv1", "kernels/conv2", "feature_maps/conv1", "feature_maps/conv2",
           "feature_maps/input", "kernels_change/conv1", "kernels_change/conv2",
-          "predictions/confusion_matrix",
-          "predictions/per_class_accuracy", "predictions/misclassified"}
+          "activation_max/conv1", "activation_max/conv2",
+          "top_patches/conv1", "top_patches/conv2", "attribution/pool2",
+          "predictions/confusion_matrix", "predictions/per_class_accuracy",
+          "predictions/misclassified"}
 #: the HParams columns a person sees without ticking anything: the swept key, then the
 #: monitored metric's best and last value and the best epoch's numbers
 SHOWN_COLUMNS = ["seed", "best_val_accuracy", "val_accuracy", "best_epoch",

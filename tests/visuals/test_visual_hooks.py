@@ -20,8 +20,8 @@ from tests.visuals.test_tb_logging import blobs, read_tb, train, two_conv_model
 
 REPO = Path(__file__).resolve().parents[2]
 ONLY_NORMS = {"kernels_every_n_epochs": 0, "feature_maps_every_n_epochs": 0,
-              "histograms_every_n_epochs": 0, "png": False,
-              "weight_norms_every_n_epochs": 1}
+              "histograms_every_n_epochs": 0, "classification_every_n_epochs": 0,
+              "responses": False, "png": False, "weight_norms_every_n_epochs": 1}
 
 
 def filter_norms(weight):

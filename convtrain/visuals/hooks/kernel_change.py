@@ -21,7 +21,8 @@ import numpy as np
 
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import VisualHook, period_option
-from convtrain.visuals.initial_kernels import current_kernels, initial_kernels
+from convtrain.visuals.initial_kernels import (current_kernels, initial_kernels,
+                                               recorded_initial_kernels)
 
 
 def relative(numerator: float, denominator: float) -> float:
@@ -42,6 +43,12 @@ class KernelChange(VisualHook):
         if self.every > 0 and self.ctx.writer.enabled:
             self.reference = initial_kernels(self.ctx, state)
         super().on_fit_start(state)
+
+    def inspect(self, state: TrainState, step: int) -> None:
+        self.reference = {}
+        if self.ctx.writer.enabled:
+            self.reference = recorded_initial_kernels(self.ctx, state)
+        self.log(state, step)
 
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer

@@ -34,7 +34,8 @@ from convtrain.errors import ConfigError
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.grids import KERNEL_SCALINGS, kernel_grid
 from convtrain.visuals.hook import Option, VisualHook, period_option, spatial_kernel_layers
-from convtrain.visuals.initial_kernels import current_kernels, fixed_limit, initial_kernels
+from convtrain.visuals.initial_kernels import (current_kernels, fixed_limit, initial_kernels,
+                                               recorded_initial_kernels)
 
 COLORMAPS = ("diverging", "grey")
 #: when kernels_change/<conv> is drawn; "last" by default: each grid costs about 4 ms of drawing
@@ -86,10 +87,24 @@ class Kernels(VisualHook):
         if self.every > 0 and self.ctx.pictures_wanted and (
                 settings.kernel_scaling == "fixed" or settings.kernel_change_grid != "off"):
             self.reference = initial_kernels(self.ctx, state)
+        self._set_limits()
+        super().on_fit_start(state)
+
+    def inspect(self, state: TrainState, step: int) -> None:
+        # the trained run's recorded initial kernels; without them no change grid, and the
+        # fixed scaling has no limit: the layer's own (see recorded_initial_kernels)
+        self.reference = {}
+        if self.ctx.pictures_wanted:
+            self.reference = recorded_initial_kernels(self.ctx, state)
+        self._set_limits()
+        self.log(state, step)
+
+    def _set_limits(self) -> None:
+        settings = self.ctx.settings
+        self.limits: dict[str, float] = {}
         if settings.kernel_scaling == "fixed":
             self.limits = {name: fixed_limit(w, settings.kernel_fixed_margin)
                            for name, w in self.reference.items()}
-        super().on_fit_start(state)
 
     def log(self, state: TrainState, step: int) -> None:
         if not self.ctx.pictures_wanted:
@@ -97,19 +112,22 @@ class Kernels(VisualHook):
         settings = self.ctx.settings
         rgb = _rgb_layer(state.model, spatial_kernel_layers(state.model))
         for name, weight in current_kernels(state).items():
-            grid = kernel_grid(weight, scaling=settings.kernel_scaling,
+            # fixed scaling without initial kernels (task=inspect on a run that kept none):
+            # the layer's own limit
+            scaling = settings.kernel_scaling if name in self.limits or \
+                settings.kernel_scaling != "fixed" else "layer"
+            grid = kernel_grid(weight, scaling=scaling,
                                limit=self.limits.get(name), colormap=settings.kernel_colormap,
                                rgb=name == rgb, max_filters=settings.kernel_max_filters,
                                top_channels=settings.kernel_top_channels)
             self.ctx.write_image("kernels", name, grid, step)
-            if self._change_due(step, state.max_epochs):
+            if name in self.reference and self._change_due(step, state.max_epochs):
                 grid = kernel_grid(weight - self.reference[name],
-                                   scaling=settings.kernel_scaling, limit=self.limits.get(name),
+                                   scaling=scaling, limit=self.limits.get(name),
                                    colormap="magnitude", rgb=False,
                                    max_filters=settings.kernel_max_filters,
                                    top_channels=settings.kernel_top_channels)
                 self.ctx.write_image("kernels_change", name, grid, step)
-
 
     def _change_due(self, step: int, max_epochs: int) -> bool:
         mode = self.ctx.settings.kernel_change_grid

@@ -17,7 +17,8 @@ import numpy as np
 
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import VisualHook, period_option
-from convtrain.visuals.initial_kernels import current_kernels, initial_kernels
+from convtrain.visuals.initial_kernels import (current_kernels, initial_kernels,
+                                               recorded_initial_kernels)
 
 
 class WeightNorms(VisualHook):
@@ -35,18 +36,29 @@ class WeightNorms(VisualHook):
             self.reference = initial_kernels(self.ctx, state)
         super().on_fit_start(state)
 
+    def inspect(self, state: TrainState, step: int) -> None:
+        # task=inspect: the norms always; the distances when the trained run kept its
+        # initial kernels
+        self.reference = {}
+        if self.ctx.writer.enabled:
+            self.reference = recorded_initial_kernels(self.ctx, state)
+        self.log(state, step)
+
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer
         if not writer.enabled:
             return
         for name, weight in current_kernels(state).items():
             w = np.asarray(weight, np.float64).reshape(len(weight), -1)
-            w0 = np.asarray(self.reference[name], np.float64).reshape(w.shape)
             norms = np.linalg.norm(w, axis=1)
-            distances = np.linalg.norm(w - w0, axis=1)
             width = len(str(len(norms) - 1))
             for k in range(len(norms)):
                 writer.add_scalar(f"weight_norms/{name}/filter_{k:0{width}d}", float(norms[k]),
                                   step)
+            if name not in self.reference:
+                continue
+            w0 = np.asarray(self.reference[name], np.float64).reshape(w.shape)
+            distances = np.linalg.norm(w - w0, axis=1)
+            for k in range(len(norms)):
                 writer.add_scalar(f"weight_distances/{name}/filter_{k:0{width}d}",
                                   float(distances[k]), step)
