@@ -16,8 +16,9 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, DataError
 from convtrain.data.splits import Preprocessing
+from convtrain.inference.inputs import as_batch, check_pixel_values
 from convtrain.nn.model import Model, build_model
 from convtrain.ops.losses import log_softmax
 from convtrain.runtime.backend import Backend, get_backend, to_host
@@ -77,15 +78,17 @@ class TrainedRun:
         return np.argmax(self.logits(raw, batch_size), axis=1).astype(np.int64)
 
     def _check_raw(self, raw: Any) -> np.ndarray:
+        """``raw`` as a checked ``(N, C, H, W)`` host array: the shape and value rules of
+        ``task=predict``'s arrays (:func:`~convtrain.inference.inputs.as_batch`,
+        :func:`~convtrain.inference.inputs.check_pixel_values`), without resizing."""
         x = np.asarray(to_host(raw))
-        if x.ndim == 3 and tuple(x.shape) == self.input_shape:
-            x = x[None]
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ConfigError(f"expected raw images of shape (N, {', '.join(map(str, self.input_shape))}) "
-                              f"for this model, got shape {tuple(x.shape)}")
-        if x.dtype.kind not in "uif":
-            raise ConfigError(f"expected numeric pixels, got dtype {x.dtype}")
-        return x
+        source = f"raw images of shape {tuple(x.shape)}"
+        batch, _ = as_batch(x, self.input_shape, source)
+        if tuple(batch.shape[1:]) != self.input_shape:
+            raise DataError(f"{source}: expected (N, {', '.join(map(str, self.input_shape))}) "
+                            f"raw images for this model (or one image without N)")
+        check_pixel_values(batch, self.preprocessing.pixel_max, source)
+        return batch
 
     def __repr__(self) -> str:
         return (f"TrainedRun({str(self.checkpoint)!r}, epoch {self.epoch}, input "
