@@ -85,8 +85,9 @@ class TrainedRun:
         source = f"raw images of shape {tuple(x.shape)}"
         batch, _ = as_batch(x, self.input_shape, source)
         if tuple(batch.shape[1:]) != self.input_shape:
-            raise DataError(f"{source}: expected (N, {', '.join(map(str, self.input_shape))}) "
-                            f"raw images for this model (or one image without N)")
+            raise DataError(f"{source}: expected raw images of shape "
+                            f"(N, {', '.join(map(str, self.input_shape))}) for this model (or "
+                            "one image without N)")
         check_pixel_values(batch, self.preprocessing.pixel_max, source)
         return batch
 

@@ -23,7 +23,7 @@ from convtrain.errors import ConfigError
 from convtrain.inference import load_run
 from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.inference import conftest as trained_runs
-from tests.inference.conftest import copy_run, run_convtrain, write_synthetic_cifar
+from tests.inference.conftest import DIGITS_SEED, copy_run, run_convtrain, write_synthetic_cifar
 
 # the session's trained runs, shared with tests/inference/ (each trained once per session)
 digits_run, cifar_root = trained_runs.digits_run, trained_runs.cifar_root
@@ -95,10 +95,28 @@ def test_data_overrides_apply_on_top_of_the_runs_data(digits_run, tmp_path):
     # 300 stratified training images, 10% of them held out for validation: 270 train
     assert metrics["num_images"] == 270 and metrics["data"]["subset"] == 300
     assert metrics["data"]["val_fraction"] == 0.1  # from the run
-    seed = eval_in_process(digits_run, tmp_path, "eval.split=val", "seed=3")
-    assert seed["seed"] == 3 and seed["num_images"] == 144
-    assert seed["confusion_matrix"] != eval_in_process(digits_run, tmp_path,
-                                                       "eval.split=val")["confusion_matrix"]
+    own = eval_in_process(digits_run, tmp_path, "eval.split=val")
+    assert own["seed"] == DIGITS_SEED != 0  # the run's seed, from its checkpoint
+    seed = eval_in_process(digits_run, tmp_path, "eval.split=val", "seed=5")
+    assert seed["seed"] == 5 and seed["num_images"] == 144
+    assert seed["confusion_matrix"] != own["confusion_matrix"]
+
+
+def test_eval_batch_size_defaults_like_the_trainer(tmp_path):
+    """eval.batch_size unset: the run's trainer.eval_batch_size, else 4 x its batch_size, else
+    4 x the trainer's default batch_size -- what a Trainer built with those settings uses."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from convtrain.app.tasks.eval import batch_size
+    from convtrain.training.options import TRAINER_DEFAULTS
+    cfg = OmegaConf.create({"eval": {"batch_size": None}})
+    for trainer, expected in [({}, 4 * TRAINER_DEFAULTS.batch_size), ({"batch_size": 10}, 40),
+                              ({"batch_size": 10, "eval_batch_size": 7}, 7)]:
+        assert batch_size(cfg, SimpleNamespace(config={"trainer": trainer})) == expected
+    assert batch_size(OmegaConf.create({"eval": {"batch_size": 5}}),
+                      SimpleNamespace(config={"trainer": {}})) == 5
 
 
 def test_refusals_name_the_problem(digits_run, cifar_root, tmp_path):

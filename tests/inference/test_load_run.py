@@ -109,7 +109,8 @@ def test_bad_paths_are_one_line(trained, tmp_path, case, expected):
 
 def test_raw_images_of_the_wrong_shape_are_refused(trained):
     loaded = load_run(trained)
-    with pytest.raises(ConfigError, match=r"raw images of shape \(3, 1, 9, 9\): expected \(N, 1, 8, 8\)"):
+    with pytest.raises(ConfigError, match=r"^raw images of shape \(3, 1, 9, 9\): expected raw "
+                                          r"images of shape \(N, 1, 8, 8\)"):
         loaded.predict(np.zeros((3, 1, 9, 9)))
     assert loaded.predict(np.zeros((1, 8, 8))).shape == (1,)  # one sample without N
 

@@ -114,8 +114,9 @@ def batch_size(cfg: DictConfig, trained: TrainedRun) -> int:
     value = cfg.eval.batch_size
     if value is not None:
         return validate.positive_int("eval.batch_size", value)
-    trainer = trained.config.get("trainer") or {}
-    return int(trainer.get("eval_batch_size") or 4 * int(trainer.get("batch_size") or 64))
+    from convtrain.training.options import resolve_eval_batch_size  # noqa: PLC0415
+
+    return resolve_eval_batch_size(trained.config.get("trainer") or {})
 
 
 def check_fits(trained: TrainedRun, shape: tuple[int, ...], class_names: tuple[str, ...],
