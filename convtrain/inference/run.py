@@ -186,12 +186,9 @@ def _inputs_record(ckpt: Checkpoint, config: Mapping[str, Any]) -> dict[str, Any
     record = ckpt.meta.get("inputs")
     if isinstance(record, dict) and {"shape", "class_names", "pixel_max", "mean", "std"} <= set(record):
         return record
-    from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
-    from convtrain.data.paths import StorageOptions  # noqa: PLC0415
+    from convtrain.data.load import read_raw_dataset  # noqa: PLC0415
 
-    data = parse_data_config(config.get("data") or {})
-    raw = DATASETS.get(data.name, where="data.name")(
-        StorageOptions(data.name, data.root, data.download, data.mirror))
+    _, raw = read_raw_dataset(config.get("data") or {})
     channels = int(raw.train.x.shape[1])
     stats = ((ckpt.meta.get("data") or {}).get("normalization")
              or {"mean": [0.0] * channels, "std": [1.0] * channels})

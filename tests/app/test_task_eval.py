@@ -102,6 +102,19 @@ def test_data_overrides_apply_on_top_of_the_runs_data(digits_run, tmp_path):
     assert seed["confusion_matrix"] != own["confusion_matrix"]
 
 
+@pytest.mark.parametrize("task", ["eval", "predict"])
+def test_model_overrides_are_refused_before_anything_is_written(task, digits_run, tmp_path):
+    """The model comes from the checkpoint: a model override would be silently ignored."""
+    run_dir = copy_run(digits_run, tmp_path)
+    proc = run_convtrain(tmp_path, f"task={task}", f"trainer.resume={run_dir}",
+                         "model.layers.conv1.filters=8", f"predict.inputs={tmp_path}", check=False)
+    assert one_line_error(proc) == (
+        f"convtrain: error: model.layers.conv1.filters=8: task={task} cannot change the model: "
+        "the model comes from the checkpoint of trainer.resume (drop the override, or train a "
+        "run with it)")
+    assert not (run_dir / task).exists() and not (tmp_path / "outputs").exists()
+
+
 def test_eval_batch_size_defaults_like_the_trainer(tmp_path):
     """eval.batch_size unset: the run's trainer.eval_batch_size, else 4 x its batch_size, else
     4 x the trainer's default batch_size -- what a Trainer built with those settings uses."""

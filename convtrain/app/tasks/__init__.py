@@ -17,6 +17,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Callable
 
+from convtrain.app.config_values import config_name
 from convtrain.registry import Registry
 
 TaskFunction = Callable[[Any, Any, Path], "float | None"]
@@ -45,7 +46,7 @@ def register_task(name: str, *, after_training: bool = False) -> Callable[[TaskF
 def works_on_trained_run(task: Any) -> bool:
     """True for a registered task marked ``after_training`` (``task`` a name or the schema's
     enum member, which is what ``${task}`` interpolates to)."""
-    name = str(getattr(task, "value", task))
+    name = str(config_name(task))
     return name in TASKS and TASKS.get(name).after_training
 
 
@@ -54,7 +55,7 @@ def task_run_dir(task: Any, resume: Any, default: str) -> str:
     run's ``<task>/`` subdirectory for a task that works on one (when that run exists), else
     ``default``.
     ``task``: the name, or the schema's ``Task`` enum member that ``${task}`` resolves to."""
-    task = str(getattr(task, "value", task))
+    task = str(config_name(task))
     if works_on_trained_run(task) and resume not in (None, ""):
         path = Path(str(resume)).expanduser()
         if path.is_file() or path.suffix in (".safetensors", ".json"):
