@@ -58,6 +58,13 @@ class TrainedRun:
         folder = self.checkpoint.parent
         return folder.parent if folder.name == "checkpoints" else folder
 
+    @property
+    def checkpoint_in_run(self) -> str:
+        """:attr:`checkpoint` relative to :attr:`run_dir` (``checkpoints/best.safetensors``):
+        what the records written into ``RUN_DIR/<task>/`` (metrics.json, export.json,
+        predictions.json) store, whatever the shell's working directory was."""
+        return self.checkpoint.relative_to(self.run_dir).as_posix()
+
     def logits(self, raw: Any, batch_size: int = 256) -> np.ndarray:
         """Raw pixels ``(N, C, H, W)`` as the dataset stores them -> logits ``(N, K)`` (host)."""
         x = self._check_raw(raw)

@@ -68,7 +68,7 @@ def test_eval_on_digits_from_the_command_line(digits_run, tmp_path):
     assert metrics["accuracy"] == run_metrics["test_accuracy"]
     assert metrics["loss"] == pytest.approx(run_metrics["test_loss"], rel=1e-5)
     assert (metrics["split"], metrics["dataset"], metrics["num_images"]) == ("test", "digits", 360)
-    assert metrics["checkpoint"] == str(digits_run / "checkpoints" / "last.safetensors")
+    assert metrics["checkpoint"] == "checkpoints/last.safetensors"  # relative to RUN_DIR
     printed = re.search(r"accuracy (\d\.\d{4}) \((\d+)/(\d+)\)", proc.stdout)
     assert printed and float(printed[1]) == round(metrics["accuracy"], 4)
     assert int(printed[2]) == metrics["correct"] and int(printed[3]) == metrics["num_images"]
@@ -78,7 +78,7 @@ def test_eval_on_digits_from_the_command_line(digits_run, tmp_path):
     run_convtrain(tmp_path, "task=eval", f"trainer.resume={digits_run}", "eval.split=val")
     again = json.loads((out / "metrics.json").read_text())
     assert (again["split"], again["num_images"]) == ("val", 144)
-    assert again["checkpoint"].endswith("best.safetensors")  # best by default
+    assert again["checkpoint"] == "checkpoints/best.safetensors"  # best by default
     assert fingerprint(digits_run) == before  # checkpoints, metrics.json, .hydra, log untouched
 
 

@@ -74,7 +74,7 @@ def test_onnx_export_gives_the_trained_models_logits_on_raw_pixels(trained, caps
     record = json.loads((export_dir / "export.json").read_text())["onnx"]
     assert record["files"] == ["model.onnx"] and record["opset"] == 17
     assert record["check"]["max_abs_difference"] == pytest.approx(float(figure), rel=1e-2)
-    assert record["checkpoint"] == str(trained / "checkpoints" / "best.safetensors")
+    assert record["checkpoint"] == "checkpoints/best.safetensors"  # relative to RUN_DIR
     assert record["class_names"] == [str(d) for d in range(10)]
     assert record["preprocessing"]["pixel_max"] == 16.0
 

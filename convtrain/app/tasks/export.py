@@ -89,7 +89,7 @@ def export(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
 
     trained = load_trained(cfg, plan)
     images = verification_images(cfg, plan, trained, samples)
-    record: dict[str, Any] = {"format": export_format, "checkpoint": str(trained.checkpoint),
+    record: dict[str, Any] = {"format": export_format, "checkpoint": trained.checkpoint_in_run,
                               "epoch": trained.epoch, "input_shape": list(trained.input_shape),
                               "class_names": list(trained.class_names),
                               "preprocessing": trained.preprocessing.as_dict()}
