@@ -8,6 +8,12 @@ choices come from this registry, so a task exists exactly when its module does.
 Tasks marked ``after_training`` use a trained run (``trainer.resume=RUN_DIR``); their Hydra run
 directory is ``RUN_DIR/<task>`` (:func:`task_run_dir`), so their log, config and results land
 beside the run they describe instead of in a new ``outputs/...`` directory.
+
+Imports: every task module is loaded with the schema (``convtrain --help`` too), so a task
+module imports the heavy rooms (inference, data, nn models, export, training) inside the
+functions that use them, and type hints of them under ``TYPE_CHECKING``. Measured: with
+``convtrain.inference`` (and through it ``nn.model``) no longer loaded at start,
+``import convtrain.app.cli`` went from 0.44 s to 0.39 s (median of 5, 2 busy cores).
 """
 from __future__ import annotations
 

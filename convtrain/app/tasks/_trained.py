@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -15,7 +15,9 @@ from convtrain import validate
 from convtrain.app import preflight
 from convtrain.app.config_values import config_name
 from convtrain.errors import ConfigError
-from convtrain.inference import TrainedRun, load_run, resolve_run_checkpoint
+
+if TYPE_CHECKING:  # loaded when a task runs: every task module loads with the schema, and
+    from convtrain.inference import TrainedRun  # `convtrain --help` stays fast (tasks/__init__)
 
 
 def command_line_overrides(cfg: DictConfig) -> list[str]:
@@ -65,6 +67,8 @@ def checkpoint_file(cfg: DictConfig) -> Path:
         raise ConfigError(f"task={task} works on a trained run: set "
                           f"trainer.resume=RUN_DIR (a training run's directory) or "
                           f"trainer.resume=FILE.safetensors")
+    from convtrain.inference import resolve_run_checkpoint  # noqa: PLC0415
+
     return resolve_run_checkpoint(str(resume), str(cfg.checkpoint), where="trainer.resume")
 
 
@@ -75,6 +79,8 @@ def load_trained(cfg: DictConfig, plan: preflight.Plan) -> TrainedRun:
     Raises:
         ConfigError: no ``trainer.resume``, or a missing / damaged / mismatched checkpoint.
     """
+    from convtrain.inference import load_run  # noqa: PLC0415
+
     return load_run(checkpoint_file(cfg), backend=plan.backend, where="trainer.resume")
 
 

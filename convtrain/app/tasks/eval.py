@@ -30,7 +30,7 @@ import dataclasses
 import enum
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from omegaconf import DictConfig
 
@@ -40,7 +40,9 @@ from convtrain.app.config_values import section_setting
 from convtrain.app.tasks import register_task
 from convtrain.app.tasks._trained import choose_data, command_line_overrides, load_trained
 from convtrain.errors import ConfigError
-from convtrain.inference import TrainedRun
+
+if TYPE_CHECKING:  # loaded when the task runs (the rule: convtrain/app/tasks/__init__.py)
+    from convtrain.inference import TrainedRun
 
 log = logging.getLogger("convtrain")
 

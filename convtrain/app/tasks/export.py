@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -34,7 +34,9 @@ from convtrain.app.tasks import register_task
 from convtrain.app.config_values import section_setting
 from convtrain.app.tasks._trained import choose_data, command_line_overrides, load_trained
 from convtrain.errors import ConfigError, DataError
-from convtrain.inference import TrainedRun
+
+if TYPE_CHECKING:  # loaded when the task runs (the rule: convtrain/app/tasks/__init__.py)
+    from convtrain.inference import TrainedRun
 
 #: what ``export.json`` is called (beside the exported files).
 RECORD_FILE = "export.json"

@@ -1,0 +1,19 @@
+"""The task modules' import rule (convtrain/app/tasks/__init__.py): every task module loads with
+the schema, so none of them loads the after-training machinery at import time."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_loading_the_command_and_its_tasks_loads_no_inference_or_model():
+    repo = str(Path(__file__).resolve().parents[2])
+    code = ("import sys, convtrain.app.cli, convtrain.app.tasks\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('convtrain.inference', "
+            "'convtrain.nn.model', 'convtrain.export.onnx'))))")
+    env = dict(os.environ, PYTHONPATH=repo)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
