@@ -116,6 +116,10 @@ def resolve_run_checkpoint(path: str | Path, which: str = "best", *,
         raise ConfigError(f"checkpoint: expected one of {', '.join(CHECKPOINT_NAMES)}, got {which!r}")
     p = Path(str(path)).expanduser()
     if p.is_file():
+        if p.suffix not in (".safetensors", ".json"):
+            raise ConfigError(f"{where}: '{p}' is not a .safetensors checkpoint (expected a "
+                              f"training run's directory or its checkpoints/best.safetensors "
+                              f"or last.safetensors)")
         return p.with_suffix(".safetensors") if p.suffix == ".json" else p
     if not p.exists():
         raise ConfigError(f"{where}: '{p}' does not exist (expected a training run's directory "

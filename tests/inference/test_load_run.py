@@ -107,6 +107,15 @@ def test_bad_paths_are_one_line(trained, tmp_path, case, expected):
         assert "set checkpoint=last" in str(info.value)
 
 
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
+    (tmp_path / "notimg.png").write_bytes(b"\x89PNG")
+    with pytest.raises(ConfigError) as info:
+        resolve_run_checkpoint(tmp_path / "notimg.png", where="trainer.resume")
+    assert str(info.value) == (f"trainer.resume: '{tmp_path / 'notimg.png'}' is not a "
+                               ".safetensors checkpoint (expected a training run's directory "
+                               "or its checkpoints/best.safetensors or last.safetensors)")
+
+
 def test_raw_images_of_the_wrong_shape_are_refused(trained):
     loaded = load_run(trained)
     with pytest.raises(ConfigError, match=r"^raw images of shape \(3, 1, 9, 9\): expected raw "
