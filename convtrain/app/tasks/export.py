@@ -16,7 +16,8 @@ written, from which checkpoint, the preprocessing, the class names and the check
 The keys are declared in :mod:`convtrain.export.settings`.
 
 The torch format is checked only where torch is installed (writing it needs no torch); the ONNX
-format needs ``pip install -e ".[export]"``.
+format needs the ``export`` extra (``pip install "convtrain[export]"``; in a checkout
+``pip install -e ".[export]"``).
 """
 from __future__ import annotations
 
