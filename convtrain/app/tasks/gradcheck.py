@@ -162,6 +162,9 @@ def gradcheck(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
     log.info("gradcheck of %s (float64) on %s", model.name or "the model", inputs.description)
     report = check_model(model, inputs.x, inputs.labels, rng=np.random.default_rng(plan.seed),
                          **settings)
+    warning = report.floor_warning()
+    if warning:
+        log.warning("gradcheck: %s", warning.removeprefix("warning: "))
     text = f"{report}\ninputs: {inputs.description}\n"
     print(text, end="")
     atomic_write_text(run_dir / REPORT_TEXT, text)
