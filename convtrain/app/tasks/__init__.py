@@ -7,7 +7,8 @@ choices come from this registry, so a task exists exactly when its module does.
 
 Tasks marked ``after_training`` use a trained run (``trainer.resume=RUN_DIR``); their Hydra run
 directory is ``RUN_DIR/<task>`` (:func:`task_run_dir`), so their log, config and results land
-beside the run they describe instead of in a new ``outputs/...`` directory.
+beside the run they describe instead of in a new ``outputs/...`` directory (a single run:
+under ``-m`` each job runs in Hydra's sweep directory, ``multirun/DATE/TIME/N/``).
 
 Imports: every task module is loaded with the schema (``convtrain --help`` too), so a task
 module imports the heavy rooms (inference, data, nn models, export, training) inside the
