@@ -379,11 +379,9 @@ def _sweep_go_on(directory: Path) -> str:
 
 def _works_on_trained_run(config: DictConfig) -> bool:
     """True for a task such as eval that reads a trained run (convtrain.app.tasks)."""
-    from convtrain.app.tasks import TASKS  # noqa: PLC0415
+    from convtrain.app.tasks import works_on_trained_run  # noqa: PLC0415
 
-    task = config.get("task")
-    task = str(getattr(task, "value", task))
-    return task in TASKS and TASKS.get(task).after_training
+    return works_on_trained_run(config.get("task"))
 
 
 # --- the jobs' directories of a sweep ---

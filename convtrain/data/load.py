@@ -53,12 +53,13 @@ def load_dataset(cfg: Mapping[str, Any] | Any, *, seed: int) -> DataSplits:
         DataError: missing, corrupt or unverifiable dataset files.
     """
     seed = validate.seed(seed)
-    config, raw = _read(cfg)
+    config, raw = read_raw_dataset(cfg)
     return prepare_splits(raw, config, seed=seed)
 
 
-def _read(cfg: Mapping[str, Any] | Any) -> tuple[DataOptions, RawDataset]:
-    """Step 1: the checked ``data:`` config and what its registered reader returns."""
+def read_raw_dataset(cfg: Mapping[str, Any] | Any) -> tuple[DataOptions, RawDataset]:
+    """Step 1: the checked ``data:`` config and what its registered reader returns (the
+    official splits as stored). The one way a ``data:`` config becomes files read."""
     config = parse_data_config(cfg)
     reader = DATASETS.get(config.name, where="data.name")
     return config, reader(StorageOptions(config.name, config.root, config.download, config.mirror))
@@ -99,7 +100,7 @@ def load_raw_splits(cfg: Mapping[str, Any] | Any, *, seed: int) -> RawSplits:
         ConfigError, DataError: as :func:`load_dataset`.
     """
     seed = validate.seed(seed)
-    config, raw = _read(cfg)
+    config, raw = read_raw_dataset(cfg)
     train, val = split_train_pool(raw.train, config, seed=seed)
     test = ArraySplit(raw.test.x, raw.test.y.astype(np.int64, copy=False))
     return RawSplits(train=train, val=val, test=test, class_names=tuple(raw.class_names),

@@ -6,7 +6,8 @@ Preprocessing`), so that they take raw pixels exactly as the dataset stores them
 
 * :mod:`.onnx` -- :func:`export_onnx` writes an ONNX graph (opset >= 17, dynamic batch) and
   checks it against convtrain's own forward pass with onnxruntime (:func:`verify_onnx`).
-  Needs the optional dependencies ``pip install -e ".[export]"``.
+  Needs the optional dependencies ``pip install "convtrain[export]"`` (in a checkout:
+  ``pip install -e ".[export]"``).
 * :mod:`.torch_code` -- :func:`torch_module_source` writes the equivalent ``torch.nn.Module``
   as Python source and :func:`write_torch_export` saves it with the weights
   (``model.py`` + ``model.safetensors``); writing needs no torch, running it does.

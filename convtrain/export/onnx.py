@@ -314,7 +314,7 @@ def onnx_model_proto(model: Model, preprocessing: Preprocessing, opset: int = MI
     ``class_names`` (one per logit) go into its metadata (``convtrain.class_names``, JSON).
 
     Raises:
-        ConfigError: onnx missing (naming ``pip install -e ".[export]"``), a bad opset, a
+        ConfigError: onnx missing (naming the install commands), a bad opset, a
             preprocessing that does not fit the model, or a layer type without an exporter.
     """
     onnx = require("onnx", "export ONNX models")

@@ -1,5 +1,7 @@
 """The optional packages the exporters run on, imported on demand with one clear line when
-they are missing (the extra ``pip install -e ".[export]"`` holds onnx and onnxruntime)."""
+they are missing (the ``export`` extra holds onnx and onnxruntime: ``pip install
+"convtrain[export]"`` where convtrain came from a wheel, ``pip install -e ".[export]"`` in a
+checkout)."""
 from __future__ import annotations
 
 import importlib
@@ -7,8 +9,9 @@ from types import ModuleType
 
 from convtrain.errors import ConfigError
 
-#: the command that installs the ONNX route's packages (pyproject's `export` extra).
-EXPORT_EXTRA_COMMAND = 'pip install -e ".[export]"'
+#: the commands that install the ONNX route's packages (pyproject's `export` extra): both are
+#: named, since a wheel user has no checkout to install in editable mode
+EXPORT_EXTRA_COMMAND = 'pip install "convtrain[export]" (in a checkout: pip install -e ".[export]")'
 
 
 def require(module: str, purpose: str, command: str = EXPORT_EXTRA_COMMAND) -> ModuleType:
@@ -16,7 +19,8 @@ def require(module: str, purpose: str, command: str = EXPORT_EXTRA_COMMAND) -> M
 
     Raises:
         ConfigError: ``onnxruntime is not installed (needed to verify the ONNX export); install
-            it with: pip install -e ".[export]"``.
+            it with: pip install "convtrain[export]" (in a checkout: pip install -e
+            ".[export]")``.
     """
     try:
         return importlib.import_module(module)

@@ -78,7 +78,8 @@ class Evaluation:
         loss: mean softmax cross-entropy.
         class_names: one per class (the dataset's).
         dataset, split: what was evaluated (``digits``, ``test``).
-        checkpoint, epoch: the weights used and the epochs they had completed.
+        checkpoint, epoch: the weights used (the file relative to the run directory,
+            :attr:`TrainedRun.checkpoint_in_run`) and the epochs they had completed.
         details: anything else for metrics.json (data config, seed, preprocessing).
     """
 
@@ -240,7 +241,7 @@ def evaluate(run: TrainedRun, images: Any, labels: Any, *, split: str = "",
     logits = run.logits(images, batch_size=batch_size)
     return Evaluation(labels=y.astype(np.int64), predictions=np.argmax(logits, axis=1),
                       loss=mean_cross_entropy(logits, y), class_names=run.class_names,
-                      dataset=dataset, split=split, checkpoint=str(run.checkpoint),
+                      dataset=dataset, split=split, checkpoint=run.checkpoint_in_run,
                       epoch=run.epoch, details=dict(details or {}))
 
 

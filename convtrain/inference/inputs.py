@@ -18,6 +18,9 @@ What is read (the README's "After training" section repeats these rules):
   integer or float dtype, all finite. Shapes: ``(H, W)`` and ``(C, H, W)`` are one image,
   ``(N, H, W)`` N grey images, ``(N, C, H, W)`` N images; a 3-D array is one image when its
   first axis equals the model's channel count, otherwise a stack of grey images.
+  An array laid out channels last (``(H, W, C)``, ``(N, H, W, C)``: ``np.asarray`` of a
+  Pillow image) is refused, even with ``resize``, with the ``np.moveaxis`` that fixes it.
+  (:func:`as_batch` and :func:`check_pixel_values` are also the Python API's rules.)
 * **Channels**: grey and RGB convert into each other (grey -> RGB repeats; RGB -> grey is the
   ITU-R 601-2 luma ``0.299 R + 0.587 G + 0.114 B``, :func:`convert_channels`).
 * **Size**: another height or width is an error naming the file, its shape and the expected
@@ -37,7 +40,7 @@ import glob
 import os
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -160,11 +163,11 @@ def _read_file(path: Path, name: str, shape: tuple[int, int, int], pixel_max: fl
         names, source = [name], f"{path}: image"
     else:
         array = _read_array(path)
-        pixels, stacked = _as_batch(array, path, shape)
-        _check_values(pixels, path, pixel_max)
+        source = f"{path}: array of shape {array.shape}"
+        pixels, stacked = as_batch(array, shape, source)
+        check_pixel_values(pixels, pixel_max, str(path))
         names = [f"{name}[{i}]" for i in range(len(pixels))] if stacked else [name]
-        source = f"{path}: array of shape {array.shape} read as image(s)"
-        return names, _fit(pixels, source, shape, resize, _channels_last_hint(array.shape, shape))
+        return names, _fit(pixels, f"{source} read as image(s)", shape, resize)
     return names, _fit(pixels, source, shape, resize)
 
 
@@ -201,61 +204,85 @@ def _pick_npz_array(archive: np.lib.npyio.NpzFile, path: Path) -> np.ndarray:
                     f"({', '.join(map(repr, keys))}); expected one array, or one named {wanted}")
 
 
-def _as_batch(array: np.ndarray, path: Path,
-              shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
-    """Check dtype and rank: -> (``(n, c, h, w)``, whether the file holds a stack)."""
+def as_batch(array: np.ndarray, shape: Sequence[int], source: str) -> tuple[np.ndarray, bool]:
+    """The one shape rule for raw pixels (files read by ``task=predict`` and arrays given to
+    :meth:`TrainedRun.predict <convtrain.inference.TrainedRun.predict>`): ``(H, W)`` and
+    ``(C, H, W)`` are one image, ``(N, H, W)`` N grey images, ``(N, C, H, W)`` N images; a 3-D
+    array is one image when its first axis equals the model's channel count ``shape[0]``.
+
+    Args:
+        shape: the model's per-sample shape ``(C, H, W)``.
+        source: the start of a message (``<file>: array of shape (...)``).
+
+    Returns:
+        ``(n, c, h, w)`` (a view) and whether ``array`` holds a stack.
+
+    Raises:
+        DataError: a non-numeric dtype, another rank, an empty array, or an array laid out
+            channels last (``(H, W, C)``: what ``np.asarray`` of a Pillow image gives), which
+            read channels first would be garbage -- refused even with resizing.
+    """
     if array.dtype.kind not in "iuf":
-        raise DataError(f"{path}: array of dtype {array.dtype}; expected integer or float "
-                        "pixels")
+        raise DataError(f"{source} of dtype {array.dtype}; expected integer or float pixels")
     layouts = "(H, W), (C, H, W), (N, H, W) or (N, C, H, W)"
     if array.ndim not in (2, 3, 4):
-        raise DataError(f"{path}: array of shape {array.shape}; expected {layouts}")
+        raise DataError(f"{source}; expected {layouts}")
     if array.size == 0:
-        raise DataError(f"{path}: empty array of shape {array.shape}; expected {layouts}")
+        raise DataError(f"{source} is empty; expected {layouts}")
     if array.ndim == 2:
-        return array[None, None], False
-    if array.ndim == 3 and array.shape[0] == shape[0]:
-        return array[None], False
-    if array.ndim == 3:
-        return array[:, None], True
-    return array, True
+        batch, stacked = array[None, None], False
+    elif array.ndim == 3 and array.shape[0] == shape[0]:
+        batch, stacked = array[None], False
+    elif array.ndim == 3:
+        batch, stacked = array[:, None], True
+    else:
+        batch, stacked = array, True
+    if tuple(batch.shape[1:]) != tuple(shape) and _looks_channels_last(array.shape, shape):
+        raise DataError(f"{source} looks channels last ((..., H, W, C)) but the model takes "
+                        f"{tuple(shape)} (C, H, W): np.moveaxis(array, -1, -3) puts the "
+                        "channels first")
+    return batch, stacked
 
 
-def _channels_last_hint(actual: tuple[int, ...], shape: tuple[int, int, int]) -> str:
-    """A hint for an ``(..., H, W, C)`` array (what Pillow and matplotlib use)."""
-    if len(actual) in (3, 4) and actual[-1] in (1, 3, 4) and tuple(actual[-3:-1]) == shape[1:]:
-        return "; channels last? np.moveaxis(array, -1, -3) puts them first"
-    return ""
+def _looks_channels_last(actual: tuple[int, ...], shape: Sequence[int]) -> bool:
+    """``(..., H, W, C)`` with the model's H and W and a grey/RGB/RGBA channel count (what
+    Pillow and matplotlib use)."""
+    return (len(actual) in (3, 4) and actual[-1] in (1, 3, 4)
+            and tuple(actual[-3:-1]) == tuple(shape[1:]))
 
 
-def _check_values(pixels: np.ndarray, path: Path, pixel_max: float) -> None:
+def check_pixel_values(pixels: Any, pixel_max: float, source: str) -> None:
+    """The one value rule for raw pixels (``task=predict``'s arrays and the Python API): all
+    finite, within ``0 .. pixel_max`` (the dataset's stored scale, not normalised).
+
+    Raises:
+        DataError: ``<source>: ...`` naming the count of NaN/infinite values or the range.
+    """
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
         bad = int(np.count_nonzero(~np.isfinite(pixels)))
-        raise DataError(f"{path}: {bad} NaN or infinite value(s); expected finite pixels")
+        raise DataError(f"{source}: {bad} NaN or infinite value(s); expected finite pixels")
     low, high = pixels.min(), pixels.max()
     if low < 0 or high > pixel_max:
-        raise DataError(f"{path}: values {low:g} .. {high:g}, expected raw pixels within "
-                        f"0 .. {pixel_max:g} (arrays and IDX files are taken as stored, not "
-                        "normalised)")
+        raise DataError(f"{source}: values {low:g} .. {high:g}, expected raw pixels within "
+                        f"0 .. {pixel_max:g} (the dataset's stored scale, not normalised)")
 
 
-def _fit(pixels: np.ndarray, source: str, shape: tuple[int, int, int], resize: bool,
-         hint: str = "") -> np.ndarray:
+def _fit(pixels: np.ndarray, source: str, shape: tuple[int, int, int],
+         resize: bool) -> np.ndarray:
     """``(n, c, h, w)`` -> float32 ``(n, *shape)``: channels converted, size checked or resized.
-    ``source``: ``<file>: image`` or ``<file>: array of shape ...``, the start of a message;
-    ``hint`` its end."""
+    ``source``: ``<file>: image`` or ``<file>: array of shape ...``, the start of a message."""
     channels, height, width = shape
     have = pixels.shape[1]
     sample_shape = tuple(pixels.shape[1:])
     if have != channels:
         if have not in _CONVERTIBLE_CHANNELS or channels not in _CONVERTIBLE_CHANNELS:
             raise DataError(f"{source} of shape {sample_shape} (C, H, W), the model expects "
-                            f"{shape}: only grey and RGB convert into each other{hint}")
+                            f"{shape}: only grey and RGB convert into each other")
         pixels = convert_channels(pixels.astype(np.float32, copy=False), channels)
     if pixels.shape[2:] != (height, width):
         if not resize:
             raise DataError(f"{source} of shape {sample_shape} (C, H, W), the model expects "
                             f"{shape}; add {RESIZE_HINT} to resize with Pillow's "
-                            f"{RESIZE_FILTER.name.lower()} filter{hint}")
+                            f"{RESIZE_FILTER.name.lower()} filter")
         pixels = resize_pixels(pixels, (height, width))
     return pixels.astype(np.float32, copy=False)

@@ -15,7 +15,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -128,16 +128,20 @@ def predictions_csv(rows: Sequence[Prediction]) -> str:
     return buffer.getvalue()
 
 
-def predictions_json(rows: Sequence[Prediction]) -> str:
+def predictions_json(rows: Sequence[Prediction], header: Mapping[str, Any] | None = None) -> str:
+    """``{"header": header, "predictions": [row, ...]}`` (the CSV holds the rows only)."""
     records = [dict(dataclasses.asdict(row), probability=_shortest(row.probability))
                for row in rows]
-    return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps({"header": dict(header or {}), "predictions": records}, indent=2,
+                      ensure_ascii=False) + "\n"
 
 
-def write_predictions(rows: Sequence[Prediction],
-                      directory: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``predictions.csv`` and ``predictions.json`` into ``directory`` (created), each
-    atomically (the previous files stay whole if a write fails).
+def write_predictions(rows: Sequence[Prediction], directory: str | os.PathLike,
+                      header: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``predictions.csv`` (the rows) and ``predictions.json`` (``header``: what
+    ``task=predict`` ran -- checkpoint relative to the run directory, epoch, inputs, top_k,
+    resize -- and the rows) into ``directory`` (created), each atomically (the previous files
+    stay whole if a write fails).
 
     Returns:
         the two paths.
@@ -148,5 +152,5 @@ def write_predictions(rows: Sequence[Prediction],
     directory = Path(directory)
     csv_path, json_path = directory / CSV_NAME, directory / JSON_NAME
     atomic_write_text(csv_path, predictions_csv(rows))
-    atomic_write_text(json_path, predictions_json(rows))
+    atomic_write_text(json_path, predictions_json(rows, header))
     return csv_path, json_path

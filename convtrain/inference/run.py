@@ -16,8 +16,9 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from convtrain.errors import ConfigError
+from convtrain.errors import ConfigError, DataError
 from convtrain.data.splits import Preprocessing
+from convtrain.inference.inputs import as_batch, check_pixel_values
 from convtrain.nn.model import Model, build_model
 from convtrain.ops.losses import log_softmax
 from convtrain.runtime.backend import Backend, get_backend, to_host
@@ -57,6 +58,13 @@ class TrainedRun:
         folder = self.checkpoint.parent
         return folder.parent if folder.name == "checkpoints" else folder
 
+    @property
+    def checkpoint_in_run(self) -> str:
+        """:attr:`checkpoint` relative to :attr:`run_dir` (``checkpoints/best.safetensors``):
+        what the records written into ``RUN_DIR/<task>/`` (metrics.json, export.json,
+        predictions.json) store, whatever the shell's working directory was."""
+        return self.checkpoint.relative_to(self.run_dir).as_posix()
+
     def logits(self, raw: Any, batch_size: int = 256) -> np.ndarray:
         """Raw pixels ``(N, C, H, W)`` as the dataset stores them -> logits ``(N, K)`` (host)."""
         x = self._check_raw(raw)
@@ -77,15 +85,18 @@ class TrainedRun:
         return np.argmax(self.logits(raw, batch_size), axis=1).astype(np.int64)
 
     def _check_raw(self, raw: Any) -> np.ndarray:
+        """``raw`` as a checked ``(N, C, H, W)`` host array: the shape and value rules of
+        ``task=predict``'s arrays (:func:`~convtrain.inference.inputs.as_batch`,
+        :func:`~convtrain.inference.inputs.check_pixel_values`), without resizing."""
         x = np.asarray(to_host(raw))
-        if x.ndim == 3 and tuple(x.shape) == self.input_shape:
-            x = x[None]
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ConfigError(f"expected raw images of shape (N, {', '.join(map(str, self.input_shape))}) "
-                              f"for this model, got shape {tuple(x.shape)}")
-        if x.dtype.kind not in "uif":
-            raise ConfigError(f"expected numeric pixels, got dtype {x.dtype}")
-        return x
+        source = f"raw images of shape {tuple(x.shape)}"
+        batch, _ = as_batch(x, self.input_shape, source)
+        if tuple(batch.shape[1:]) != self.input_shape:
+            raise DataError(f"{source}: expected raw images of shape "
+                            f"(N, {', '.join(map(str, self.input_shape))}) for this model (or "
+                            "one image without N)")
+        check_pixel_values(batch, self.preprocessing.pixel_max, source)
+        return batch
 
     def __repr__(self) -> str:
         return (f"TrainedRun({str(self.checkpoint)!r}, epoch {self.epoch}, input "
@@ -105,6 +116,10 @@ def resolve_run_checkpoint(path: str | Path, which: str = "best", *,
         raise ConfigError(f"checkpoint: expected one of {', '.join(CHECKPOINT_NAMES)}, got {which!r}")
     p = Path(str(path)).expanduser()
     if p.is_file():
+        if p.suffix not in (".safetensors", ".json"):
+            raise ConfigError(f"{where}: '{p}' is not a .safetensors checkpoint (expected a "
+                              f"training run's directory or its checkpoints/best.safetensors "
+                              f"or last.safetensors)")
         return p.with_suffix(".safetensors") if p.suffix == ".json" else p
     if not p.exists():
         raise ConfigError(f"{where}: '{p}' does not exist (expected a training run's directory "
@@ -182,12 +197,9 @@ def _inputs_record(ckpt: Checkpoint, config: Mapping[str, Any]) -> dict[str, Any
     record = ckpt.meta.get("inputs")
     if isinstance(record, dict) and {"shape", "class_names", "pixel_max", "mean", "std"} <= set(record):
         return record
-    from convtrain.data import DATASETS, parse_data_config  # noqa: PLC0415
-    from convtrain.data.paths import StorageOptions  # noqa: PLC0415
+    from convtrain.data.load import read_raw_dataset  # noqa: PLC0415
 
-    data = parse_data_config(config.get("data") or {})
-    raw = DATASETS.get(data.name, where="data.name")(
-        StorageOptions(data.name, data.root, data.download, data.mirror))
+    _, raw = read_raw_dataset(config.get("data") or {})
     channels = int(raw.train.x.shape[1])
     stats = ((ckpt.meta.get("data") or {}).get("normalization")
              or {"mean": [0.0] * channels, "std": [1.0] * channels})

@@ -25,6 +25,9 @@ What :func:`check_model` checks, and why these numbers
   ``floor = noise / threshold``: for an entry smaller than that, the noise alone could exceed
   the threshold, so the check becomes an absolute one, ``|a - n| <= noise`` (a conv bias ahead of batch norm has a true gradient of
   exactly 0: its entries land here instead of producing ratios of rounding noise).
+  When the floor exceeds every checked gradient (a threshold far below rounding noise, e.g.
+  1e-12), every entry is such an absolute test: the verdict carries a warning
+  (:meth:`GradcheckReport.floor_warning`).
 * **eps = 1e-6** (float64): the truncation error ``eps^2 |L'''| / 6`` is ~1e-12 and the rounding
   noise ~1e-9 for a loss of a few units, so gradients of 1e-3 and up are resolved to 1e-6. A
   larger eps crosses more kinks (below), a smaller one has more rounding noise (measured on
@@ -196,6 +199,8 @@ class TensorCheck:
         kinks: entries above the threshold explained by a kink crossing (not failed).
         frozen: the parameter is not trained (its gradient is still computed and checked).
         passed: ``worst_error <= threshold``.
+        largest: the largest ``max(|analytic|, |numeric|)`` among the checked entries (an
+            entry below the report's ``floor`` is an absolute test, see the module docstring).
     """
 
     name: str
@@ -208,6 +213,7 @@ class TensorCheck:
     kinks: int
     frozen: bool
     passed: bool
+    largest: float = math.nan
 
     @property
     def status(self) -> str:
@@ -264,14 +270,29 @@ class GradcheckReport:
         rule = "-" * len(render(header))
         return "\n".join([render(header), rule, *map(render, rows[1:]), rule])
 
+    def floor_warning(self) -> str | None:
+        """A warning when the floor exceeds every checked gradient: then each entry was only
+        the absolute test ``|a - n| <= noise`` and the relative threshold said nothing (a
+        threshold far below float64 rounding noise does this); None otherwise."""
+        largest = max((t.largest for t in self.tensors if not math.isnan(t.largest)),
+                      default=math.nan)
+        if math.isnan(largest) or self.floor <= largest:
+            return None
+        return (f"warning: the floor {self.floor:.1e} exceeds every checked gradient (largest "
+                f"{largest:.1e}), so each entry was only an absolute test |a - n| <= rounding "
+                f"noise: threshold {self.threshold:g} is too small to compare relative errors")
+
     def verdict(self) -> str:
-        """One line: passed or failed (naming the failing tensors), against which threshold."""
+        """One line: passed or failed (naming the failing tensors), against which threshold,
+        and the :meth:`floor_warning` when there is one."""
         kinks = sum(t.kinks for t in self.tensors)
         entries = sum(t.checked for t in self.tensors)
         worst = max(self.tensors, key=lambda t: t.worst_error)
         setting = (f"eps {self.eps:g}, floor {self.floor:.1e}, {entries} entries of "
                    f"{len(self.tensors)} tensors, {self.samples} samples, {self.seconds:.1f} s")
         skipped = f", {kinks} kink crossings not counted" if kinks else ""
+        warning = self.floor_warning()
+        skipped += f"; {warning}" if warning else ""
         if self.passed:
             return (f"gradcheck passed: worst relative error {worst.worst_error:.2e} "
                     f"({worst.name}) <= threshold {self.threshold:g}; {setting}{skipped}")
@@ -445,17 +466,18 @@ def _tensor_check(name: str, analytic: np.ndarray, indices: np.ndarray, differen
                   floor: float, threshold: float, frozen: bool) -> TensorCheck:
     """Summarise one tensor: its worst non-kink entry against ``threshold``."""
     a = analytic.reshape(-1)[indices]
+    largest = float(max(np.abs(a).max(), np.abs(differences.central).max())) if a.size else math.nan
     errors = entry_errors(a, differences.central, floor)
     kinks = (errors > threshold) & kink_crossings(a, differences)
     counted = np.where(kinks, -1.0, errors)
     worst = int(np.argmax(counted)) if counted.size else 0
     if counted.size == 0 or counted[worst] < 0:
         return TensorCheck(name, tuple(analytic.shape), int(indices.size), 0.0, None, math.nan,
-                           math.nan, int(kinks.sum()), frozen, True)
+                           math.nan, int(kinks.sum()), frozen, True, largest)
     index = tuple(int(i) for i in np.unravel_index(int(indices[worst]), analytic.shape))
     return TensorCheck(name, tuple(analytic.shape), int(indices.size), float(errors[worst]), index,
                        float(a[worst]), float(differences.central[worst]), int(kinks.sum()),
-                       frozen, bool(errors[worst] <= threshold))
+                       frozen, bool(errors[worst] <= threshold), largest)
 
 
 __all__ = ["DEFAULT_EPS", "DEFAULT_THRESHOLD", "DEFAULT_ENTRIES_PER_TENSOR", "DEFAULT_INPUT_NOISE",

@@ -77,6 +77,14 @@ class TrainerOptions:
 TRAINER_DEFAULTS = TrainerOptions()
 
 
+def resolve_eval_batch_size(trainer: Mapping[str, Any]) -> int:
+    """The images per evaluation pass of a ``trainer`` mapping (checked options, or a run's
+    stored ``trainer`` config): ``eval_batch_size``, or when it is unset 4 x ``batch_size``
+    (its default where that is unset too): larger batches are cheap without a backward pass."""
+    batch_size = trainer.get("batch_size") or TRAINER_DEFAULTS.batch_size
+    return int(trainer.get("eval_batch_size") or 4 * int(batch_size))
+
+
 def check_trainer_options(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` (the ``trainer`` group, or the Trainer's keyword arguments) checked.
 

@@ -41,7 +41,7 @@ from convtrain.training.hooks import Best, Hook, TrainState
 from convtrain.training.interrupts import InterruptGuard, TrainingInterrupted
 from convtrain.training.metrics import MetricsFileHook, RunningAverage, count_correct, evaluate
 from convtrain.training.options import MONITORS, TRAINER_DEFAULTS as DEFAULTS, \
-    check_trainer_options
+    check_trainer_options, resolve_eval_batch_size
 from convtrain.training.progress import ConsoleHook, resolve_progress
 from convtrain.training.resume import restore
 
@@ -119,7 +119,7 @@ class Trainer:
         self.seed = validate.seed(seed)
         self.max_epochs = options["max_epochs"]
         self.batch_size = options["batch_size"]
-        self.eval_batch_size = options["eval_batch_size"] or 4 * self.batch_size
+        self.eval_batch_size = resolve_eval_batch_size(options)
         self.checkpoint = options["checkpoint"]
         self.resume = options["resume"]
         self.augment = parse_augment(augment, "data.augment")

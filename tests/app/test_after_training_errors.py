@@ -40,7 +40,7 @@ CALL_RECORD = {"convtrain.log", "error.txt", "config.yaml", "hydra.yaml", "overr
 
 #: an earlier task's results in each run, which a refused call must leave alone
 EARLIER = {"eval/metrics.json": '{"accuracy": 0.5}\n',
-           "predict/predictions.json": "[]\n",
+           "predict/predictions.json": '{"header": {}, "predictions": []}\n',
            "export/model.onnx": "earlier export\n"}
 
 

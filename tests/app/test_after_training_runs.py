@@ -71,7 +71,7 @@ def check_predict_equals_eval(run_dir: Path, tmp_path: Path) -> None:
 
     run_convtrain(tmp_path, "task=predict", f"trainer.resume={run_dir}",
                   f"predict.inputs={tmp_path / 'imgs'}", "predict.top_k=1")
-    rows = json.loads((run_dir / "predict" / "predictions.json").read_text())
+    rows = json.loads((run_dir / "predict" / "predictions.json").read_text())["predictions"]
     assert [row["input"] for row in rows] == [f"img{i:05d}.png" for i in range(len(test.x))]
     predicted = np.array([row["class_index"] for row in rows])
 

@@ -23,7 +23,7 @@ from convtrain.errors import ConfigError
 from convtrain.inference import load_run
 from convtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.inference import conftest as trained_runs
-from tests.inference.conftest import copy_run, run_convtrain, write_synthetic_cifar
+from tests.inference.conftest import DIGITS_SEED, copy_run, run_convtrain, write_synthetic_cifar
 
 # the session's trained runs, shared with tests/inference/ (each trained once per session)
 digits_run, cifar_root = trained_runs.digits_run, trained_runs.cifar_root
@@ -68,7 +68,7 @@ def test_eval_on_digits_from_the_command_line(digits_run, tmp_path):
     assert metrics["accuracy"] == run_metrics["test_accuracy"]
     assert metrics["loss"] == pytest.approx(run_metrics["test_loss"], rel=1e-5)
     assert (metrics["split"], metrics["dataset"], metrics["num_images"]) == ("test", "digits", 360)
-    assert metrics["checkpoint"] == str(digits_run / "checkpoints" / "last.safetensors")
+    assert metrics["checkpoint"] == "checkpoints/last.safetensors"  # relative to RUN_DIR
     printed = re.search(r"accuracy (\d\.\d{4}) \((\d+)/(\d+)\)", proc.stdout)
     assert printed and float(printed[1]) == round(metrics["accuracy"], 4)
     assert int(printed[2]) == metrics["correct"] and int(printed[3]) == metrics["num_images"]
@@ -78,7 +78,7 @@ def test_eval_on_digits_from_the_command_line(digits_run, tmp_path):
     run_convtrain(tmp_path, "task=eval", f"trainer.resume={digits_run}", "eval.split=val")
     again = json.loads((out / "metrics.json").read_text())
     assert (again["split"], again["num_images"]) == ("val", 144)
-    assert again["checkpoint"].endswith("best.safetensors")  # best by default
+    assert again["checkpoint"] == "checkpoints/best.safetensors"  # best by default
     assert fingerprint(digits_run) == before  # checkpoints, metrics.json, .hydra, log untouched
 
 
@@ -95,10 +95,41 @@ def test_data_overrides_apply_on_top_of_the_runs_data(digits_run, tmp_path):
     # 300 stratified training images, 10% of them held out for validation: 270 train
     assert metrics["num_images"] == 270 and metrics["data"]["subset"] == 300
     assert metrics["data"]["val_fraction"] == 0.1  # from the run
-    seed = eval_in_process(digits_run, tmp_path, "eval.split=val", "seed=3")
-    assert seed["seed"] == 3 and seed["num_images"] == 144
-    assert seed["confusion_matrix"] != eval_in_process(digits_run, tmp_path,
-                                                       "eval.split=val")["confusion_matrix"]
+    own = eval_in_process(digits_run, tmp_path, "eval.split=val")
+    assert own["seed"] == DIGITS_SEED != 0  # the run's seed, from its checkpoint
+    seed = eval_in_process(digits_run, tmp_path, "eval.split=val", "seed=5")
+    assert seed["seed"] == 5 and seed["num_images"] == 144
+    assert seed["confusion_matrix"] != own["confusion_matrix"]
+
+
+@pytest.mark.parametrize("task", ["eval", "predict"])
+def test_model_overrides_are_refused_before_anything_is_written(task, digits_run, tmp_path):
+    """The model comes from the checkpoint: a model override would be silently ignored."""
+    run_dir = copy_run(digits_run, tmp_path)
+    proc = run_convtrain(tmp_path, f"task={task}", f"trainer.resume={run_dir}",
+                         "model.layers.conv1.filters=8", f"predict.inputs={tmp_path}", check=False)
+    assert one_line_error(proc) == (
+        f"convtrain: error: model.layers.conv1.filters=8: task={task} cannot change the model: "
+        "the model comes from the checkpoint of trainer.resume (drop the override, or train a "
+        "run with it)")
+    assert not (run_dir / task).exists() and not (tmp_path / "outputs").exists()
+
+
+def test_eval_batch_size_defaults_like_the_trainer(tmp_path):
+    """eval.batch_size unset: the run's trainer.eval_batch_size, else 4 x its batch_size, else
+    4 x the trainer's default batch_size -- what a Trainer built with those settings uses."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from convtrain.app.tasks.eval import batch_size
+    from convtrain.training.options import TRAINER_DEFAULTS
+    cfg = OmegaConf.create({"eval": {"batch_size": None}})
+    for trainer, expected in [({}, 4 * TRAINER_DEFAULTS.batch_size), ({"batch_size": 10}, 40),
+                              ({"batch_size": 10, "eval_batch_size": 7}, 7)]:
+        assert batch_size(cfg, SimpleNamespace(config={"trainer": trainer})) == expected
+    assert batch_size(OmegaConf.create({"eval": {"batch_size": 5}}),
+                      SimpleNamespace(config={"trainer": {}})) == 5
 
 
 def test_refusals_name_the_problem(digits_run, cifar_root, tmp_path):

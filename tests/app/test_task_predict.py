@@ -58,7 +58,7 @@ def expected_rows(run_dir: Path, raw: np.ndarray, names: list[str], top_k: int) 
 def check_written(folder: Path, expected: list[tuple]) -> None:
     with open(folder / "predictions.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    records = json.loads((folder / "predictions.json").read_text())
+    records = json.loads((folder / "predictions.json").read_text())["predictions"]
     assert len(table) == len(records) == len(expected)
     for row, from_json, (name, rank, index, class_name, probability) in zip(table, records,
                                                                              expected):
@@ -97,7 +97,12 @@ def test_top_k_defaults_to_three_and_is_checked_against_the_classes(trained, tmp
     resume = f"trainer.resume={trained}"
     run(compose_config("task=predict", resume, f"predict.inputs={tmp_path}/imgs"),
         run_dir=tmp_path / "out")
-    assert len(json.loads((tmp_path / "out" / "predictions.json").read_text())) == 2 * 3
+    written = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert len(written["predictions"]) == 2 * 3
+    # what was run: the checkpoint relative to the run directory, its epoch, the settings
+    assert written["header"] == {"checkpoint": "checkpoints/best.safetensors",
+                                 "epoch": load_run(trained).epoch,
+                                 "inputs": f"{tmp_path}/imgs", "top_k": 3, "resize": False}
     with pytest.raises(ConfigError, match=r"^predict.top_k: must be at most the number of "
                                           r"classes, 10; got 11$"):
         run(compose_config("task=predict", resume, f"predict.inputs={tmp_path}/imgs",

@@ -239,7 +239,9 @@ def test_without_the_extra_the_error_names_the_install_command(missing, monkeypa
         export_onnx(model, tmp_path / "m.onnx", preprocessing=preprocessing_for(model),
                     verify_batch=image_pixels(2, model.input_shape))
     assert str(error.value).startswith(f"{missing} is not installed (needed to ")
-    assert str(error.value).endswith('install it with: pip install -e ".[export]"')
+    # a wheel user's command and a checkout's
+    assert str(error.value).endswith('install it with: pip install "convtrain[export]" (in a '
+                                     'checkout: pip install -e ".[export]")')
     assert not (tmp_path / "m.onnx").exists()
 
 

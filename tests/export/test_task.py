@@ -74,7 +74,7 @@ def test_onnx_export_gives_the_trained_models_logits_on_raw_pixels(trained, caps
     record = json.loads((export_dir / "export.json").read_text())["onnx"]
     assert record["files"] == ["model.onnx"] and record["opset"] == 17
     assert record["check"]["max_abs_difference"] == pytest.approx(float(figure), rel=1e-2)
-    assert record["checkpoint"] == str(trained / "checkpoints" / "best.safetensors")
+    assert record["checkpoint"] == "checkpoints/best.safetensors"  # relative to RUN_DIR
     assert record["class_names"] == [str(d) for d in range(10)]
     assert record["preprocessing"]["pixel_max"] == 16.0
 
@@ -126,6 +126,26 @@ def test_missing_dataset_files_say_how_to_export_without_the_check(trained, monk
                                         r"is checked on the run's test images; "
                                         r"export\.verify_samples=0 exports without the check\)$"):
         export_in_process(trained)
+
+
+def test_the_check_reads_the_data_eval_would(trained, cifar_root):
+    """export's verification images follow eval's rule: data overrides on the command line
+    apply (here another dataset, whose images do not fit the model), and model overrides are
+    refused (the model comes from the checkpoint)."""
+    def export_with(*overrides):
+        with initialize_config_dir(config_dir(), version_base="1.3"):
+            cfg = compose("train", overrides=["task=export", f"trainer.resume={trained}",
+                                              *overrides], return_hydra_config=True)
+        run(cfg, run_dir=trained / "export")
+
+    with pytest.raises(ConfigError, match=r"^export: the images of dataset 'cifar10' \(data="
+                                          r"cifar10 from the command line\) have shape "
+                                          r"\(3, 32, 32\) but the model"):
+        export_with("data=cifar10", f"data.root={cifar_root}")
+    with pytest.raises(ConfigError, match=r"^model=lenet5: task=export cannot change the model: "
+                                          r"the model comes from the checkpoint of "
+                                          r"trainer\.resume"):
+        export_with("model=lenet5")
 
 
 def test_a_run_is_needed(tmp_path):

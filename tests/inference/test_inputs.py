@@ -278,18 +278,29 @@ def test_files_that_are_not_what_their_name_says(tmp_path):
     (np.zeros((8, 8), np.complex64), "dtype complex64"),
     (np.zeros(8), "shape (8,); expected (H, W), (C, H, W), (N, H, W) or (N, C, H, W)"),
     (np.zeros((1, 1, 1, 8, 8)), "shape (1, 1, 1, 8, 8)"),
-    (np.zeros((0, 8, 8)), "empty array of shape (0, 8, 8)"),
+    (np.zeros((0, 8, 8)), "array of shape (0, 8, 8) is empty"),
     (np.full((8, 8), np.nan), "64 NaN or infinite value(s)"),
     (np.array([[np.inf] + [0.0] * 7] * 8), "8 NaN or infinite"),
     (np.full((8, 8), -0.5), "values -0.5 .. -0.5, expected raw pixels within 0 .. 255"),
     (np.full((8, 8), 255.5), "not normalised"),
     (np.zeros((2, 4, 8, 8)), "(4, 8, 8) (C, H, W), the model expects (1, 8, 8): only grey and RGB"),
-    (np.zeros((8, 8, 3)), "channels last? np.moveaxis"),
+    (np.zeros((8, 8, 3)), "looks channels last"),
 ])
 def test_bad_arrays(tmp_path, array, expected):
     np.save(tmp_path / "bad.npy", array)
     message = refused(tmp_path / "bad.npy")
     assert message.startswith(f"{tmp_path / 'bad.npy'}: ") and expected in message
+
+
+@pytest.mark.parametrize("array, shape", [(np.zeros((8, 8, 3)), GREY), (np.zeros((8, 8, 1)), GREY),
+                                          (np.zeros((2, 8, 8, 3)), RGB)])
+def test_channels_last_arrays_are_refused_even_with_resize(tmp_path, array, shape):
+    """np.asarray of a Pillow image is (H, W, C): read channels first it would be H images of
+    shape (W, C) -- garbage that resize would make fit. The hint is np.moveaxis only."""
+    np.save(tmp_path / "hwc.npy", array)
+    for resize in (False, True):
+        message = refused(tmp_path / "hwc.npy", shape=shape, resize=resize)
+        assert "np.moveaxis(array, -1, -3)" in message and "predict.resize" not in message
 
 
 def test_a_mix_of_sizes_names_the_odd_file_and_resize_stacks_it(tmp_path):

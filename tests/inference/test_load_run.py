@@ -107,11 +107,35 @@ def test_bad_paths_are_one_line(trained, tmp_path, case, expected):
         assert "set checkpoint=last" in str(info.value)
 
 
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
+    (tmp_path / "notimg.png").write_bytes(b"\x89PNG")
+    with pytest.raises(ConfigError) as info:
+        resolve_run_checkpoint(tmp_path / "notimg.png", where="trainer.resume")
+    assert str(info.value) == (f"trainer.resume: '{tmp_path / 'notimg.png'}' is not a "
+                               ".safetensors checkpoint (expected a training run's directory "
+                               "or its checkpoints/best.safetensors or last.safetensors)")
+
+
 def test_raw_images_of_the_wrong_shape_are_refused(trained):
     loaded = load_run(trained)
-    with pytest.raises(ConfigError, match=r"expected raw images of shape \(N, 1, 8, 8\).*\(3, 1, 9, 9\)"):
+    with pytest.raises(ConfigError, match=r"^raw images of shape \(3, 1, 9, 9\): expected raw "
+                                          r"images of shape \(N, 1, 8, 8\)"):
         loaded.predict(np.zeros((3, 1, 9, 9)))
     assert loaded.predict(np.zeros((1, 8, 8))).shape == (1,)  # one sample without N
+
+
+def test_the_api_takes_the_shapes_and_refuses_the_values_predict_refuses(trained):
+    """One rule with task=predict's arrays: (N, H, W) is N grey images for a 1-channel model;
+    NaN, out-of-range (0..255 for digits' 0..16) and channels-last arrays are refused."""
+    loaded = load_run(trained)
+    raw = read_digits(None).test.x[:5]
+    np.testing.assert_array_equal(loaded.predict(raw[:, 0]), loaded.predict(raw))
+    for bad, expected in [(np.full((2, 1, 8, 8), np.nan), "2 NaN or infinite .* 128|128 NaN"),
+                          (raw.astype(np.float64) * 255 / 16 + 1, r"expected raw pixels within 0 \.\. 16"),
+                          (np.zeros((8, 8, 1)), r"channels last.*np\.moveaxis")]:
+        with pytest.raises(ConfigError, match=expected) as info:
+            loaded.predict_proba(bad)
+        assert "\n" not in str(info.value)
 
 
 def test_a_checkpoint_without_an_inputs_record_gets_it_from_the_dataset(trained, tmp_path):

@@ -69,11 +69,13 @@ def test_table_is_aligned_and_groups_each_input():
 def test_csv_and_json_read_back(tmp_path):
     probs = softmax(np.random.default_rng(1).normal(size=(3, 4)))
     rows = top_k_predictions(probs, ['a "quoted", name.png', "b.png", "c.npy[0]"], CLASSES, 2)
-    csv_path, json_path = write_predictions(rows, tmp_path / "predict")
+    csv_path, json_path = write_predictions(rows, tmp_path / "predict", {"top_k": 2})
     assert (csv_path.name, json_path.name) == ("predictions.csv", "predictions.json")
     with open(csv_path, newline="") as f:
         table = list(csv.DictReader(f))
-    records = json.loads(json_path.read_text())
+    written = json.loads(json_path.read_text())
+    assert written["header"] == {"top_k": 2}
+    records = written["predictions"]
     assert len(table) == len(records) == 6
     for row, from_csv, from_json in zip(rows, table, records):
         assert from_csv["input"] == from_json["input"] == row.input

@@ -170,6 +170,20 @@ def test_a_one_percent_slip_in_a_weight_gradient_fails_naming_that_tensor(monkey
         "conv2.weight") + 3]
 
 
+def test_a_threshold_below_rounding_noise_is_warned_about():
+    """threshold 1e-12: the floor (rounding noise / threshold) exceeds every gradient, so every
+    entry is only an absolute test; the verdict says so. The default threshold does not."""
+    model, x, labels = model_and_batch("small_cnn")
+    tiny = check_model(model, x, labels, entries_per_tensor=4, threshold=1e-12)
+    largest = max(max(np.abs(t.analytic), np.abs(t.numeric)) for t in tiny.tensors
+                  if t.worst_index is not None)
+    assert tiny.floor > largest  # what the warning is about, from the reported gradients
+    assert "warning: the floor" in tiny.verdict() and "absolute test" in tiny.verdict()
+    assert "\n" not in tiny.verdict()
+    default = check_model(model, x, labels, entries_per_tensor=4)
+    assert default.floor_warning() is None and "warning" not in default.verdict()
+
+
 def test_a_dropped_bias_gradient_fails_naming_that_tensor(monkeypatch):
     model, x, labels = model_and_batch("lenet5")
     break_param_gradient(monkeypatch, model.layers["fc1"], "bias", lambda g: g * 0)

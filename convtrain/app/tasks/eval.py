@@ -30,18 +30,19 @@ import dataclasses
 import enum
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from convtrain import validate
 from convtrain.app import preflight
+from convtrain.app.config_values import section_setting
 from convtrain.app.tasks import register_task
-from convtrain.app.tasks._trained import load_trained
+from convtrain.app.tasks._trained import choose_data, command_line_overrides, load_trained
 from convtrain.errors import ConfigError
-from convtrain.inference import TrainedRun
+
+if TYPE_CHECKING:  # loaded when the task runs (the rule: convtrain/app/tasks/__init__.py)
+    from convtrain.inference import TrainedRun
 
 log = logging.getLogger("convtrain")
 
@@ -62,60 +63,14 @@ class EvalConfig:
     batch_size: Optional[int] = None
 
 
-@dataclasses.dataclass(frozen=True)
-class DataChoice:
-    """The data an eval reads: the ``data:`` mapping, the seed and where they came from."""
-
-    data: dict[str, Any]
-    seed: int
-    source: str  # for the log: "the run's data config", "data=cifar10 from the command line"
-
-
-def command_line_overrides(cfg: DictConfig) -> list[str]:
-    """The overrides the user gave (``HydraConfig``'s task overrides; a config composed with
-    ``return_hydra_config=True`` carries them too; none when run from a bare config)."""
-    if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
-    hydra = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
-    return list(hydra.overrides.task) if hydra is not None else []
-
-
-def choose_data(cfg: DictConfig, plan: preflight.Plan, trained: TrainedRun,
-                overrides: list[str]) -> DataChoice:
-    """The rule of the module docstring: the run's data config and seed, with the command
-    line's ``data.KEY`` / ``seed`` overrides on top, or the composed ``data`` for ``data=NAME``."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    keys = [(o.key_or_group, o.is_delete()) for o in parsed if o.package is None]
-    seed_set = any(key == "seed" for key, _ in keys)
-    seed = plan.seed if seed_set else validate.seed(trained.config.get("seed", 0))
-    composed = OmegaConf.to_container(cfg.data, resolve=True)
-    if any(key == "data" for key, _ in keys):
-        return DataChoice(composed, seed, f"data={composed.get('name')} from the command line")
-    data = OmegaConf.create(trained.config.get("data") or {})
-    changed = [key for key, _ in keys if key.startswith("data.")]
-    for key, delete in keys:
-        if not key.startswith("data."):
-            continue
-        sub = key[len("data."):]
-        if delete:  # ~data.KEY: back to the default
-            parent, _, leaf = sub.rpartition(".")
-            node = OmegaConf.select(data, parent) if parent else data
-            if isinstance(node, DictConfig) and leaf in node:
-                del node[leaf]
-        else:
-            OmegaConf.update(data, sub, OmegaConf.select(cfg.data, sub), merge=False)
-    source = "the run's data config" + (f" with {', '.join(changed)} from the command line"
-                                        if changed else "")
-    return DataChoice(OmegaConf.to_container(data, resolve=True), seed, source)
-
-
 def batch_size(cfg: DictConfig, trained: TrainedRun) -> int:
     """``eval.batch_size``, else the run's ``trainer.eval_batch_size`` (default 4 x batch size)."""
     value = cfg.eval.batch_size
     if value is not None:
         return validate.positive_int("eval.batch_size", value)
-    trainer = trained.config.get("trainer") or {}
-    return int(trainer.get("eval_batch_size") or 4 * int(trainer.get("batch_size") or 64))
+    from convtrain.training.options import resolve_eval_batch_size  # noqa: PLC0415
+
+    return resolve_eval_batch_size(trained.config.get("trainer") or {})
 
 
 def check_fits(trained: TrainedRun, shape: tuple[int, ...], class_names: tuple[str, ...],
@@ -143,7 +98,7 @@ def run(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> float:
     from convtrain.data.load import load_raw_splits  # noqa: PLC0415
     from convtrain.inference.evaluate import evaluate, write_results  # noqa: PLC0415
 
-    split = str(getattr(cfg.eval.split, "value", cfg.eval.split))
+    split = str(section_setting(cfg, "eval", "split"))
     trained = load_trained(cfg, plan)
     images_per_pass = batch_size(cfg, trained)  # checked before the data is read
     choice = choose_data(cfg, plan, trained, command_line_overrides(cfg))

@@ -7,7 +7,8 @@
 Both take raw pixels as the run's dataset stores them (float32 ``(N, C, H, W)``, 0..255; 0..16
 for digits) and return logits: the training preprocessing is their first step. Before anything
 is written the export is run (onnxruntime, or PyTorch for the torch format) on
-``export.verify_samples`` test images of the run's dataset and compared with convtrain's own
+``export.verify_samples`` test images of the run's dataset (the data ``task=eval`` reads:
+the run's data config with the command line's ``data`` overrides) and compared with convtrain's own
 forward pass; the max abs logit difference is printed, and above ``export.tolerance`` (times the
 largest |logit| when that is above 1: float32 rounding grows with the logits, see
 :func:`convtrain.export.settings.allowed_difference`) the task fails with one line (exit 2). ``RUN_DIR/export/export.json`` records, per format, what was
@@ -15,14 +16,15 @@ written, from which checkpoint, the preprocessing, the class names and the check
 The keys are declared in :mod:`convtrain.export.settings`.
 
 The torch format is checked only where torch is installed (writing it needs no torch); the ONNX
-format needs ``pip install -e ".[export]"``.
+format needs the ``export`` extra (``pip install "convtrain[export]"``; in a checkout
+``pip install -e ".[export]"``).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -30,45 +32,45 @@ from omegaconf import DictConfig
 from convtrain import validate
 from convtrain.app import preflight
 from convtrain.app.tasks import register_task
-from convtrain.app.tasks._trained import load_trained
+from convtrain.app.config_values import section_setting
+from convtrain.app.tasks._trained import choose_data, command_line_overrides, load_trained
 from convtrain.errors import ConfigError, DataError
-from convtrain.inference import TrainedRun
+
+if TYPE_CHECKING:  # loaded when the task runs (the rule: convtrain/app/tasks/__init__.py)
+    from convtrain.inference import TrainedRun
 
 #: what ``export.json`` is called (beside the exported files).
 RECORD_FILE = "export.json"
 
 
-def _setting(cfg: DictConfig, key: str) -> Any:
-    value = cfg.export[key]
-    return getattr(value, "value", value)  # enums (export.format) as their names
-
-
-def verification_images(trained: TrainedRun, count: int) -> np.ndarray | None:
-    """The first ``count`` test images of the run's dataset, raw float32 ``(n, C, H, W)``
-    exactly as the files store them; None for ``count`` 0.
+def verification_images(cfg: DictConfig, plan: preflight.Plan, trained: TrainedRun,
+                        count: int) -> np.ndarray | None:
+    """The first ``count`` test images (train images where the test split is empty) of the
+    data ``task=eval`` would read (:func:`~convtrain.app.tasks._trained.choose_data`: the run's
+    data config and seed, the command line's ``data`` overrides on top), raw float32
+    ``(n, C, H, W)`` exactly as the files store them; None for ``count`` 0.
 
     Raises:
         DataError: the dataset's files are missing or damaged (its reader's line, and how to
             export without the check).
-        ConfigError: the dataset's images no longer have the model's input shape.
+        ConfigError: the dataset's images do not have the model's input shape.
     """
     if count == 0:
         return None
-    from convtrain.data import DATASETS, StorageOptions, parse_data_config  # noqa: PLC0415
+    from convtrain.data.load import load_raw_splits  # noqa: PLC0415
 
-    data = parse_data_config(trained.config.get("data") or {})
+    choice = choose_data(cfg, plan, trained, command_line_overrides(cfg))
     try:
-        raw = DATASETS.get(data.name, where="data.name")(
-            StorageOptions(data.name, data.root, data.download, data.mirror))
+        raw = load_raw_splits(choice.data, seed=choice.seed)
     except DataError as exc:
         raise DataError(f"{exc} (the export is checked on the run's test images; "
                         f"export.verify_samples=0 exports without the check)") from None
     split = raw.test if len(raw.test) else raw.train
     images = split.x[:count]
     if tuple(images.shape[1:]) != tuple(trained.input_shape):
-        raise ConfigError(f"export: the images of dataset '{data.name}' have shape "
-                          f"{tuple(images.shape[1:])} but the model of {trained.checkpoint} "
-                          f"takes {tuple(trained.input_shape)}")
+        raise ConfigError(f"export: the images of dataset '{raw.name}' ({choice.source}) have "
+                          f"shape {tuple(images.shape[1:])} but the model of "
+                          f"{trained.checkpoint} takes {tuple(trained.input_shape)}")
     return images.astype(np.float32)
 
 
@@ -79,18 +81,18 @@ def _torch_installed() -> bool:
 @register_task("export", after_training=True)
 def export(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
     """Write the export into ``run_dir`` (``RUN_DIR/export``), check it, print the figure."""
-    export_format = str(_setting(cfg, "format"))
-    samples = validate.non_negative_int("export.verify_samples", _setting(cfg, "verify_samples"),
+    export_format = str(section_setting(cfg, "export", "format"))
+    samples = validate.non_negative_int("export.verify_samples", section_setting(cfg, "export", "verify_samples"),
                                         zero_means="no check")
-    tolerance = validate.real("export.tolerance", _setting(cfg, "tolerance"), low=0.0)
+    tolerance = validate.real("export.tolerance", section_setting(cfg, "export", "tolerance"), low=0.0)
     if export_format == "onnx":
         from convtrain.export.onnx import check_opset  # noqa: PLC0415 - loads onnx
 
-        opset = check_opset(_setting(cfg, "opset"))  # before the checkpoint is read
+        opset = check_opset(section_setting(cfg, "export", "opset"))  # before the checkpoint is read
 
     trained = load_trained(cfg, plan)
-    images = verification_images(trained, samples)
-    record: dict[str, Any] = {"format": export_format, "checkpoint": str(trained.checkpoint),
+    images = verification_images(cfg, plan, trained, samples)
+    record: dict[str, Any] = {"format": export_format, "checkpoint": trained.checkpoint_in_run,
                               "epoch": trained.epoch, "input_shape": list(trained.input_shape),
                               "class_names": list(trained.class_names),
                               "preprocessing": trained.preprocessing.as_dict()}

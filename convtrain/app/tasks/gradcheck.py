@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 
 from convtrain import validate
 from convtrain.app import preflight
+from convtrain.app.config_values import section_setting
 from convtrain.app.tasks import register_task
 from convtrain.errors import CheckFailed, ConfigError
 from convtrain.nn.gradcheck import (DEFAULT_ENTRIES_PER_TENSOR, DEFAULT_EPS, DEFAULT_INPUT_NOISE,
@@ -79,11 +80,6 @@ class CheckInputs:
     x: np.ndarray
     labels: np.ndarray
     description: str
-
-
-def _setting(cfg: DictConfig, key: str) -> Any:
-    value = cfg.gradcheck[key]
-    return getattr(value, "value", value)
 
 
 def declared_shape(cfg: DictConfig, plan: preflight.Plan) -> tuple[int, ...] | None:
@@ -142,12 +138,12 @@ def gradcheck(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
     from convtrain.nn.gradcheck import check_model, check_settings  # noqa: PLC0415
     from convtrain.training.atomic import atomic_write_text  # noqa: PLC0415
 
-    samples = validate.positive_int("gradcheck.samples", _setting(cfg, "samples"))
+    samples = validate.positive_int("gradcheck.samples", section_setting(cfg, "gradcheck", "samples"))
     keys = ("eps", "threshold", "entries_per_tensor", "input_noise")
     # checked before the model is built and the data read (check_model checks them again)
-    settings = dict(zip(keys, check_settings(*(_setting(cfg, key) for key in keys),
+    settings = dict(zip(keys, check_settings(*(section_setting(cfg, "gradcheck", key) for key in keys),
                                              where="gradcheck")))
-    source = str(_setting(cfg, "inputs"))
+    source = str(section_setting(cfg, "gradcheck", "inputs"))
     plan64 = dataclasses.replace(plan, dtype=np.dtype(np.float64))
     shape = declared_shape(cfg, plan)
     model = preflight.build(cfg, plan64, shape).model if shape is not None else None
@@ -166,6 +162,9 @@ def gradcheck(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
     log.info("gradcheck of %s (float64) on %s", model.name or "the model", inputs.description)
     report = check_model(model, inputs.x, inputs.labels, rng=np.random.default_rng(plan.seed),
                          **settings)
+    warning = report.floor_warning()
+    if warning:
+        log.warning("gradcheck: %s", warning.removeprefix("warning: "))
     text = f"{report}\ninputs: {inputs.description}\n"
     print(text, end="")
     atomic_write_text(run_dir / REPORT_TEXT, text)

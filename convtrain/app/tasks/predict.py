@@ -4,7 +4,9 @@
 [predict.resize=true] [checkpoint=last]`` reads the inputs (PNG/JPEG, .npy/.npz, IDX; see
 :mod:`convtrain.inference.inputs` for the rules), applies the run's own preprocessing (the
 normalisation statistics stored in its checkpoint), prints a table and writes
-``RUN_DIR/predict/predictions.csv`` and ``predictions.json``.
+``RUN_DIR/predict/predictions.csv`` (the rows) and ``predictions.json`` (a ``header``: the
+checkpoint relative to RUN_DIR, its epoch, ``inputs``, ``top_k``, ``resize``; and the same
+``predictions`` rows).
 """
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ def predict(cfg: DictConfig, plan: preflight.Plan, run_dir: Path) -> None:
     probabilities = trained.predict_proba(inputs.pixels)
     rows = top_k_predictions(probabilities, inputs.names, trained.class_names, top_k)
     print(format_table(rows))
-    csv_path, json_path = write_predictions(rows, run_dir)
+    header = {"checkpoint": trained.checkpoint_in_run, "epoch": trained.epoch, "inputs": spec,
+              "top_k": top_k, "resize": bool(settings.resize)}
+    csv_path, json_path = write_predictions(rows, run_dir, header)
     print(f"predictions: {csv_path} (and {json_path.name})")
     return None
