@@ -123,3 +123,24 @@ def fixed_limit(initial: np.ndarray, margin: float) -> float:
     """The colour limit of ``logger.kernel_scaling=fixed``: ``margin`` x max |w| of a layer's
     initial weights (the same at every step)."""
     return float(margin) * float(np.abs(initial).max()) if initial.size else 0.0
+
+
+class MeasuresFromInitialKernels:
+    """Mixin for a visual that compares the kernels with the initial ones (put it before
+    :class:`~convtrain.visuals.hook.VisualHook` in the bases): ``self.reference`` holds them,
+    by layer name, when the visual is on and something would be seen (else empty); in
+    ``task=inspect`` they come from the trained run's file, when it kept one."""
+
+    reference: dict[str, np.ndarray]
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.reference = {}
+        if self.every > 0 and self.ctx.writer.enabled:  # type: ignore[attr-defined]
+            self.reference = initial_kernels(self.ctx, state)  # type: ignore[attr-defined]
+        super().on_fit_start(state)  # type: ignore[misc]
+
+    def inspect(self, state: TrainState, step: int) -> None:
+        self.reference = {}
+        if self.ctx.writer.enabled:  # type: ignore[attr-defined]
+            self.reference = recorded_initial_kernels(self.ctx, state)  # type: ignore[attr-defined]
+        self.log(state, step)  # type: ignore[attr-defined]

@@ -21,8 +21,7 @@ import numpy as np
 
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import VisualHook, period_option
-from convtrain.visuals.initial_kernels import (current_kernels, initial_kernels,
-                                               recorded_initial_kernels)
+from convtrain.visuals.initial_kernels import MeasuresFromInitialKernels, current_kernels
 
 
 def relative(numerator: float, denominator: float) -> float:
@@ -32,23 +31,11 @@ def relative(numerator: float, denominator: float) -> float:
     return 0.0 if numerator == 0 else float("inf")
 
 
-class KernelChange(VisualHook):
+class KernelChange(MeasuresFromInitialKernels, VisualHook):
     place = 12
     period = period_option("kernel_change_every_n_epochs",
                            "kernels_change/<conv>/...: distance from the initial kernels "
                            "(scalars and histograms)")
-
-    def on_fit_start(self, state: TrainState) -> None:
-        self.reference: dict[str, np.ndarray] = {}
-        if self.every > 0 and self.ctx.writer.enabled:
-            self.reference = initial_kernels(self.ctx, state)
-        super().on_fit_start(state)
-
-    def inspect(self, state: TrainState, step: int) -> None:
-        self.reference = {}
-        if self.ctx.writer.enabled:
-            self.reference = recorded_initial_kernels(self.ctx, state)
-        self.log(state, step)
 
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer

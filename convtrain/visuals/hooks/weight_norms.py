@@ -17,11 +17,10 @@ import numpy as np
 
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import VisualHook, period_option
-from convtrain.visuals.initial_kernels import (current_kernels, initial_kernels,
-                                               recorded_initial_kernels)
+from convtrain.visuals.initial_kernels import MeasuresFromInitialKernels, current_kernels
 
 
-class WeightNorms(VisualHook):
+class WeightNorms(MeasuresFromInitialKernels, VisualHook):
     place = 40
     # off by default: two charts per filter bury the others in Time Series (kernel_change
     # gives the per-layer summary)
@@ -29,20 +28,6 @@ class WeightNorms(VisualHook):
                            "weight_norms/<conv>/filter_<k> and weight_distances/<conv>/filter_<k>: "
                            "L2 norm of each conv filter and its distance from the initial one",
                            default=0)
-
-    def on_fit_start(self, state: TrainState) -> None:
-        self.reference: dict[str, np.ndarray] = {}
-        if self.every > 0 and self.ctx.writer.enabled:
-            self.reference = initial_kernels(self.ctx, state)
-        super().on_fit_start(state)
-
-    def inspect(self, state: TrainState, step: int) -> None:
-        # task=inspect: the norms always; the distances when the trained run kept its
-        # initial kernels
-        self.reference = {}
-        if self.ctx.writer.enabled:
-            self.reference = recorded_initial_kernels(self.ctx, state)
-        self.log(state, step)
 
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer
