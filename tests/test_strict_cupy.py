@@ -177,6 +177,7 @@ def dropout_state(run_dir: Path) -> dict:
     return meta["rng"]["layers"]["drop1"]
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_cupy_run_with_dropout_resumes_exactly(strict_cupy, tmp_path):
     whole = train(tmp_path / "whole", "backend=cupy", "trainer.max_epochs=2")
     train(tmp_path / "first", "backend=cupy", "trainer.max_epochs=1")

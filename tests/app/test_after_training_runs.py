@@ -101,6 +101,7 @@ def check_onnx_agrees(run_dir: Path) -> float:
     return difference
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_digits_predict_on_pngs_equals_eval(digits_run, tmp_path):
     check_predict_equals_eval(digits_run, tmp_path)
 

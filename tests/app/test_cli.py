@@ -85,6 +85,7 @@ def test_init_dropout_and_weight_decay_overrides(tmp_path):
     assert "init: xavier_uniform" in cfg and "p: 0.3" in cfg and "weight_decay: 0.0001" in cfg
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_same_seed_gives_identical_losses(tmp_path):
     convtrain(tmp_path, "seed=7", "data.subset=400", *FAST)
     convtrain(tmp_path, "seed=7", "data.subset=400", *FAST)
@@ -95,6 +96,7 @@ def test_same_seed_gives_identical_losses(tmp_path):
         assert a[key] == b[key], key  # bitwise on NumPy
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_different_seeds_differ(tmp_path):
     convtrain(tmp_path, "seed=1", "trainer.max_epochs=1", "data.subset=400")
     convtrain(tmp_path, "seed=2", "trainer.max_epochs=1", "data.subset=400")
@@ -145,6 +147,7 @@ def test_bad_overrides_fail_before_training_with_the_key_named(tmp_path, overrid
     assert not list(tmp_path.rglob("metrics.json")), "training must not start"
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_full_error_shows_the_traceback(tmp_path):
     env = {"HYDRA_FULL_ERROR": "1"}
     for override in ("optimizer.lrr=0.1", "optimizer.lr=-1"):
@@ -175,6 +178,7 @@ def test_summary_shows_inserted_and_removed_layers_in_order(tmp_path):
     assert "8@3x3" in proc.stdout
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_user_config_dir_adds_models_and_experiments(tmp_path):
     conf = tmp_path / "my_configs"
     (conf / "model").mkdir(parents=True)
@@ -223,6 +227,7 @@ def test_augmentation_can_be_switched_on_from_the_command_line(tmp_path):
     assert cfg.data.augment.random_crop == 1 and cfg.data.augment.horizontal_flip is True
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_help_lists_only_the_user_choices(tmp_path):
     from convtrain.app.cli import config_dir
     from convtrain.optim import OPTIMIZERS, SCHEDULES

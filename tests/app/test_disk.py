@@ -166,6 +166,7 @@ def tmpfs(tmp_path: Path, size: str):
         subprocess.run(["umount", "-l", str(point)], check=True)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_real_full_disk_keeps_the_last_good_results(tmp_path):
     # the run's files grow past 420 KiB in its second or third epoch
     with tmpfs(tmp_path, "420k") as mnt:
@@ -177,6 +178,7 @@ def test_a_real_full_disk_keeps_the_last_good_results(tmp_path):
         assert_claims_true(line, run)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_resuming_in_place_on_a_read_only_filesystem_is_one_line(tmp_path):
     with tmpfs(tmp_path, "4m") as mnt:
         assert convtrain(tmp_path, "trainer.max_epochs=1", f"hydra.run.dir={mnt}/D").returncode == 0

@@ -48,6 +48,7 @@ def finished_run(tmp_path: Path) -> Path:
     return tmp_path / "D"
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_failed_command_into_a_finished_run_leaves_it_byte_identical(tmp_path):
     run = finished_run(tmp_path)
     before = hashes(run)
@@ -59,6 +60,7 @@ def test_a_failed_command_into_a_finished_run_leaves_it_byte_identical(tmp_path)
     assert row["status"] == "ok" and "optimizer.lr" not in row
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_good_command_into_a_finished_run_is_refused_too(tmp_path):
     run = finished_run(tmp_path)
     before = hashes(run)
@@ -68,6 +70,7 @@ def test_a_good_command_into_a_finished_run_is_refused_too(tmp_path):
     assert not (run / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_resuming_in_place_is_allowed(tmp_path):
     run = finished_run(tmp_path)
     proc = convtrain(tmp_path, "trainer.max_epochs=3", "hydra.run.dir=D", "trainer.resume=D")
@@ -76,6 +79,7 @@ def test_resuming_in_place_is_allowed(tmp_path):
     assert not (run / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_refused_resume_in_place_keeps_the_runs_config(tmp_path):
     run = finished_run(tmp_path)
     before = hashes(run)
@@ -88,6 +92,7 @@ def test_a_refused_resume_in_place_keeps_the_runs_config(tmp_path):
     assert after == before  # .hydra/ as the finished run wrote it, no error.txt
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_overwrite_run_dir_replaces_the_earlier_run(tmp_path):
     run = finished_run(tmp_path)
     proc = convtrain(tmp_path, "trainer.max_epochs=1", "hydra.run.dir=D", "overwrite_run_dir=true")
@@ -98,6 +103,7 @@ def test_overwrite_run_dir_replaces_the_earlier_run(tmp_path):
     assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 4
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_second_live_run_is_refused_naming_the_first(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     first = subprocess.Popen([sys.executable, "-m", "convtrain", "trainer.max_epochs=100000",
@@ -124,6 +130,7 @@ def test_a_second_live_run_is_refused_naming_the_first(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not (run / LOCK_FILE).exists()
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     run = tmp_path / "D"
     run.mkdir()
@@ -137,6 +144,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (run / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_the_lock_is_released_when_a_run_fails(tmp_path):
     proc = convtrain(tmp_path, *FAST, "hydra.run.dir=D", "optimizer.lr=-1")
     assert_one_line_error(proc, "optimizer.lr")
@@ -145,6 +153,7 @@ def test_the_lock_is_released_when_a_run_fails(tmp_path):
     assert convtrain(tmp_path, *FAST, "hydra.run.dir=D").returncode == 0
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_sweep_into_a_sweep_directory_with_results_is_refused(tmp_path):
     proc = convtrain(tmp_path, "-m", "seed=1,2", "trainer.max_epochs=1", "hydra.sweep.dir=S")
     assert proc.returncode == 0, proc.stderr
@@ -199,6 +208,7 @@ def test_a_run_into_a_live_sweeps_directory_is_refused_before_it_writes(tmp_path
     assert "in use" not in (sweep / "1" / "convtrain.log").read_text()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_sweep_over_a_live_run_is_refused(tmp_path):
     live = _start(tmp_path, "trainer.max_epochs=100000", "hydra.run.dir=S/1")
     run = tmp_path / "S" / "1"
@@ -218,6 +228,7 @@ def test_a_sweep_over_a_live_run_is_refused(tmp_path):
 
 @pytest.mark.parametrize("launcher", [
     [], pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=pytest.mark.slow)])
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_sweep_job_whose_directory_is_a_live_runs_fails_the_sweep(tmp_path, launcher):
     # job 1's directory S/1 is a link to a live run's directory (a hydra.sweep.subdir outside
     # the sweep directory is refused before any job runs): the job finds the lock taken; in a
@@ -246,6 +257,7 @@ def test_a_sweep_job_whose_directory_is_a_live_runs_fails_the_sweep(tmp_path, la
         live.wait()
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_resume_in_place_that_fails_while_training_keeps_its_failure(tmp_path):
     # review finding 2: the old .hydra/ and error.txt were put back over the new failure
     run = finished_run(tmp_path)
@@ -260,6 +272,7 @@ def test_a_resume_in_place_that_fails_while_training_keeps_its_failure(tmp_path)
     assert row["status"] != "ok"
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_finished_run_without_checkpoints_is_not_offered_a_resume(tmp_path):
     # review finding 6: trainer.resume=DIR cannot work without checkpoints/last
     proc = convtrain(tmp_path, *FAST, "trainer.checkpoint=false", "hydra.run.dir=D")

@@ -41,6 +41,7 @@ def sweep_dir(root: Path) -> Path:
     return multirun_yaml.parent
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_grid_sweep_over_a_layer_key_survives_a_failing_job(tmp_path):
     proc = convtrain(tmp_path, "-m", "model.layers.conv1.filters=0,2", "seed=1,2", *TINY)
     out = proc.stdout + proc.stderr
@@ -73,6 +74,7 @@ def test_grid_sweep_over_a_layer_key_survives_a_failing_job(tmp_path):
     assert "must be >= 1, got 0" in rows[-1]
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_successful_sweep_exits_zero_and_stale_errors_do_not_count(tmp_path):
     sweep = tmp_path / "sweep"
     proc = convtrain(tmp_path, "-m", "model.layers.conv1.filters=0,2",
@@ -88,6 +90,7 @@ def test_successful_sweep_exits_zero_and_stale_errors_do_not_count(tmp_path):
     assert "failed" not in proc.stderr
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = convtrain(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -109,6 +112,7 @@ def optuna_trials(root: Path) -> list[tuple[dict, float]]:
     return out
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_optuna_sweep_in_memory_maximises_the_returned_value(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     proc = convtrain(tmp_path, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY)
@@ -223,6 +227,7 @@ def test_an_optuna_sweep_with_one_subdir_for_all_trials_is_refused(in_process, c
         f"convtrain: error: hydra.sweep.subdir: job 0 and job 1 would both run in {tmp_path}/S/same")
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 @pytest.mark.parametrize("subdir", ["${hydra.job.override_dirname}", "job_${seed}"])
 def test_a_subdir_that_differs_per_job_is_accepted(in_process, monkeypatch, capsys, tmp_path,
                                                    subdir):

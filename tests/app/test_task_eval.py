@@ -56,6 +56,7 @@ def one_line_error(proc) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_eval_on_digits_from_the_command_line(digits_run, tmp_path):
     before = fingerprint(digits_run)
     proc = run_convtrain(tmp_path, "task=eval", f"trainer.resume={digits_run}", "checkpoint=last")
@@ -159,6 +160,7 @@ def test_refusals_name_the_problem(digits_run, cifar_root, tmp_path):
         eval_in_process(other, tmp_path)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 @pytest.mark.parametrize("case", ["no resume", "missing run", "no checkpoints", "data shape"])
 def test_command_line_refusals_are_one_line(case, digits_run, cifar_root, tmp_path):
     empty = tmp_path / "empty_run"

@@ -147,6 +147,7 @@ def test_bad_settings_are_one_line(convtrain_in_process, capsys, override, expec
     assert err.startswith("convtrain: error: ") and expected in err, err
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_a_failed_check_in_a_sweep_is_a_failed_job(convtrain_in_process, monkeypatch, tmp_path,
                                                    capsys):
     backward = Dense.backward

@@ -79,6 +79,7 @@ def test_onnx_export_gives_the_trained_models_logits_on_raw_pixels(trained, caps
     assert record["preprocessing"]["pixel_max"] == 16.0
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_torch_export_gives_the_trained_models_logits(trained, capsys):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file

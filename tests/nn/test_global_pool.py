@@ -79,6 +79,7 @@ def test_yaml_mistakes_name_the_key():
         build_layer("gap", {"type": "global_avgpool2d"}, (12,), defaults)
 
 
+@pytest.mark.slow  # > 2 s: out of the fast suite
 def test_summary_and_training_from_the_command_line(tmp_path):
     # the default small_cnn with its flatten replaced by global average pooling
     overrides = ("+model.layers.gap={type: global_avgpool2d, before: fc1}", "~model.layers.flat")

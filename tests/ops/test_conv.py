@@ -148,6 +148,7 @@ def input_grad_method(request):
 
 @pytest.mark.parametrize("case", STRIDE_ONE_CASES, ids=lambda c: "x{}w{}p{}d{}g{}".format(
     "x".join(map(str, c[0])), "x".join(map(str, c[1])), *(f"{a}{b}" for a, b in c[3:5]), c[5]))
+@pytest.mark.slow  # > 2 s: out of the fast suite
 @pytest.mark.parametrize("max_workspace_mb", [None, 1e-6], ids=["whole", "chunked"])
 def test_each_input_grad_method_matches_finite_differences(case, max_workspace_mb,
                                                            input_grad_method, threading_mode):
@@ -255,6 +256,7 @@ ROW_COLUMN_CASES = [  # stride 1, no groups: (x_shape, weight_shape, padding, di
 @pytest.mark.parametrize("case", ROW_COLUMN_CASES, ids=lambda c: "x{}w{}p{}d{}b{}".format(
     "x".join(map(str, c[0])), "x".join(map(str, c[1])), *(f"{a}{b}" for a, b in c[2:4]),
     int(c[4])))
+@pytest.mark.slow  # > 2 s: out of the fast suite
 @pytest.mark.parametrize("max_workspace_mb", [None, 1e-6], ids=["whole", "chunked"])
 def test_each_columns_method_matches_scipy_and_finite_differences(
         case, max_workspace_mb, columns_method, threading_mode):
