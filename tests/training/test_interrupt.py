@@ -436,22 +436,7 @@ def test_ctrl_c_to_the_process_group_stops_a_joblib_sweep_cleanly(tmp_path, sign
     proc = start_in_own_group(tmp_path, "-m", "seed=3,4,5", *ARGS[:-1], "hydra/launcher=joblib",
                               "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
     stdout, stderr = signal_group_after(proc, "epoch 1/3", signum)
-    name = signal.Signals(signum).name
-    assert proc.returncode == 128 + signum, stderr
-    assert "Traceback" not in stdout + stderr
-    [line] = user_lines(stderr)
-    assert line == (f"convtrain: interrupted ({name}): the sweep in {sweep} stopped; jobs 0, 1 "
-                    "stopped cleanly (each resumes in place with the command in its error.txt); "
-                    "no further job was started"), line
-    for job in (sweep / "0", sweep / "1"):
-        error = (job / "error.txt").read_text()
-        assert error.startswith(f"interrupted ({name}) at epoch "), error
-        last = json.loads((job / "checkpoints" / "last.json").read_text())
-        assert f"checkpoints/last holds epoch {last['epoch']} " in error
-        assert list(job.rglob("*.tmp")) == []
-    # the third job never trained
-    assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
-    assert not (sweep / ".convtrain.interrupted").exists()
+    assert_jobs_0_1_stopped_cleanly(proc, stdout, stderr, sweep, signum)
     resume_from_error_txt(tmp_path, sweep / "0")
 
 
@@ -535,6 +520,28 @@ def wait_for_epoch(jobs: list[Path], proc: subprocess.Popen) -> None:
                proc)
 
 
+def assert_jobs_0_1_stopped_cleanly(proc: subprocess.Popen, stdout: str, stderr: str,
+                                    sweep: Path, signum: int) -> None:
+    """A sweep stopped by ``signum`` while jobs 0 and 1 ran: its one line and exit status, each
+    job's error.txt naming where its ``last`` checkpoint stands, no temp file, job 2 never
+    trained, the interruption marker removed."""
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stdout + stderr
+    [line] = user_lines(stderr)
+    assert line == (f"convtrain: interrupted ({name}): the sweep in {sweep} stopped; jobs 0, 1 "
+                    "stopped cleanly (each resumes in place with the command in its error.txt); "
+                    "no further job was started"), line
+    for job in (sweep / "0", sweep / "1"):
+        error = (job / "error.txt").read_text()
+        assert error.startswith(f"interrupted ({name}) at epoch "), error
+        last = json.loads((job / "checkpoints" / "last.json").read_text())
+        assert f"checkpoints/last holds epoch {last['epoch']} " in error
+        assert list(job.rglob("*.tmp")) == []
+    assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
+    assert not (sweep / ".convtrain.interrupted").exists()
+
+
 def submitit_logs(sweep: Path) -> str:
     """What the jobs' processes wrote to their stderr (submitit's ``*_log.err`` files)."""
     return "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
@@ -563,24 +570,16 @@ def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_pa
     wait_for_epoch([sweep / "0", sweep / "1"], proc)
     os.killpg(proc.pid, signum)
     stdout, stderr = proc.communicate(timeout=300)
-    name = signal.Signals(signum).name
-    assert proc.returncode == 128 + signum, stderr
-    assert "Traceback" not in stdout + stderr + submitit_logs(sweep)
+    assert_jobs_0_1_stopped_cleanly(proc, stdout, stderr, sweep, signum)
+    assert "Traceback" not in submitit_logs(sweep)
     assert "interrupted again" not in submitit_logs(sweep)  # one signal each, not two
-    [line] = user_lines(stderr)
-    assert line == (f"convtrain: interrupted ({name}): the sweep in {sweep} stopped; jobs 0, 1 "
-                    "stopped cleanly (each resumes in place with the command in its error.txt); "
-                    "no further job was started"), line
     for job in (sweep / "0", sweep / "1"):
         error = (job / "error.txt").read_text()
-        assert error.startswith(f"interrupted ({name}) at epoch "), error
         last = json.loads((job / "checkpoints" / "last.json").read_text())
         assert f"checkpoints/last holds epoch {last['epoch']} (step {last['global_step']})" \
             in error
         assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == last["epoch"]
         assert list(job.rglob("*.tmp*")) == []
-    assert not (sweep / "2" / "checkpoints").exists() and not (sweep / "2" / "metrics.json").exists()
-    assert not (sweep / ".convtrain.interrupted").exists()
     assert f"`convtrain --config-dir {tmp_path / 'conf'} seed=4 +experiment=three " in \
         (sweep / "1" / "error.txt").read_text()
     resume_from_error_txt(tmp_path, sweep / "1")

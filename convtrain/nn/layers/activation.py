@@ -9,6 +9,7 @@ multiply), ``silu`` 2 (a sigmoid and a multiply), ``gelu`` 4 (``x · erfc(-x/√
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, ClassVar
 
 from convtrain.errors import ConfigError
@@ -23,8 +24,9 @@ from convtrain.validate import did_you_mean
 
 
 class _Activation(Layer):
-    """An elementwise function with engine ``forward_fn(x) -> (y, cache)`` and
-    ``backward_fn(dy, cache) -> dx``."""
+    """A shape-keeping function with engine ``forward_fn(x) -> (y, cache)`` and
+    ``backward_fn(dy, cache) -> dx`` and ``flops_per_element`` FLOPs per element: the
+    elementwise activations below, and ``softmax`` (nn/layers/softmax.py)."""
 
     flops_per_element: ClassVar[int] = 1
     forward_fn: ClassVar[Callable[..., Any]]
@@ -48,10 +50,7 @@ class _Activation(Layer):
         return dx
 
     def flops(self, input_shape: Shape) -> int:
-        count = 1
-        for size in input_shape:
-            count *= int(size)
-        return self.flops_per_element * count
+        return self.flops_per_element * math.prod(int(size) for size in input_shape)
 
 
 @register_layer("relu")
