@@ -29,6 +29,7 @@ _PUBLIC = {
     "Model": "convtrain.nn.model",
     "build_model": "convtrain.nn.model",
     "load_run": "convtrain.inference.run",
+    "model_config": "convtrain.app.model_configs",
     "TrainedRun": "convtrain.inference.run",
 }
 

@@ -20,16 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from convtrain.app import cli
 from convtrain.nn.layers.dense import Dense
 from tests.inference.conftest import FASHION_MNIST_DIR, run_convtrain
+from tests.shipped_models import shipped_config
 
 
 def parameter_names(model: str, input_shape: tuple[int, ...]) -> list[str]:
     """The model's parameter tensors, from the shipped config built by hand."""
-    import yaml
-
-    from convtrain.app.cli import config_dir
     from convtrain.nn.model import build_model
 
-    spec = yaml.safe_load((Path(config_dir()) / "model" / f"{model}.yaml").read_text())
+    spec = shipped_config(model)
     built = build_model(spec, input_shape, seed=0, dtype=np.float64)
     return [f"{name}.{key}" for name, layer in built.layers.items() for key in layer.params]
 

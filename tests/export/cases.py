@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from convtrain.data.splits import Preprocessing
 from convtrain.nn.model import Model, build_model
+from tests.shipped_models import shipped_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 #: the per-sample input of each shipped model (the dataset it is meant for)
@@ -18,7 +18,7 @@ SHIPPED = sorted(path.stem for path in CONFIGS.glob("*.yaml"))
 
 
 def shipped_model(name: str, seed: int = 0) -> Model:
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    config = shipped_config(name)
     return build_model(config, SHIPPED_INPUT.get(name, (1, 28, 28)), seed=seed)
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from convtrain.errors import ConfigError, InternalError
 from convtrain.nn import LAYERS, gradcheck
 from convtrain.nn.gradcheck import INPUT_NAME, check_model
 from convtrain.nn.model import build_model
 from convtrain.ops.losses import softmax_cross_entropy
+from tests.shipped_models import shipped_config
 
 MODEL_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "model").glob("*.yaml"))
 #: a small input for each shipped model (lenet5's valid 5x5 conv needs >= 12; seed_example's
@@ -24,7 +24,7 @@ SMALL_INPUTS = {"lenet5": (1, 12, 12), "cifar_cnn": (3, 8, 8), "resnet20": (3, 8
 
 
 def shipped(name: str) -> dict:
-    config = yaml.safe_load((MODEL_CONFIGS[0].parent / f"{name}.yaml").read_text())
+    config = shipped_config(name)
     config.pop("input_shape", None)  # model.input_shape=null: built for the small input
     return config
 

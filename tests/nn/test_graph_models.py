@@ -15,12 +15,13 @@ import yaml
 
 from convtrain.nn.model import build_model
 from tests.training.test_trainer import blobs, make_trainer, read_tb
+from tests.shipped_models import shipped_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 
 
 def shipped(name: str) -> dict:
-    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    return shipped_config(name)
 
 
 def conv(c_in, c_out, k, bias=True, groups=1):
