@@ -19,7 +19,7 @@ CONV_DIRECTIONS = ("fwd", "fwd+bwd")
 
 SGEMM_SIZE = 2048  # square float32 matmul whose speed is the machine's practical BLAS peak
 POOL_SHAPE = (64, 64, 32, 32)  # max-pool 2x2 stride 2 input, (N, C, H, W)
-STEP_BATCH = 128  # LeNet-5 training step and epoch batch size
+STEP_BATCH = 128  # LeNet-5 and ResNet-20 training step and epoch batch size
 EPOCH_IMAGES = 60000  # images per epoch, (1, 28, 28) each
 MEMORY_CASE = (3, 64, 224, 7, 2, 3, 64)  # layer (e) at batch 64, for the workspace limits
 
@@ -32,6 +32,43 @@ LENET5_PARAMS = {
     "fc2": (84, 120),
     "fc3": (10, 84),
 }
+
+
+#: ResNet-20 of configs/model/resnet20.yaml on 28x28x1 images: the stem's filters, then
+#: (filters, stride of the first block) per stage of RESNET20_BLOCKS basic blocks; a stage that
+#: changes the stride or the channel count projects its first block's shortcut (1x1 conv + BN).
+RESNET20_STEM = 16
+RESNET20_STAGES = ((16, 1), (32, 2), (64, 2))
+RESNET20_BLOCKS = 3
+RESNET20_CLASSES = 10
+
+
+def resnet20_state_shapes(channels: int = 1) -> dict[str, tuple[int, ...]]:
+    """convtrain's ``state_dict`` names and shapes of ResNet-20 (every entry: conv weights
+    ``(F, C, kh, kw)`` without biases, batch-norm weight/bias/running_mean/running_var ``(F,)``,
+    dense ``(out, in)`` and bias), in the model's order. The torch side maps them to its own
+    module names; the convtrain side loads them strictly, so a tree whose resnet20 config
+    differs from this network fails with the names that differ."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv_bn(conv: str, bn: str, filters: int, inputs: int, kernel: int) -> None:
+        shapes[f"{conv}.weight"] = (filters, inputs, kernel, kernel)
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{bn}.{key}"] = (filters,)
+
+    conv_bn("conv1", "bn1", RESNET20_STEM, channels, 3)
+    inputs = RESNET20_STEM
+    for stage, (filters, stride) in enumerate(RESNET20_STAGES, 1):
+        for block in range(1, RESNET20_BLOCKS + 1):
+            prefix = f"stage{stage}.block{block}."
+            conv_bn(prefix + "conv1", prefix + "bn1", filters, inputs, 3)
+            conv_bn(prefix + "conv2", prefix + "bn2", filters, filters, 3)
+            if block == 1 and (stride != 1 or inputs != filters):
+                conv_bn(prefix + "proj", prefix + "proj_bn", filters, inputs, 1)
+            inputs = filters
+    shapes["fc.weight"] = (RESNET20_CLASSES, inputs)
+    shapes["fc.bias"] = (RESNET20_CLASSES,)
+    return shapes
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -61,6 +98,8 @@ def timed_case_ids(parts: set[str], conv_letters: str) -> list[str]:
         ids.append("pool")
     if "step" in parts:
         ids.append("step")
+    if "resnet20" in parts:
+        ids.append("resnet20")
     return ids
 
 
@@ -74,7 +113,14 @@ def case_title(case_id: str) -> str:
         return "maxpool 2x2 ({},{},{},{}) fwd+bwd".format(*POOL_SHAPE)
     if case_id == "step":
         return f"LeNet-5 train step b{STEP_BATCH}"
+    if case_id == "resnet20":
+        return f"ResNet-20 train step b{STEP_BATCH} 28x28x1"
     raise KeyError(case_id)
+
+
+def case_images(case_id: str) -> int | None:
+    """Images one call of a training-step case trains on (for images/s), else None."""
+    return STEP_BATCH if case_id in ("step", "resnet20") else None
 
 
 def case_flops(case_id: str) -> float | None:

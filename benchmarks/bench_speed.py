@@ -1,7 +1,8 @@
 """convtrain vs PyTorch on the CPU, and convtrain before vs after: each side in its own process.
 
     python benchmarks/bench_speed.py                   # everything, this tree against torch
-    python benchmarks/bench_speed.py --only conv,pool  # a subset: gemm conv pool step epoch memory
+    python benchmarks/bench_speed.py --only conv,pool  # a subset: gemm conv pool step resnet20
+                                                       #   epoch memory
     python benchmarks/bench_speed.py --convtrain before=/work/wt-base --convtrain after=. \\
         --repeats 9 --markdown results.md              # before/after and torch in one run
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_speed.py ...
@@ -18,7 +19,10 @@ images/s: > 1 means faster) and the ratio to the FIRST convtrain side (after/bef
 Cases (issue #3): the machine's sgemm peak (a 2048^3 float32 matmul: NumPy in a convtrain
 process, torch.mm in torch's), conv2d forward and forward+backward (a)-(e) with GFLOP/s and
 their share of that side's sgemm peak, max-pool 2x2 forward+backward, a LeNet-5 training step
-(batch 128), whole epochs of 60,000 28x28 images (Fashion-MNIST from
+(batch 128), a ResNet-20 training step (issue #14: batch 128 of 28x28x1 images, the
+Fashion-MNIST shape; convtrain's model is configs/model/resnet20.yaml composed as the CLI does,
+``convtrain.model_config``, torch's the same network in torch.nn with the same weights; a tree
+without ``model_config``, from before commit 040e66c, skips this case and says so), whole epochs of 60,000 28x28 images (Fashion-MNIST from
 /usr/share/datasets/fashion-mnist if present, else random; images/s and the process's peak RSS
 per epoch, so growth across epochs shows), and layer (e)'s peak memory at batch 64 under
 workspace limits none/256/64 MiB (convtrain only, one fresh process per limit).
@@ -68,7 +72,7 @@ import bench_cases as cases  # this script's directory is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().with_name("bench_worker.py")
-PARTS = ("gemm", "conv", "pool", "step", "epoch", "memory")
+PARTS = ("gemm", "conv", "pool", "step", "resnet20", "epoch", "memory")
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Side:
     calls: dict[str, list[list[float]]] = field(default_factory=dict)  # case -> rounds' calls
     epochs: list[dict[str, Any]] = field(default_factory=list)  # one entry per round
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # limit -> result
+    skipped: dict[str, str] = field(default_factory=dict)  # case -> why this side cannot run it
 
     @property
     def is_torch(self) -> bool:
@@ -182,6 +187,7 @@ def run_timed_rounds(sides: list[Side], settings: Settings, case_ids: list[str],
         for side in rotated(sides, round_index):
             t0 = time.monotonic()
             result = run_child(side, settings, ["--cases", ",".join(case_ids)])
+            side.skipped.update(result.get("skipped", {}))
             for case_id, times in result["cases"].items():
                 side.round_medians.setdefault(case_id, []).append(statistics.median(times))
                 side.calls.setdefault(case_id, []).append(times)
@@ -232,10 +238,16 @@ def timed_rows(sides: list[Side], case_ids: list[str]) -> list[dict[str, Any]]:
     for case_id in case_ids:
         row: dict[str, Any] = {"case": cases.case_title(case_id), "sides": {}, "ratios": {}}
         flops = cases.case_flops(case_id)
+        images = cases.case_images(case_id)
         for side in sides:
+            if case_id not in side.round_medians:
+                row["sides"][side.name] = {"skipped": side.skipped.get(case_id, "not measured")}
+                continue
             medians = side.round_medians[case_id]
             entry = {"median_ms": 1e3 * statistics.median(medians), "min_ms": 1e3 * min(medians),
                      "max_ms": 1e3 * max(medians)}
+            if images:
+                entry["images_per_s"] = images / statistics.median(medians)
             if flops:
                 entry["gflops"] = flops / statistics.median(medians) / 1e9
                 peak = sgemm_peak(side)
@@ -243,8 +255,9 @@ def timed_rows(sides: list[Side], case_ids: list[str]) -> list[dict[str, Any]]:
                     entry["peak_fraction"] = entry["gflops"] / peak
             row["sides"][side.name] = entry
         for top, bottom in ratio_columns(sides):
-            ratio = top.median(case_id) / bottom.median(case_id)
-            row["ratios"][f"{top.name}/{bottom.name}"] = ratio
+            if case_id in top.round_medians and case_id in bottom.round_medians:
+                ratio = top.median(case_id) / bottom.median(case_id)
+                row["ratios"][f"{top.name}/{bottom.name}"] = ratio
         rows.append(row)
     return rows
 
@@ -284,8 +297,13 @@ def print_report(sides: list[Side], rows: list[dict[str, Any]], epoch: dict | No
         print(f"\n{row['case']}")
         for side in sides:
             entry = row["sides"][side.name]
+            if "skipped" in entry:
+                print(f"  {side.name:<{width}} skipped: {entry['skipped']}")
+                continue
             line = (f"  {side.name:<{width}} {entry['median_ms']:9.2f} ms "
                     f"({entry['min_ms']:.2f}-{entry['max_ms']:.2f})")
+            if "images_per_s" in entry:
+                line += f" {entry['images_per_s']:7.0f} img/s"
             line += "".join(f"  {value:5.2f}x {key.split('/')[1]}"
                             for key, value in row["ratios"].items()
                             if key.split("/")[0] == side.name)
@@ -325,13 +343,18 @@ def write_markdown(path: str, header: list[str], sides: list[Side], rows: list[d
         cells = []
         for side in sides:
             e = row["sides"][side.name]
+            if "skipped" in e:
+                cells.append(f"skipped: {e['skipped']}")
+                continue
             cell = f"{e['median_ms']:.2f} ms ({e['min_ms']:.2f}-{e['max_ms']:.2f})"
+            if "images_per_s" in e:
+                cell += f", {e['images_per_s']:.0f} img/s"
             if "gflops" in e:
                 cell += f", {e['gflops']:.1f} GFLOP/s"
             if "peak_fraction" in e:
                 cell += f" ({100 * e['peak_fraction']:.0f}%)"
             cells.append(cell)
-        cells += [f"{row['ratios'][k]:.2f}" for k in ratio_keys]
+        cells += [f"{row['ratios'][k]:.2f}" if k in row["ratios"] else "-" for k in ratio_keys]
         lines.append(f"| {row['case']} | " + " | ".join(cells) + " |")
     if epoch:
         cells = [f"{e['images_per_s']:.0f} img/s ({e['min']:.0f}-{e['max']:.0f}), peak RSS "
@@ -349,8 +372,9 @@ def write_markdown(path: str, header: list[str], sides: list[Side], rows: list[d
     if epoch:
         lines += ["", f"Epoch data: {epoch['source']}."]
     lines += ["", "Times are medians over rounds of each round's median; GFLOP/s count a fwd+bwd "
-              "as 3 forwards; % is of the same side's sgemm peak in this run. Memory rows are "
-              "single processes (median of 3 calls)."]
+              "as 3 forwards; % is of the same side's sgemm peak in this run; img/s of a "
+              "training step is its batch over its median time. Memory rows are single "
+              "processes (median of 3 calls)."]
     Path(path).write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 

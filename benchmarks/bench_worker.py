@@ -1,6 +1,6 @@
 """One measured side of bench_speed.py, run in a process of its own.
 
-    python benchmarks/bench_worker.py --side torch --cases gemm,conv-b-fwd+bwd,step
+    python benchmarks/bench_worker.py --side torch --cases gemm,conv-b-fwd+bwd,step,resnet20
     python benchmarks/bench_worker.py --side convtrain --tree /work/wt-base --epochs 2
     python benchmarks/bench_worker.py --side convtrain --tree . --memory-limit 64
 
@@ -11,7 +11,10 @@ call's time and what the process ran on (library, BLAS kernel from threadpoolctl
 OpenBLAS environment variables, threads). The driver does the statistics.
 
 Inputs are the same arrays on both sides (NumPy generators with fixed seeds, copied into
-torch), so the two libraries compute the same thing; the convtrain side works with both package
+torch), so the two libraries compute the same thing: the same weights too, for the LeNet-5 and
+ResNet-20 training steps (keyed by convtrain's ``state_dict`` names, loaded into both models).
+A case a tree cannot run (``resnet20`` needs ``convtrain.model_config``, commit 040e66c) is
+reported under ``skipped`` with the reason, not timed. The convtrain side works with both package
 layouts (``convtrain.engine`` before the house move of issue #10, ``convtrain.ops`` /
 ``convtrain.runtime`` / ``convtrain.nn`` after it), through its public names where they exist.
 """
@@ -123,6 +126,26 @@ def lenet5_weights() -> dict[str, np.ndarray]:
         weights[f"{name}.weight"] = he_normal(rng, shape)
         weights[f"{name}.bias"] = np.zeros(shape[0], dtype=np.float32)
     return weights
+
+
+def resnet20_weights() -> dict[str, np.ndarray]:
+    """ResNet-20's state (names and shapes: ``bench_cases.resnet20_state_shapes``): He-normal
+    conv and dense weights, zero dense bias; batch norm at its initial state (weight 1, bias 0,
+    running mean 0, running variance 1), as both libraries initialise it."""
+    rng = np.random.default_rng(0)
+    weights = {}
+    for name, shape in cases.resnet20_state_shapes().items():
+        if len(shape) > 1:
+            weights[name] = he_normal(rng, shape)
+        elif name.endswith((".running_var", "bn1.weight", "bn2.weight", "proj_bn.weight")):
+            weights[name] = np.ones(shape, dtype=np.float32)
+        else:
+            weights[name] = np.zeros(shape, dtype=np.float32)
+    return weights
+
+
+class CaseSkipped(Exception):
+    """This side cannot run the case (a tree from before the case's API); the reason."""
 
 
 def step_batch() -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +283,74 @@ class TorchSide:
                 if name:
                     module.weight.copy_(torch.from_numpy(weights[f"{name}.weight"]))
                     module.bias.copy_(torch.from_numpy(weights[f"{name}.bias"]))
+        return self.train_step(model)
+
+    def resnet20_model(self) -> Any:
+        """ResNet-20 (configs/model/resnet20.yaml) in torch.nn, holding
+        :func:`resnet20_weights`: a 3x3 stem of 16 filters + BN + ReLU, 3 stages of 3 basic
+        blocks (3x3 conv, BN, ReLU, 3x3 conv, BN, + shortcut, ReLU) of 16/32/64 filters, the
+        first block of stages 2 and 3 at stride 2 with a 1x1 conv + BN shortcut, global average
+        pooling, dense 10; no conv biases; BN momentum 0.1, eps 1e-5 (torch's defaults)."""
+        torch, nn = self.torch, self.torch.nn
+
+        class Block(nn.Module):
+            def __init__(self, inputs: int, filters: int, stride: int):
+                super().__init__()
+                self.conv1 = nn.Conv2d(inputs, filters, 3, stride, 1, bias=False)
+                self.bn1 = nn.BatchNorm2d(filters)
+                self.conv2 = nn.Conv2d(filters, filters, 3, 1, 1, bias=False)
+                self.bn2 = nn.BatchNorm2d(filters)
+                self.project = stride != 1 or inputs != filters
+                if self.project:
+                    self.proj = nn.Conv2d(inputs, filters, 1, stride, bias=False)
+                    self.proj_bn = nn.BatchNorm2d(filters)
+
+            def forward(self, x):
+                y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+                return torch.relu(y + (self.proj_bn(self.proj(x)) if self.project else x))
+
+        class ResNet20(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn.Conv2d(1, cases.RESNET20_STEM, 3, 1, 1, bias=False)
+                self.bn1 = nn.BatchNorm2d(cases.RESNET20_STEM)
+                inputs = cases.RESNET20_STEM
+                for index, (filters, stride) in enumerate(cases.RESNET20_STAGES, 1):
+                    blocks = []
+                    for block in range(cases.RESNET20_BLOCKS):
+                        blocks.append(Block(inputs, filters, stride if block == 0 else 1))
+                        inputs = filters
+                    setattr(self, f"stage{index}", nn.Sequential(*blocks))
+                self.fc = nn.Linear(inputs, cases.RESNET20_CLASSES)
+
+            def forward(self, x):
+                x = torch.relu(self.bn1(self.conv1(x)))
+                x = self.stage3(self.stage2(self.stage1(x)))
+                return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+        model = ResNet20()
+        state = model.state_dict()
+        for name, value in resnet20_weights().items():
+            # convtrain's stage2.block1.conv1.weight is torch's stage2.0.conv1.weight
+            parts = name.split(".")
+            if len(parts) > 2 and parts[1].startswith("block"):
+                parts[1] = str(int(parts[1][len("block"):]) - 1)
+            key = ".".join(parts)
+            if key not in state or tuple(state[key].shape) != value.shape:
+                raise SystemExit(f"bench_worker: the torch ResNet-20 has no {key} of shape "
+                                 f"{value.shape} (convtrain's {name})")
+            state[key] = torch.from_numpy(value)
+        model.load_state_dict(state)
+        return model.train()
+
+    def resnet20(self) -> Callable[[np.ndarray, np.ndarray], float]:
+        """A training step ``(x, y) -> loss`` of the torch ResNet-20 (:meth:`resnet20_model`)."""
+        return self.train_step(self.resnet20_model())
+
+    def train_step(self, model: Any) -> Callable[[np.ndarray, np.ndarray], float]:
+        """``(x, y) -> loss``: forward in train mode, mean cross-entropy, backward (the images
+        need no gradient), SGD lr 0.01 momentum 0.9."""
+        torch = self.torch
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step(x: np.ndarray, y: np.ndarray) -> float:
@@ -374,6 +465,38 @@ class ConvtrainSide:
         config = yaml.safe_load((self.tree / "configs" / "model" / "lenet5.yaml").read_text())
         model = self.build_model(config, (1, 28, 28), seed=0)
         model.load_state_dict(lenet5_weights())
+        return self.train_step(model)
+
+    def resnet20_model(self) -> Any:
+        """configs/model/resnet20.yaml from ``--tree``, composed as the CLI composes it
+        (``convtrain.model_config``: the file takes its block from configs/blocks/ through Hydra
+        defaults), holding :func:`resnet20_weights`.
+
+        Raises:
+            CaseSkipped: the tree has no ``convtrain.model_config`` (before commit 040e66c).
+        """
+        model_config = getattr(self.convtrain, "model_config", None)
+        if model_config is None:
+            raise CaseSkipped("this tree has no convtrain.model_config (commit 040e66c) to "
+                              "compose configs/model/resnet20.yaml as the CLI does")
+        from convtrain.errors import ConfigError  # every tree with model_config has it
+
+        try:
+            model = self.build_model(model_config("resnet20"), (1, 28, 28), seed=0)
+            model.load_state_dict(resnet20_weights())  # strict: names and shapes must match
+        except ConfigError as exc:
+            raise SystemExit(f"bench_worker: {self.tree}/configs/model/resnet20.yaml is not "
+                             f"the benchmark's ResNet-20 (bench_cases.resnet20_state_shapes):"
+                             f" {exc}") from None
+        return model
+
+    def resnet20(self) -> Callable[[np.ndarray, np.ndarray], float]:
+        """A training step ``(x, y) -> loss`` of :meth:`resnet20_model`."""
+        return self.train_step(self.resnet20_model())
+
+    def train_step(self, model: Any) -> Callable[[np.ndarray, np.ndarray], float]:
+        """``(x, y) -> loss``: forward in training mode, mean cross-entropy, backward without
+        the input gradient, SGD lr 0.01 momentum 0.9 (the torch side's step)."""
         optimizer = self.build_optimizer({"name": "sgd", "lr": 0.01, "momentum": 0.9}, model)
         loss_and_grad = self.softmax_cross_entropy
 
@@ -413,24 +536,38 @@ class ConvtrainSide:
 
 
 # ----------------------------------------------------------------------------- runs
+def case_call(side: TorchSide | ConvtrainSide, case_id: str) -> Callable[[], Any]:
+    """One call of case ``case_id`` on ``side``, ready to time.
+
+    Raises:
+        CaseSkipped: the side cannot run the case.
+    """
+    if case_id == "gemm":
+        return side.sgemm()
+    if case_id.startswith("conv-"):
+        _, letter, direction = case_id.split("-", 2)
+        return side.conv(letter, direction)
+    if case_id == "pool":
+        return side.pool()
+    if case_id in ("step", "resnet20"):
+        step = side.lenet5() if case_id == "step" else side.resnet20()
+        x, y = step_batch()
+        return lambda: step(x, y)
+    raise SystemExit(f"bench_worker: unknown case {case_id!r}")
+
+
 def timed_cases(side: TorchSide | ConvtrainSide, case_ids: list[str],
-                block_s: float) -> dict[str, list[float]]:
-    results = {}
+                block_s: float) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Seconds per call of each case, and ``{case: reason}`` of the cases this side skips."""
+    results, skipped = {}, {}
     for case_id in case_ids:
-        if case_id == "gemm":
-            fn = side.sgemm()
-        elif case_id.startswith("conv-"):
-            _, letter, direction = case_id.split("-", 2)
-            fn = side.conv(letter, direction)
-        elif case_id == "pool":
-            fn = side.pool()
-        elif case_id == "step":
-            step, (x, y) = side.lenet5(), step_batch()
-            fn = lambda: step(x, y)  # noqa: E731
-        else:
-            raise SystemExit(f"bench_worker: unknown case {case_id!r}")
+        try:
+            fn = case_call(side, case_id)
+        except CaseSkipped as exc:
+            skipped[case_id] = str(exc)
+            continue
         results[case_id] = time_block(fn, block_s)
-    return results
+    return results, skipped
 
 
 def epochs(side: TorchSide | ConvtrainSide, count: int, images: int,
@@ -479,7 +616,7 @@ def main() -> None:
     result: dict[str, Any] = {}
     case_ids = [c for c in args.cases.split(",") if c]
     if case_ids:
-        result["cases"] = timed_cases(side, case_ids, args.block_seconds)
+        result["cases"], result["skipped"] = timed_cases(side, case_ids, args.block_seconds)
     if args.epochs:
         result["epoch"] = epochs(side, args.epochs, args.epoch_images, args.data_dir)
     if args.memory_limit:
