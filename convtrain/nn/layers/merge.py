@@ -8,12 +8,15 @@ shapes.
 
 **Aliasing rule.** Gradients and activations are never written in place by a layer that did
 not allocate them: every ``backward`` reads ``dy`` and returns a new array (or ``dy`` itself, or
-a view of it), and every ``forward`` reads ``x`` without writing it. So ``add``'s backward
-hands the *same* ``dy`` array to each of its inputs, and ``identity`` returns its input and its
-``dy`` unchanged, without a copy. The model sums the gradients of a layer whose output feeds
-several layers into a new array, and only adds in place into arrays it allocated itself
-(:meth:`convtrain.nn.model.Model.backward`); ``tests/nn/test_graph.py`` checks for every layer
-type that ``forward`` and ``backward`` leave their arguments untouched.
+a view of it), and every ``forward`` reads ``x`` without writing it. So the merge layers copy
+nothing the math does not need: ``add``'s forward allocates its output once and its backward
+hands the *same* ``dy`` array to each of its inputs; ``concat``'s forward allocates its output
+once and its backward returns views of ``dy`` (one channel slice per input); ``identity``
+returns its input and its ``dy`` themselves. The model sums the gradients of a layer whose
+output feeds several layers into one new array, and only adds in place into arrays it
+allocated itself (:meth:`convtrain.nn.model.Model.backward`). ``tests/nn/test_graph.py`` checks
+for every layer type that ``forward`` and ``backward`` leave their arguments untouched;
+``tests/nn/test_merge_copies.py`` bounds the bytes the merge layers and the summing allocate.
 """
 from __future__ import annotations
 
@@ -139,8 +142,9 @@ class Concat(_Merge):
     YAML: ``{type: concat, inputs: [branch1, branch2]}``; no options, no parameters.
 
     PyTorch equivalent: ``torch.cat([a, b], dim=1)``. No FLOPs (a copy). ``backward(dy)``
-    returns each input's channel slice of ``dy`` as a C-contiguous array (the layers' fast
-    paths read contiguous gradients).
+    returns each input's channel slice of ``dy`` as a view, no copy: a layer that needs its
+    gradient in another layout makes that copy itself (a convolution gathers ``dy`` into its
+    GEMM layout anyway), and the others (ReLU, batch norm, pooling, add) read strided views.
     """
 
     def forward(self, xs, training: bool = True):
@@ -151,13 +155,12 @@ class Concat(_Merge):
         return xp.concatenate(xs, axis=1)
 
     def backward(self, dy):
-        """``dy`` ``(N, C1 + C2, ...)`` -> ``[dy[:, :C1], dy[:, C1:]]`` (contiguous)."""
+        """``dy`` ``(N, C1 + C2, ...)`` -> ``[dy[:, :C1], dy[:, C1:]]`` (views of ``dy``)."""
         sizes = self.require_cache(self.cache)
         self.cache = None
-        xp = array_module(dy)
         grads, start = [], 0
         for size in sizes:
-            grads.append(xp.ascontiguousarray(dy[:, start:start + size]))
+            grads.append(dy[:, start:start + size])
             start += size
         return grads
 
