@@ -47,7 +47,7 @@ def forward_backward(backend_name: str, training: bool):
     model = build_model(EVERY_LAYER, SHAPE, seed=1, dtype=np.float64, backend=backend)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((6, *SHAPE)), rng.integers(0, 5, 6)
-    logits = model.forward(backend.asarray(x), training=training)
+    logits = model.forward(backend.asarray(x), training=training, keep_for_backward=True)
     loss, dlogits = softmax_cross_entropy(logits, backend.asarray(y))
     dx = model.backward(dlogits)
     grads = {f"{name}.{key}": backend.to_numpy(layer.grads[key])

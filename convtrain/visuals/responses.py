@@ -391,7 +391,8 @@ def _one_hot(xp: Any, shape: tuple[int, ...], classes: np.ndarray, dtype: Any) -
 def saliency(model: Any, x: np.ndarray, classes: Sequence[int]) -> np.ndarray:
     """``max over channels |d logit[classes[i]] / d x_i|`` for each image: host ``(N, H, W)``."""
     with _KeptGradients(model):
-        logits = model.forward(_as_model_input(model, x), training=False)
+        logits = model.forward(_as_model_input(model, x), training=False,
+                               keep_for_backward=True)
         grad = model.backward(_one_hot(model.backend.xp, tuple(logits.shape), np.asarray(classes),
                                        logits.dtype), input_grad=True)
         grad = np.asarray(model.backend.to_numpy(grad), dtype=np.float64)

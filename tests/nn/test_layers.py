@@ -327,7 +327,7 @@ def _run_new_layers(backend_name, training):
     backend = get_backend(backend_name)
     model = build_model(NEW_LAYERS, (2, 5, 5), seed=1, dtype=np.float64, backend=backend)
     x = backend.asarray(randn(4, 2, 5, 5))
-    logits = model.forward(x, training=training)
+    logits = model.forward(x, training=training, keep_for_backward=True)
     mask = model.layers["drop1"].mask  # (backward lets go of it)
     dx = model.backward(backend.asarray(randn(4, 3, seed=1)))
     grads = {f"{name}.{key}": backend.to_numpy(g) for name, layer in model.layers.items()
