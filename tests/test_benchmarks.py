@@ -60,12 +60,12 @@ def test_the_torch_resnet20_trains_like_the_shipped_config(bench_worker, torch_o
     np.testing.assert_allclose(model.forward(x, training=False), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # two processes, each composing, warming up and timing 5 ResNet-20 steps
 def test_the_resnet20_case_runs_end_to_end(tmp_path):
     table = tmp_path / "table.md"
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench_speed.py"), "--only", "resnet20",
-         "--repeats", "1", "--block-seconds", "0", "--markdown", str(table)],
+         "--repeats", "1", "--block-seconds", "0", "--threads", "1", "--markdown", str(table)],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ResNet-20 train step b128 28x28x1" in done.stdout and "img/s" in done.stdout
