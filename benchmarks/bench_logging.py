@@ -10,6 +10,11 @@ the medians and their ratio for
 - the whole process (start-up, data loading and the final flush included).
 
     python benchmarks/bench_logging.py [--rounds 5] [-- extra overrides...]
+    python benchmarks/bench_logging.py --breakdown [-- extra overrides...]
+
+``--breakdown`` runs the logged setting once in this process with a timer around every
+visual's hook moments and the shared work (PNG encoding, PNG files, event records, flushes,
+opening and closing the event files) and prints where the logged milliseconds go.
 
 For figures that represent users' machines, run it as the developers' guide says (``env -u
 OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...``); the BLAS kernel in use is printed.
@@ -17,6 +22,8 @@ OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...``); the BLAS kernel in use is printed.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
 import statistics
 import subprocess
@@ -48,11 +55,91 @@ def blas_kernel() -> str:
                      if i.get("user_api") == "blas") or "none"
 
 
+def breakdown(overrides: list[str]) -> None:
+    """One logged run in this process, every visual's hook moments and the shared writing work
+    timed; prints milliseconds and shares of the run's training wall time."""
+    from convtrain.app import cli  # noqa: PLC0415
+    from convtrain.training.hooks import Hook  # noqa: PLC0415
+    from convtrain.visuals import hook as hook_module  # noqa: PLC0415
+    from convtrain.visuals.run_logger import VisualLogger  # noqa: PLC0415
+    from convtrain.visuals.settings import VISUAL_HOOKS  # noqa: PLC0415
+    from convtrain.visuals.tensorboard import TensorBoardWriter  # noqa: PLC0415
+
+    spent: dict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter[str] = collections.Counter()
+    depth = collections.Counter()  # a writer's flush / close also flushes its children
+
+    def timed(label: str, fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            depth[label] += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[label] -= 1
+                if depth[label] == 0:
+                    spent[label] += time.perf_counter() - start
+                    calls[label] += 1
+        return wrapper
+
+    moments = ("on_fit_start", "on_epoch_start", "on_train_batch_end", "on_epoch_end",
+               "on_fit_end")
+    for cls in VISUAL_HOOKS:  # only overridden moments: the logger skips the others per batch
+        for moment in moments:
+            if getattr(cls, moment) is not getattr(Hook, moment):
+                setattr(cls, moment, timed(f"visual {cls.__name__}", getattr(cls, moment)))
+    for moment in moments:
+        setattr(VisualLogger, moment, timed("VisualLogger", getattr(VisualLogger, moment)))
+    hook_module.encode_png = timed("png encoding", hook_module.encode_png)
+    hook_module.VisualContext.write_image = timed("write_image",
+                                                  hook_module.VisualContext.write_image)
+    for name in ("add_image", "add_histogram", "add_scalar", "add_text", "_add_summary",
+                 "flush", "close", "__init__"):
+        setattr(TensorBoardWriter, name, timed(f"writer.{name}", getattr(TensorBoardWriter, name)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        sys.argv = ["convtrain", f"hydra.run.dir={run_dir}", "trainer.progress=false",
+                    *overrides]
+        try:
+            cli.main()
+        except SystemExit as exc:
+            if exc.code:
+                raise
+        wall = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
+
+    def line(label: str, seconds: float, count: int | str = "") -> None:
+        print(f"  {label:44s} {1000 * seconds:8.1f} ms {100 * seconds / wall:6.1f} %  {count}")
+
+    print(f"training wall time {wall:.2f} s; ms and % of it (calls)")
+    visuals = sorted((k for k in spent if k.startswith("visual ")), key=lambda k: -spent[k])
+    line("VisualLogger, all moments", spent["VisualLogger"], calls["VisualLogger"])
+    for key in visuals:
+        line(f"  {key}", spent[key], calls[key])
+    own = spent["VisualLogger"] - sum(spent[k] for k in visuals)
+    line("  the logger itself (open, text, flush, close)", own)
+    print("shared work, included above:")
+    line("write_image (encode, record, PNG file)", spent["write_image"], calls["write_image"])
+    line("  PNG encoding", spent["png encoding"], calls["png encoding"])
+    line("  image records", spent["writer.add_image"], calls["writer.add_image"])
+    line("  PNG files (the rest)", spent["write_image"] - spent["png encoding"]
+         - spent["writer.add_image"])
+    for name in ("add_histogram", "add_scalar", "add_text", "_add_summary", "flush", "close",
+                 "__init__"):
+        line(f"writer.{name}", spent[f"writer.{name}"], calls[f"writer.{name}"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="one logged run in this process: where the logged time goes")
     parser.add_argument("overrides", nargs="*", help="extra overrides for both settings")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.overrides)
+        return
     print(f"BLAS: {blas_kernel()}; {args.rounds} rounds, settings alternating")
     times: dict[str, list[tuple[float, float]]] = {"logged": [], "quiet": []}
     with tempfile.TemporaryDirectory() as tmp:

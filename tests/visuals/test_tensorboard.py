@@ -61,18 +61,31 @@ def test_child_runs_are_subdirectories_flushed_and_closed_with_the_parent(tmp_pa
         tb.child("test")
 
 
-@pytest.mark.parametrize("size", [0, 1, 9, 1023, 1024, 1025, 8 * 128 - 1, 8 * 128, 50_001])
+# around the byte loop's limit (64), one lane (256) and several, the 4 inverted start bytes
+@pytest.mark.parametrize("size", [0, 1, 3, 9, 63, 64, 65, 67, 255, 256, 257, 1023, 50_001])
 def test_record_checksums_equal_tensorboards_own(size):
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
-    from tensorboard.summary.writer import record_writer
 
     from convtrain.visuals.tensorboard import crc32c, masked_crc32c
 
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert crc32c(data) == pywrap_tensorflow.crc32c(data)
     assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data)
-    assert record_writer.masked_crc32c is masked_crc32c  # what the writer uses
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+
+
+def test_event_records_are_framed_as_tensorboards_record_writer_frames_them():
+    import io
+
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from convtrain.visuals.tensorboard import event_record
+
+    event = event_pb2.Event(wall_time=1.5, step=3, file_version="x" * 300)
+    sink = io.BytesIO()
+    RecordWriter(sink).write(event.SerializeToString())  # its own pure-Python CRC
+    assert event_record(event) == sink.getvalue()
 
 
 def test_flush_makes_events_visible_before_close(tmp_path):
