@@ -20,7 +20,6 @@ Rules (documented in the README's "After training" section):
 """
 from __future__ import annotations
 
-import io
 import os
 import struct
 import zlib
