@@ -26,6 +26,7 @@ parent's session (metric group = the subdirectory).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -199,7 +200,10 @@ def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramP
     if buckets < 1:
         raise InternalError(f"histogram: expected at least 1 bucket, got {buckets}")
     v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
+    total, squares = float(v.sum()), float(np.dot(v, v))
+    if not math.isfinite(total + squares):  # NaN or inf among the values (or an overflow)
+        v = v[np.isfinite(v)]
+        total, squares = float(v.sum()), float(np.dot(v, v))
     if v.size == 0:
         return None
     lo, hi = float(v.min()), float(v.max())
@@ -212,8 +216,8 @@ def histogram_proto(values: Any, buckets: int = HISTOGRAM_BUCKETS) -> HistogramP
         counts = np.bincount(np.minimum(index, buckets - 1), minlength=buckets)
         limits = lo + (hi - lo) * np.arange(1, buckets + 1) / buckets
         limits[-1] = hi  # exact, whatever the rounding above
-    return HistogramProto(min=lo, max=hi, num=float(v.size), sum=float(v.sum()),
-                          sum_squares=float(np.dot(v, v)), bucket_limit=limits.tolist(),
+    return HistogramProto(min=lo, max=hi, num=float(v.size), sum=total,
+                          sum_squares=squares, bucket_limit=limits.tolist(),
                           bucket=counts.astype(np.float64).tolist())
 
 
