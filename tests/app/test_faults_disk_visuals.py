@@ -126,11 +126,11 @@ def test_a_full_disk_under_the_event_file(tmp_path, fail_at):
 
 
 # 1: the first picture (before epoch 1); 7: the last picture of epoch 1, drawn after its
-# checkpoint (5 at step 0: kernels and feature maps; then the 2 feature maps of each epoch, the
-# kernels only every 5 epochs)
+# checkpoint (5 at step 0: kernels and feature maps; then, feature maps every epoch here, the 2
+# feature maps of each epoch, the kernels only every 5 epochs)
 @pytest.mark.parametrize("fail_at", [1, 7])
 def test_a_full_disk_under_the_png_pictures(tmp_path, fail_at):
-    proc = inject(tmp_path, "png", fail_at)
+    proc = inject(tmp_path, "png", fail_at, "logger.feature_maps_every_n_epochs=1")
     line = check_fault(tmp_path, proc, r"images/\w+/\w+\.png")
     if fail_at == 7:
         assert "metrics.json of epoch 1 and the checkpoint of epoch 1 are kept" in line, line
