@@ -241,3 +241,53 @@ def test_disabled_writer_writes_nothing(tmp_path):
         tb.add_session_end()
         tb.flush()
     assert tb.path is None and not (tmp_path / "tb").exists()
+
+
+def test_records_reach_the_file_at_flush_or_when_the_last_write_is_old(tmp_path, monkeypatch):
+    from convtrain.visuals import tensorboard
+
+    tb = TensorBoardWriter(tmp_path)
+    tb.add_scalar("a", 1.0, 1)
+    assert read(tb.path).Tags()["scalars"] == []  # kept in memory until the flush
+    tb.flush()
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0]
+    # a long epoch: the first record FLUSH_SECS after the last write takes the others along
+    now = tensorboard.time.monotonic()
+    monkeypatch.setattr(tensorboard.time, "monotonic", lambda: now + tensorboard.FLUSH_SECS)
+    tb.add_scalar("a", 2.0, 2)
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0, 2.0]
+    tb.close()
+
+
+class FullDisk:
+    """An event file on a full disk: each write fails as ``write()`` does (no file name)."""
+
+    def __init__(self):
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        raise OSError(28, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_disk_error_names_the_event_file_once_and_nothing_is_written_after_it(tmp_path):
+    tb = TensorBoardWriter(tmp_path)
+    child = tb.child("val")
+    child.add_scalar("epoch/loss", 0.5, 1)
+    full = child._file = FullDisk()
+    with pytest.raises(OSError) as raised:
+        tb.flush()
+    assert (raised.value.errno, raised.value.filename) == (28, str(child.path))
+    with pytest.raises(OSError) as again:  # the file may end in a partial record
+        child.flush()
+    assert again.value is raised.value and full.writes == 1
+    tb.add_scalar("a", 1.0, 1)
+    tb.close()  # the run reports the error already; the other files are complete
+    assert full.writes == 1
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0]
