@@ -7,9 +7,15 @@ the medians and their ratio for
 
 - the training wall time the run records (``metrics.json`` ``wall_time_s``: the epoch loop with
   its hooks, i.e. what logging slows down), and
-- the whole process (start-up, data loading and the final flush included).
+- the whole process (start-up, data loading and the final flush included), its wall time and
+  its CPU time (user + system, all threads: steadier than wall time on a loaded machine).
 
     python benchmarks/bench_logging.py [--rounds 5] [-- extra overrides...]
+    python benchmarks/bench_logging.py --breakdown [-- extra overrides...]
+
+``--breakdown`` runs the logged setting once in this process with a timer around every
+visual's hook moments and the shared work (PNG encoding, PNG files, event records, flushes,
+opening and closing the event files) and prints where the logged milliseconds go.
 
 For figures that represent users' machines, run it as the developers' guide says (``env -u
 OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...``); the BLAS kernel in use is printed.
@@ -17,7 +23,10 @@ OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ...``); the BLAS kernel in use is printed.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,16 +35,27 @@ import time
 from pathlib import Path
 
 QUIET = ["logger.tensorboard=false", "logger.png=false"]
+#: the visual of the heavy views (activation maximisation, top patches, Grad-CAM): issue #11
+#: states their cost apart from the budget of the views at the default periods
+HEAVY_VIEWS = "Responses"
 
 
-def one_run(workdir: Path, name: str, overrides: list[str]) -> tuple[float, float]:
+def one_run(workdir: Path, name: str, overrides: list[str]) -> tuple[float, float, float]:
+    """(training wall time, process wall time, process CPU time: user + system) in seconds."""
     run_dir = workdir / name
+    cpu_before = _children_cpu_s()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "convtrain", f"hydra.run.dir={run_dir}",
                     "trainer.progress=false", *overrides], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process_s = time.perf_counter() - start
-    return json.loads((run_dir / "metrics.json").read_text())["wall_time_s"], process_s
+    return (json.loads((run_dir / "metrics.json").read_text())["wall_time_s"], process_s,
+            _children_cpu_s() - cpu_before)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def blas_kernel() -> str:
@@ -48,13 +68,103 @@ def blas_kernel() -> str:
                      if i.get("user_api") == "blas") or "none"
 
 
+def breakdown(overrides: list[str]) -> None:
+    """One logged run in this process, every visual's hook moments and the shared writing work
+    timed; prints milliseconds and shares of the run's training wall time."""
+    from convtrain.app import cli  # noqa: PLC0415
+    from convtrain.training.hooks import Hook  # noqa: PLC0415
+    from convtrain.visuals import hook as hook_module  # noqa: PLC0415
+    from convtrain.visuals.run_logger import VisualLogger  # noqa: PLC0415
+    from convtrain.visuals.settings import VISUAL_HOOKS  # noqa: PLC0415
+    from convtrain.visuals.tensorboard import TensorBoardWriter  # noqa: PLC0415
+
+    spent: dict[str, float] = collections.defaultdict(float)  # wall seconds
+    cpu: dict[str, float] = collections.defaultdict(float)  # CPU seconds of the process
+    calls: collections.Counter[str] = collections.Counter()
+    depth = collections.Counter()  # a writer's flush / close also flushes its children
+
+    def timed(label: str, fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            depth[label] += 1
+            start, start_cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[label] -= 1
+                if depth[label] == 0:
+                    spent[label] += time.perf_counter() - start
+                    cpu[label] += time.process_time() - start_cpu
+                    calls[label] += 1
+        return wrapper
+
+    moments = ("on_fit_start", "on_epoch_start", "on_train_batch_end", "on_epoch_end",
+               "on_fit_end")
+    for cls in VISUAL_HOOKS:  # only overridden moments: the logger skips the others per batch
+        for moment in moments:
+            if getattr(cls, moment) is not getattr(Hook, moment):
+                setattr(cls, moment, timed(f"visual {cls.__name__}", getattr(cls, moment)))
+    for moment in moments:
+        setattr(VisualLogger, moment, timed("VisualLogger", getattr(VisualLogger, moment)))
+    hook_module.encode_png = timed("png encoding", hook_module.encode_png)
+    hook_module.VisualContext.write_image = timed("write_image",
+                                                  hook_module.VisualContext.write_image)
+    for name in ("add_image", "add_histogram", "add_scalar", "add_text", "_add_summary",
+                 "flush", "close", "__init__"):
+        setattr(TensorBoardWriter, name, timed(f"writer.{name}", getattr(TensorBoardWriter, name)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        sys.argv = ["convtrain", f"hydra.run.dir={run_dir}", "trainer.progress=false",
+                    *overrides]
+        try:
+            cli.main()
+        except SystemExit as exc:
+            if exc.code:
+                raise
+        wall = json.loads((run_dir / "metrics.json").read_text())["wall_time_s"]
+
+    def line(label: str, key: str | tuple[str, ...], count: bool = True) -> None:
+        keys = (key,) if isinstance(key, str) else key
+        sign = [1] + [-1] * (len(keys) - 1)  # the first, less the others
+        wall_s = sum(s * spent[k] for s, k in zip(sign, keys))
+        cpu_s = sum(s * cpu[k] for s, k in zip(sign, keys))
+        print(f"  {label:46s} {1000 * wall_s:7.1f} ms {100 * wall_s / wall:5.1f} %"
+              f" {1000 * cpu_s:7.1f} ms {calls[keys[0]] if count else '':6}")
+
+    # while the hooks run, training waits: the process's CPU time then is theirs
+    print(f"training wall time {wall:.2f} s; per item: wall ms, % of the training wall time, "
+          f"CPU ms of the process, calls")
+    visuals = sorted((k for k in spent if k.startswith("visual ")), key=lambda k: -spent[k])
+    line("VisualLogger, all moments", "VisualLogger")
+    for key in visuals:
+        line(f"  {key}", key)
+    line("  the logger itself (open, text, flush, close)", ("VisualLogger", *visuals), False)
+    line("at the default periods (all but the heavy views)",
+         ("VisualLogger", f"visual {HEAVY_VIEWS}"), False)
+    line("the heavy views (at the end of training)", f"visual {HEAVY_VIEWS}")
+    print("shared work, included above:")
+    line("write_image (encode, record, PNG file)", "write_image")
+    line("  PNG encoding", "png encoding")
+    line("  image records", "writer.add_image")
+    line("  PNG files (the rest)", ("write_image", "png encoding", "writer.add_image"), False)
+    for name in ("add_histogram", "add_scalar", "add_text", "_add_summary", "flush", "close",
+                 "__init__"):
+        line(f"writer.{name}", f"writer.{name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="one logged run in this process: where the logged time goes")
     parser.add_argument("overrides", nargs="*", help="extra overrides for both settings")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.overrides)
+        return
     print(f"BLAS: {blas_kernel()}; {args.rounds} rounds, settings alternating")
-    times: dict[str, list[tuple[float, float]]] = {"logged": [], "quiet": []}
+    times: dict[str, list[tuple[float, float, float]]] = {"logged": [], "quiet": []}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
             order = ("logged", "quiet") if round_ % 2 == 0 else ("quiet", "logged")
@@ -63,8 +173,12 @@ def main() -> None:
                 times[setting].append(one_run(Path(tmp), f"{setting}{round_}",
                                               [*args.overrides, *extra]))
                 print(f"round {round_} {setting:6s}: training {times[setting][-1][0]:.2f} s, "
-                      f"process {times[setting][-1][1]:.2f} s", flush=True)
-    for index, what in ((0, "training wall time"), (1, "process wall time")):
+                      f"process {times[setting][-1][1]:.2f} s, "
+                      f"CPU {times[setting][-1][2]:.2f} s", flush=True)
+    # CPU time (all threads) is the steadier figure on a loaded machine; wall time is what the
+    # budget is about
+    for index, what in ((0, "training wall time"), (1, "process wall time"),
+                        (2, "process CPU time")):
         logged = statistics.median(t[index] for t in times["logged"])
         quiet = statistics.median(t[index] for t in times["quiet"])
         print(f"{what}: logged {logged:.2f} s, quiet {quiet:.2f} s, "

@@ -1,5 +1,5 @@
-"""Image files through Pillow: PNG encoding for the visuals, PNG/JPEG decoding, channel
-conversion and resizing for inference on a user's own pictures.
+"""Image files: PNG encoding for the visuals (NumPy and zlib); through Pillow, PNG/JPEG decoding,
+channel conversion and resizing for inference on a user's own pictures.
 
 Arrays here are host NumPy arrays: images are ``(H, W)`` / ``(H, W, 3)`` uint8 when encoded,
 ``(C, H, W)`` float when decoded or transformed.
@@ -20,8 +20,9 @@ Rules (documented in the README's "After training" section):
 """
 from __future__ import annotations
 
-import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # a 16-bit grey PNG opens 
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """Encode ``image`` (uint8, ``(H, W)`` grey or ``(H, W, 3)`` RGB) as PNG bytes.
+    """Encode ``image`` (uint8, ``(H, W)`` grey or ``(H, W, 3)`` RGB) as PNG bytes (8 bits per
+    channel, no interlacing, no ancillary chunks).
 
     Raises:
         InternalError: another dtype or shape (a caller's bug: the visuals build these pixels).
@@ -53,11 +55,30 @@ def encode_png(image: np.ndarray) -> bytes:
         raise InternalError(f"encode_png: expected (H, W) or (H, W, 3), got shape {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise InternalError(f"encode_png: empty image of shape {img.shape}")
-    buffer = io.BytesIO()
-    # zlib level 1: filter grids are mostly flat runs, so level 6 makes files only ~25% smaller
-    # for ~4x the time, and this runs every epoch
-    Image.fromarray(np.ascontiguousarray(img)).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    # NumPy and zlib directly: ~2.5x faster than Pillow's encoder (which tries every filter
+    # on every row), and the visuals encode a few pictures every epoch. Each row is filtered
+    # "Up" (minus the row above, mod 256; the first row as it is): the pictures are tiles
+    # upscaled by repeating pixels, so most rows filter to zeros. zlib level 1: level 6 makes
+    # the files only ~5 % smaller for ~3x the time; grey pictures (feature-map grids) compress
+    # smaller and faster still with run-length matching only.
+    height = img.shape[0]
+    rows = img.reshape(height, -1)
+    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
+    filtered[0, 0], filtered[1:, 0] = 0, 2  # the filter type starts each row
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    deflate = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, 9,
+                               zlib.Z_RLE if img.ndim == 2 else zlib.Z_DEFAULT_STRATEGY)
+    header = struct.pack(">IIBBBBB", img.shape[1], height, 8, 0 if img.ndim == 2 else 2, 0, 0, 0)
+    return b"".join((b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", deflate.compress(filtered) + deflate.flush()),
+                     _png_chunk(b"IEND", b"")))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC-32 of type and data (big-endian)."""
+    return b"".join((struct.pack(">I", len(data)), kind, data,
+                     struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

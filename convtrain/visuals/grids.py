@@ -57,14 +57,19 @@ def tile_grid(tiles: np.ndarray, rows: int, cols: int, *, scale: int = 1,
         raise InternalError(f"{n} tiles do not fit a {rows}x{cols} grid")
     th, tw = h * scale, w * scale
     extra = tiles.shape[3:]
-    # every cell = tile + its right/bottom padding; one reshape lays the cells out row-major
-    # (a Python loop over the tiles costs ~1 ms per 500 tiles)
-    cells = np.full((rows * cols, th + padding, tw + padding) + extra, BACKGROUND, np.uint8)
-    cells[:n, :th, :tw] = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
-    body = cells.reshape((rows, cols, th + padding, tw + padding) + extra).swapaxes(1, 2)
     grid = np.full((rows * (th + padding) + padding, cols * (tw + padding) + padding) + extra,
                    BACKGROUND, np.uint8)
-    grid[padding:, padding:] = body.reshape((rows * (th + padding), cols * (tw + padding)) + extra)
+    # one strided write: the grid below and right of the border, seen as (row, tile row,
+    # repeat, column, tile column, repeat), takes each tile pixel `scale` x `scale` times
+    # (a Python loop over the tiles costs ~1 ms per 500 tiles; repeat-then-copy, 3 passes)
+    body = grid[padding:, padding:].reshape((rows, th + padding, cols, tw + padding) + extra)
+    cells = body[:, :th, :, :tw].reshape((rows, h, scale, cols, w, scale) + extra)
+    full, rest = divmod(n, cols)
+    laid = tiles.reshape((n, h, 1, w, 1) + extra)
+    cells[:full] = laid[:full * cols].reshape((full, cols, h, 1, w, 1) + extra) \
+        .swapaxes(1, 2).swapaxes(2, 3)
+    if rest:
+        cells[full, :, :, :rest] = laid[full * cols:].swapaxes(0, 1).swapaxes(1, 2)
     return grid
 
 
@@ -166,11 +171,16 @@ def strongest(norms: np.ndarray, n: int) -> np.ndarray:
     return order[:n]
 
 
+@functools.cache
+def _default_font() -> Any:
+    return ImageFont.load_default()
+
+
 @functools.lru_cache(maxsize=4096)
 def label_mask(text: str) -> np.ndarray:
     """``text`` in Pillow's default font as a coverage mask ``(LABEL_HEIGHT, width)`` in
     [0, 1] (anti-aliased), drawn at (1, 0): the font's glyphs start 2 px below that."""
-    font = ImageFont.load_default()
+    font = _default_font()
     width = int(math.ceil(font.getlength(text))) + 2
     canvas = Image.new("L", (width, LABEL_HEIGHT), 0)
     ImageDraw.Draw(canvas).text((1, 0), text, fill=255, font=font)
@@ -358,6 +368,26 @@ def kernel_grid(weight: np.ndarray, *, scaling: str = "layer", limit: float | No
     return labelled_cells(tiles, texts, layout, frame, tile_texts)
 
 
+@functools.lru_cache(maxsize=32)
+def _labelled_frame(texts: tuple[str, ...], tile_texts: tuple[tuple[str, ...], ...] | None,
+                    n: int, k: int, th: int, tw: int, layout_items: tuple[tuple[str, int], ...],
+                    frame: tuple[tuple[int, int, int], tuple[int, int, int]]) -> np.ndarray:
+    """The cells of :func:`labelled_cells` without their tiles (band colour there), read-only:
+    ``(rows * cols, cell_h + gap, cell_w + gap, 3)``."""
+    layout = dict(layout_items)
+    gap, cell_w, cell_h = (layout[key] for key in ("gap", "cell_w", "cell_h"))
+    cells = np.empty((layout["rows"] * layout["cols"], cell_h + gap, cell_w + gap, 3), np.uint8)
+    cells[...] = frame[0]
+    for i in range(n):
+        _draw_label(cells[i], 0, 0, cell_w, texts[i], frame)
+        if tile_texts is not None:
+            for j in range(k):
+                _draw_label(cells[i], LABEL_HEIGHT + th, j * (tw + SEPARATOR), tw,
+                            tile_texts[i][j], frame)
+    cells.setflags(write=False)
+    return cells
+
+
 def labelled_cells(tiles: np.ndarray, texts: list[str], layout: dict[str, int],
                    frame: tuple[tuple[int, int, int], tuple[int, int, int]],
                    tile_texts: list[list[str]] | None = None) -> np.ndarray:
@@ -369,20 +399,16 @@ def labelled_cells(tiles: np.ndarray, texts: list[str], layout: dict[str, int],
     uint8 ``(layout["height"], layout["width"], 3)``."""
     n, k, th, tw = tiles.shape[:4]
     gap, cell_w, cell_h = (layout[key] for key in ("gap", "cell_w", "cell_h"))
-    # every cell with its right and bottom gap, filled at once per tile column; one reshape
-    # then lays the cells out row-major (as tile_grid does)
     rows, cols = layout["rows"], layout["cols"]
-    cells = np.empty((rows * cols, cell_h + gap, cell_w + gap, 3), np.uint8)
-    cells[...] = frame[0]
-    for j in range(k):
+    # the cells' bands and labels, drawn once for the epochs that show the same filters
+    cells = _labelled_frame(tuple(texts), None if tile_texts is None else
+                            tuple(tuple(row) for row in tile_texts), n, k, th, tw,
+                            tuple(sorted(layout.items())), frame).copy()
+    for j in range(k):  # each tile column at once
         x = j * (tw + SEPARATOR)
         cells[:n, LABEL_HEIGHT:LABEL_HEIGHT + th, x:x + tw] = tiles[:, j]
-    for i in range(n):
-        _draw_label(cells[i], 0, 0, cell_w, texts[i], frame)
-        if tile_texts is not None:
-            for j in range(k):
-                _draw_label(cells[i], LABEL_HEIGHT + th, j * (tw + SEPARATOR), tw,
-                            tile_texts[i][j], frame)
+    # one reshape lays the cells (each with its right and bottom gap) out row-major, as
+    # tile_grid does
     grid = np.empty((layout["height"], layout["width"], 3), np.uint8)
     grid[:gap] = frame[0]
     grid[:, :gap] = frame[0]

@@ -2,8 +2,8 @@
 naming the file and what failed, exit status 2, the earlier epochs' checkpoints and
 metrics.json byte-identical, and the message's claims about kept files true.
 
-A fault-injecting file layer runs the real CLI in a subprocess: the n-th write to the event
-file (TensorBoard's GFile, written from its writer thread) or to a ``.png`` file raises
+A fault-injecting file layer runs the real CLI in a subprocess: the n-th write to an event
+file (the writer appends its pending records at each flush) or to a ``.png`` file raises
 ``OSError(ENOSPC)`` without a file name, as a write to a full disk does; at that moment the
 layer records the hashes of the results already on disk."""
 from __future__ import annotations
@@ -41,18 +41,25 @@ INJECT = textwrap.dedent('''
     def full_disk_error():
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no filename, as write() gives
 
-    if target == "events":
-        from tensorboard.compat.tensorflow_stub.io import gfile
-        real_write = gfile.GFile.write
+    real_open = builtins.open
+    if target == "events":  # every write to an event file counts
+        class EventFile:
+            def __init__(self, f):
+                self._f = f
+            def write(self, data):
+                if disk_full_now():
+                    raise full_disk_error()
+                return self._f.write(data)
+            def __getattr__(self, name):
+                return getattr(self._f, name)
 
-        def write(self, data):
-            if disk_full_now():
-                raise full_disk_error()
-            return real_write(self, data)
-        gfile.GFile.write = write
+        def fake_open(file, mode="r", *args, **kwargs):
+            f = real_open(file, mode, *args, **kwargs)
+            if "tfevents" in str(file) and set(mode) & set("wxa"):
+                return EventFile(f)
+            return f
+        builtins.open = io.open = fake_open
     else:  # PNG files, however they are opened (Path.write_bytes, open(), Pillow)
-        real_open = builtins.open
-
         class FullFile:
             def __init__(self, f):
                 self._f = f
@@ -89,7 +96,7 @@ def inject(tmp_path: Path, target: str, fail_at: int, *args: str) -> subprocess.
 
 
 def check_fault(tmp_path: Path, proc: subprocess.CompletedProcess, failed_file: str) -> str:
-    line = one_line(proc)  # exit 2, one stderr line, no traceback (the writer thread's too)
+    line = one_line(proc)  # exit 2, one stderr line, no traceback
     run = tmp_path / "D"
     match = re.match(rf"convtrain: error: cannot write ({re.escape(str(run))}/\S+): "
                      r"No space left on device; ", line)
@@ -101,28 +108,29 @@ def check_fault(tmp_path: Path, proc: subprocess.CompletedProcess, failed_file: 
     return line
 
 
-# 1: the event file's first record (written while the writer is created); 2: the config
-# text at the start; 60: a record of epoch 2 (a 3-epoch run writes ~106)
-@pytest.mark.parametrize("fail_at", [1, 2, 60])
+# the writer appends its pending records at each flush: 1: the event file's first record
+# (written when the writer is created); 2: the config text and step-0 pictures (the flush at
+# the start); 10: the run's records of epoch 2 (a 3-epoch run writes 18 times: each file at
+# its creation and every epoch end, the run's file once more when it is closed)
+@pytest.mark.parametrize("fail_at", [1, 2, 10])
 def test_a_full_disk_under_the_event_file(tmp_path, fail_at):
     proc = inject(tmp_path, "events", fail_at)
-    # the first write creates the file: when it fails there is no file, and the directory
-    # is named (the run's, named by its overrides; a split's curves are in a child run)
-    run = r"tensorboard/trainer\.max_epochs=3"
-    line = check_fault(tmp_path, proc, run if fail_at == 1
-                       else run + r"/((train|val|test)/)?events\.out\.tfevents\.\S+")
-    if fail_at == 60:
-        # the writer thread's error surfaces at the next call (at the latest the epoch's
-        # flush): epoch 1 or 2 is kept, as the message says (assert_claims_true)
-        assert "and the checkpoint of epoch" in line, line
+    # the event file is named (in the run's directory, named by its overrides; a split's
+    # curves are in a child run)
+    line = check_fault(tmp_path, proc, r"tensorboard/trainer\.max_epochs=3/((train|val|test)/)?"
+                                       r"events\.out\.tfevents\.\S+")
+    if fail_at == 10:
+        # raised by the epoch's flush: epoch 1 (metrics and checkpoint) and epoch 2's
+        # checkpoint are kept, as the message says (assert_claims_true)
+        assert "and the checkpoint of epoch 2" in line, line
 
 
 # 1: the first picture (before epoch 1); 7: the last picture of epoch 1, drawn after its
-# checkpoint (5 at step 0: kernels and feature maps; then the 2 feature maps of each epoch, the
-# kernels only every 5 epochs)
+# checkpoint (5 at step 0: kernels and feature maps; then, feature maps every epoch here, the 2
+# feature maps of each epoch, the kernels only every 5 epochs)
 @pytest.mark.parametrize("fail_at", [1, 7])
 def test_a_full_disk_under_the_png_pictures(tmp_path, fail_at):
-    proc = inject(tmp_path, "png", fail_at)
+    proc = inject(tmp_path, "png", fail_at, "logger.feature_maps_every_n_epochs=1")
     line = check_fault(tmp_path, proc, r"images/\w+/\w+\.png")
     if fail_at == 7:
         assert "metrics.json of epoch 1 and the checkpoint of epoch 1 are kept" in line, line

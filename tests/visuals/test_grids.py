@@ -39,12 +39,21 @@ def test_feature_map_grid_is_near_square():
     assert img.shape == expected_size(2, 3, 8, 8, 1, 1)
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (4, 6, 3), (1, 1)])
+@pytest.mark.parametrize("shape", [(5, 7), (4, 6, 3), (1, 1), (1, 9, 3), (300, 2)])
 def test_png_round_trip_through_pillow(shape):
     img = np.random.default_rng(2).integers(0, 256, size=shape, dtype=np.uint8)
     data = encode_png(img)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     np.testing.assert_array_equal(decode_png(data), img)
+
+
+@pytest.mark.parametrize("channels", [(), (3,)])
+def test_png_of_upscaled_tiles_round_trips(channels):
+    # what the visuals encode: repeated rows and columns (filtered to zeros), and rows below
+    # brighter ones (their differences wrap around mod 256)
+    tiles = np.random.default_rng(4).integers(0, 256, size=(6, 5) + channels, dtype=np.uint8)
+    img = tiles.repeat(7, axis=0).repeat(3, axis=1)
+    np.testing.assert_array_equal(decode_png(encode_png(img)), img)
 
 
 def test_png_of_a_strided_view():

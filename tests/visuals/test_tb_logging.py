@@ -155,8 +155,8 @@ def test_kernels_feature_maps_histograms_and_pngs(tmp_path):
         kind, layer = tag.split("/")
         for event in acc.Images(tag):
             png = (images / kind / f"{layer}_epoch{event.step:03d}.png").read_bytes()
-            np.testing.assert_array_equal(decode_png(png),
-                                          decode_png(event.encoded_image_string))
+            assert png == event.encoded_image_string  # encoded once for both
+            np.testing.assert_array_equal(decode_png(png), decode_png(event.encoded_image_string))
 
     final = load_checkpoint(tmp_path / "checkpoints" / "last").model_state
     # kernel tiles show the weights: initial ones at step 0, trained ones at the end, under

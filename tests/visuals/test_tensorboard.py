@@ -61,18 +61,31 @@ def test_child_runs_are_subdirectories_flushed_and_closed_with_the_parent(tmp_pa
         tb.child("test")
 
 
-@pytest.mark.parametrize("size", [0, 1, 9, 1023, 1024, 1025, 8 * 128 - 1, 8 * 128, 50_001])
+# around the byte loop's limit (64), one lane (256) and several, the 4 inverted start bytes
+@pytest.mark.parametrize("size", [0, 1, 3, 9, 63, 64, 65, 67, 255, 256, 257, 1023, 50_001])
 def test_record_checksums_equal_tensorboards_own(size):
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
-    from tensorboard.summary.writer import record_writer
 
     from convtrain.visuals.tensorboard import crc32c, masked_crc32c
 
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert crc32c(data) == pywrap_tensorflow.crc32c(data)
     assert masked_crc32c(data) == pywrap_tensorflow.masked_crc32c(data)
-    assert record_writer.masked_crc32c is masked_crc32c  # what the writer uses
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+
+
+def test_event_records_are_framed_as_tensorboards_record_writer_frames_them():
+    import io
+
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from convtrain.visuals.tensorboard import event_record
+
+    event = event_pb2.Event(wall_time=1.5, step=3, file_version="x" * 300)
+    sink = io.BytesIO()
+    RecordWriter(sink).write(event.SerializeToString())  # its own pure-Python CRC
+    assert event_record(event) == sink.getvalue()
 
 
 def test_flush_makes_events_visible_before_close(tmp_path):
@@ -228,3 +241,53 @@ def test_disabled_writer_writes_nothing(tmp_path):
         tb.add_session_end()
         tb.flush()
     assert tb.path is None and not (tmp_path / "tb").exists()
+
+
+def test_records_reach_the_file_at_flush_or_when_the_last_write_is_old(tmp_path, monkeypatch):
+    from convtrain.visuals import tensorboard
+
+    tb = TensorBoardWriter(tmp_path)
+    tb.add_scalar("a", 1.0, 1)
+    assert read(tb.path).Tags()["scalars"] == []  # kept in memory until the flush
+    tb.flush()
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0]
+    # a long epoch: the first record FLUSH_SECS after the last write takes the others along
+    now = tensorboard.time.monotonic()
+    monkeypatch.setattr(tensorboard.time, "monotonic", lambda: now + tensorboard.FLUSH_SECS)
+    tb.add_scalar("a", 2.0, 2)
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0, 2.0]
+    tb.close()
+
+
+class FullDisk:
+    """An event file on a full disk: each write fails as ``write()`` does (no file name)."""
+
+    def __init__(self):
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        raise OSError(28, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_disk_error_names_the_event_file_once_and_nothing_is_written_after_it(tmp_path):
+    tb = TensorBoardWriter(tmp_path)
+    child = tb.child("val")
+    child.add_scalar("epoch/loss", 0.5, 1)
+    full = child._file = FullDisk()
+    with pytest.raises(OSError) as raised:
+        tb.flush()
+    assert (raised.value.errno, raised.value.filename) == (28, str(child.path))
+    with pytest.raises(OSError) as again:  # the file may end in a partial record
+        child.flush()
+    assert again.value is raised.value and full.writes == 1
+    tb.add_scalar("a", 1.0, 1)
+    tb.close()  # the run reports the error already; the other files are complete
+    assert full.writes == 1
+    assert [e.value for e in read(tb.path).Scalars("a")] == [1.0]

@@ -42,17 +42,18 @@ class KernelChange(MeasuresFromInitialKernels, VisualHook):
         if not self.reference:  # nothing would be seen
             return
         for name, weight in current_kernels(state).items():
-            w = np.asarray(weight, np.float64)
-            w0 = np.asarray(self.reference[name], np.float64)
+            w = np.asarray(weight, np.float64).reshape(len(weight), -1)
+            w0 = np.asarray(self.reference[name], np.float64).reshape(w.shape)
             delta = w - w0
-            f = len(w)
-            filter_distance = np.linalg.norm(delta.reshape(f, -1), axis=1)
-            filter_norm = np.linalg.norm(w.reshape(f, -1), axis=1)
-            norm0 = float(np.linalg.norm(w0))
+            norm0 = float(np.sqrt(np.einsum("ij,ij->", w0, w0)))
+            # squared norms per filter (one pass each); the layer's is their sum
+            distance_sq = np.einsum("ij,ij->i", delta, delta)
+            norm_sq = np.einsum("ij,ij->i", w, w)
             tag = f"kernels_change/{name}"
             writer.add_scalar(f"{tag}/distance_from_init",
-                              relative(float(np.linalg.norm(filter_distance)), norm0), step)
+                              relative(float(np.sqrt(distance_sq.sum())), norm0), step)
             writer.add_scalar(f"{tag}/norm_vs_init",
-                              relative(float(np.linalg.norm(filter_norm)), norm0), step)
+                              relative(float(np.sqrt(norm_sq.sum())), norm0), step)
+            filter_distance, filter_norm = np.sqrt(distance_sq), np.sqrt(norm_sq)
             writer.add_histogram(f"{tag}/filter_distance", filter_distance, step)
             writer.add_histogram(f"{tag}/filter_norm", filter_norm, step)
