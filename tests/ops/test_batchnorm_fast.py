@@ -8,6 +8,7 @@ import pytest
 from convtrain.errors import ConfigError, InternalError
 from convtrain.ops import batchnorm as reference
 from convtrain.ops.fast import batchnorm as fast
+from convtrain.ops.fast import force_routes
 from convtrain.runtime import threads as parallel
 
 SHAPES = [
@@ -63,10 +64,13 @@ def _both(shape, dtype, training, x=None, dy=None, momentum=0.3, eps=1e-3):
 def thread_split(request, monkeypatch):
     """The fast path on the calling thread alone, or split between two engine threads
     whatever the size."""
-    if request.param == "split":
-        monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
-        monkeypatch.setattr(parallel, "_num_threads", 2)
-    return request.param
+    if request.param == "inline":
+        yield
+        return
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(parallel, "_num_threads", 2)
+    with force_routes(batchnorm_min_parallel_bytes=0):
+        yield
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

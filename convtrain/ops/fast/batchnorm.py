@@ -14,10 +14,10 @@ each allocating an array of ``x``'s size. Here the data is seen as ``(N, C, L)``
   forward pass allocates ``x_hat`` and ``y`` only, the backward pass ``dx`` only;
 - the variance is still the mean of squared *centred* values (two passes over ``x``: no
   ``E[x²] - E[x]²`` cancellation in float32);
-- large arrays are split by samples between the engine's threads
-  (:func:`~convtrain.runtime.threads.run_split`), each phase in one hand-off; every output
-  element and every per-sample partial sum is computed by the same operations whatever the
-  split, so results do not depend on the thread count.
+- large arrays (``Routes.batchnorm_min_parallel_bytes``) are split by samples between the
+  engine's threads (:func:`~convtrain.runtime.threads.run_split`), each phase in one
+  hand-off; every output element and every per-sample partial sum is computed by the same
+  operations whatever the split, so results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import numpy as np  # only to tell NumPy arrays from CuPy ones (`xp is np`)
 
 from convtrain.ops import batchnorm as reference
 from convtrain.ops._checks import require_shape
+from convtrain.ops.fast.plan import current_routes
 from convtrain.ops.batchnorm import (_1D, _2D, BatchNormCache, _Layout, check_forward_arguments,
                                      updated_running_stats)
 from convtrain.runtime.backend import array_module
@@ -74,8 +75,12 @@ def _as_rows(a: Any) -> Any:
 
 def _by_samples(work: Callable[[int, int], None], a3: Any, operands: int) -> None:
     """Call ``work(start, stop)`` over ranges of samples of ``a3 (N, C, L)``, split between
-    the engine's threads when large (``operands``: arrays of ``a3``'s size the work touches)."""
-    run_split(work, int(a3.shape[0]), operands * a3.nbytes, np)
+    the engine's threads from ``Routes.batchnorm_min_parallel_bytes`` (``operands``: arrays
+    of ``a3``'s size the work touches)."""
+    if a3.nbytes < current_routes().batchnorm_min_parallel_bytes:
+        work(0, int(a3.shape[0]))
+    else:
+        run_split(work, int(a3.shape[0]), operands * a3.nbytes, np)
 
 
 def _sample_sums(a3: Any) -> Any:
