@@ -47,10 +47,12 @@ def _check_hyperparameters(op: str, momentum: Any, eps: Any) -> None:
         raise ConfigError(f"{op}: eps must be a positive number, got {eps!r}")
 
 
-def _forward(layout: _Layout, x: Any, gamma: Any, beta: Any, running_mean: Any,
-             running_var: Any, momentum: float, eps: float,
-             training: bool) -> tuple[Any, BatchNormCache, Any, Any]:
-    op, axes, expand = layout.op, layout.reduce_axes, layout.expand
+def check_forward_arguments(layout: _Layout, x: Any, gamma: Any, beta: Any,
+                            running_mean: Any, running_var: Any, momentum: Any, eps: Any,
+                            training: bool) -> int:
+    """Every check of a forward call (shared with the speed path in ``ops/fast``); returns
+    the number of values per channel (feature) the statistics run over."""
+    op = layout.op
     require_ndim(x, layout.ndim, op, "x", layout.layout)
     require_float(x, op, "x")
     _check_hyperparameters(op, momentum, eps)
@@ -60,28 +62,45 @@ def _forward(layout: _Layout, x: Any, gamma: Any, beta: Any, running_mean: Any,
         if array is not None:
             require_shape(array, (channels,), op, name)
     require_same_dtype(op, "x", x, gamma=gamma, beta=beta)
+    count = int(x.size // channels) if channels else 0
+    if training and count < 2:
+        raise ConfigError(
+            f"{op}: training needs more than 1 value per {layout.unit} to estimate a "
+            f"variance, got input shape {tuple(x.shape)}"
+        )
+    if not training and (running_mean is None or running_var is None):
+        raise ConfigError(f"{op}: evaluation mode needs running_mean and running_var")
+    return count
+
+
+def updated_running_stats(running_mean: Any, running_var: Any, mean: Any, var: Any,
+                          count: int, momentum: float) -> tuple[Any, Any]:
+    """The running statistics moved towards the batch's ``mean`` and biased ``var`` (over
+    ``count`` values): new arrays, the unbiased variance; unchanged when none are kept."""
+    if running_mean is None or running_var is None:
+        return running_mean, running_var
+    unbiased = var * var.dtype.type(count / (count - 1))
+    new_mean = (1 - momentum) * running_mean + momentum * mean.astype(running_mean.dtype)
+    new_var = (1 - momentum) * running_var + momentum * unbiased.astype(running_var.dtype)
+    return new_mean, new_var
+
+
+def _forward(layout: _Layout, x: Any, gamma: Any, beta: Any, running_mean: Any,
+             running_var: Any, momentum: float, eps: float,
+             training: bool) -> tuple[Any, BatchNormCache, Any, Any]:
+    axes, expand = layout.reduce_axes, layout.expand
+    count = check_forward_arguments(layout, x, gamma, beta, running_mean, running_var,
+                                    momentum, eps, training)
     xp = array_module(x)
     if training:
-        count = int(x.size // channels) if channels else 0
-        if count < 2:
-            raise ConfigError(
-                f"{op}: training needs more than 1 value per {layout.unit} to estimate a "
-                f"variance, got input shape {tuple(x.shape)}"
-            )
         mean = x.mean(axis=axes)
         centered = x - mean[expand]
         var = (centered * centered).mean(axis=axes)
         inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
         x_hat = centered * inv_std[expand]
-        if running_mean is not None and running_var is not None:
-            unbiased = var * x.dtype.type(count / (count - 1))
-            new_mean = (1 - momentum) * running_mean + momentum * mean.astype(running_mean.dtype)
-            new_var = (1 - momentum) * running_var + momentum * unbiased.astype(running_var.dtype)
-        else:
-            new_mean, new_var = running_mean, running_var
+        new_mean, new_var = updated_running_stats(running_mean, running_var, mean, var, count,
+                                                  momentum)
     else:
-        if running_mean is None or running_var is None:
-            raise ConfigError(f"{op}: evaluation mode needs running_mean and running_var")
         mean = running_mean.astype(x.dtype, copy=False)
         inv_std = 1 / xp.sqrt(running_var.astype(x.dtype, copy=False) + x.dtype.type(eps))
         x_hat = (x - mean[expand]) * inv_std[expand]

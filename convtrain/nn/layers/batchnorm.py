@@ -6,15 +6,16 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from convtrain.ops.batchnorm import (batchnorm1d_backward, batchnorm1d_forward,
-                                     batchnorm2d_backward, batchnorm2d_forward)
+from convtrain.ops.fast.batchnorm import (batchnorm1d_backward, batchnorm1d_forward,
+                                          batchnorm2d_backward, batchnorm2d_forward)
 from convtrain.nn.base import Layer, Shape, register_layer
 from convtrain.nn.options import PARAMETER_OPTIONS, Option
 
 
 class _BatchNorm(Layer):
     """Per-channel (per-feature) batch normalisation with the engine's ``forward_fn`` /
-    ``backward_fn``; the subclasses say which input they take.
+    ``backward_fn`` (the CPU speed path of ``ops/fast/batchnorm.py``, which hands non-NumPy
+    arrays to the reference ``ops/batchnorm.py``); the subclasses say which input they take.
 
     Training normalises with the batch statistics and moves the running ones by
     ``new = (1 - momentum)·old + momentum·batch`` (unbiased variance); evaluation

@@ -48,12 +48,15 @@ class Routes:
     narrow_single_channel: bool = True
     #: scratch bytes per chunk for cache blocking; None: one chunk whenever the limit allows
     target_chunk_bytes: int | None = None
-    # --- the other operations' speed paths (ops/fast/activations.py, ops/fast/dense.py) ---
+    # --- the other operations' speed paths (ops/fast/activations.py, dense.py, batchnorm.py) ---
     #: ReLUs on fewer input bytes run on the calling thread (a thread hand-off costs more)
     relu_min_parallel_bytes: int = 8 << 20
     #: dense GEMMs under this many multiply-adds run on one BLAS thread (a multi-threaded
     #: GEMM leaves OpenBLAS's worker busy-waiting on the core the conv threads need next)
     dense_single_thread_macs: int = 1 << 24
+    #: batch norms on fewer input bytes run on the calling thread (ops/fast/batchnorm.py; the
+    #: ReLU's measured hand-off cost, each batch-norm hand-off carrying 2-4 passes)
+    batchnorm_min_parallel_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
         if self.columns == "rows" and self.input_grad == "col2im":
