@@ -271,8 +271,12 @@ class TensorBoardWriter:
         self._error: OSError | None = None  # the disk error raised, raised again on writing
         self._pending: list[bytes] = []  # records not yet in the file
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.path = self.logdir / (f"events.out.tfevents.{int(time.time()):010d}."
-                                   f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}")
+        # TensorBoard reads a run's event files in name order: the nanoseconds after the
+        # host keep a resumed run's file after the earlier one even within the same second
+        # (its records would otherwise come first); pid and random hex keep names unique
+        seconds, nanoseconds = divmod(time.time_ns(), 10**9)
+        self.path = self.logdir / (f"events.out.tfevents.{seconds:010d}.{socket.gethostname()}."
+                                   f"{nanoseconds:09d}.{os.getpid()}.{secrets.token_hex(4)}")
         self._file = open(self.path, "xb")  # noqa: SIM115 (closed by close(); names itself)
         # the file starts with its format's version, on disk at once, as TensorBoard's own
         # writers do
@@ -281,7 +285,10 @@ class TensorBoardWriter:
         try:
             self._write_pending()
         except OSError:
-            self._file.close()
+            # closing retries the buffered write and fails again, naming no file: the error
+            # raised is the one above, which names the event file
+            with contextlib.suppress(OSError):
+                self._file.close()
             raise
 
     @contextlib.contextmanager
