@@ -107,9 +107,9 @@ def test_different_seeds_differ(tmp_path):
 # Each class of mistake through the real command: the exact key named, one line on stderr, exit
 # status 2, no traceback, no training started. (test_config.py checks many more messages in
 # process.)
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
+#: every 4th case runs in the fast suite, the rest only in the full one (each is a ~1.3 s
+#: subprocess; test_config.py checks the messages in process)
+BAD_OVERRIDES = [
         # unknown keys (typos) with the closest valid key
         ("optimizer.lrr=0.1", "convtrain: error: optimizer.lrr: unknown key; did you mean 'optimizer.lr'?"),
         ("+trainer.max_epoch=3", "convtrain: error: trainer.max_epoch: unknown key; did you mean 'trainer.max_epochs'?"),
@@ -135,7 +135,13 @@ def test_different_seeds_differ(tmp_path):
         ("trainer.resume=/nonexistent", "convtrain: error: trainer.resume: checkpoint not found: '/nonexistent'"),
         ("model.layers={}", "convtrain: error: model.layers: 'model.layers={}' merges an empty mapping and changes nothing"),
         ("engine.num_threads=0", "convtrain: error: engine.num_threads: expected a positive integer, got 0"),
-    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [pytest.param(*case, marks=() if index % 4 == 0 else pytest.mark.slow)
+     for index, case in enumerate(BAD_OVERRIDES)],
 )
 def test_bad_overrides_fail_before_training_with_the_key_named(tmp_path, override, expected):
     proc = convtrain(tmp_path, *override.split(), check=False)

@@ -105,10 +105,15 @@ def assert_claims_true(line: str, run: Path) -> None:
         assert f"kept in {run}" in line
 
 
-@pytest.mark.parametrize("fail_at", [1, 4, 8])
-@pytest.mark.parametrize("code, reason", [("ENOSPC", "No space left on device"),
-                                          ("EROFS", "Read-only file system"),
-                                          ("EACCES", "Permission denied")])
+_WRITE_ERRORS = [("ENOSPC", "No space left on device"), ("EROFS", "Read-only file system"),
+                 ("EACCES", "Permission denied")]
+
+
+# each error at each moment (9 subprocess runs of ~1.4 s); the fast suite keeps the diagonal,
+# one moment per error, the full suite all nine
+@pytest.mark.parametrize("code, reason, fail_at", [
+    pytest.param(code, reason, fail_at, marks=() if i == j else pytest.mark.slow)
+    for i, (code, reason) in enumerate(_WRITE_ERRORS) for j, fail_at in enumerate([1, 4, 8])])
 def test_a_failing_write_mid_training_is_one_line_and_keeps_the_earlier_results(
         tmp_path, fail_at, code, reason):
     proc = inject(tmp_path, fail_at, code, "trainer.max_epochs=4")
