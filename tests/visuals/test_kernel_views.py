@@ -77,6 +77,15 @@ def test_initial_kernels_are_kept_for_a_resumed_run(tmp_path):
     assert np.abs(first_tile(image, auto_layout(4, 1, 3, 3)) - expected).max() <= 1
 
 
+def assert_epoch2_distance_from(run, w0):
+    """The run's conv1 distance_from_init scalar at epoch 2 is ||W - w0|| / ||w0|| for its
+    final weights W."""
+    w = final_weights(run)["conv1.weight"]
+    [event] = [e for e in read_tb(run).Scalars("kernels_change/conv1/distance_from_init")
+               if e.step == 2]
+    assert event.value == pytest.approx(np.linalg.norm(w - w0) / np.linalg.norm(w0), rel=1e-5)
+
+
 def test_a_resume_into_a_new_directory_measures_from_the_first_runs_start(tmp_path):
     data = blobs()
     model = two_conv_model(data)
@@ -88,10 +97,7 @@ def test_a_resume_into_a_new_directory_measures_from_the_first_runs_start(tmp_pa
     with np.load(second / "initial_kernels.npz") as stored:  # kept for its own resumes
         assert int(stored["__epoch__"]) == 0
         np.testing.assert_array_equal(stored["conv1"], initial["conv1.weight"])
-    w, w0 = final_weights(second)["conv1.weight"], initial["conv1.weight"]
-    [event] = [e for e in read_tb(second).Scalars("kernels_change/conv1/distance_from_init")
-               if e.step == 2]
-    assert event.value == pytest.approx(np.linalg.norm(w - w0) / np.linalg.norm(w0), rel=1e-5)
+    assert_epoch2_distance_from(second, initial["conv1.weight"])
 
 
 def test_a_resume_without_the_file_measures_from_the_weights_it_resumed_from(tmp_path):
@@ -103,10 +109,7 @@ def test_a_resume_without_the_file_measures_from_the_weights_it_resumed_from(tmp
     with np.load(tmp_path / "initial_kernels.npz") as stored:
         assert int(stored["__epoch__"]) == 1
         np.testing.assert_array_equal(stored["conv1"], resumed_from["conv1.weight"])
-    w, w0 = final_weights(tmp_path)["conv1.weight"], resumed_from["conv1.weight"]
-    [event] = [e for e in read_tb(tmp_path).Scalars("kernels_change/conv1/distance_from_init")
-               if e.step == 2]
-    assert event.value == pytest.approx(np.linalg.norm(w - w0) / np.linalg.norm(w0), rel=1e-5)
+    assert_epoch2_distance_from(tmp_path, resumed_from["conv1.weight"])
 
 
 def test_kernels_change_scalars_histograms_and_the_change_grid(tmp_path):
