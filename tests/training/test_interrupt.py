@@ -258,6 +258,13 @@ def test_a_relayed_sigterm_is_the_same_request_a_late_one_stops_at_once(monkeypa
 # --- a real convtrain process, a real signal -------------------------------------------
 ARGS = ["data.subset=600", "trainer.batch_size=2", "trainer.max_epochs=3",
         "logger.png=false", "seed=3"]
+# A sweep's jobs train long enough (about 0.2 s an epoch here) that none can finish before
+# every job has started and the signal arrives, on a loaded 2-core machine too: with 3 epochs
+# job 0 sometimes ended before job 1 logged its first epoch.
+SWEEP_EPOCHS = 20
+FIRST_EPOCH = f" 1/{SWEEP_EPOCHS} "  # in "epoch  1/20  lr ...", the log line after epoch 1
+SWEEP_ARGS = ["data.subset=600", "trainer.batch_size=2", f"trainer.max_epochs={SWEEP_EPOCHS}",
+              "logger.png=false"]
 LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[[\w.]+\]\[\w+\] - ")
 
 
@@ -374,8 +381,8 @@ def test_second_ctrl_c_to_convtrain_exits_at_once_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_sweep(tmp_path):
-    proc = start(tmp_path, "-m", "seed=3,4,5", *ARGS[:-1], f"hydra.sweep.dir={tmp_path / 's'}")
-    stdout, stderr = signal_after(proc, "epoch 1/3", signal.SIGINT)
+    proc = start(tmp_path, "-m", "seed=3,4,5", *SWEEP_ARGS, f"hydra.sweep.dir={tmp_path / 's'}")
+    stdout, stderr = signal_after(proc, FIRST_EPOCH, signal.SIGINT)
     assert proc.returncode == 130 and "Traceback" not in stdout + stderr
     [line] = user_lines(stderr)
     assert line.startswith("convtrain: interrupted (SIGINT) at epoch ")
@@ -390,7 +397,7 @@ def test_ctrl_c_stops_a_sweep(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "s" / "0" / "metrics.json").read_text())[
-        "epochs_completed"] == 3
+        "epochs_completed"] == SWEEP_EPOCHS
 
 
 
@@ -421,7 +428,7 @@ def resume_from_error_txt(cwd: Path, job: Path) -> None:
     resumed = subprocess.run([sys.executable, "-m", "convtrain", *command[1:]], cwd=cwd,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == 3
+    assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == SWEEP_EPOCHS
     assert not (job / "error.txt").exists()
 
 
@@ -433,9 +440,11 @@ def test_ctrl_c_to_the_process_group_stops_a_joblib_sweep_cleanly(tmp_path, sign
     for them instead of killing them, starts no further job, and prints one line."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "s"
-    proc = start_in_own_group(tmp_path, "-m", "seed=3,4,5", *ARGS[:-1], "hydra/launcher=joblib",
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4,5", *SWEEP_ARGS, "hydra/launcher=joblib",
                               "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")
-    stdout, stderr = signal_group_after(proc, "epoch 1/3", signum)
+    wait_for_epoch([sweep / "0", sweep / "1"], proc)  # both workers train, not only the first
+    os.killpg(proc.pid, signum)
+    stdout, stderr = proc.communicate(timeout=300)
     assert_jobs_0_1_stopped_cleanly(proc, stdout, stderr, sweep, signum)
     resume_from_error_txt(tmp_path, sweep / "0")
 
@@ -444,8 +453,8 @@ def test_ctrl_c_to_the_process_group_stops_a_joblib_sweep_cleanly(tmp_path, sign
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_to_the_process_group_stops_a_basic_sweep_cleanly(tmp_path, signum):
     sweep = tmp_path / "s"
-    proc = start_in_own_group(tmp_path, "-m", "seed=3,4", *ARGS[:-1], f"hydra.sweep.dir={sweep}")
-    stdout, stderr = signal_group_after(proc, "epoch 1/3", signum)
+    proc = start_in_own_group(tmp_path, "-m", "seed=3,4", *SWEEP_ARGS, f"hydra.sweep.dir={sweep}")
+    stdout, stderr = signal_group_after(proc, FIRST_EPOCH, signum)
     assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stdout + stderr
     [line] = user_lines(stderr)
@@ -516,8 +525,8 @@ def wait_until(done, proc: subprocess.Popen, timeout: float = 300) -> None:
 def wait_for_epoch(jobs: list[Path], proc: subprocess.Popen) -> None:
     """Until every job's log shows its first epoch (submitit jobs log to files, not stdout)."""
     logs = [job / "convtrain.log" for job in jobs]
-    wait_until(lambda: all(log.is_file() and "epoch 1/3" in log.read_text() for log in logs),
-               proc)
+    wait_until(lambda: all(log.is_file() and FIRST_EPOCH in log.read_text()
+                           for log in logs), proc)
 
 
 def assert_jobs_0_1_stopped_cleanly(proc: subprocess.Popen, stdout: str, stderr: str,
@@ -547,7 +556,7 @@ def submitit_logs(sweep: Path) -> str:
     return "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
 
 
-SUBMITIT_ARGS = [*ARGS[:-1], "hydra/launcher=submitit_local"]
+SUBMITIT_ARGS = [*SWEEP_ARGS, "hydra/launcher=submitit_local"]
 
 
 @pytest.mark.slow
@@ -562,10 +571,10 @@ def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_pa
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "s"
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
-    (tmp_path / "conf" / "experiment" / "three.yaml").write_text(
-        "# @package _global_\ntrainer:\n  max_epochs: 3\n")
+    (tmp_path / "conf" / "experiment" / "long.yaml").write_text(
+        f"# @package _global_\ntrainer:\n  max_epochs: {SWEEP_EPOCHS}\n")
     proc = start_in_own_group(tmp_path, "-m", "--config-dir", "conf", "seed=3,4,5",
-                              "+experiment=three", *SUBMITIT_ARGS,
+                              "+experiment=long", *SUBMITIT_ARGS,
                               "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}")
     wait_for_epoch([sweep / "0", sweep / "1"], proc)
     os.killpg(proc.pid, signum)
@@ -580,7 +589,7 @@ def test_ctrl_c_to_the_process_group_stops_a_submitit_local_sweep_cleanly(tmp_pa
             in error
         assert json.loads((job / "metrics.json").read_text())["epochs_completed"] == last["epoch"]
         assert list(job.rglob("*.tmp*")) == []
-    assert f"`convtrain --config-dir {tmp_path / 'conf'} seed=4 +experiment=three " in \
+    assert f"`convtrain --config-dir {tmp_path / 'conf'} seed=4 +experiment=long " in \
         (sweep / "1" / "error.txt").read_text()
     resume_from_error_txt(tmp_path, sweep / "1")
 
@@ -606,9 +615,10 @@ def test_sigterm_to_one_submitit_job_process_stops_it_cleanly(tmp_path):
     error = (sweep / "0" / "error.txt").read_text().strip()
     assert error.startswith("interrupted (SIGTERM) at epoch ") and "resume with `" in error
     assert line == (f"convtrain: 1 of 2 jobs failed in {sweep} (details in each job's log): "
-                    f"job 0 ({' '.join(['seed=3', *ARGS[:-1]])}): {error}").replace(
+                    f"job 0 ({' '.join(['seed=3', *SWEEP_ARGS])}): {error}").replace(
                         "logger.png=false", "logger.png=False"), line
-    assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs_completed"] == 3
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["epochs_completed"] == \
+        SWEEP_EPOCHS
     resume_from_error_txt(tmp_path, sweep / "0")
 
 
