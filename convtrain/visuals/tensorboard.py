@@ -26,6 +26,7 @@ parent's session (metric group = the subdirectory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -163,13 +164,19 @@ def masked_crc32c(data: bytes) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=1024)
+def _record_header(length: int) -> bytes:
+    """A record's first 12 bytes: ``length`` (uint64 little-endian) and its masked CRC; a run's
+    scalar records have a handful of lengths, so each is computed once."""
+    header = struct.pack("<Q", length)
+    return header + struct.pack("<I", masked_crc32c(header))
+
+
 def event_record(event: event_pb2.Event) -> bytes:
     """``event`` framed as a record of a TensorBoard event file (TFRecord): its length (uint64
     little-endian), the masked CRC of those 8 bytes, the serialized event, its masked CRC."""
     data = event.SerializeToString()
-    header = struct.pack("<Q", len(data))
-    return b"".join((header, struct.pack("<I", masked_crc32c(header)), data,
-                     struct.pack("<I", masked_crc32c(data))))
+    return b"".join((_record_header(len(data)), data, struct.pack("<I", masked_crc32c(data))))
 
 
 class Metric(NamedTuple):
@@ -327,12 +334,16 @@ class TensorBoardWriter:
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         """One point ``(step, value)`` of the curve ``tag`` (e.g. ``"epoch/loss"``)."""
-        if not self.enabled:
+        self.add_scalars({tag: value}, step)
+
+    def add_scalars(self, values: Mapping[str, float], step: int) -> None:
+        """A point at ``step`` of each curve ``tag -> value``, in one record (an epoch's
+        scalars: a record costs its framing and checksum whatever it holds)."""
+        if not self.enabled or not values:
             return
-        value = float(value)
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag,
-                                                                       simple_value=value)])
-        self._add_summary(summary, step)
+        self._add_summary(summary_pb2.Summary(value=[
+            summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+            for tag, value in values.items()]), step)
 
     def add_text(self, tag: str, text: str, step: int = 0) -> None:
         """A text entry, rendered as Markdown by TensorBoard's Text tab (a scalar string
@@ -369,13 +380,18 @@ class TensorBoardWriter:
                       buckets: int = HISTOGRAM_BUCKETS) -> None:
         """The distribution of ``values`` (host array, any shape); see :func:`histogram_proto`.
         Arrays without any finite value are skipped (nothing to draw)."""
+        self.add_histograms({tag: values}, step, buckets)
+
+    def add_histograms(self, arrays: Mapping[str, Any], step: int,
+                       buckets: int = HISTOGRAM_BUCKETS) -> None:
+        """:meth:`add_histogram` of each ``tag -> values``, in one record."""
         if not self.enabled:
             return
-        histo = histogram_proto(values, buckets)
-        if histo is None:
-            return
-        self._add_summary(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-            tag=tag, histo=histo)]), step)
+        histograms = [(tag, histogram_proto(values, buckets)) for tag, values in arrays.items()]
+        if any(histo is not None for _, histo in histograms):
+            self._add_summary(summary_pb2.Summary(value=[
+                summary_pb2.Summary.Value(tag=tag, histo=histo)
+                for tag, histo in histograms if histo is not None]), step)
 
     def add_experiment(self, hparams: Mapping[str, HParamValue], metrics: Sequence[Metric], *,
                        differing: Collection[str] = ()) -> None:

@@ -88,6 +88,28 @@ def test_event_records_are_framed_as_tensorboards_record_writer_frames_them():
     assert event_record(event) == sink.getvalue()
 
 
+def test_an_epochs_scalars_and_histograms_share_one_record_and_read_back_as_separate_curves(
+        tmp_path):
+    w = np.random.default_rng(3).normal(size=(8, 9))
+    with TensorBoardWriter(tmp_path) as tb:
+        for step in (1, 2):
+            tb.add_scalars({"optimizer/lr": 0.5 / step, "performance/epoch_time_s": 2.0 * step},
+                           step)
+            tb.add_histograms({"h/a": w * step, "h/b": np.full(3, np.nan), "h/c": -w}, step)
+        tb.add_scalars({}, 3)  # nothing: no record
+        tb.add_histograms({"h/b": np.full(2, np.inf)}, 3)  # nothing finite: no record
+    acc = read(tmp_path)
+    assert [(e.step, e.value) for e in acc.Scalars("optimizer/lr")] == [(1, 0.5), (2, 0.25)]
+    assert [(e.step, e.value) for e in acc.Scalars("performance/epoch_time_s")] == [(1, 2.0),
+                                                                                    (2, 4.0)]
+    assert sorted(acc.Tags()["histograms"]) == ["h/a", "h/c"]
+    assert [e.histogram_value.max for e in acc.Histograms("h/a")] == [w.max(), 2 * w.max()]
+    assert acc.Histograms("h/c")[0].histogram_value.min == -w.max()
+    # the file version, then one record per call that had something to write
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    assert len(list(EventFileLoader(str(tb.path)).Load())) == 1 + 4
+
+
 def test_flush_makes_events_visible_before_close(tmp_path):
     tb = TensorBoardWriter(tmp_path)
     tb.add_scalar("a", 1.0, 1)

@@ -14,11 +14,11 @@ from convtrain.visuals.hook import VisualHook, period_option
 
 class Histograms(VisualHook):
     place = 30
-    # every 5 epochs: ~2 ms per record on the default model (18 histograms), and a 30-epoch
-    # run still shows 7 slices
+    # every 10 epochs: ~2 ms per record on the default model (18 histograms, one record), and
+    # a 30-epoch run still shows 4 slices (the budget: see feature_maps.py)
     period = period_option("histograms_every_n_epochs", "histograms/<layer>/<param> and "
                                                         "<param>_grad (last full batch of "
-                                                        "the epoch)", default=5)
+                                                        "the epoch)", default=10)
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -48,10 +48,12 @@ class Histograms(VisualHook):
         writer, to_host = self.ctx.writer, state.backend.to_numpy
         if not writer.enabled:
             return
+        arrays = {}
         for name, layer in (getattr(state.model, "layers", None) or {}).items():
             for key, value in layer.params.items():
-                writer.add_histogram(f"histograms/{name}/{key}", to_host(value), step)
+                arrays[f"histograms/{name}/{key}"] = to_host(value)
                 # step 0 is before any backward pass: no gradients yet
                 grad = self.grads.get((name, key)) if step > 0 else None
                 if grad is not None:
-                    writer.add_histogram(f"histograms/{name}/{key}_grad", grad, step)
+                    arrays[f"histograms/{name}/{key}_grad"] = grad
+        writer.add_histograms(arrays, step)  # one record for the step

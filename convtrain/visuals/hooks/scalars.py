@@ -49,21 +49,20 @@ class Scalars(VisualHook):
     def on_epoch_end(self, state: TrainState) -> None:
         writer, step, metrics = self.ctx.writer, state.step, state.metrics
         for split in SPLITS:
-            for tag, suffix in EPOCH_TAGS.items():
-                value = metrics.get(f"{split}_{suffix}")
-                if value is not None:
-                    writer.child(split).add_scalar(tag, value, step)
+            writer.child(split).add_scalars({
+                tag: metrics[f"{split}_{suffix}"] for tag, suffix in EPOCH_TAGS.items()
+                if metrics.get(f"{split}_{suffix}") is not None}, step)
+        values = {}
         best = state.best
         if best.epoch is not None:
-            values = {f"monitor/best_{state.monitor}": best.value,
-                      "monitor/best_epoch": best.epoch,
-                      "monitor/best_val_accuracy": best.val_accuracy,
-                      "monitor/best_test_accuracy": best.test_accuracy}
-            for tag in best_tags(state.monitor):
-                if values.get(tag) is not None:
-                    writer.add_scalar(tag, values[tag], step)
-        writer.add_scalar("optimizer/lr", state.lr, step)
-        writer.add_scalar("performance/epoch_time_s", state.epoch_time_s, step)
-        images = state.running.count
-        writer.add_scalar("performance/images_per_s",
-                          images / state.epoch_train_s if state.epoch_train_s > 0 else 0.0, step)
+            best_values = {f"monitor/best_{state.monitor}": best.value,
+                           "monitor/best_epoch": best.epoch,
+                           "monitor/best_val_accuracy": best.val_accuracy,
+                           "monitor/best_test_accuracy": best.test_accuracy}
+            values.update({tag: best_values[tag] for tag in best_tags(state.monitor)
+                           if best_values.get(tag) is not None})
+        values["optimizer/lr"] = state.lr
+        values["performance/epoch_time_s"] = state.epoch_time_s
+        values["performance/images_per_s"] = (state.running.count / state.epoch_train_s
+                                              if state.epoch_train_s > 0 else 0.0)
+        writer.add_scalars(values, step)
