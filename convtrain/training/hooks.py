@@ -77,6 +77,9 @@ class TrainState:
     epoch_time_s: float = 0.0  # the epoch's training + evaluation time
     epoch_train_s: float = 0.0  # the epoch's time in the training batches
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # metrics.json content
+    # the epoch's eval-mode logits by split ("val", "test"), host (N, K) in the split's order;
+    # kept only while a hook's wants_eval_logits is true, else empty
+    eval_logits: dict[str, Any] = dataclasses.field(default_factory=dict)
     improved: bool = False  # the epoch just ended is the new best
     best: Best = dataclasses.field(default_factory=Best)
     totals: Totals = dataclasses.field(default_factory=Totals)
@@ -93,7 +96,12 @@ class TrainState:
 
 
 class Hook:
-    """Base of every hook: each moment does nothing unless a subclass overrides it."""
+    """Base of every hook: each moment does nothing unless a subclass overrides it.
+
+    ``wants_eval_logits``: true makes the loop keep each epoch's evaluation logits in
+    ``state.eval_logits`` (read at ``on_epoch_end``) for this hook."""
+
+    wants_eval_logits: bool = False
 
     def on_fit_start(self, state: TrainState) -> None:
         pass

@@ -64,10 +64,13 @@ class RunningAverage:
 
 def evaluate(model: Any, split: Any, batch_size: int, backend: Any,
              loss_fn: Callable[[Any, Any], tuple[float, Any]],
-             batches: Callable[..., Any]) -> tuple[float | None, float | None]:
+             batches: Callable[..., Any],
+             logits_out: list | None = None) -> tuple[float | None, float | None]:
     """Mean loss and accuracy of ``model`` in eval mode over ``split`` (``(None, None)`` if empty).
 
     ``batches`` is the loader's ``iterate_batches``; ``loss_fn`` returns ``(mean_loss, dlogits)``.
+    ``logits_out``: when given, each batch's logits are appended to it as a host copy
+    ``(batch, K)`` (the visuals read them instead of a forward pass of their own).
     """
     if len(split) == 0:
         return None, None
@@ -76,6 +79,8 @@ def evaluate(model: Any, split: Any, batch_size: int, backend: Any,
         logits = model.forward(xb, training=False)
         loss, _ = loss_fn(logits, yb)
         avg.add(loss, count_correct(logits, yb), int(yb.shape[0]))
+        if logits_out is not None:  # a copy: the next batch may reuse the layer's buffer
+            logits_out.append(np.array(to_host(logits), copy=True))
     return avg.loss, avg.accuracy
 
 

@@ -199,8 +199,10 @@ class Trainer:
                     self.optimizer.lr = state.lr
                     self._call_hooks("on_epoch_start")
                     self._train_one_epoch(state)
-                    val = self._evaluate(self.data.val)
-                    test = self._evaluate(self.data.test)
+                    keep = any(hook.wants_eval_logits for hook in self.hooks)
+                    state.eval_logits = {}
+                    val = self._evaluate(self.data.val, "val" if keep else None)
+                    test = self._evaluate(self.data.test, "test" if keep else None)
                     self._stop_if_interrupted(completed=epoch)
                     state.epoch_time_s = time.perf_counter() - epoch_start
                     state.totals.wall_time_s = wall_before + (time.perf_counter() - session_start)
@@ -277,10 +279,16 @@ class Trainer:
         state.totals.train_time_s += state.epoch_train_s
         state.totals.train_images += state.running.count
 
-    def _evaluate(self, split: Any) -> tuple[float | None, float | None]:
-        """``(mean loss, accuracy)`` over ``split`` in eval mode; ``(None, None)`` if empty."""
-        return evaluate(self.model, split, self.eval_batch_size, self.backend,
-                        softmax_cross_entropy, iterate_batches)
+    def _evaluate(self, split: Any, keep_as: str | None = None) -> tuple[float | None,
+                                                                         float | None]:
+        """``(mean loss, accuracy)`` over ``split`` in eval mode; ``(None, None)`` if empty.
+        ``keep_as``: also keep the logits in ``state.eval_logits[keep_as]``."""
+        logits: list | None = None if keep_as is None else []
+        result = evaluate(self.model, split, self.eval_batch_size, self.backend,
+                          softmax_cross_entropy, iterate_batches, logits_out=logits)
+        if logits:
+            self.state.eval_logits[keep_as] = np.concatenate(logits)
+        return result
 
     def _record_epoch(self, state: TrainState, val: tuple[float | None, float | None],
                       test: tuple[float | None, float | None]) -> None:

@@ -69,6 +69,10 @@ class VisualLogger(Hook):
         self.visuals: list[VisualHook] = []
         self._batch_visuals: list[VisualHook] = []
 
+    @property
+    def wants_eval_logits(self) -> bool:  # type: ignore[override]
+        return any(visual.wants_eval_logits for visual in self.visuals)
+
     def on_fit_start(self, state: TrainState) -> None:
         run_dir = Path(state.run_dir)
         hparams = self.hparams if self.hparams is not None else flatten_config({

@@ -335,7 +335,7 @@ def test_best_and_last_checkpoints(tmp_path, monkeypatch, monitor, val_script):
     def run(run_dir, epochs):
         calls = {"val": 0, "test": 0}
 
-        def evaluate(model, split, *args):
+        def evaluate(model, split, *args, **kwargs):
             which = "val" if split is data.val else "test"
             calls[which] += 1
             return (val_script if which == "val" else test_script)[calls[which] - 1]
@@ -567,7 +567,7 @@ def test_best_is_written_before_last(tmp_path, monkeypatch, crash_at):
     data = blobs()
     accuracies = iter([0.5, 0.5, 0.7, 0.7])  # val then test, per epoch: epoch 2 improves
 
-    def evaluate(model, split, *args):
+    def evaluate(model, split, *args, **kwargs):
         return 1.0, next(accuracies)
 
     monkeypatch.setattr(trainer_module, "evaluate", evaluate)

@@ -73,6 +73,23 @@ def test_labelled_grid_puts_each_image_where_the_layout_says():
         assert ((second[..., 0] > 150) & (second[..., 1] < 100)).any()
 
 
+@pytest.mark.parametrize("x, y", [(5, 3), (6.5, 4), (7, 2.5)])
+def test_text_stamped_from_cached_glyphs_equals_pillows_drawing(x, y):
+    """The confusion matrix writes its numbers with charts._stamp; Pillow's own ImageDraw.text
+    is the reference, on white and on a cell colour, in black and white ink."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from convtrain.visuals.charts import _stamp
+    for background, ink in (((255, 255, 255), (0, 0, 0)), ((40, 80, 140), (255, 255, 255))):
+        for text in ("7", "1234", "predicted"):
+            reference = Image.new("RGB", (80, 24), background)
+            ImageDraw.Draw(reference).text((round(x), round(y)), text, fill=ink,
+                                           font=ImageFont.load_default())
+            canvas = np.full((24, 80, 3), background, np.uint8)
+            _stamp(canvas, x, y, text, ink)
+            np.testing.assert_array_equal(canvas, np.asarray(reference))
+
+
 def test_classification_views_of_a_run(tmp_path):
     data = blobs(n=(48, 30, 12))
     model = two_conv_model(data)
@@ -121,6 +138,31 @@ def test_classification_views_of_a_run(tmp_path):
     left, top = LABEL_GAP + (width - 6 * s) // 2, LABEL_GAP
     tile = grid[top:top + 6 * s:s, left:left + 6 * s:s, 0].astype(int)
     np.testing.assert_array_equal(tile, np.round((x - x.min()) / (x.max() - x.min()) * 255))
+
+
+def test_classification_views_read_the_epochs_evaluation_instead_of_a_forward_pass(tmp_path):
+    """During training the views cost no forward pass: the eval-mode forward calls are the
+    trainer's evaluation alone, with the views on or off (the pictures' content is checked
+    against an independent computation above)."""
+    data = blobs(n=(48, 30, 12))
+    eval_forwards = {}
+    for period in (0, 1):
+        model = two_conv_model(data)
+        forward = model.forward
+        calls = []
+
+        def counting(x, *args, training=True, _forward=forward, _calls=calls, **kwargs):
+            if not training:
+                _calls.append(len(x))
+            return _forward(x, *args, training=training, **kwargs)
+
+        model.forward = counting
+        train(tmp_path / str(period), data, model, max_epochs=2,
+              logger={**ONLY_PREDICTIONS, "classification_every_n_epochs": period})
+        eval_forwards[period] = calls
+    assert eval_forwards[1] == eval_forwards[0] and sum(eval_forwards[0]) == 2 * (30 + 12)
+    assert [e.step for e in read_tb(tmp_path / "1").Images("predictions/confusion_matrix")] == \
+        [1, 2]
 
 
 def test_hparams_metrics_put_the_monitored_metric_and_best_values_first():
