@@ -1,6 +1,7 @@
-"""Pictures with words in them, in Pillow's default font: the confusion matrix (shared by ``task=eval``'s
-``confusion_matrix.png`` and TensorBoard's ``classification/confusion_matrix``), the per-class
-accuracy bars and a grid of labelled example images (the misclassified validation images).
+"""Pictures with words in them, in Pillow's default font: the confusion matrix (shared by
+``task=eval``'s ``confusion_matrix.png`` and TensorBoard's ``classification/confusion_matrix``),
+the per-class accuracy bars and a grid of labelled example images (the misclassified
+validation images).
 The confusion matrix, drawn every few epochs with ~100 numbers, stamps cached glyph masks with
 NumPy (:func:`_stamp`); the others draw with Pillow.
 
