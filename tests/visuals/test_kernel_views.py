@@ -155,14 +155,15 @@ def test_when_the_change_grid_is_drawn(tmp_path):
     train(tmp_path / "off", data, max_epochs=1, logger={**QUIET, "kernel_change_grid": "off"})
     assert "kernels_change/conv1" not in read_tb(tmp_path / "off").Tags()["images"]
     assert "kernels/conv1" in read_tb(tmp_path / "off").Tags()["images"]
-    # the defaults: kernels and their change curves every 5 epochs, step 0 and the last
-    # epoch; the change grid at the last
+    # the defaults: kernels every 5 epochs, step 0 and the last epoch; the change grid at the
+    # last; the change curves every epoch, the per-filter change histograms with the grids
     train(tmp_path / "default", data, max_epochs=6, logger={"feature_maps_every_n_epochs": 0})
     acc = read_tb(tmp_path / "default")
     assert [e.step for e in acc.Images("kernels/conv2")] == [0, 5, 6]
     assert [e.step for e in acc.Images("kernels_change/conv2")] == [6]
     assert [e.step for e in acc.Scalars("kernels_change/conv2/distance_from_init")] == \
-        [0, 5, 6]
+        list(range(7))
+    assert [e.step for e in acc.Histograms("kernels_change/conv2/filter_distance")] == [0, 5, 6]
     train(tmp_path / "every", data, max_epochs=3,
           logger={**QUIET, "kernels_every_n_epochs": 2, "kernel_change_grid": "every"})
     assert [e.step for e in read_tb(tmp_path / "every").Images("kernels_change/conv1")] == [2, 3]
@@ -195,7 +196,7 @@ def test_kernel_settings_defaults_and_errors():
     assert (settings.kernel_scaling, settings.kernel_fixed_margin, settings.kernel_colormap,
             settings.kernel_max_filters, settings.kernel_top_channels,
             settings.kernel_change_every_n_epochs, settings.kernel_change_grid,
-            settings.kernels_every_n_epochs) == ("fixed", 1.0, "diverging", 32, 2, 5, "last", 5)
+            settings.kernels_every_n_epochs) == ("fixed", 1.0, "diverging", 32, 2, 1, "last", 5)
     for override, message in (
             ({"kernel_fixed_margin": 0}, r"^logger\.kernel_fixed_margin: expected a number > 0"),
             ({"kernel_colormap": "jet"}, r"^logger\.kernel_colormap: expected one of diverging, "

@@ -10,7 +10,13 @@ Records (step = epochs completed; step 0 = the initial weights), with ``W`` the 
   :func:`convtrain.visuals.hooks.hparams.metric_columns`);
 - histograms ``kernels_change/<conv>/filter_distance`` (the F values ``||W[f] - W0[f]||``) and
   ``kernels_change/<conv>/filter_norm`` (the F values ``||W[f]||``): which filters moved, and
-  whether a few or all of them did.
+  whether a few or all of them did; at the kernel grids' steps (step 0, every
+  ``logger.kernels_every_n_epochs``, the last; at every record when the grids are off).
+
+Cost on the default run: the scalars ~0.1 ms an epoch, the histograms ~0.2 ms a record. The
+scalars come every epoch because TensorBoard smooths a curve over its points (0.6 by default):
+with a point every 5 epochs, conv1's smoothed distance on the default run read 0.40 at epoch 5
+where the value was 0.65.
 
 The ``|W - W0|`` grid ``kernels_change/<conv>`` is drawn with the other kernel pictures
 (:mod:`convtrain.visuals.hooks.kernels`, ``logger.kernels_every_n_epochs``). Per-filter curves: ``logger.weight_norms_every_n_epochs`` (off by default).
@@ -33,17 +39,15 @@ def relative(numerator: float, denominator: float) -> float:
 
 class KernelChange(MeasuresFromInitialKernels, VisualHook):
     place = 12
-    # every 5 epochs, with the kernel grids: ~0.6 ms a record on the default run, and the
-    # curves' 7 points over 30 epochs show the change as well as 31 (the budget: see
-    # feature_maps.py)
     period = period_option("kernel_change_every_n_epochs",
                            "kernels_change/<conv>/...: distance from the initial kernels "
-                           "(scalars and histograms)", default=5)
+                           "(scalars; the per-filter histograms with the kernel grids)")
 
     def log(self, state: TrainState, step: int) -> None:
         writer = self.ctx.writer
         if not self.reference:  # nothing would be seen
             return
+        histograms = self._with_the_grids(state, step)
         for name, weight in current_kernels(state).items():
             w = np.asarray(weight, np.float64).reshape(len(weight), -1)
             w0 = np.asarray(self.reference[name], np.float64).reshape(w.shape)
@@ -56,5 +60,13 @@ class KernelChange(MeasuresFromInitialKernels, VisualHook):
             writer.add_scalars({
                 f"{tag}/distance_from_init": relative(float(np.sqrt(distance_sq.sum())), norm0),
                 f"{tag}/norm_vs_init": relative(float(np.sqrt(norm_sq.sum())), norm0)}, step)
-            writer.add_histograms({f"{tag}/filter_distance": np.sqrt(distance_sq),
-                                   f"{tag}/filter_norm": np.sqrt(norm_sq)}, step)
+            if histograms:
+                writer.add_histograms({f"{tag}/filter_distance": np.sqrt(distance_sq),
+                                       f"{tag}/filter_norm": np.sqrt(norm_sq)}, step)
+
+    def _with_the_grids(self, state: TrainState, step: int) -> bool:
+        """Whether the per-filter histograms go in at ``step``: step 0, every
+        ``logger.kernels_every_n_epochs`` and the last (``task=inspect``'s only step); every
+        record when the kernel grids are off."""
+        every = int(self.ctx.settings.kernels_every_n_epochs)
+        return every == 0 or step % every == 0 or step == state.max_epochs
