@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 
 @dataclasses.dataclass
@@ -77,8 +77,8 @@ class TrainState:
     epoch_time_s: float = 0.0  # the epoch's training + evaluation time
     epoch_train_s: float = 0.0  # the epoch's time in the training batches
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # metrics.json content
-    # the epoch's eval-mode logits by split ("val", "test"), host (N, K) in the split's order;
-    # kept only while a hook's wants_eval_logits is true, else empty
+    # the epoch's eval-mode logits by split ("val", "test"), host (N, K) in the split's order,
+    # during on_epoch_end, for the splits a hook asked for (Hook.wants_eval_logits); else empty
     eval_logits: dict[str, Any] = dataclasses.field(default_factory=dict)
     improved: bool = False  # the epoch just ended is the new best
     best: Best = dataclasses.field(default_factory=Best)
@@ -96,12 +96,13 @@ class TrainState:
 
 
 class Hook:
-    """Base of every hook: each moment does nothing unless a subclass overrides it.
+    """Base of every hook: each moment does nothing unless a subclass overrides it."""
 
-    ``wants_eval_logits``: true makes the loop keep each epoch's evaluation logits in
-    ``state.eval_logits`` (read at ``on_epoch_end``) for this hook."""
-
-    wants_eval_logits: bool = False
+    def wants_eval_logits(self, state: TrainState) -> Collection[str]:
+        """The splits (``"val"``, ``"test"``) whose eval-mode logits this hook reads in
+        ``state.eval_logits`` at this epoch's ``on_epoch_end`` (asked before the epoch's
+        evaluation, ``state.epoch`` set): the loop keeps only those, only for that moment."""
+        return ()
 
     def on_fit_start(self, state: TrainState) -> None:
         pass

@@ -79,8 +79,10 @@ def evaluate(model: Any, split: Any, batch_size: int, backend: Any,
         logits = model.forward(xb, training=False)
         loss, _ = loss_fn(logits, yb)
         avg.add(loss, count_correct(logits, yb), int(yb.shape[0]))
-        if logits_out is not None:  # a copy: the next batch may reuse the layer's buffer
-            logits_out.append(np.array(to_host(logits), copy=True))
+        if logits_out is not None:
+            host = to_host(logits)  # a device array's is a copy already
+            # a host array's is the layer's: the next batch may reuse its buffer
+            logits_out.append(host.copy() if host is logits else host)
     return avg.loss, avg.accuracy
 
 

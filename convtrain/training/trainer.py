@@ -199,15 +199,15 @@ class Trainer:
                     self.optimizer.lr = state.lr
                     self._call_hooks("on_epoch_start")
                     self._train_one_epoch(state)
-                    keep = any(hook.wants_eval_logits for hook in self.hooks)
-                    state.eval_logits = {}
-                    val = self._evaluate(self.data.val, "val" if keep else None)
-                    test = self._evaluate(self.data.test, "test" if keep else None)
+                    wanted = self._eval_logits_wanted(state)
+                    val = self._evaluate(self.data.val, "val" if "val" in wanted else None)
+                    test = self._evaluate(self.data.test, "test" if "test" in wanted else None)
                     self._stop_if_interrupted(completed=epoch)
                     state.epoch_time_s = time.perf_counter() - epoch_start
                     state.totals.wall_time_s = wall_before + (time.perf_counter() - session_start)
                     self._record_epoch(state, val, test)
                     self._call_hooks("on_epoch_end")
+                    state.eval_logits = {}  # read at on_epoch_end only
             except BaseException as exc:  # the hooks learn why training stopped (Ctrl-C too)
                 error = exc
                 raise
@@ -278,6 +278,16 @@ class Trainer:
         state.epoch_train_s = time.perf_counter() - start
         state.totals.train_time_s += state.epoch_train_s
         state.totals.train_images += state.running.count
+
+    def _eval_logits_wanted(self, state: TrainState) -> set[str]:
+        """The splits whose logits some hook reads at this epoch's end (a hook that is not a
+        :class:`Hook` subclass asks for none)."""
+        wanted: set[str] = set()
+        for hook in self.hooks:
+            ask = getattr(hook, "wants_eval_logits", None)
+            if ask is not None:
+                wanted.update(ask(state))
+        return wanted
 
     def _evaluate(self, split: Any, keep_as: str | None = None) -> tuple[float | None,
                                                                          float | None]:

@@ -88,13 +88,16 @@ def matrix_layout(num_classes: int, title: str = "") -> MatrixLayout:
 
 
 def _stamp(canvas: np.ndarray, x: float, y: float, text: str,
-           ink: tuple[int, int, int]) -> None:
+           ink: tuple[int, int, int], *, cached: bool = True) -> None:
     """Write ``text`` in ``ink`` onto ``canvas`` (uint8 ``(H, W, 3)``, in place) where
-    ``ImageDraw.text((x, y), text)`` puts it (rounded to whole pixels), blending the glyphs'
-    cached coverage mask into what is there: a picture of ~100 numbers drawn every few
-    epochs, where Pillow would render each string again (~40 us) it costs ~5 us."""
-    mask = label_mask(text)  # the text drawn at (1, 0)
-    x0, y0 = int(round(x)) - 1, int(round(y))
+    ``ImageDraw.text((x, y), text)`` puts it, blending the glyphs' coverage mask into what is
+    there: a picture of ~100 numbers drawn every few epochs, where Pillow would render each
+    string again (~40 us) it costs ~5 us. Whole pixels, rounded as Pillow rounds a
+    fractional position (x halves up, y halves down). ``cached=False`` for a text that will
+    not come again (a title naming the epoch): the mask cache keeps only recurring ones."""
+    # the text drawn at (1, 0)
+    mask = label_mask(text) if cached else label_mask.__wrapped__(text)
+    x0, y0 = math.floor(x + 0.5) - 1, math.ceil(y - 0.5)
     top, left = max(y0, 0), max(x0, 0)
     bottom = min(y0 + mask.shape[0], canvas.shape[0])
     right = min(x0 + mask.shape[1], canvas.shape[1])
@@ -121,7 +124,7 @@ def render_confusion_matrix(cm: np.ndarray, title: str = "") -> Any:
     black, white = (0, 0, 0), (255, 255, 255)
     top0 = layout.line if title else 0
     if title:
-        _stamp(canvas, 8, 2, title, black)
+        _stamp(canvas, 8, 2, title, black, cached=False)
     _stamp(canvas, left, top0, "predicted", black)
     rows = cm.sum(axis=1)
     shares = np.divide(cm, rows[:, None], out=np.zeros(cm.shape), where=rows[:, None] > 0)

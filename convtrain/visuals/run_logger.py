@@ -69,9 +69,8 @@ class VisualLogger(Hook):
         self.visuals: list[VisualHook] = []
         self._batch_visuals: list[VisualHook] = []
 
-    @property
-    def wants_eval_logits(self) -> bool:  # type: ignore[override]
-        return any(visual.wants_eval_logits for visual in self.visuals)
+    def wants_eval_logits(self, state: TrainState) -> set[str]:
+        return {split for visual in self.visuals for split in visual.wants_eval_logits(state)}
 
     def on_fit_start(self, state: TrainState) -> None:
         run_dir = Path(state.run_dir)

@@ -35,7 +35,7 @@ import struct
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Collection, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 # only TensorBoard's generated protobuf modules: its writer and plugin helpers import its
@@ -382,12 +382,15 @@ class TensorBoardWriter:
         Arrays without any finite value are skipped (nothing to draw)."""
         self.add_histograms({tag: values}, step, buckets)
 
-    def add_histograms(self, arrays: Mapping[str, Any], step: int,
+    def add_histograms(self, arrays: Mapping[str, Any] | Iterable[tuple[str, Any]], step: int,
                        buckets: int = HISTOGRAM_BUCKETS) -> None:
-        """:meth:`add_histogram` of each ``tag -> values``, in one record."""
+        """:meth:`add_histogram` of each ``tag -> values``, in one record. ``arrays`` may be
+        an iterator of ``(tag, values)`` pairs: each array is summarised as it comes, so a
+        caller copying a model's parameters to the host holds one copy at a time."""
         if not self.enabled:
             return
-        histograms = [(tag, histogram_proto(values, buckets)) for tag, values in arrays.items()]
+        pairs = arrays.items() if isinstance(arrays, Mapping) else arrays
+        histograms = [(tag, histogram_proto(values, buckets)) for tag, values in pairs]
         if any(histo is not None for _, histo in histograms):
             self._add_summary(summary_pb2.Summary(value=[
                 summary_pb2.Summary.Value(tag=tag, histo=histo)

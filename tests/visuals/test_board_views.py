@@ -73,17 +73,19 @@ def test_labelled_grid_puts_each_image_where_the_layout_says():
         assert ((second[..., 0] > 150) & (second[..., 1] < 100)).any()
 
 
-@pytest.mark.parametrize("x, y", [(5, 3), (6.5, 4), (7, 2.5)])
+@pytest.mark.parametrize("x, y", [(5, 3), (6.5, 4), (7, 2.5), (4.5, 3.5), (5.5, 1.5),
+                                  (6.25, 2.75), (3.75, 4.25)])
 def test_text_stamped_from_cached_glyphs_equals_pillows_drawing(x, y):
-    """The confusion matrix writes its numbers with charts._stamp; Pillow's own ImageDraw.text
-    is the reference, on white and on a cell colour, in black and white ink."""
+    """The confusion matrix writes its numbers with charts._stamp at fractional positions
+    (centred in odd-sized cells); Pillow's own ImageDraw.text at the same position is the
+    reference, on white and on a cell colour, in black and white ink."""
     from PIL import Image, ImageDraw, ImageFont
 
     from convtrain.visuals.charts import _stamp
     for background, ink in (((255, 255, 255), (0, 0, 0)), ((40, 80, 140), (255, 255, 255))):
         for text in ("7", "1234", "predicted"):
             reference = Image.new("RGB", (80, 24), background)
-            ImageDraw.Draw(reference).text((round(x), round(y)), text, fill=ink,
+            ImageDraw.Draw(reference).text((x, y), text, fill=ink,
                                            font=ImageFont.load_default())
             canvas = np.full((24, 80, 3), background, np.uint8)
             _stamp(canvas, x, y, text, ink)
@@ -163,6 +165,44 @@ def test_classification_views_read_the_epochs_evaluation_instead_of_a_forward_pa
     assert eval_forwards[1] == eval_forwards[0] and sum(eval_forwards[0]) == 2 * (30 + 12)
     assert [e.step for e in read_tb(tmp_path / "1").Images("predictions/confusion_matrix")] == \
         [1, 2]
+
+
+def test_without_a_val_split_the_views_read_the_test_logits_only_when_due(tmp_path):
+    """No val data: the views use the test split; the loop keeps the test logits (gathered
+    over several eval batches, equal to a forward pass of the whole split) only at the epochs
+    the views are due, and only until on_epoch_end; no empty `val` run appears."""
+    from convtrain.optim import build_optimizer, build_schedule
+    from convtrain.runtime.backend import get_backend
+    from convtrain.training.hooks import Hook
+    from convtrain.training.trainer import Trainer
+    from convtrain.visuals.run_logger import VisualLogger
+
+    data = blobs(n=(48, 0, 12))
+    model = two_conv_model(data)
+    seen = {}
+
+    class Record(Hook):
+        def on_epoch_end(self, state):
+            seen[state.step] = {name: np.array(v) for name, v in state.eval_logits.items()}
+            if "test" in seen[state.step]:
+                direct = np.asarray(model.forward(data.test.x, training=False))
+                np.testing.assert_allclose(seen[state.step]["test"], direct, rtol=1e-5,
+                                           atol=1e-6)
+
+    optimizer = build_optimizer({"name": "sgd", "lr": 0.05, "momentum": 0.9}, model)
+    trainer = Trainer(model, optimizer, build_schedule({"name": "constant"}, optimizer.lr, 3),
+                      data, run_dir=tmp_path, backend=get_backend("numpy"), seed=0,
+                      max_epochs=3, batch_size=16, eval_batch_size=5, progress=False,
+                      hooks=[VisualLogger(ONLY_PREDICTIONS), Record()])
+    trainer.fit()
+    assert {step: sorted(kept) for step, kept in seen.items()} == {1: [], 2: ["test"],
+                                                                   3: ["test"]}
+    assert seen[3]["test"].shape == (12, 3)
+    assert trainer.state.eval_logits == {}
+    matrices = read_tb(tmp_path).Images("predictions/confusion_matrix")
+    assert [e.step for e in matrices] == [2, 3]
+    runs = sorted(p.name for p in (tmp_path / "tensorboard" / "run").iterdir() if p.is_dir())
+    assert runs == ["test", "train"]
 
 
 def test_hparams_metrics_put_the_monitored_metric_and_best_values_first():

@@ -95,7 +95,9 @@ def test_an_epochs_scalars_and_histograms_share_one_record_and_read_back_as_sepa
         for step in (1, 2):
             tb.add_scalars({"optimizer/lr": 0.5 / step, "performance/epoch_time_s": 2.0 * step},
                            step)
-            tb.add_histograms({"h/a": w * step, "h/b": np.full(3, np.nan), "h/c": -w}, step)
+            pairs = {"h/a": w * step, "h/b": np.full(3, np.nan), "h/c": -w}
+            # a mapping, or pairs from an iterator (one array at a time): the same record
+            tb.add_histograms(pairs if step == 1 else iter(pairs.items()), step)
         tb.add_scalars({}, 3)  # nothing: no record
         tb.add_histograms({"h/b": np.full(2, np.inf)}, 3)  # nothing finite: no record
     acc = read(tmp_path)

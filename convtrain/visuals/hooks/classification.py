@@ -54,9 +54,13 @@ class Classification(VisualHook):
                       lambda key, v: validate.non_negative_int(key, v),
                       "images in predictions/misclassified (most confident mistakes first)"),)
 
-    @property
-    def wants_eval_logits(self) -> bool:  # type: ignore[override]
-        return self.every > 0 and self.ctx.pictures_wanted
+    def wants_eval_logits(self, state: TrainState) -> tuple[str, ...]:
+        """The split :meth:`log` reads, at the epochs it is due."""
+        found = predictions_split(state.data)
+        if (found is None or not self.ctx.pictures_wanted
+                or not self.due(state.step, state.max_epochs)):
+            return ()
+        return (found[0],)
 
     def on_fit_start(self, state: TrainState) -> None:
         pass  # no step 0: see the module docstring

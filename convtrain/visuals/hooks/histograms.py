@@ -48,12 +48,13 @@ class Histograms(VisualHook):
         writer, to_host = self.ctx.writer, state.backend.to_numpy
         if not writer.enabled:
             return
-        arrays = {}
-        for name, layer in (getattr(state.model, "layers", None) or {}).items():
-            for key, value in layer.params.items():
-                arrays[f"histograms/{name}/{key}"] = to_host(value)
-                # step 0 is before any backward pass: no gradients yet
-                grad = self.grads.get((name, key)) if step > 0 else None
-                if grad is not None:
-                    arrays[f"histograms/{name}/{key}_grad"] = grad
-        writer.add_histograms(arrays, step)  # one record for the step
+        def arrays():  # one host copy at a time: each is summarised before the next
+            for name, layer in (getattr(state.model, "layers", None) or {}).items():
+                for key, value in layer.params.items():
+                    yield f"histograms/{name}/{key}", to_host(value)
+                    # step 0 is before any backward pass: no gradients yet
+                    grad = self.grads.get((name, key)) if step > 0 else None
+                    if grad is not None:
+                        yield f"histograms/{name}/{key}_grad", grad
+
+        writer.add_histograms(arrays(), step)  # one record for the step

@@ -10,8 +10,10 @@ Records (step = epochs completed; step 0 = the initial weights), with ``W`` the 
   :func:`convtrain.visuals.hooks.hparams.metric_columns`);
 - histograms ``kernels_change/<conv>/filter_distance`` (the F values ``||W[f] - W0[f]||``) and
   ``kernels_change/<conv>/filter_norm`` (the F values ``||W[f]||``): which filters moved, and
-  whether a few or all of them did; at the kernel grids' steps (step 0, every
-  ``logger.kernels_every_n_epochs``, the last; at every record when the grids are off).
+  whether a few or all of them did; at those of this visual's steps that are also the kernel
+  grids' steps (step 0, every ``logger.kernels_every_n_epochs``, the last; every step when the
+  grids are off). With the default period 1 that is every grid step; with e.g. period 2 and
+  grids every 5: steps 0, 10, 20, ... and the last.
 
 Cost on the default run: the scalars ~0.1 ms an epoch, the histograms ~0.2 ms a record. The
 scalars come every epoch because TensorBoard smooths a curve over its points (0.6 by default):
@@ -65,8 +67,8 @@ class KernelChange(MeasuresFromInitialKernels, VisualHook):
                                        f"{tag}/filter_norm": np.sqrt(norm_sq)}, step)
 
     def _with_the_grids(self, state: TrainState, step: int) -> bool:
-        """Whether the per-filter histograms go in at ``step``: step 0, every
-        ``logger.kernels_every_n_epochs`` and the last (``task=inspect``'s only step); every
-        record when the kernel grids are off."""
+        """Whether the per-filter histograms go in at ``step`` (one of this visual's steps):
+        when it is also a kernel-grid step (0, every ``logger.kernels_every_n_epochs``, the
+        last: ``task=inspect``'s only step); at every step when the grids are off."""
         every = int(self.ctx.settings.kernels_every_n_epochs)
         return every == 0 or step % every == 0 or step == state.max_epochs

@@ -49,9 +49,10 @@ class Scalars(VisualHook):
     def on_epoch_end(self, state: TrainState) -> None:
         writer, step, metrics = self.ctx.writer, state.step, state.metrics
         for split in SPLITS:
-            writer.child(split).add_scalars({
-                tag: metrics[f"{split}_{suffix}"] for tag, suffix in EPOCH_TAGS.items()
-                if metrics.get(f"{split}_{suffix}") is not None}, step)
+            values = {tag: metrics[f"{split}_{suffix}"] for tag, suffix in EPOCH_TAGS.items()
+                      if metrics.get(f"{split}_{suffix}") is not None}
+            if values:  # a split without data gets no run directory
+                writer.child(split).add_scalars(values, step)
         values = {}
         best = state.best
         if best.epoch is not None:
