@@ -22,7 +22,7 @@ from convtrain.inference.inputs import as_batch, check_pixel_values
 from convtrain.nn.model import Model, build_model
 from convtrain.ops.losses import log_softmax
 from convtrain.runtime.backend import Backend, get_backend, to_host
-from convtrain.training.checkpoint import Checkpoint, load_checkpoint
+from convtrain.training.checkpoint import Checkpoint, load_checkpoint, run_directory
 
 #: the checkpoints a run directory holds (trainer.checkpoint=true), by the name users give
 CHECKPOINT_NAMES = ("best", "last")
@@ -55,8 +55,7 @@ class TrainedRun:
     @property
     def run_dir(self) -> Path:
         """The run directory: the parent of ``checkpoints/`` (else the file's own folder)."""
-        folder = self.checkpoint.parent
-        return folder.parent if folder.name == "checkpoints" else folder
+        return run_directory(self.checkpoint)
 
     @property
     def checkpoint_in_run(self) -> str:

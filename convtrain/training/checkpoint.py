@@ -82,6 +82,17 @@ def save_checkpoint(directory: str | os.PathLike, name: str,
     return path
 
 
+def run_directory(path: str | os.PathLike) -> Path:
+    """The run directory that ``path`` names or belongs to (nothing needs to exist): a
+    checkpoint file ``<run>/checkpoints/<name>.safetensors`` (or its ``.json``) -> ``<run>``;
+    a ``checkpoints/`` folder -> its parent; a checkpoint file elsewhere -> its folder; any
+    other folder -> itself."""
+    p = Path(path).expanduser()
+    if p.is_file() or p.suffix in (".safetensors", ".json"):
+        p = p.parent
+    return p.parent if p.name == "checkpoints" else p
+
+
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     """The ``.safetensors`` file meant by ``path``.
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from convtrain.training.atomic import atomic_write_bytes
+from convtrain.training.checkpoint import run_directory
 from convtrain.training.hooks import TrainState
 from convtrain.visuals.hook import VisualContext, spatial_kernel_layers
 
@@ -61,7 +62,7 @@ def _candidates(state: TrainState) -> list[Path]:
     paths = [Path(state.run_dir) / FILE_NAME]
     source = state.resumed_from
     if source is not None and Path(source).parent.name == "checkpoints":
-        other = Path(source).parent.parent / FILE_NAME
+        other = run_directory(source) / FILE_NAME
         if other.resolve() != paths[0].resolve():
             paths.append(other)
     return paths

@@ -11,7 +11,7 @@ import safetensors.numpy
 from convtrain.errors import ConfigError, InternalError
 from convtrain.training import atomic
 from convtrain.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, \
-    resolve_checkpoint_path, save_checkpoint
+    resolve_checkpoint_path, run_directory, save_checkpoint
 from convtrain.training.metrics import METRIC_KEYS, write_metrics
 
 
@@ -67,6 +67,16 @@ def test_path_resolution(tmp_path):
         assert resolve_checkpoint_path(given) == path
     with pytest.raises(ConfigError, match="checkpoint not found: '.*nowhere"):
         load_checkpoint(tmp_path / "nowhere.safetensors")
+
+
+def test_the_run_directory_of_a_checkpoint_or_folder(tmp_path):
+    run = tmp_path / "run"
+    path = save_checkpoint(run / "checkpoints", "best", model_state(), {}, META)
+    for given in (path, run / "checkpoints" / "best.json", run / "checkpoints", run,
+                  str(run / "checkpoints" / "gone.safetensors")):  # need not exist
+        assert run_directory(given) == run
+    assert run_directory(tmp_path / "loose.safetensors") == tmp_path  # not in checkpoints/
+    assert run_directory(tmp_path / "elsewhere") == tmp_path / "elsewhere"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from convtrain.app.config_values import config_name
 from convtrain.registry import Registry
+from convtrain.training.checkpoint import run_directory
 
 TaskFunction = Callable[[Any, Any, Path], "float | None"]
 
@@ -64,11 +65,7 @@ def task_run_dir(task: Any, resume: Any, default: str) -> str:
     ``task``: the name, or the schema's ``Task`` enum member that ``${task}`` resolves to."""
     task = str(config_name(task))
     if works_on_trained_run(task) and resume not in (None, ""):
-        path = Path(str(resume)).expanduser()
-        if path.is_file() or path.suffix in (".safetensors", ".json"):
-            path = path.parent  # a checkpoint file: its folder (checkpoints/ -> the run)
-        if path.name == "checkpoints":
-            path = path.parent
+        path = run_directory(str(resume))
         if path.is_dir():  # a mistyped path must not become a new directory: the task's
             return str(path / task)  # own check names it (and the run goes to `default`)
     return default
