@@ -30,10 +30,11 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 _FULL = np.array((8, 48, 107), dtype=np.float64)
 
 
-def cell_colour(share: float) -> tuple[int, int, int]:
-    """White (share 0) to dark blue (share 1), linear per RGB channel."""
-    rgb = 255.0 + (_FULL - 255.0) * min(max(share, 0.0), 1.0)
-    return tuple(int(round(c)) for c in rgb)  # type: ignore[return-value]
+def cell_colours(shares: np.ndarray) -> np.ndarray:
+    """White (share 0) to dark blue (share 1), linear per RGB channel: uint8 ``shares.shape +
+    (3,)``."""
+    rgb = 255.0 + (_FULL - 255.0) * np.clip(shares, 0.0, 1.0)[..., None]
+    return np.round(rgb).astype(np.uint8)
 
 
 def cell_size(num_classes: int) -> int:
@@ -128,9 +129,8 @@ def render_confusion_matrix(cm: np.ndarray, title: str = "") -> Any:
     _stamp(canvas, left, top0, "predicted", black)
     rows = cm.sum(axis=1)
     shares = np.divide(cm, rows[:, None], out=np.zeros(cm.shape), where=rows[:, None] > 0)
-    colours = np.round(255.0 + (_FULL - 255.0) * np.clip(shares, 0.0, 1.0)[..., None])
     canvas[top:top + k * cell, left:left + k * cell] = \
-        colours.astype(np.uint8).repeat(cell, axis=0).repeat(cell, axis=1)
+        cell_colours(shares).repeat(cell, axis=0).repeat(cell, axis=1)
     for i, j in zip(*np.nonzero(cm)):
         text = str(int(cm[i, j]))
         tw, th = text_size(text)

@@ -50,6 +50,13 @@ def period_option(key: str, help: str, default: int = 1) -> Option:
                   help)
 
 
+def period_due(every: int, step: int, max_epochs: int) -> bool:
+    """Whether a visual with period ``every`` (``logger.*_every_n_epochs``; 0 = off) records at
+    ``step``: every ``every``-th step and the last (step 0 is logged at the start of a fresh
+    run, see the module docstring)."""
+    return every > 0 and (step % every == 0 or step == max_epochs)
+
+
 @dataclasses.dataclass
 class VisualContext:
     """What every visual of one run shares: settings, the event file and the image folder."""
@@ -131,7 +138,7 @@ class VisualHook(Hook):
         self.every = int(getattr(ctx.settings, self.period.key)) if self.period else 0
 
     def due(self, step: int, max_epochs: int) -> bool:
-        return self.every > 0 and (step % self.every == 0 or step == max_epochs)
+        return period_due(self.every, step, max_epochs)
 
     def on_fit_start(self, state: TrainState) -> None:
         if self.every > 0 and state.start_epoch == 0:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from convtrain.training.hooks import TrainState
-from convtrain.visuals.hook import VisualHook, period_option
+from convtrain.visuals.hook import VisualHook, period_due, period_option
 from convtrain.visuals.initial_kernels import MeasuresFromInitialKernels, current_kernels
 
 
@@ -49,7 +49,8 @@ class KernelChange(MeasuresFromInitialKernels, VisualHook):
         writer = self.ctx.writer
         if not self.reference:  # nothing would be seen
             return
-        histograms = self._with_the_grids(state, step)
+        scalars: dict[str, float] = {}
+        histograms: dict[str, np.ndarray] = {}
         for name, weight in current_kernels(state).items():
             w = np.asarray(weight, np.float64).reshape(len(weight), -1)
             w0 = np.asarray(self.reference[name], np.float64).reshape(w.shape)
@@ -59,16 +60,18 @@ class KernelChange(MeasuresFromInitialKernels, VisualHook):
             distance_sq = np.einsum("ij,ij->i", delta, delta)
             norm_sq = np.einsum("ij,ij->i", w, w)
             tag = f"kernels_change/{name}"
-            writer.add_scalars({
-                f"{tag}/distance_from_init": relative(float(np.sqrt(distance_sq.sum())), norm0),
-                f"{tag}/norm_vs_init": relative(float(np.sqrt(norm_sq.sum())), norm0)}, step)
-            if histograms:
-                writer.add_histograms({f"{tag}/filter_distance": np.sqrt(distance_sq),
-                                       f"{tag}/filter_norm": np.sqrt(norm_sq)}, step)
+            scalars[f"{tag}/distance_from_init"] = relative(float(np.sqrt(distance_sq.sum())),
+                                                            norm0)
+            scalars[f"{tag}/norm_vs_init"] = relative(float(np.sqrt(norm_sq.sum())), norm0)
+            histograms[f"{tag}/filter_distance"] = np.sqrt(distance_sq)
+            histograms[f"{tag}/filter_norm"] = np.sqrt(norm_sq)
+        writer.add_scalars(scalars, step)  # one record for all layers
+        if self._with_the_grids(state, step):
+            writer.add_histograms(histograms, step)
 
     def _with_the_grids(self, state: TrainState, step: int) -> bool:
         """Whether the per-filter histograms go in at ``step`` (one of this visual's steps):
         when it is also a kernel-grid step (0, every ``logger.kernels_every_n_epochs``, the
         last: ``task=inspect``'s only step); at every step when the grids are off."""
         every = int(self.ctx.settings.kernels_every_n_epochs)
-        return every == 0 or step % every == 0 or step == state.max_epochs
+        return every == 0 or period_due(every, step, state.max_epochs)
